@@ -1,0 +1,3 @@
+//! Benchmarks. Criterion benches under `benches/` measure the decoders on
+//! one core; the binaries under `src/bin/` drive the real services end to
+//! end and print rates.

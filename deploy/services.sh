@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Install, start, stop and inspect the services quantrac's tests run against, on loopback:
+#   kafka      Apache Kafka (KRaft, single node) from Maven Central jars
+#   mosquitto  Mosquitto MQTT broker (Debian package), password auth
+#   postgres   PostgreSQL (Debian packages), private cluster in the state dir
+#
+# Usage: deploy/services.sh COMMAND [SERVICE...]      (default: all services)
+#   install   install packages / download jars (idempotent)
+#   start     install if needed, then start; already-running services are left alone
+#   stop      stop what these scripts started (SIGTERM / graceful, then SIGKILL)
+#   restart   stop then start
+#   status    one line per service; exit 0 only if all are up
+#   env       print 'export ...' lines for clients: eval "$(deploy/services.sh env)"
+#   clean     stop and delete the service's state (data, logs, config; Kafka jars are kept)
+#
+# See deploy/README.md for ports and environment variables.
+set -euo pipefail
+
+QUANTRAC_DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=deploy/lib/common.sh
+source "$QUANTRAC_DEPLOY_DIR/lib/common.sh"
+# shellcheck source=deploy/lib/kafka.sh
+source "$QUANTRAC_DEPLOY_DIR/lib/kafka.sh"
+# shellcheck source=deploy/lib/mosquitto.sh
+source "$QUANTRAC_DEPLOY_DIR/lib/mosquitto.sh"
+# shellcheck source=deploy/lib/postgres.sh
+source "$QUANTRAC_DEPLOY_DIR/lib/postgres.sh"
+
+ALL_SERVICES=(kafka mosquitto postgres)
+
+usage() {
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+  local cmd=${1:-}
+  [[ -n $cmd ]] || {
+    usage >&2
+    exit 2
+  }
+  shift
+  case $cmd in
+  -h | --help | help)
+    usage
+    return 0
+    ;;
+  install | start | stop | restart | status | env | clean) ;;
+  *)
+    usage >&2
+    die "unknown command '$cmd'"
+    ;;
+  esac
+
+  local services=() s
+  if (($#)); then
+    for s in "$@"; do
+      case $s in
+      kafka | mosquitto | postgres) services+=("$s") ;;
+      pg | postgresql) services+=(postgres) ;;
+      mqtt) services+=(mosquitto) ;;
+      *) die "unknown service '$s' (expected: ${ALL_SERVICES[*]})" ;;
+      esac
+    done
+  else
+    services=("${ALL_SERVICES[@]}")
+  fi
+
+  case $cmd in
+  env)
+    for s in "${services[@]}"; do "${s}_env"; done
+    return 0
+    ;;
+  status)
+    local rc=0
+    for s in "${services[@]}"; do "${s}_status" || rc=3; done
+    return "$rc"
+    ;;
+  esac
+
+  # Mutating commands: serialize concurrent invocations on the same state dir.
+  mkdir -p "$STATE_DIR"
+  exec 9>"$STATE_DIR/.lock"
+  if ! flock -n 9; then
+    log "another services.sh is running on $STATE_DIR; waiting for it"
+    flock -w 600 9 || die "timed out waiting for the lock on $STATE_DIR/.lock"
+  fi
+
+  local t0 t
+  t0=$(now_ms)
+  case $cmd in
+  install)
+    for s in "${services[@]}"; do "${s}_install"; done
+    log "installed: ${services[*]} ($(elapsed_since "$t0"))"
+    ;;
+  start)
+    for s in "${services[@]}"; do
+      t=$(now_ms)
+      "${s}_start"
+      log "$s: ready in $(elapsed_since "$t")"
+    done
+    log "all started: ${services[*]} ($(elapsed_since "$t0")); state in $STATE_DIR"
+    ;;
+  stop)
+    for s in "${services[@]}"; do "${s}_stop"; done
+    ;;
+  restart)
+    for s in "${services[@]}"; do "${s}_stop"; done
+    for s in "${services[@]}"; do "${s}_start"; done
+    log "restarted: ${services[*]} ($(elapsed_since "$t0"))"
+    ;;
+  clean)
+    for s in "${services[@]}"; do "${s}_clean"; done
+    ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,400 @@
+//! Ingest configuration: built-in defaults, then a TOML file, then
+//! environment variables `QUANTRAC_INGEST__<SECTION>__<FIELD>` (double
+//! underscore between levels), then validation that names the bad field.
+//!
+//! `deploy/ingest.toml` documents every field with its default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Name of this instance, written into every record for tracing; also
+    /// the base of the MQTT client id, so it must stay the same across
+    /// restarts for the persistent session to be found again.
+    pub node_id: String,
+    pub http: HttpConfig,
+    pub kafka: KafkaConfig,
+    pub mqtt: MqttConfig,
+    pub tcp: TcpConfig,
+    pub hj212: Hj212Config,
+    pub circular10: Circular10Config,
+    /// Upper bound on records handed to Kafka and not yet acknowledged, over
+    /// all receivers. When reached, receivers stop reading: senders slow down
+    /// and memory stays bounded.
+    pub max_in_flight: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "ingest-1".into(),
+            http: HttpConfig::default(),
+            kafka: KafkaConfig::default(),
+            mqtt: MqttConfig::default(),
+            tcp: TcpConfig::default(),
+            hj212: Hj212Config::default(),
+            circular10: Circular10Config::default(),
+            max_in_flight: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `/metrics` (Prometheus) and `/health`.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub readings_topic: String,
+    pub rejected_topic: String,
+    /// How long librdkafka keeps retrying one record before giving up; the
+    /// receivers then retry (MQTT) or tell the station to resend (TCP).
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// Small batching delay: trades a few ms of latency for throughput.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Extra librdkafka properties (e.g. security settings), applied last.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:19092".into(),
+            readings_topic: quantrac_proto::topics::READINGS_RAW.into(),
+            rejected_topic: quantrac_proto::topics::INGEST_REJECTED.into(),
+            message_timeout: Duration::from_secs(30),
+            linger: Duration::from_millis(5),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub enabled: bool,
+    /// `mqtt://host:port`.
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    /// Topic filter; the station id is the second level:
+    /// `stations/<station id>/readings`.
+    pub topic: String,
+    /// When set, subscribe as `$share/<group>/<topic>` so that several ingest
+    /// instances split one stream (each needs its own `node_id`).
+    pub shared_group: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Received but not yet acknowledged messages; when full, ingest stops
+    /// reading from the broker, which holds the rest.
+    pub max_pending: usize,
+    pub max_payload_bytes: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: "mqtt://127.0.0.1:11883".into(),
+            username: "ingest".into(),
+            password: "ingest-secret".into(),
+            topic: "stations/+/readings".into(),
+            shared_group: None,
+            keep_alive: Duration::from_secs(30),
+            max_pending: 1_000,
+            max_payload_bytes: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    /// Longest frame (HJ 212 packet, JSON line, Circular 10 record).
+    pub max_frame_bytes: usize,
+    /// A frame must complete within this once started.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// A connection with no frame for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Frames read ahead of their reply on one connection.
+    pub pipeline_window: usize,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9212)),
+            max_connections: 1_024,
+            max_frame_bytes: 64 * 1024,
+            read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            pipeline_window: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hj212Config {
+    /// Password (`PW`) per device id (`MN`).
+    pub passwords: BTreeMap<String, String>,
+    /// Password for devices not listed above; unset means such devices are
+    /// refused.
+    pub default_password: Option<String>,
+    /// Offset of the loggers' local clock, e.g. `+07:00`.
+    pub utc_offset: String,
+}
+
+impl Default for Hj212Config {
+    fn default() -> Self {
+        Self {
+            passwords: BTreeMap::new(),
+            default_password: None,
+            utc_offset: "+07:00".into(),
+        }
+    }
+}
+
+impl Hj212Config {
+    /// The password the device must send, if it may send at all.
+    pub fn password_for(&self, mn: &str) -> Option<&str> {
+        self.passwords
+            .get(mn)
+            .or(self.default_password.as_ref())
+            .map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Circular10Config {
+    /// Offset of the times in the records, e.g. `+07:00` (Asia/Ho_Chi_Minh).
+    pub utc_offset: String,
+}
+
+impl Default for Circular10Config {
+    fn default() -> Self {
+        Self {
+            utc_offset: "+07:00".into(),
+        }
+    }
+}
+
+/// Parses `+07:00` / `-03:30` / `Z`.
+pub fn parse_offset(s: &str) -> Option<FixedOffset> {
+    if s == "Z" || s == "UTC" {
+        return FixedOffset::east_opt(0);
+    }
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let h: i32 = h.parse().ok()?;
+    let m: i32 = m.parse().ok()?;
+    if !(0..=23).contains(&h) || !(0..=59).contains(&m) {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+}
+
+impl IngestConfig {
+    /// Defaults, then `path` (if any), then `QUANTRAC_INGEST__*` variables.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(IngestConfig::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed("QUANTRAC_INGEST__").split("__")))
+    }
+
+    /// Parses a TOML text over the defaults (no environment); for tests.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(
+            Figment::from(Serialized::defaults(IngestConfig::default())).merge(Toml::string(text)),
+        )
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: IngestConfig = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id.is_empty() || self.node_id.contains(['/', '+', '#', ' ']) {
+            return Err(invalid(
+                "node_id",
+                "must be non-empty, without '/', '+', '#' or spaces",
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(invalid("max_in_flight", "must be at least 1"));
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must list at least one host:port"));
+        }
+        if self.kafka.readings_topic.is_empty() || self.kafka.rejected_topic.is_empty() {
+            return Err(invalid("kafka.readings_topic", "topics must be named"));
+        }
+        if self.kafka.message_timeout < Duration::from_secs(1) {
+            return Err(invalid("kafka.message_timeout", "must be at least 1s"));
+        }
+        if !self.mqtt.enabled && !self.tcp.enabled {
+            return Err(invalid(
+                "mqtt.enabled",
+                "enable at least one receiver (mqtt or tcp)",
+            ));
+        }
+        if self.mqtt.enabled {
+            crate::mqtt::broker_address(&self.mqtt.url).map_err(|e| invalid("mqtt.url", e))?;
+            if !self.mqtt.topic.starts_with("stations/") {
+                return Err(invalid(
+                    "mqtt.topic",
+                    "must be under `stations/` (stations/+/readings)",
+                ));
+            }
+            if self.mqtt.max_pending == 0 {
+                return Err(invalid("mqtt.max_pending", "must be at least 1"));
+            }
+            if self.mqtt.keep_alive < Duration::from_secs(5) {
+                return Err(invalid("mqtt.keep_alive", "must be at least 5s"));
+            }
+        }
+        if self.tcp.enabled {
+            if self.tcp.max_connections == 0 {
+                return Err(invalid("tcp.max_connections", "must be at least 1"));
+            }
+            if self.tcp.max_frame_bytes < 128 {
+                return Err(invalid("tcp.max_frame_bytes", "must be at least 128"));
+            }
+            if self.tcp.pipeline_window == 0 {
+                return Err(invalid("tcp.pipeline_window", "must be at least 1"));
+            }
+        }
+        if parse_offset(&self.hj212.utc_offset).is_none() {
+            return Err(invalid(
+                "hj212.utc_offset",
+                "expected an offset like +07:00",
+            ));
+        }
+        if parse_offset(&self.circular10.utc_offset).is_none() {
+            return Err(invalid(
+                "circular10.utc_offset",
+                "expected an offset like +07:00",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        IngestConfig::default()
+            .validate()
+            .expect("defaults validate");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../deploy/ingest.toml");
+        let c = IngestConfig::from_toml(text).expect("deploy/ingest.toml parses");
+        assert_eq!(c.tcp.listen.port(), 9212);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = IngestConfig::from_toml("[tcp]\nmax_conections = 3\n").expect_err("must be refused");
+        assert!(err.to_string().contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_names_the_field() {
+        let err = IngestConfig::from_toml("[hj212]\nutc_offset = \"7\"\n").expect_err("must be refused");
+        assert!(err.to_string().contains("hj212.utc_offset"), "{err}");
+        let err = IngestConfig::from_toml("[tcp]\nread_timeout = \"soon\"\n").expect_err("must be refused");
+        assert!(err.to_string().contains("read_timeout"), "{err}");
+    }
+
+    #[test]
+    fn offsets() {
+        assert_eq!(
+            parse_offset("+07:00").map(|o| o.local_minus_utc()),
+            Some(7 * 3600)
+        );
+        assert_eq!(
+            parse_offset("-03:30").map(|o| o.local_minus_utc()),
+            Some(-(3 * 3600 + 1800))
+        );
+        assert_eq!(parse_offset("Z").map(|o| o.local_minus_utc()), Some(0));
+        assert!(parse_offset("+24:00").is_none());
+        assert!(parse_offset("07:00").is_none());
+    }
+
+    #[test]
+    fn hj212_password_lookup() {
+        let mut c = Hj212Config::default();
+        assert_eq!(c.password_for("X"), None);
+        c.default_password = Some("d".into());
+        c.passwords.insert("X".into(), "x".into());
+        assert_eq!(c.password_for("X"), Some("x"));
+        assert_eq!(c.password_for("Y"), Some("d"));
+    }
+}

@@ -1,0 +1,157 @@
+//! What both receivers do with a decoded frame: turn samples into
+//! `ReadingBatch` records, or a failure into a `RejectedInput` record with
+//! the raw bytes and the reason, and hand them to Kafka.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use prost::Message;
+use quantrac_proto::Sample;
+use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::v1::{RejectedInput, SourceProtocol};
+use quantrac_proto::wire::WireError;
+
+use crate::sink::{Acks, KafkaSink, OutRecord, SinkError};
+use crate::status::Status;
+
+/// The answer a station gets once the records are on Kafka.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Accepted { readings: usize },
+    Rejected(WireError),
+}
+
+/// Records ready to send, with the verdict they stand for.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub records: Vec<OutRecord>,
+    pub verdict: Verdict,
+}
+
+/// Short, bounded label for metrics and logs.
+pub fn source_label(source: SourceProtocol) -> &'static str {
+    match source {
+        SourceProtocol::MqttJson => "mqtt_json",
+        SourceProtocol::MqttCircular10 => "mqtt_circular10",
+        SourceProtocol::TcpHj212 => "tcp_hj212",
+        SourceProtocol::TcpCircular10 => "tcp_circular10",
+        SourceProtocol::TcpJson => "tcp_json",
+        SourceProtocol::Unspecified => "unknown",
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Intake {
+    sink: KafkaSink,
+    node: Arc<str>,
+    readings_topic: Arc<str>,
+    rejected_topic: Arc<str>,
+    status: Arc<Status>,
+}
+
+impl Intake {
+    pub fn new(
+        sink: KafkaSink,
+        node: &str,
+        readings_topic: &str,
+        rejected_topic: &str,
+        status: Arc<Status>,
+    ) -> Self {
+        Self {
+            sink,
+            node: node.into(),
+            readings_topic: readings_topic.into(),
+            rejected_topic: rejected_topic.into(),
+            status,
+        }
+    }
+
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    /// Counts a frame received from a station.
+    pub fn received(&self, source: SourceProtocol) {
+        self.status.received();
+        metrics::counter!("ingest_received_total", "source" => source_label(source)).increment(1);
+    }
+
+    /// Counts a frame whose verdict was acknowledged to the station.
+    pub fn acknowledged(&self, source: SourceProtocol, verdict: &Verdict) {
+        self.status.acknowledged();
+        metrics::counter!("ingest_acknowledged_total", "source" => source_label(source))
+            .increment(1);
+        if let Verdict::Accepted { readings } = verdict {
+            metrics::counter!("ingest_readings_total", "source" => source_label(source))
+                .increment(*readings as u64);
+        }
+    }
+
+    /// One `ReadingBatch` record per sample, keyed by station.
+    pub fn accept(&self, source: SourceProtocol, samples: Vec<Sample>) -> Prepared {
+        let received_at = Utc::now();
+        let mut readings = 0;
+        let records = samples
+            .into_iter()
+            .map(|s| {
+                let batch = s.into_batch(source, received_at, &self.node);
+                readings += batch.readings.len();
+                OutRecord {
+                    topic: Arc::clone(&self.readings_topic),
+                    key: Bytes::from(batch.station_id.clone()),
+                    payload: Bytes::from(batch.encode_to_vec()),
+                }
+            })
+            .collect();
+        Prepared {
+            records,
+            verdict: Verdict::Accepted { readings },
+        }
+    }
+
+    /// A `RejectedInput` record with the raw bytes and the reason; logged and
+    /// counted here so every rejection path is seen the same way.
+    pub fn reject(
+        &self,
+        source: SourceProtocol,
+        origin: &str,
+        station: &str,
+        raw: &[u8],
+        error: WireError,
+    ) -> Prepared {
+        tracing::warn!(source = source_label(source), origin, station, reason = error.reason, detail = %error.detail, "rejected input");
+        self.status.rejected();
+        metrics::counter!("ingest_rejected_total", "source" => source_label(source), "reason" => error.reason).increment(1);
+        let record = RejectedInput {
+            raw: raw.to_vec(),
+            reason: error.reason.to_owned(),
+            detail: error.detail.clone(),
+            source: source as i32,
+            station_id: station.to_owned(),
+            origin: origin.to_owned(),
+            received_at: Some(to_timestamp(Utc::now())),
+            ingest_node: self.node.to_string(),
+        };
+        // Key by station when known so one station's rejections stay in
+        // order; otherwise by origin.
+        let key = if station.is_empty() { origin } else { station };
+        Prepared {
+            records: vec![OutRecord {
+                topic: Arc::clone(&self.rejected_topic),
+                key: Bytes::from(key.to_owned()),
+                payload: Bytes::from(record.encode_to_vec()),
+            }],
+            verdict: Verdict::Rejected(error),
+        }
+    }
+
+    /// Hands the records to Kafka; see [`KafkaSink::send`].
+    pub async fn publish(&self, prepared: &Prepared) -> Result<Acks, SinkError> {
+        self.sink.send(&prepared.records).await
+    }
+
+    pub fn sink(&self) -> &KafkaSink {
+        &self.sink
+    }
+}

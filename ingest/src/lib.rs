@@ -1,0 +1,166 @@
+//! Ingest: takes readings from station data loggers over MQTT and TCP and
+//! puts them on Kafka (`readings.raw`, key = station id), acknowledging a
+//! station only after Kafka acknowledged its readings.
+//!
+//! A tour:
+//! - [`config`]: the TOML file + environment configuration, validated at
+//!   start with errors that name the field.
+//! - [`mqtt`]: persistent-session MQTT receiver with manual, in-order PUBACKs.
+//! - [`tcp`]: HJ 212-2017 / Circular 10 / JSON-lines receiver with bounded
+//!   connections, frame size, timeouts and per-connection pipelining.
+//! - [`decode`]: pure functions from received bytes to samples.
+//! - [`intake`]: samples into `ReadingBatch` records, failures into
+//!   `RejectedInput` records (raw bytes + reason) on `ingest.rejected`.
+//! - [`sink`]: the idempotent `acks=all` Kafka producer with a bounded
+//!   in-flight window: the back-pressure point.
+//! - [`status`] and [`http`]: counters, `/metrics` and `/health`.
+//!
+//! [`Ingest::start`] wires them together; it takes a shutdown token and can
+//! run inside a test.
+
+pub mod config;
+pub mod decode;
+pub mod http;
+pub mod intake;
+pub mod mqtt;
+pub mod sink;
+pub mod status;
+pub mod tcp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::IngestConfig;
+pub use status::{Snapshot, Status};
+
+/// Why ingest could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sink(#[from] sink::SinkError),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error("a receiver task failed: {0}")]
+    Task(String),
+}
+
+/// A running ingest instance.
+#[derive(Debug)]
+pub struct Ingest {
+    pub status: Arc<Status>,
+    /// Where the TCP receiver listens (useful with port 0).
+    pub tcp_addr: Option<SocketAddr>,
+    pub http_addr: SocketAddr,
+    tasks: JoinSet<Result<(), IngestError>>,
+    shutdown: CancellationToken,
+    sink: sink::KafkaSink,
+}
+
+impl Ingest {
+    /// Binds the listeners and starts the receivers. Returns once listening;
+    /// cancel `shutdown` to stop, then [`Ingest::wait`].
+    pub async fn start(
+        config: IngestConfig,
+        metrics: Option<PrometheusHandle>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, IngestError> {
+        config
+            .validate()
+            .map_err(|e| IngestError::Config(e.to_string()))?;
+        let config = Arc::new(config);
+        let status = Arc::new(Status::default());
+        let sink = sink::KafkaSink::new(&config.kafka, config.max_in_flight, Arc::clone(&status))?;
+        let intake = intake::Intake::new(
+            sink.clone(),
+            &config.node_id,
+            &config.kafka.readings_topic,
+            &config.kafka.rejected_topic,
+            Arc::clone(&status),
+        );
+        let mut tasks = JoinSet::new();
+
+        let http_listener = TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| IngestError::Bind {
+                what: "http",
+                addr: config.http.listen,
+                source,
+            })?;
+        let http_addr = http_listener.local_addr().map_err(IngestError::Http)?;
+        tasks.spawn({
+            let (status, shutdown) = (Arc::clone(&status), shutdown.clone());
+            let (m, t) = (config.mqtt.enabled, config.tcp.enabled);
+            async move {
+                http::serve(http_listener, status, metrics, m, t, shutdown)
+                    .await
+                    .map_err(IngestError::Http)
+            }
+        });
+
+        let mut tcp_addr = None;
+        if config.tcp.enabled {
+            let listener = TcpListener::bind(config.tcp.listen)
+                .await
+                .map_err(|source| IngestError::Bind {
+                    what: "tcp",
+                    addr: config.tcp.listen,
+                    source,
+                })?;
+            tcp_addr = listener.local_addr().ok();
+            tasks.spawn(tcp::run(
+                Arc::clone(&config),
+                intake.clone(),
+                listener,
+                shutdown.clone(),
+            ));
+        }
+        if config.mqtt.enabled {
+            tasks.spawn(mqtt::run(
+                Arc::clone(&config),
+                intake.clone(),
+                shutdown.clone(),
+            ));
+        }
+        tracing::info!(node = config.node_id, ?tcp_addr, %http_addr, mqtt = config.mqtt.enabled, "ingest started");
+        Ok(Self {
+            status,
+            tcp_addr,
+            http_addr,
+            tasks,
+            shutdown,
+            sink,
+        })
+    }
+
+    /// Waits for every task. The first task to fail cancels the others.
+    pub async fn wait(mut self) -> Result<(), IngestError> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let result = joined
+                .map_err(|e| IngestError::Task(e.to_string()))
+                .and_then(|r| r);
+            if let Err(e) = result {
+                tracing::error!(error = %e, "ingest task failed; stopping the others");
+                self.shutdown.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+        // Whatever is still queued in librdkafka gets a last chance.
+        self.sink.flush(Duration::from_secs(5));
+        first_error.map_or(Ok(()), Err)
+    }
+}

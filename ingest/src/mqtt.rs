@@ -1,0 +1,255 @@
+//! MQTT receiver: a persistent session with manual acknowledgements.
+//!
+//! Topic layout: stations publish with QoS 1 to
+//! `stations/<station id>/readings`; the payload is a JSON sample
+//! (`proto/schema/sample.schema.json`) or a Circular 10 record (optionally
+//! preceded by its file name line). Mosquitto checks the station's
+//! credentials (and, with an ACL, that it publishes only under its own id).
+//!
+//! The PUBACK for a message goes out only after Kafka acknowledged its
+//! records, and in the order the messages arrived (MQTT 3.1.1 §4.6). The
+//! session is persistent (`clean_session = false`, fixed client id), so a
+//! message received but not acknowledged when ingest stops is delivered
+//! again by the broker when it reconnects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::IngestError;
+use crate::config::{IngestConfig, parse_offset};
+use crate::decode;
+use crate::intake::{Intake, Prepared, source_label};
+use crate::sink::Acks;
+use quantrac_proto::v1::SourceProtocol;
+
+/// Host and port from `mqtt://host:port`.
+pub fn broker_address(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or("expected mqtt://host:port")?;
+    let (host, port) = rest.rsplit_once(':').ok_or("expected mqtt://host:port")?;
+    let port: u16 = port
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| format!("bad port `{port}`"))?;
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// A message waiting for Kafka before its PUBACK.
+struct PendingAck {
+    publish: Publish,
+    source: SourceProtocol,
+    prepared: Prepared,
+    acks: Acks,
+}
+
+/// Runs until `shutdown`; then stops taking messages, sends the PUBACKs of
+/// what Kafka already acknowledged (bounded by a deadline) and disconnects.
+pub async fn run(
+    config: Arc<IngestConfig>,
+    intake: Intake,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let mc = &config.mqtt;
+    let (host, port) =
+        broker_address(&mc.url).map_err(|e| IngestError::Config(format!("mqtt.url: {e}")))?;
+    let offset = parse_offset(&config.circular10.utc_offset)
+        .ok_or_else(|| IngestError::Config("circular10.utc_offset".into()))?;
+    let mut options = MqttOptions::new(format!("quantrac-{}", config.node_id), host, port);
+    options
+        .set_credentials(mc.username.clone(), mc.password.clone())
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(mc.keep_alive)
+        .set_max_packet_size(mc.max_payload_bytes + 1024, 64 * 1024);
+    let filter = match &mc.shared_group {
+        Some(group) => format!("$share/{group}/{}", mc.topic),
+        None => mc.topic.clone(),
+    };
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let (pending_tx, pending_rx) = mpsc::channel::<PendingAck>(mc.max_pending);
+    let acker = tokio::spawn(ack_in_order(
+        client.clone(),
+        intake.clone(),
+        pending_rx,
+        shutdown.clone(),
+    ));
+
+    let mut backoff = Duration::from_millis(200);
+    let status = Arc::clone(intake.status());
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => break,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = Duration::from_millis(200);
+                status.set_mqtt_connected(true);
+                tracing::info!(
+                    session_present = ack.session_present,
+                    filter,
+                    "connected to MQTT broker"
+                );
+                // Idempotent; also covers a broker that lost the session.
+                if let Err(e) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+                    tracing::warn!(error = %e, "cannot queue MQTT subscribe");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let Some(pending) = prepare(&intake, offset, publish, &shutdown).await else {
+                    break;
+                };
+                // Bounded: when full we stop polling and the broker holds the rest.
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    r = pending_tx.send(pending) => if r.is_err() { break },
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                status.set_mqtt_connected(false);
+                tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+
+    // Drain: let the acker send PUBACKs for what Kafka already has, while
+    // the event loop keeps running to put them on the wire.
+    drop(pending_tx);
+    let drain = async {
+        let mut acker = acker;
+        loop {
+            tokio::select! {
+                r = &mut acker => { if let Err(e) = r { tracing::error!(error = %e, "MQTT acker panicked") } break }
+                e = eventloop.poll() => if e.is_err() { tokio::time::sleep(Duration::from_millis(50)).await },
+            }
+        }
+        let _ = client.disconnect().await;
+        // Flush the disconnect (and the last PUBACKs) onto the socket.
+        for _ in 0..16 {
+            match tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await {
+                Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => {
+                    break;
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("MQTT drain deadline passed; unacknowledged messages will be redelivered");
+    }
+    status.set_mqtt_connected(false);
+    Ok(())
+}
+
+/// Decodes one message and hands its records to Kafka. `None` on shutdown.
+async fn prepare(
+    intake: &Intake,
+    offset: chrono::FixedOffset,
+    publish: Publish,
+    shutdown: &CancellationToken,
+) -> Option<PendingAck> {
+    let topic = publish.topic.clone();
+    let (source, station, decoded) = match decode::station_from_topic(&topic) {
+        Ok(station) => {
+            let (source, r) = decode::mqtt_payload(station, &publish.payload, offset);
+            (source, station.to_owned(), r)
+        }
+        Err(e) => (SourceProtocol::Unspecified, String::new(), Err(e)),
+    };
+    intake.received(source);
+    let prepared = match decoded {
+        Ok(samples) => intake.accept(source, samples),
+        Err(e) => intake.reject(source, &topic, &station, &publish.payload, e),
+    };
+    let acks = tokio::select! {
+        () = shutdown.cancelled() => return None,
+        r = intake.publish(&prepared) => r.ok()?,
+    };
+    Some(PendingAck {
+        publish,
+        source,
+        prepared,
+        acks,
+    })
+}
+
+/// Sends PUBACKs in arrival order, each after Kafka acknowledged the
+/// message's records. A failed delivery is retried with backoff: MQTT 3.1.1
+/// redelivers only on reconnect, so giving up would strand the message.
+async fn ack_in_order(
+    client: AsyncClient,
+    intake: Intake,
+    mut pending: mpsc::Receiver<PendingAck>,
+    shutdown: CancellationToken,
+) {
+    while let Some(PendingAck {
+        publish,
+        source,
+        prepared,
+        mut acks,
+    }) = pending.recv().await
+    {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match acks.wait().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, source = source_label(source), retry_in = ?backoff, "Kafka delivery failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    acks = match intake.publish(&prepared).await {
+                        Ok(a) => a,
+                        Err(_) => return,
+                    };
+                }
+            }
+        }
+        if let Err(e) = client.ack(&publish).await {
+            tracing::warn!(error = %e, "cannot queue PUBACK; the broker will redeliver");
+            return;
+        }
+        intake.acknowledged(source, &prepared.verdict);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            broker_address("mqtt://127.0.0.1:11883"),
+            Ok(("127.0.0.1".into(), 11883))
+        );
+        assert_eq!(
+            broker_address("tcp://broker:1883/"),
+            Ok(("broker".into(), 1883))
+        );
+        assert!(broker_address("http://x:1").is_err());
+        assert!(broker_address("mqtt://x").is_err());
+        assert!(broker_address("mqtt://:1").is_err());
+        assert!(broker_address("mqtt://x:99999").is_err());
+    }
+}

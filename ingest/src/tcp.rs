@@ -1,0 +1,550 @@
+//! TCP receiver: HJ 212-2017 packets, Circular 10 records and JSON lines on
+//! one port, told apart by their first bytes.
+//!
+//! Framing (every frame ends with `\n`; `\r\n` is accepted):
+//! - `##dddd...CRC\r\n`: one HJ 212 packet. When its `Flag` asks for a reply
+//!   the data response (CN=9014) goes back only after Kafka acknowledged the
+//!   readings; a refused packet gets CN=9011 with a `QnRtn` code (3 wrong
+//!   password, 4 unknown device, 8 unsupported command, 100 bad content).
+//!   A packet whose length or CRC is wrong gets no reply: its fields cannot
+//!   be trusted, and the logger resends unanswered packets.
+//! - `{...}\n`: one JSON sample; reply `{"ok":true,"readings":N}` or
+//!   `{"ok":false,"reason":"...","detail":"..."}`.
+//! - anything else: a Circular 10 record: the file name line
+//!   (`<Province>_<Facility>_<Station>_<yyyyMMddHHmmss>.txt`), the parameter
+//!   lines, then an empty line; reply `OK <readings>` or
+//!   `ERR <reason> <detail>`.
+//!
+//! Replies keep the order of the frames. A connection may pipeline up to
+//! `pipeline_window` frames ahead of their replies; past that, ingest stops
+//! reading and TCP flow control slows the logger. When Kafka cannot take a
+//! record, JSON and Circular 10 senders get `kafka.unavailable` (resend), HJ
+//! 212 loggers get no reply (they resend by themselves).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use quantrac_proto::v1::SourceProtocol;
+use quantrac_proto::wire::{WireError, hj212, json};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::IngestError;
+use crate::config::{Hj212Config, IngestConfig, TcpConfig, parse_offset};
+use crate::decode;
+use crate::intake::{Intake, Prepared, Verdict};
+use crate::sink::Acks;
+
+/// Most lines one Circular 10 record may have (a station has ~6-10 parameters).
+const MAX_RECORD_LINES: usize = 512;
+
+struct Ctx {
+    intake: Intake,
+    tcp: TcpConfig,
+    hj212: Hj212Config,
+    hj212_offset: FixedOffset,
+    c10_offset: FixedOffset,
+}
+
+/// Accepts connections until `shutdown`, then lets every connection finish
+/// the frames it already read (bounded by a deadline).
+pub async fn run(
+    config: Arc<IngestConfig>,
+    intake: Intake,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let ctx = Arc::new(Ctx {
+        intake,
+        tcp: config.tcp.clone(),
+        hj212: config.hj212.clone(),
+        hj212_offset: parse_offset(&config.hj212.utc_offset)
+            .ok_or_else(|| IngestError::Config("hj212.utc_offset".into()))?,
+        c10_offset: parse_offset(&config.circular10.utc_offset)
+            .ok_or_else(|| IngestError::Config("circular10.utc_offset".into()))?,
+    });
+    let limit = Arc::new(Semaphore::new(config.tcp.max_connections));
+    let tracker = TaskTracker::new();
+    let status = Arc::clone(ctx.intake.status());
+    status.set_tcp_listening(true);
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        // Wait for a free slot before accepting: excess connections queue
+        // in the kernel's backlog instead of costing memory here.
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            p = Arc::clone(&limit).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(s) => { backoff = Duration::from_millis(10); s }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let ctx = Arc::clone(&ctx);
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            metrics::gauge!("ingest_tcp_connections").increment(1.0);
+            if let Err(e) = connection(stream, peer, &ctx, &shutdown).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            metrics::gauge!("ingest_tcp_connections").decrement(1.0);
+            drop(permit);
+        });
+    }
+    status.set_tcp_listening(false);
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "TCP drain deadline passed; unanswered frames will be resent by the loggers"
+        );
+    }
+    Ok(())
+}
+
+/// A reply that goes out once (and if) Kafka acknowledged the frame.
+struct ReplyJob {
+    source: SourceProtocol,
+    verdict: Verdict,
+    acks: Acks,
+    on_ack: Option<Vec<u8>>,
+    on_failure: Option<Vec<u8>>,
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &Ctx,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<ReplyJob>(ctx.tcp.pipeline_window);
+    let intake = ctx.intake.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            let reply = match job.acks.wait().await {
+                Ok(()) => {
+                    intake.acknowledged(job.source, &job.verdict);
+                    job.on_ack
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "Kafka did not take a frame; the sender must resend");
+                    job.on_failure
+                }
+            };
+            if let Some(bytes) = reply {
+                wr.write_all(&bytes).await?;
+            }
+        }
+        wr.shutdown().await
+    });
+
+    let origin = peer.to_string();
+    let mut reader = BufReader::new(rd);
+    let mut line = Vec::new();
+    let result = loop {
+        line.clear();
+        let read = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            r = tokio::time::timeout(ctx.tcp.idle_timeout, read_line(&mut reader, &mut line, ctx.tcp.max_frame_bytes)) => r,
+        };
+        let frame = match read {
+            Err(_) => {
+                tracing::debug!(%peer, "idle timeout");
+                break Ok(());
+            }
+            Ok(Err(e)) => break Err(e),
+            Ok(Ok(LineRead::Eof)) => break Ok(()),
+            Ok(Ok(LineRead::TooLong)) => Frame::TooLong(line.clone()),
+            Ok(Ok(LineRead::Line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Ok(Ok(LineRead::Line)) if line.starts_with(b"##") => Frame::Hj212(line.clone()),
+            Ok(Ok(LineRead::Line)) if line.starts_with(b"{") => Frame::Json(line.clone()),
+            Ok(Ok(LineRead::Line)) => {
+                let header = line.clone();
+                let read = tokio::time::timeout(
+                    ctx.tcp.read_timeout,
+                    read_record_body(
+                        &mut reader,
+                        ctx.tcp.max_frame_bytes.saturating_sub(header.len()),
+                    ),
+                )
+                .await;
+                match read {
+                    Err(_) => {
+                        tracing::debug!(%peer, "read timeout inside a Circular 10 record");
+                        break Ok(());
+                    }
+                    Ok(Err(e)) => break Err(e),
+                    Ok(Ok((body, too_long))) if too_long => {
+                        Frame::TooLong([header, body].join(&b'\n'))
+                    }
+                    Ok(Ok((body, _))) => Frame::Circular10 { header, body },
+                }
+            }
+        };
+        let Some(job) = handle_frame(ctx, &origin, frame, shutdown).await else {
+            break Ok(());
+        };
+        if tx.send(job).await.is_err() {
+            break Ok(()); // writer failed: the peer is gone
+        }
+    };
+    drop(tx);
+    match writer.await {
+        Ok(Ok(())) => result,
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(std::io::Error::other(e)),
+    }
+}
+
+enum Frame {
+    Hj212(Vec<u8>),
+    Json(Vec<u8>),
+    Circular10 { header: Vec<u8>, body: Vec<u8> },
+    TooLong(Vec<u8>),
+}
+
+/// Decodes, checks and hands one frame to Kafka. `None` on shutdown.
+async fn handle_frame(
+    ctx: &Ctx,
+    origin: &str,
+    frame: Frame,
+    shutdown: &CancellationToken,
+) -> Option<ReplyJob> {
+    let intake = &ctx.intake;
+    let (source, prepared, on_ack, on_failure) = match frame {
+        Frame::Hj212(raw) => {
+            intake.received(SourceProtocol::TcpHj212);
+            let (prepared, on_ack) = hj212_frame(ctx, origin, &raw);
+            (SourceProtocol::TcpHj212, prepared, on_ack, None)
+        }
+        Frame::Json(raw) => {
+            let source = SourceProtocol::TcpJson;
+            intake.received(source);
+            let prepared = match json::decode(&raw, None) {
+                Ok(s) => intake.accept(source, vec![s]),
+                Err(e) => intake.reject(source, origin, "", &raw, e),
+            };
+            let reply = json_reply(&prepared.verdict);
+            (source, prepared, Some(reply), Some(json_unavailable()))
+        }
+        Frame::Circular10 { header, body } => {
+            let source = SourceProtocol::TcpCircular10;
+            intake.received(source);
+            let (station, decoded) = decode::tcp_circular10(&header, &body, ctx.c10_offset);
+            let prepared = match decoded {
+                Ok(samples) => intake.accept(source, samples),
+                Err(e) => {
+                    let raw = [header, body].join(&b'\n');
+                    intake.reject(source, origin, &station, &raw, e)
+                }
+            };
+            let reply = text_reply(&prepared.verdict);
+            (
+                source,
+                prepared,
+                Some(reply),
+                Some(b"ERR kafka.unavailable resend later\n".to_vec()),
+            )
+        }
+        Frame::TooLong(prefix) => {
+            let source = match prefix.first() {
+                Some(b'#') => SourceProtocol::TcpHj212,
+                Some(b'{') => SourceProtocol::TcpJson,
+                _ => SourceProtocol::TcpCircular10,
+            };
+            intake.received(source);
+            let error = WireError::new(
+                "tcp.frame_too_large",
+                format!(
+                    "frame longer than {} bytes (tcp.max_frame_bytes)",
+                    ctx.tcp.max_frame_bytes
+                ),
+            );
+            let prepared = intake.reject(source, origin, "", &prefix, error);
+            let reply = match source {
+                SourceProtocol::TcpJson => Some(json_reply(&prepared.verdict)),
+                SourceProtocol::TcpCircular10 => Some(text_reply(&prepared.verdict)),
+                _ => None,
+            };
+            (source, prepared, reply, None)
+        }
+    };
+    let acks = tokio::select! {
+        () = shutdown.cancelled() => return None,
+        r = intake.publish(&prepared) => r.ok()?,
+    };
+    Some(ReplyJob {
+        source,
+        verdict: prepared.verdict,
+        acks,
+        on_ack,
+        on_failure,
+    })
+}
+
+/// Checks an HJ 212 packet; returns the records and the reply to send once
+/// Kafka has them.
+fn hj212_frame(ctx: &Ctx, origin: &str, raw: &[u8]) -> (Prepared, Option<Vec<u8>>) {
+    let source = SourceProtocol::TcpHj212;
+    let intake = &ctx.intake;
+    let packet = match hj212::decode(raw) {
+        Ok(p) => p,
+        Err(e) => return (intake.reject(source, origin, "", raw, e), None),
+    };
+    let refuse = |code: u16, error: WireError| {
+        let reply = packet
+            .wants_reply()
+            .then(|| hj212::encode(&packet.request_response(code)));
+        (intake.reject(source, origin, &packet.mn, raw, error), reply)
+    };
+    match ctx.hj212.password_for(&packet.mn) {
+        None => {
+            return refuse(
+                4,
+                WireError::new(
+                    "auth.unknown_station",
+                    format!("device MN={} is not registered", packet.mn),
+                ),
+            );
+        }
+        Some(pw) if !constant_time_eq(pw.as_bytes(), packet.pw.as_bytes()) => {
+            return refuse(
+                3,
+                WireError::new(
+                    "auth.bad_password",
+                    format!("wrong PW for MN={}", packet.mn),
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+    if !packet.is_data() {
+        return refuse(
+            8,
+            WireError::new(
+                "hj212.unsupported_command",
+                format!("CN={} is not a data upload", packet.cn),
+            ),
+        );
+    }
+    match packet.sample(ctx.hj212_offset) {
+        Ok(sample) => {
+            let reply = packet
+                .wants_reply()
+                .then(|| hj212::encode(&packet.data_response()));
+            (intake.accept(source, vec![sample]), reply)
+        }
+        Err(e) => refuse(100, e),
+    }
+}
+
+/// Password comparison that does not stop at the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json_reply(verdict: &Verdict) -> Vec<u8> {
+    let mut v = match verdict {
+        Verdict::Accepted { readings } => serde_json::json!({ "ok": true, "readings": readings }),
+        Verdict::Rejected(e) => {
+            serde_json::json!({ "ok": false, "reason": e.reason, "detail": e.detail })
+        }
+    }
+    .to_string()
+    .into_bytes();
+    v.push(b'\n');
+    v
+}
+
+fn json_unavailable() -> Vec<u8> {
+    b"{\"ok\":false,\"reason\":\"kafka.unavailable\",\"detail\":\"resend later\"}\n".to_vec()
+}
+
+fn text_reply(verdict: &Verdict) -> Vec<u8> {
+    match verdict {
+        Verdict::Accepted { readings } => format!("OK {readings}\n").into_bytes(),
+        Verdict::Rejected(e) => {
+            format!("ERR {} {}\n", e.reason, e.detail.replace(['\r', '\n'], " ")).into_bytes()
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum LineRead {
+    Line,
+    /// Longer than the limit: `line` holds the first `max` bytes, the rest
+    /// up to the newline was discarded.
+    TooLong,
+    Eof,
+}
+
+/// Reads one line into `line` without its `\n` (and `\r`), never holding
+/// more than `max` bytes of it.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            // EOF: a last line without its newline still counts.
+            return Ok(if !any {
+                LineRead::Eof
+            } else if too_long {
+                LineRead::TooLong
+            } else {
+                LineRead::Line
+            });
+        }
+        any = true;
+        let (chunk, used, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], i + 1, true),
+            None => (available, available.len(), false),
+        };
+        let room = max.saturating_sub(line.len());
+        if chunk.len() > room {
+            too_long = true;
+        }
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        r.consume(used);
+        if done {
+            if line.last() == Some(&b'\r') && !too_long {
+                line.pop();
+            }
+            return Ok(if too_long {
+                LineRead::TooLong
+            } else {
+                LineRead::Line
+            });
+        }
+    }
+}
+
+/// Reads the lines of a Circular 10 record up to the empty line that ends
+/// it (or EOF). Returns the body and whether it overflowed `max` bytes (the
+/// rest of the record is then discarded up to its end).
+async fn read_record_body<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut body = Vec::new();
+    let mut line = Vec::new();
+    let mut too_long = false;
+    let mut lines = 0;
+    loop {
+        line.clear();
+        let room = max.saturating_sub(body.len());
+        match read_line(r, &mut line, room).await? {
+            LineRead::Eof => break,
+            LineRead::Line if line.iter().all(u8::is_ascii_whitespace) => break,
+            LineRead::Line if !too_long => {
+                lines += 1;
+                if lines > MAX_RECORD_LINES {
+                    too_long = true;
+                } else {
+                    body.extend_from_slice(&line);
+                    body.push(b'\n');
+                }
+            }
+            LineRead::Line => {}
+            LineRead::TooLong => too_long = true,
+        }
+    }
+    Ok((body, too_long))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8], max: usize) -> Vec<(LineRead, Vec<u8>)> {
+        let mut r = BufReader::with_capacity(8, input);
+        let mut out = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let read = read_line(&mut r, &mut line, max)
+                .await
+                .expect("in-memory read");
+            if read == LineRead::Eof {
+                return out;
+            }
+            out.push((read, line));
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_are_bounded_and_resynchronise() {
+        let got = lines(b"short\r\nthis line is far too long\nok\nlast", 10).await;
+        assert_eq!(
+            got,
+            vec![
+                (LineRead::Line, b"short".to_vec()),
+                (LineRead::TooLong, b"this line ".to_vec()),
+                (LineRead::Line, b"ok".to_vec()),
+                (LineRead::Line, b"last".to_vec()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn record_body_stops_at_blank_line() {
+        let mut r = BufReader::new(&b"a\tb\r\nc\td\r\n\r\nnext"[..]);
+        let (body, too_long) = read_record_body(&mut r, 100).await.expect("read");
+        assert_eq!(body, b"a\tb\nc\td\n");
+        assert!(!too_long);
+        let mut rest = Vec::new();
+        read_line(&mut r, &mut rest, 100).await.expect("read");
+        assert_eq!(rest, b"next");
+    }
+
+    #[tokio::test]
+    async fn oversized_record_is_flagged_and_skipped_whole() {
+        let mut r = BufReader::new(&b"0123456789\n0123456789\n\nnext\n"[..]);
+        let (_, too_long) = read_record_body(&mut r, 15).await.expect("read");
+        assert!(too_long);
+        let mut rest = Vec::new();
+        read_line(&mut r, &mut rest, 100).await.expect("read");
+        assert_eq!(rest, b"next");
+    }
+
+    #[test]
+    fn replies() {
+        assert_eq!(text_reply(&Verdict::Accepted { readings: 6 }), b"OK 6\n");
+        let e = WireError::new("circular10.bad_value", "line 2:\nvalue `x`");
+        assert_eq!(
+            text_reply(&Verdict::Rejected(e.clone())),
+            b"ERR circular10.bad_value line 2: value `x`\n"
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&json_reply(&Verdict::Rejected(e))).expect("json");
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["reason"], "circular10.bad_value");
+    }
+
+    #[test]
+    fn password_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

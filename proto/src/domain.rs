@@ -1,0 +1,199 @@
+//! Decoded station samples and the parameter catalogue.
+
+use chrono::{DateTime, Utc};
+
+use crate::v1;
+
+/// Device status as the three meanings of Circular 10/2021 art. 39.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceStatus {
+    Measuring,
+    Calibrating,
+    Error,
+}
+
+impl DeviceStatus {
+    /// Circular 10 status code (`00`, `01`, `02`).
+    pub fn circular10_code(self) -> &'static str {
+        match self {
+            DeviceStatus::Measuring => "00",
+            DeviceStatus::Calibrating => "01",
+            DeviceStatus::Error => "02",
+        }
+    }
+
+    /// Parses a Circular 10 status code; tolerates a missing leading zero.
+    pub fn from_circular10(code: &str) -> Option<Self> {
+        match code.trim() {
+            "00" | "0" => Some(DeviceStatus::Measuring),
+            "01" | "1" => Some(DeviceStatus::Calibrating),
+            "02" | "2" => Some(DeviceStatus::Error),
+            _ => None,
+        }
+    }
+
+    /// Maps an HJ 212-2017 value flag onto the three statuses. The original
+    /// flag is kept beside it by the caller.
+    ///
+    /// N normal, S manual entry and T above range are values the instrument
+    /// measured; C calibration and M maintenance are calibration windows;
+    /// F analyser stopped, D fault and B link fault are errors.
+    pub fn from_hj212_flag(flag: &str) -> Option<Self> {
+        match flag {
+            "N" | "S" | "T" => Some(DeviceStatus::Measuring),
+            "C" | "M" => Some(DeviceStatus::Calibrating),
+            "F" | "D" | "B" => Some(DeviceStatus::Error),
+            _ => None,
+        }
+    }
+
+    /// The JSON schema's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Measuring => "measuring",
+            DeviceStatus::Calibrating => "calibrating",
+            DeviceStatus::Error => "error",
+        }
+    }
+
+    pub fn from_json(s: &str) -> Option<Self> {
+        match s {
+            "measuring" => Some(DeviceStatus::Measuring),
+            "calibrating" => Some(DeviceStatus::Calibrating),
+            "error" => Some(DeviceStatus::Error),
+            _ => None,
+        }
+    }
+}
+
+impl From<DeviceStatus> for v1::DeviceStatus {
+    fn from(s: DeviceStatus) -> Self {
+        match s {
+            DeviceStatus::Measuring => v1::DeviceStatus::Measuring,
+            DeviceStatus::Calibrating => v1::DeviceStatus::Calibrating,
+            DeviceStatus::Error => v1::DeviceStatus::Error,
+        }
+    }
+}
+
+/// One parameter's value inside a sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleValue {
+    /// Parameter code as sent (`COD`, `w01018`, ...).
+    pub parameter: String,
+    pub value: f64,
+    /// Unit as sent, empty when the format carries none.
+    pub unit: String,
+    pub status: DeviceStatus,
+    /// The device's own flag, verbatim.
+    pub device_flag: String,
+}
+
+/// The values one station measured at one time: what one JSON message, one
+/// HJ 212 data packet or one timestamp of a Circular 10 record carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub station_id: String,
+    pub measured_at: DateTime<Utc>,
+    pub values: Vec<SampleValue>,
+}
+
+/// Converts a chrono time into a protobuf timestamp.
+pub fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// Converts a protobuf timestamp back; `None` when out of chrono's range.
+pub fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+impl Sample {
+    /// Stamps the sample with its arrival and turns it into the Kafka record.
+    /// Each reading gets a fresh UUIDv7 ingest id.
+    pub fn into_batch(
+        self,
+        source: v1::SourceProtocol,
+        received_at: DateTime<Utc>,
+        ingest_node: &str,
+    ) -> v1::ReadingBatch {
+        let measured_at = Some(to_timestamp(self.measured_at));
+        let received = Some(to_timestamp(received_at));
+        let readings = self
+            .values
+            .into_iter()
+            .map(|v| v1::Reading {
+                station_id: self.station_id.clone(),
+                parameter: v.parameter,
+                value: v.value,
+                unit: v.unit,
+                measured_at,
+                status: v1::DeviceStatus::from(v.status) as i32,
+                device_flag: v.device_flag,
+                source: source as i32,
+                received_at: received,
+                ingest_id: uuid::Uuid::now_v7().to_string(),
+            })
+            .collect();
+        v1::ReadingBatch {
+            station_id: self.station_id,
+            readings,
+            ingest_node: ingest_node.to_owned(),
+        }
+    }
+}
+
+/// Kind of monitoring station.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StationKind {
+    Wastewater,
+    Stack,
+}
+
+/// A monitored parameter: its Circular 10 code, its HJ 212 code, its unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParameterInfo {
+    /// Circular 10/2021 code (column 1 of the text record).
+    pub code: &'static str,
+    /// HJ 212-2017 pollutant code.
+    pub hj212_code: &'static str,
+    pub name: &'static str,
+    /// Unit the station normally sends (and the processor stores).
+    pub unit: &'static str,
+    pub kind: StationKind,
+}
+
+/// The parameters of the domain reference. Codes map between formats; the
+/// limits that apply to them are data (per station, per permit), not here.
+pub const PARAMETERS: &[ParameterInfo] = &[
+    ParameterInfo { code: "Flow", hj212_code: "w00000", name: "Wastewater flow", unit: "m3/h", kind: StationKind::Wastewater },
+    ParameterInfo { code: "pH", hj212_code: "w01001", name: "pH", unit: "pH", kind: StationKind::Wastewater },
+    ParameterInfo { code: "Temp", hj212_code: "w01010", name: "Water temperature", unit: "°C", kind: StationKind::Wastewater },
+    ParameterInfo { code: "TSS", hj212_code: "w01012", name: "Total suspended solids", unit: "mg/L", kind: StationKind::Wastewater },
+    ParameterInfo { code: "COD", hj212_code: "w01018", name: "Chemical oxygen demand", unit: "mg/L", kind: StationKind::Wastewater },
+    ParameterInfo { code: "NH4", hj212_code: "w21003", name: "Ammonium (as N)", unit: "mg/L", kind: StationKind::Wastewater },
+    ParameterInfo { code: "TN", hj212_code: "w21001", name: "Total nitrogen", unit: "mg/L", kind: StationKind::Wastewater },
+    ParameterInfo { code: "TP", hj212_code: "w21011", name: "Total phosphorus", unit: "mg/L", kind: StationKind::Wastewater },
+    ParameterInfo { code: "Flow", hj212_code: "a00000", name: "Flue-gas flow", unit: "m3/h", kind: StationKind::Stack },
+    ParameterInfo { code: "Temp", hj212_code: "a01012", name: "Flue-gas temperature", unit: "°C", kind: StationKind::Stack },
+    ParameterInfo { code: "P", hj212_code: "a01013", name: "Flue-gas pressure", unit: "kPa", kind: StationKind::Stack },
+    ParameterInfo { code: "O2", hj212_code: "a19001", name: "Oxygen (excess)", unit: "%", kind: StationKind::Stack },
+    ParameterInfo { code: "PM", hj212_code: "a34013", name: "Dust", unit: "mg/Nm3", kind: StationKind::Stack },
+    ParameterInfo { code: "SO2", hj212_code: "a21026", name: "Sulphur dioxide", unit: "mg/Nm3", kind: StationKind::Stack },
+    ParameterInfo { code: "NOx", hj212_code: "a21002", name: "Nitrogen oxides (as NO2)", unit: "mg/Nm3", kind: StationKind::Stack },
+    ParameterInfo { code: "CO", hj212_code: "a21005", name: "Carbon monoxide", unit: "mg/Nm3", kind: StationKind::Stack },
+];
+
+/// Looks a parameter up by its HJ 212 code.
+pub fn parameter_by_hj212(code: &str) -> Option<&'static ParameterInfo> {
+    PARAMETERS.iter().find(|p| p.hj212_code == code)
+}
+
+/// Looks a parameter up by Circular 10 code and station kind (`Flow` and
+/// `Temp` exist for both kinds).
+pub fn parameter_by_code(code: &str, kind: StationKind) -> Option<&'static ParameterInfo> {
+    PARAMETERS.iter().find(|p| p.code == code && p.kind == kind)
+}
