@@ -92,6 +92,12 @@ mosquitto_write_config() {
     echo "persistence_file mosquitto.db"
     echo "autosave_interval 10"
     echo "max_queued_messages 100000"
+    # QoS 1 messages in flight to one subscriber: ingest acknowledges after
+    # Kafka, so a larger window keeps it busy.
+    echo "max_inflight_messages 1000"
+    # Sessions of ingest nodes that never come back (tests, renamed nodes)
+    # would queue messages forever.
+    echo "persistent_client_expiration 1d"
     echo ""
     echo "log_dest file $MOSQ_LOG"
     echo "log_type error"

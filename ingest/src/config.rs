@@ -361,15 +361,18 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named() {
-        let err = IngestConfig::from_toml("[tcp]\nmax_conections = 3\n").expect_err("must be refused");
+        let err =
+            IngestConfig::from_toml("[tcp]\nmax_conections = 3\n").expect_err("must be refused");
         assert!(err.to_string().contains("max_conections"), "{err}");
     }
 
     #[test]
     fn invalid_value_names_the_field() {
-        let err = IngestConfig::from_toml("[hj212]\nutc_offset = \"7\"\n").expect_err("must be refused");
+        let err =
+            IngestConfig::from_toml("[hj212]\nutc_offset = \"7\"\n").expect_err("must be refused");
         assert!(err.to_string().contains("hj212.utc_offset"), "{err}");
-        let err = IngestConfig::from_toml("[tcp]\nread_timeout = \"soon\"\n").expect_err("must be refused");
+        let err = IngestConfig::from_toml("[tcp]\nread_timeout = \"soon\"\n")
+            .expect_err("must be refused");
         assert!(err.to_string().contains("read_timeout"), "{err}");
     }
 

@@ -1,0 +1,210 @@
+//! The MQTT receiver against the real Mosquitto and Kafka.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use common::*;
+use quantrac_ingest::Ingest;
+use quantrac_proto::v1::SourceProtocol;
+use quantrac_proto::wire::{circular10, json};
+use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A station's MQTT connection that publishes QoS 1 and waits for PUBACKs.
+async fn publish_all(messages: &[(String, Vec<u8>)]) {
+    let (host, port) = quantrac_ingest::mqtt::broker_address(&mqtt_url()).expect("url");
+    let (user, pw) = mqtt_station_credentials();
+    let mut o = MqttOptions::new(unique("station"), host, port);
+    o.set_credentials(user, pw);
+    let (client, mut el) = AsyncClient::new(o, 64);
+    for (topic, payload) in messages {
+        client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .expect("queue publish");
+    }
+    let mut acked = 0;
+    while acked < messages.len() {
+        match tokio::time::timeout(WAIT, el.poll())
+            .await
+            .expect("broker PUBACK in time")
+        {
+            Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+            Ok(_) => {}
+            Err(e) => panic!("station connection failed: {e}"),
+        }
+    }
+    let _ = client.disconnect().await;
+}
+
+/// Ends ingest's persistent session so the broker stops queueing for it.
+async fn forget_session(node: &str) {
+    let (host, port) = quantrac_ingest::mqtt::broker_address(&mqtt_url()).expect("url");
+    let mut o = MqttOptions::new(format!("quantrac-{node}"), host, port);
+    o.set_clean_session(true);
+    o.set_credentials(
+        std::env::var("QUANTRAC_MQTT_USER").unwrap_or_else(|_| "ingest".into()),
+        std::env::var("QUANTRAC_MQTT_PASSWORD").unwrap_or_else(|_| "ingest-secret".into()),
+    );
+    let (client, mut el) = AsyncClient::new(o, 8);
+    if let Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) = tokio::time::timeout(WAIT, el.poll()).await
+    {
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
+    }
+}
+
+/// Waits until `f` holds, or fails the test.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn json_and_circular10_over_mqtt_arrive_in_kafka_exactly_as_sent() {
+    let topics = create_topics(&unique("t-mqtt")).await;
+    let node = unique("n");
+    let mut config = test_config(&topics, &node);
+    config.mqtt.enabled = true;
+    config.tcp.enabled = false;
+    let shutdown = CancellationToken::new();
+    let ingest = Ingest::start(config, None, shutdown.clone())
+        .await
+        .expect("start");
+    let status = ingest.status.clone();
+    eventually("MQTT connected", || status.snapshot().mqtt_connected).await;
+    // Let the SUBACK land before publishing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let t0 = Utc
+        .with_ymd_and_hms(2025, 6, 1, 0, 5, 0)
+        .single()
+        .expect("time");
+    let (s_json, s_c10) = (unique("MJ"), unique("MC"));
+    let js = sample(&s_json, t0, 40.5);
+    let c10 = sample(&s_c10, t0, 41.5);
+    let mut c10_payload = circular10::file_name(
+        "PhuYen",
+        "AnPhu",
+        &s_c10,
+        t0.with_timezone(&utc7()).naive_local(),
+    )
+    .into_bytes();
+    c10_payload.extend_from_slice(b"\r\n");
+    c10_payload.extend_from_slice(&circular10::encode_record(&c10, utc7()));
+    publish_all(&[
+        (format!("stations/{s_json}/readings"), json::encode(&js)),
+        (format!("stations/{s_c10}/readings"), c10_payload),
+        // Topic names another station than the payload: rejected.
+        (format!("stations/{s_c10}/readings"), json::encode(&js)),
+    ])
+    .await;
+
+    // Other tests share the broker; keep only this test's stations.
+    let mine = |id: &str| id == s_json || id == s_c10;
+    let batches = read_batches_where(&topics.raw, 2, WAIT, |b| mine(&b.station_id)).await;
+    assert_eq!(batches.len(), 2);
+    for b in &batches {
+        let (want, source) = if b.station_id == s_json {
+            (&js, SourceProtocol::MqttJson)
+        } else {
+            (&c10, SourceProtocol::MqttCircular10)
+        };
+        assert_eq!(&batch_to_sample(b), want);
+        assert!(b.readings.iter().all(|r| r.source() == source));
+    }
+    let rejected = read_rejected_where(&topics.rejected, 1, WAIT, |r| mine(&r.station_id)).await;
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].reason, "json.station_mismatch");
+    assert_eq!(rejected[0].origin, format!("stations/{s_c10}/readings"));
+    shutdown.cancel();
+    ingest.wait().await.expect("stop");
+    forget_session(&node).await;
+}
+
+#[tokio::test]
+async fn message_received_but_not_acknowledged_is_redelivered_after_restart() {
+    let topics = create_topics(&unique("t-redeliver")).await;
+    let node = unique("n");
+    let station = unique("RD");
+
+    // First run: Kafka unreachable, so the message is received but never
+    // acknowledged; then ingest stops.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut config = test_config(&topics, &node);
+    config.mqtt.enabled = true;
+    config.tcp.enabled = false;
+    config.kafka.brokers = silent.local_addr().expect("addr").to_string();
+    config.kafka.message_timeout = Duration::from_secs(2);
+    let shutdown = CancellationToken::new();
+    let ingest = Ingest::start(config.clone(), None, shutdown.clone())
+        .await
+        .expect("start");
+    let status = ingest.status.clone();
+    eventually("MQTT connected", || status.snapshot().mqtt_connected).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = sample(
+        &station,
+        Utc.with_ymd_and_hms(2025, 6, 1, 1, 0, 0)
+            .single()
+            .expect("t"),
+        77.0,
+    );
+    publish_all(&[(format!("stations/{station}/readings"), json::encode(&s))]).await;
+    eventually("message received", || status.snapshot().received >= 1).await;
+    let before = status.snapshot();
+    assert_eq!(
+        before.acknowledged, 0,
+        "nothing acknowledged while Kafka is down"
+    );
+    shutdown.cancel();
+    ingest.wait().await.expect("stop");
+    drop(silent);
+
+    // Second run, same node id (same persistent session), real Kafka.
+    config.kafka.brokers = kafka_brokers();
+    let shutdown = CancellationToken::new();
+    let ingest = Ingest::start(config, None, shutdown.clone())
+        .await
+        .expect("restart");
+    let batches = read_batches_where(&topics.raw, 1, WAIT, |b| b.station_id == station).await;
+    assert_eq!(batches.len(), 1, "redelivered after restart");
+    assert_eq!(batch_to_sample(&batches[0]), s);
+    let status = ingest.status.clone();
+    eventually("acknowledged", || status.snapshot().acknowledged >= 1).await;
+    shutdown.cancel();
+    ingest.wait().await.expect("stop");
+    forget_session(&node).await;
+}
+
+#[tokio::test]
+async fn station_with_wrong_mqtt_password_is_refused() {
+    let (host, port) = quantrac_ingest::mqtt::broker_address(&mqtt_url()).expect("url");
+    let mut o = MqttOptions::new(unique("intruder"), host, port);
+    o.set_credentials("station-demo", "wrong-password");
+    let (_client, mut el) = AsyncClient::new(o, 8);
+    let r = tokio::time::timeout(WAIT, el.poll())
+        .await
+        .expect("answer in time");
+    assert!(
+        matches!(
+            r,
+            Err(ConnectionError::ConnectionRefused(
+                ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+            ))
+        ),
+        "{r:?}"
+    );
+}
