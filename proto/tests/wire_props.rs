@@ -2,6 +2,7 @@
 //! sample back, and no input makes a decoder panic or fail without a reason
 //! of its own module.
 
+// Helpers outside #[test] fns are not covered by allow-unwrap-in-tests.
 #![allow(clippy::unwrap_used)]
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
@@ -11,18 +12,24 @@ use quantrac_proto::wire::{WireError, circular10, hj212, json};
 use quantrac_proto::{Sample, SampleValue};
 
 const C10_CODES: &[&str] = &[
-    "Flow", "Temp", "Color", "pH", "TSS", "COD", "NH4", "TP", "TN", "TOC", "Cl", "RH", "P", "NO", "NO2", "CO", "SO2",
-    "O2", "H2S", "NH3", "VHg", "PM", "O3", "PM10", "PM2,5",
+    "Flow", "Temp", "Color", "pH", "TSS", "COD", "NH4", "TP", "TN", "TOC", "Cl", "RH", "P", "NO",
+    "NO2", "CO", "SO2", "O2", "H2S", "NH3", "VHg", "PM", "O3", "PM10", "PM2,5",
 ];
 const HJ212_CODES: &[&str] = &[
-    "w00000", "w01001", "w01010", "w01012", "w01018", "w21003", "w21001", "w21011", "a00000", "a01012", "a01013",
-    "a19001", "a34013", "a21026", "a21002", "a21005",
+    "w00000", "w01001", "w01010", "w01012", "w01018", "w21003", "w21001", "w21011", "a00000",
+    "a01012", "a01013", "a19001", "a34013", "a21026", "a21002", "a21005",
 ];
-const UNITS: &[&str] = &["mg/L", "mg/Nm³", "mg/Nm3", "°C", "m3/h", "Pt/Co", "pH", "%", "kPa", ""];
+const UNITS: &[&str] = &[
+    "mg/L", "mg/Nm³", "mg/Nm3", "°C", "m3/h", "Pt/Co", "pH", "%", "kPa", "",
+];
 const DATA_CNS: &[&str] = &["2011", "2051", "2061", "2031"];
 
 fn status() -> impl Strategy<Value = DeviceStatus> {
-    prop_oneof![Just(DeviceStatus::Measuring), Just(DeviceStatus::Calibrating), Just(DeviceStatus::Error)]
+    prop_oneof![
+        Just(DeviceStatus::Measuring),
+        Just(DeviceStatus::Calibrating),
+        Just(DeviceStatus::Error)
+    ]
 }
 
 /// Finite values: typical readings, tiny and huge magnitudes, any sign.
@@ -38,8 +45,14 @@ fn value() -> impl Strategy<Value = f64> {
 
 /// Whole seconds from 2000-01-01 to 2099-12-31 UTC.
 fn time() -> impl Strategy<Value = DateTime<Utc>> {
-    let from = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap().timestamp();
-    let to = Utc.with_ymd_and_hms(2099, 12, 31, 23, 59, 59).unwrap().timestamp();
+    let from = Utc
+        .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp();
+    let to = Utc
+        .with_ymd_and_hms(2099, 12, 31, 23, 59, 59)
+        .unwrap()
+        .timestamp();
     (from..=to).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap())
 }
 
@@ -58,7 +71,8 @@ fn sample(
     flag: impl Strategy<Value = String>,
     flag_of_status: fn(DeviceStatus, String) -> String,
 ) -> impl Strategy<Value = Sample> {
-    let value = (value(), units, status(), flag).prop_map(move |(v, u, s, f)| (v, u, s, flag_of_status(s, f)));
+    let value = (value(), units, status(), flag)
+        .prop_map(move |(v, u, s, f)| (v, u, s, flag_of_status(s, f)));
     (
         "[A-Za-z0-9-]{1,20}",
         time(),
@@ -87,12 +101,15 @@ fn unit() -> impl Strategy<Value = String> {
 }
 
 fn json_sample() -> impl Strategy<Value = Sample> {
-    let codes: &'static [&'static str] = Box::leak([C10_CODES, HJ212_CODES].concat().into_boxed_slice());
+    let codes: &'static [&'static str] =
+        Box::leak([C10_CODES, HJ212_CODES].concat().into_boxed_slice());
     sample(codes, unit(), "[A-Za-z0-9]{0,4}", |_, f| f)
 }
 
 fn circular10_sample() -> impl Strategy<Value = Sample> {
-    sample(C10_CODES, unit(), Just(String::new()), |s, _| s.circular10_code().to_owned())
+    sample(C10_CODES, unit(), Just(String::new()), |s, _| {
+        s.circular10_code().to_owned()
+    })
 }
 
 /// The HJ 212 flag letter that stands for each status.
@@ -106,12 +123,21 @@ fn hj212_letter(s: DeviceStatus) -> String {
 }
 
 fn hj212_sample() -> impl Strategy<Value = Sample> {
-    sample(HJ212_CODES, Just(String::new()), Just(String::new()), |s, _| hj212_letter(s))
+    sample(
+        HJ212_CODES,
+        Just(String::new()),
+        Just(String::new()),
+        |s, _| hj212_letter(s),
+    )
 }
 
 fn check_rejection(result: Result<impl Sized, WireError>, prefix: &str) {
     if let Err(e) = result {
-        assert!(e.reason.starts_with(prefix), "reason {:?} lacks prefix {prefix}", e.reason);
+        assert!(
+            e.reason.starts_with(prefix),
+            "reason {:?} lacks prefix {prefix}",
+            e.reason
+        );
         assert!(e.reason.len() > prefix.len());
     }
 }
@@ -124,7 +150,11 @@ fn check_sample(s: &Sample) {
 
 /// Applies one of a few byte-level mutations.
 fn mutate(mut bytes: Vec<u8>, kind: u8, at: usize, byte: u8) -> Vec<u8> {
-    let at = if bytes.is_empty() { 0 } else { at % bytes.len() };
+    let at = if bytes.is_empty() {
+        0
+    } else {
+        at % bytes.len()
+    };
     match kind % 5 {
         0 if !bytes.is_empty() => bytes[at] = byte,
         1 => bytes.insert(at, byte),

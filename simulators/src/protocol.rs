@@ -76,14 +76,18 @@ pub struct ProtocolMix {
 impl ProtocolMix {
     /// Every station speaks `protocol`.
     pub fn only(protocol: Protocol) -> Self {
-        ProtocolMix { weights: vec![(protocol, 1)] }
+        ProtocolMix {
+            weights: vec![(protocol, 1)],
+        }
     }
 
     /// A mix with explicit weights; zero weights are dropped.
     pub fn weighted(weights: impl IntoIterator<Item = (Protocol, u32)>) -> Result<Self, SimError> {
         let weights: Vec<_> = weights.into_iter().filter(|&(_, w)| w > 0).collect();
         if weights.is_empty() {
-            return Err(SimError::Config("the protocol mix has no protocol with a weight above 0".into()));
+            return Err(SimError::Config(
+                "the protocol mix has no protocol with a weight above 0".into(),
+            ));
         }
         Ok(ProtocolMix { weights })
     }
@@ -93,7 +97,9 @@ impl ProtocolMix {
     pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Self, SimError> {
         if values.is_empty() || values.iter().any(|v| v.as_ref().trim() == "mix") {
             if values.len() > 1 {
-                return Err(SimError::Config("`mix` cannot be combined with other protocols".into()));
+                return Err(SimError::Config(
+                    "`mix` cannot be combined with other protocols".into(),
+                ));
             }
             return Ok(Self::default());
         }
@@ -103,7 +109,9 @@ impl ProtocolMix {
             let (name, weight) = match value.split_once('=') {
                 Some((name, w)) => {
                     let w = w.trim().parse::<u32>().map_err(|_| {
-                        SimError::Config(format!("bad weight in {value:?}: expected a whole number"))
+                        SimError::Config(format!(
+                            "bad weight in {value:?}: expected a whole number"
+                        ))
                     })?;
                     (name, w)
                 }
@@ -158,9 +166,15 @@ mod tests {
     fn parses_names_weights_and_mix() -> Result<(), SimError> {
         assert_eq!(ProtocolMix::parse(&["mix"])?, ProtocolMix::default());
         assert_eq!(ProtocolMix::parse::<&str>(&[])?, ProtocolMix::default());
-        assert_eq!(ProtocolMix::parse(&["tcp-c10"])?, ProtocolMix::only(Protocol::TcpC10));
+        assert_eq!(
+            ProtocolMix::parse(&["tcp-c10"])?,
+            ProtocolMix::only(Protocol::TcpC10)
+        );
         let mix = ProtocolMix::parse(&["tcp-hj212=3", "mqtt-json"])?;
-        assert_eq!(mix.weights(), &[(Protocol::TcpHj212, 3), (Protocol::MqttJson, 1)]);
+        assert_eq!(
+            mix.weights(),
+            &[(Protocol::TcpHj212, 3), (Protocol::MqttJson, 1)]
+        );
         assert!(ProtocolMix::parse(&["udp"]).is_err());
         assert!(ProtocolMix::parse(&["tcp-json=x"]).is_err());
         assert!(ProtocolMix::parse(&["tcp-json=0"]).is_err());

@@ -4,8 +4,9 @@
 //!
 //! The layout is best-known, not read from the circular itself, so the
 //! decoder is tolerant of what loggers are seen to write: spaces instead of
-//! tabs, CRLF, a UTF-8 BOM, `,` as decimal point, `PM2,5` as a code, blank
-//! lines, and a line without its unit (4 fields; pH has none).
+//! tabs, CRLF, a UTF-8 BOM (on any line: files get concatenated), `,` as
+//! decimal point, `PM2,5` as a code, blank lines, and a line without its
+//! unit (4 fields; pH has none).
 //!
 //! Reason codes (stable, used as metric labels):
 //!
@@ -27,7 +28,6 @@ use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use super::WireError;
 use crate::domain::{DeviceStatus, Sample, SampleValue};
 
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 const TIME_FORMAT: &str = "%Y%m%d%H%M%S";
 
 fn err(reason: &'static str, detail: impl Into<String>) -> WireError {
@@ -44,20 +44,16 @@ pub struct FileName {
     pub time: chrono::NaiveDateTime,
 }
 
-fn parse_naive(s: &str) -> Option<NaiveDateTime> {
-    // chrono's %Y alone would take signs and more digits.
-    if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    NaiveDateTime::parse_from_str(s, TIME_FORMAT).ok()
-}
-
 /// `<Province>_<Facility>_<Station>_<yyyyMMddHHmmss>.txt`; station = everything
 /// between the 2nd and the last `_` (station codes may contain `_`). The
 /// `.txt` is optional and matched case-insensitively.
 pub fn parse_file_name(name: &str) -> Result<FileName, WireError> {
     let bad = || err("circular10.bad_file_name", format!("{name:?}"));
-    let stem = match name.len().checked_sub(4).and_then(|i| Some((name.get(..i)?, name.get(i..)?))) {
+    let stem = match name
+        .len()
+        .checked_sub(4)
+        .and_then(|i| Some((name.get(..i)?, name.get(i..)?)))
+    {
         Some((stem, ext)) if ext.eq_ignore_ascii_case(".txt") => stem,
         _ => name,
     };
@@ -67,20 +63,34 @@ pub fn parse_file_name(name: &str) -> Result<FileName, WireError> {
     if province.is_empty() || facility.is_empty() || station.is_empty() {
         return Err(bad());
     }
-    let time = parse_naive(time).ok_or_else(bad)?;
-    Ok(FileName { province: province.to_owned(), facility: facility.to_owned(), station: station.to_owned(), time })
+    let time = super::parse_compact_time(time).ok_or_else(bad)?;
+    Ok(FileName {
+        province: province.to_owned(),
+        facility: facility.to_owned(),
+        station: station.to_owned(),
+        time,
+    })
 }
 
 pub fn file_name(province: &str, facility: &str, station: &str, time: NaiveDateTime) -> String {
-    format!("{province}_{facility}_{station}_{}.txt", time.format(TIME_FORMAT))
+    format!(
+        "{province}_{facility}_{station}_{}.txt",
+        time.format(TIME_FORMAT)
+    )
 }
 
 /// Splits a line into at most 6 fields (enough to tell "too many").
 fn fields(line: &str) -> Vec<&str> {
     if line.contains('\t') {
-        line.split('\t').map(str::trim).take(6).collect()
+        line.split('\t')
+            .map(|f| f.trim_matches(' '))
+            .take(6)
+            .collect()
     } else {
-        line.split([' ', '\t']).filter(|f| !f.is_empty()).take(6).collect()
+        line.split([' ', '\t'])
+            .filter(|f| !f.is_empty())
+            .take(6)
+            .collect()
     }
 }
 
@@ -104,36 +114,51 @@ fn parse_value(text: &str) -> Option<f64> {
 /// order of first appearance, values in line order. A bad line rejects the
 /// whole record (a half-stored file is harder to reason about than a
 /// refused one); the detail names the line number and the bad field.
-pub fn decode_record(text: &[u8], station_id: &str, offset: FixedOffset) -> Result<Vec<Sample>, WireError> {
-    let text = text.strip_prefix(UTF8_BOM).unwrap_or(text);
+pub fn decode_record(
+    text: &[u8],
+    station_id: &str,
+    offset: FixedOffset,
+) -> Result<Vec<Sample>, WireError> {
     let text = std::str::from_utf8(text).map_err(|e| err("circular10.encoding", e.to_string()))?;
 
     let mut samples: Vec<Sample> = Vec::new();
     let mut by_time: HashMap<DateTime<Utc>, usize> = HashMap::new();
     for (i, line) in text.split('\n').enumerate() {
         let n = i + 1;
-        // A leading tab is an empty code, not padding: trim spaces only there.
-        let line = line.trim_start_matches(' ').trim_end_matches(|c: char| c.is_ascii_whitespace());
+        // A leading tab is an empty code, not padding: trim spaces (and
+        // BOMs) only there.
+        let line = line
+            .trim_start_matches([' ', '\u{FEFF}'])
+            .trim_end_matches(|c: char| c.is_ascii_whitespace());
         if line.is_empty() {
             continue;
         }
         let f = fields(line);
-        let (code, value, unit, time, status) = match f.as_slice() {
+        let (code, value, unit, time, status_code) = match f.as_slice() {
             [c, v, u, t, s] => (*c, *v, *u, *t, *s),
             [c, v, t, s] => (*c, *v, "", *t, *s),
-            _ => return Err(err("circular10.bad_line", format!("line {n}: {} fields, expected 5", f.len()))),
+            _ => {
+                return Err(err(
+                    "circular10.bad_line",
+                    format!("line {n}: {} fields, expected 5", f.len()),
+                ));
+            }
         };
         if code.is_empty() {
             return Err(err("circular10.bad_line", format!("line {n}: empty code")));
         }
-        let value = parse_value(value).ok_or_else(|| err("circular10.bad_value", format!("line {n}: value {value:?}")))?;
-        let measured_at = parse_naive(time)
+        let value = parse_value(value)
+            .ok_or_else(|| err("circular10.bad_value", format!("line {n}: value {value:?}")))?;
+        let measured_at = super::parse_compact_time(time)
             .and_then(|t| t.and_local_timezone(offset).single())
             .ok_or_else(|| err("circular10.bad_time", format!("line {n}: time {time:?}")))?
             .with_timezone(&Utc);
-        let status_code = status;
-        let status = DeviceStatus::from_circular10(status_code)
-            .ok_or_else(|| err("circular10.bad_status", format!("line {n}: status {status_code:?}")))?;
+        let status = DeviceStatus::from_circular10(status_code).ok_or_else(|| {
+            err(
+                "circular10.bad_status",
+                format!("line {n}: status {status_code:?}"),
+            )
+        })?;
 
         let value = SampleValue {
             parameter: code.to_owned(),
@@ -150,7 +175,11 @@ pub fn decode_record(text: &[u8], station_id: &str, offset: FixedOffset) -> Resu
             }
             None => {
                 by_time.insert(measured_at, samples.len());
-                samples.push(Sample { station_id: station_id.to_owned(), measured_at, values: vec![value] });
+                samples.push(Sample {
+                    station_id: station_id.to_owned(),
+                    measured_at,
+                    values: vec![value],
+                });
             }
         }
     }
@@ -165,7 +194,11 @@ pub fn decode_record(text: &[u8], station_id: &str, offset: FixedOffset) -> Resu
 /// to the same `f64`; times are written to the second at `offset`; the
 /// status column is the Circular 10 code of the value's status.
 pub fn encode_record(sample: &Sample, offset: FixedOffset) -> Vec<u8> {
-    let time = sample.measured_at.with_timezone(&offset).format(TIME_FORMAT).to_string();
+    let time = sample
+        .measured_at
+        .with_timezone(&offset)
+        .format(TIME_FORMAT)
+        .to_string();
     let mut out = String::with_capacity(sample.values.len() * 48);
     for v in &sample.values {
         // Writing into a String cannot fail.
@@ -182,7 +215,6 @@ pub fn encode_record(sample: &Sample, offset: FixedOffset) -> Vec<u8> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::{NaiveDate, TimeZone};
 
@@ -211,8 +243,23 @@ Flow\t52.8\tm3/h\t20250115103500\t00
         assert_eq!(samples.len(), 1);
         let s = &samples[0];
         assert_eq!(s.station_id, "PY_HH_WW01");
-        assert_eq!(s.measured_at, Utc.with_ymd_and_hms(2025, 1, 15, 3, 35, 0).unwrap());
-        let got: Vec<_> = s.values.iter().map(|v| (v.parameter.as_str(), v.value, v.unit.as_str(), v.status, v.device_flag.as_str())).collect();
+        assert_eq!(
+            s.measured_at,
+            Utc.with_ymd_and_hms(2025, 1, 15, 3, 35, 0).unwrap()
+        );
+        let got: Vec<_> = s
+            .values
+            .iter()
+            .map(|v| {
+                (
+                    v.parameter.as_str(),
+                    v.value,
+                    v.unit.as_str(),
+                    v.status,
+                    v.device_flag.as_str(),
+                )
+            })
+            .collect();
         assert_eq!(
             got,
             [
@@ -226,19 +273,35 @@ Flow\t52.8\tm3/h\t20250115103500\t00
         );
         // Encoding gives the example back, with CRLF and "42" for 42.0.
         let encoded = String::from_utf8(encode_record(s, vn())).unwrap();
-        assert_eq!(encoded, DOC_EXAMPLE.replace('\n', "\r\n").replace("42.0", "42"));
+        assert_eq!(
+            encoded,
+            DOC_EXAMPLE.replace('\n', "\r\n").replace("42.0", "42")
+        );
     }
 
     #[test]
     fn tolerances() {
-        let text = "\u{FEFF}PM2,5   12,5  mg/Nm3 20250115103500 0\r\n\r\n  \r\nSO2\t3\tmg/Nm3\t20250115104000\t02\t\r\npH 7 20250115103500 01";
+        let text = "\u{FEFF}PM2,5   12,5  mg/Nm3 20250115103500 0\r\n\r\n  \r\n\u{FEFF}SO2\t3\tmg/Nm3\t20250115104000\t02\t\r\npH 7 20250115103500 01";
         let samples = decode_record(text.as_bytes(), "S", vn()).unwrap();
         assert_eq!(samples.len(), 2);
-        let got: Vec<_> = samples[0].values.iter().map(|v| (v.parameter.as_str(), v.value, v.unit.as_str(), v.status)).collect();
-        assert_eq!(got, [("PM2,5", 12.5, "mg/Nm3", DeviceStatus::Measuring), ("pH", 7.0, "", DeviceStatus::Calibrating)]);
+        let got: Vec<_> = samples[0]
+            .values
+            .iter()
+            .map(|v| (v.parameter.as_str(), v.value, v.unit.as_str(), v.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("PM2,5", 12.5, "mg/Nm3", DeviceStatus::Measuring),
+                ("pH", 7.0, "", DeviceStatus::Calibrating)
+            ]
+        );
         assert_eq!(samples[0].values[0].device_flag, "0");
         assert_eq!(samples[1].values[0].status, DeviceStatus::Error);
-        assert_eq!(samples[1].measured_at, Utc.with_ymd_and_hms(2025, 1, 15, 3, 40, 0).unwrap());
+        assert_eq!(
+            samples[1].measured_at,
+            Utc.with_ymd_and_hms(2025, 1, 15, 3, 40, 0).unwrap()
+        );
         // Tab-separated with an empty unit.
         let s = decode_record(b"pH\t7.1\t\t20250115103500\t00", "S", vn()).unwrap();
         assert_eq!(s[0].values[0].unit, "");
@@ -246,35 +309,80 @@ Flow\t52.8\tm3/h\t20250115103500\t00
 
     #[test]
     fn rejection_reasons() {
-        assert_eq!(decode_record(b"pH\t7\tpH\t20250115103500\t0\xB0", "S", vn()).unwrap_err().reason, "circular10.encoding");
+        assert_eq!(
+            decode_record(b"pH\t7\tpH\t20250115103500\t0\xB0", "S", vn())
+                .unwrap_err()
+                .reason,
+            "circular10.encoding"
+        );
         assert_eq!(reason(""), ("circular10.empty", "no data line".into()));
         assert_eq!(reason("\u{FEFF}\r\n \r\n").0, "circular10.empty");
         let (r, d) = reason(&format!("{DOC_EXAMPLE}COD\t42\t20250115103500"));
-        assert_eq!((r, d.as_str()), ("circular10.bad_line", "line 7: 3 fields, expected 5"));
-        assert_eq!(reason("pH\t7\tpH\t20250115103500\t00\tx").0, "circular10.bad_line");
-        assert_eq!(reason("\t7\tpH\t20250115103500\t00").0, "circular10.bad_line");
+        assert_eq!(
+            (r, d.as_str()),
+            ("circular10.bad_line", "line 7: 3 fields, expected 5")
+        );
+        assert_eq!(
+            reason("pH\t7\tpH\t20250115103500\t00\tx").0,
+            "circular10.bad_line"
+        );
+        assert_eq!(
+            reason("\t7\tpH\t20250115103500\t00").0,
+            "circular10.bad_line"
+        );
         assert_eq!(reason("pH").0, "circular10.bad_line");
         for v in ["abc", "", "NaN", "inf", "1e999", "1,234.5", "1,2,3"] {
-            let (r, d) = reason(&format!("pH\t7\tpH\t20250115103500\t00\nCOD\t{v}\tmg/L\t20250115103500\t00"));
+            let (r, d) = reason(&format!(
+                "pH\t7\tpH\t20250115103500\t00\nCOD\t{v}\tmg/L\t20250115103500\t00"
+            ));
             assert_eq!(r, "circular10.bad_value", "{v}");
             assert!(d.starts_with("line 2: value"), "{d}");
         }
-        for t in ["2025011510350", "20251315103500", "+2025011510350", "2025-01-15T10:3"] {
-            assert_eq!(reason(&format!("pH\t7\tpH\t{t}\t00")).0, "circular10.bad_time", "{t}");
+        for t in [
+            "2025011510350",
+            "20251315103500",
+            "+2025011510350",
+            "2025-01-15T10:3",
+        ] {
+            assert_eq!(
+                reason(&format!("pH\t7\tpH\t{t}\t00")).0,
+                "circular10.bad_time",
+                "{t}"
+            );
         }
-        assert_eq!(reason("pH\t7\tpH\t20250115103500\t03").0, "circular10.bad_status");
-        assert_eq!(reason("pH\t7\tpH\t20250115103500\tmeasuring").0, "circular10.bad_status");
+        assert_eq!(
+            reason("pH\t7\tpH\t20250115103500\t03").0,
+            "circular10.bad_status"
+        );
+        assert_eq!(
+            reason("pH\t7\tpH\t20250115103500\tmeasuring").0,
+            "circular10.bad_status"
+        );
     }
 
     #[test]
     fn file_names() {
-        let t = NaiveDate::from_ymd_opt(2025, 1, 15).unwrap().and_hms_opt(10, 35, 0).unwrap();
+        let t = NaiveDate::from_ymd_opt(2025, 1, 15)
+            .unwrap()
+            .and_hms_opt(10, 35, 0)
+            .unwrap();
         let name = file_name("PY", "HoaHiep", "WW_01", t);
         assert_eq!(name, "PY_HoaHiep_WW_01_20250115103500.txt");
-        let expect = FileName { province: "PY".into(), facility: "HoaHiep".into(), station: "WW_01".into(), time: t };
+        let expect = FileName {
+            province: "PY".into(),
+            facility: "HoaHiep".into(),
+            station: "WW_01".into(),
+            time: t,
+        };
         assert_eq!(parse_file_name(&name).unwrap(), expect);
-        assert_eq!(parse_file_name("PY_HoaHiep_WW_01_20250115103500.TXT").unwrap(), expect);
-        assert_eq!(parse_file_name("PY_HoaHiep_WW_01_20250115103500").unwrap(), expect);
+        assert_eq!(
+            parse_file_name("PY_HoaHiep_WW_01_20250115103500.TXT").unwrap(),
+            expect
+        );
+        assert_eq!(
+            parse_file_name("PY_HoaHiep_WW_01_20250115103500").unwrap(),
+            expect
+        );
         for bad in [
             "",
             ".txt",
@@ -285,7 +393,11 @@ Flow\t52.8\tm3/h\t20250115103500\t00
             "PY_F_S_20250115103500.csv",
             "é_F_S_2025011510350é",
         ] {
-            assert_eq!(parse_file_name(bad).unwrap_err().reason, "circular10.bad_file_name", "{bad}");
+            assert_eq!(
+                parse_file_name(bad).unwrap_err().reason,
+                "circular10.bad_file_name",
+                "{bad}"
+            );
         }
     }
 }

@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 
 use super::WireError;
 use crate::domain::{DeviceStatus, Sample, SampleValue};
@@ -67,7 +67,11 @@ pub fn crc16(data: &[u8]) -> u16 {
     for &b in data {
         crc = (crc >> 8) ^ u16::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
         }
     }
     crc
@@ -95,21 +99,39 @@ pub fn decode(frame: &[u8]) -> Result<Packet, WireError> {
         .split_at_checked(4)
         .ok_or_else(|| err("hj212.bad_header", "frame shorter than its length field"))?;
     if !digits.iter().all(u8::is_ascii_digit) {
-        return Err(err("hj212.bad_header", format!("length field {:?}", String::from_utf8_lossy(digits))));
+        return Err(err(
+            "hj212.bad_header",
+            format!("length field {:?}", String::from_utf8_lossy(digits)),
+        ));
     }
-    let len = digits.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+    let len = digits
+        .iter()
+        .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
     if rest.len() != len + 4 {
         return Err(err(
             "hj212.length_mismatch",
-            format!("length field says {len}, data segment is {}", rest.len().saturating_sub(4)),
+            format!(
+                "length field says {len}, data segment is {}",
+                rest.len().saturating_sub(4)
+            ),
         ));
     }
     let (data, crc_hex) = rest.split_at(len);
-    let sent = parse_crc(crc_hex)
-        .ok_or_else(|| err("hj212.crc_mismatch", format!("CRC field {:?} is not 4 hex digits", String::from_utf8_lossy(crc_hex))))?;
+    let sent = parse_crc(crc_hex).ok_or_else(|| {
+        err(
+            "hj212.crc_mismatch",
+            format!(
+                "CRC field {:?} is not 4 hex digits",
+                String::from_utf8_lossy(crc_hex)
+            ),
+        )
+    })?;
     let computed = crc16(data);
     if sent != computed {
-        return Err(err("hj212.crc_mismatch", format!("sent {sent:04X}, computed {computed:04X}")));
+        return Err(err(
+            "hj212.crc_mismatch",
+            format!("sent {sent:04X}, computed {computed:04X}"),
+        ));
     }
     let data = std::str::from_utf8(data).map_err(|e| err("hj212.encoding", e.to_string()))?;
     parse_data_segment(data)
@@ -117,9 +139,13 @@ pub fn decode(frame: &[u8]) -> Result<Packet, WireError> {
 
 fn parse_data_segment(data: &str) -> Result<Packet, WireError> {
     // CP holds ';' of its own, so cut it out before splitting the header.
-    let start = data.find("CP=&&").ok_or_else(|| err("hj212.missing_field", "no CP=&&"))?;
+    let start = data
+        .find("CP=&&")
+        .ok_or_else(|| err("hj212.missing_field", "no CP=&&"))?;
     let body = &data[start + 5..];
-    let end = body.find("&&").ok_or_else(|| err("hj212.bad_field", "CP has no closing &&"))?;
+    let end = body
+        .find("&&")
+        .ok_or_else(|| err("hj212.bad_field", "CP has no closing &&"))?;
     let cp = &body[..end];
     let header = data[..start].split(';').chain(body[end + 2..].split(';'));
 
@@ -143,17 +169,21 @@ fn parse_data_segment(data: &str) -> Result<Packet, WireError> {
     }
     let flag = match flag {
         None => 0,
-        Some(f) if f.bytes().all(|b| b.is_ascii_digit()) => {
-            f.parse().map_err(|_| err("hj212.bad_field", format!("Flag={f}")))?
-        }
+        Some(f) if f.bytes().all(|b| b.is_ascii_digit()) => f
+            .parse()
+            .map_err(|_| err("hj212.bad_field", format!("Flag={f}")))?,
         Some(f) => return Err(err("hj212.bad_field", format!("Flag={f}"))),
     };
     Ok(Packet {
         qn: qn.unwrap_or_default().to_owned(),
         st: st.unwrap_or_default().to_owned(),
-        cn: cn.ok_or_else(|| err("hj212.missing_field", "no CN"))?.to_owned(),
+        cn: cn
+            .ok_or_else(|| err("hj212.missing_field", "no CN"))?
+            .to_owned(),
         pw: pw.unwrap_or_default().to_owned(),
-        mn: mn.ok_or_else(|| err("hj212.missing_field", "no MN"))?.to_owned(),
+        mn: mn
+            .ok_or_else(|| err("hj212.missing_field", "no MN"))?
+            .to_owned(),
         flag,
         cp: cp.to_owned(),
     })
@@ -175,12 +205,13 @@ pub fn encode(packet: &Packet) -> Vec<u8> {
 }
 
 fn parse_time(s: &str, offset: FixedOffset) -> Option<DateTime<Utc>> {
-    // chrono's %Y alone would take signs and more digits.
-    if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let naive = NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S").ok()?;
-    Some(naive.and_local_timezone(offset).single()?.with_timezone(&Utc))
+    let naive = super::parse_compact_time(s)?;
+    Some(
+        naive
+            .and_local_timezone(offset)
+            .single()?
+            .with_timezone(&Utc),
+    )
 }
 
 /// The flag to send for a value: its own when it is an HJ 212 letter that
@@ -221,7 +252,10 @@ impl Packet {
     /// in payload order; units are empty (HJ 212 implies them by code).
     pub fn sample(&self, offset: FixedOffset) -> Result<Sample, WireError> {
         if !self.is_data() {
-            return Err(err("hj212.not_data", format!("CN={} carries no readings", self.cn)));
+            return Err(err(
+                "hj212.not_data",
+                format!("CN={} carries no readings", self.cn),
+            ));
         }
         if self.mn.is_empty() {
             return Err(err("hj212.missing_field", "MN is empty"));
@@ -231,17 +265,23 @@ impl Packet {
         let mut values: Vec<(&str, f64)> = Vec::new();
         let mut flags: HashMap<&str, &str> = HashMap::new();
         for item in self.cp.split([';', ',']).filter(|i| !i.is_empty()) {
-            let (key, text) = item
-                .split_once('=')
-                .ok_or_else(|| err("hj212.bad_field", format!("CP item {item:?} is not key=value")))?;
+            let (key, text) = item.split_once('=').ok_or_else(|| {
+                err(
+                    "hj212.bad_field",
+                    format!("CP item {item:?} is not key=value"),
+                )
+            })?;
             if key == "DataTime" {
-                let t = parse_time(text, offset).ok_or_else(|| err("hj212.bad_time", format!("DataTime={text}")))?;
+                let t = parse_time(text, offset)
+                    .ok_or_else(|| err("hj212.bad_time", format!("DataTime={text}")))?;
                 if time.replace(t).is_some() {
                     return Err(err("hj212.bad_field", "DataTime appears twice"));
                 }
                 continue;
             }
-            let Some((code, suffix)) = key.rsplit_once('-') else { continue };
+            let Some((code, suffix)) = key.rsplit_once('-') else {
+                continue;
+            };
             if suffix == wanted {
                 let value = text
                     .parse::<f64>()
@@ -275,7 +315,11 @@ impl Packet {
                 })
             })
             .collect::<Result<Vec<_>, WireError>>()?;
-        Ok(Sample { station_id: self.mn.clone(), measured_at, values })
+        Ok(Sample {
+            station_id: self.mn.clone(),
+            measured_at,
+            values,
+        })
     }
 
     /// Data response the server sends back (CN=9014, ST=91, same QN, PW, MN,
@@ -320,13 +364,28 @@ impl Packet {
         offset: FixedOffset,
     ) -> Packet {
         let suffix = if cn == "2011" { "Rtd" } else { "Avg" };
-        let mut cp = format!("DataTime={}", sample.measured_at.with_timezone(&offset).format("%Y%m%d%H%M%S"));
+        let mut cp = format!(
+            "DataTime={}",
+            sample
+                .measured_at
+                .with_timezone(&offset)
+                .format("%Y%m%d%H%M%S")
+        );
         for v in &sample.values {
             // Writing into a String cannot fail.
-            let _ = write!(cp, ";{p}-{suffix}={},{p}-Flag={}", v.value, flag_for(v), p = v.parameter);
+            let _ = write!(
+                cp,
+                ";{p}-{suffix}={},{p}-Flag={}",
+                v.value,
+                flag_for(v),
+                p = v.parameter
+            );
         }
         Packet {
-            qn: qn_time.with_timezone(&offset).format("%Y%m%d%H%M%S%3f").to_string(),
+            qn: qn_time
+                .with_timezone(&offset)
+                .format("%Y%m%d%H%M%S%3f")
+                .to_string(),
             st: st.to_owned(),
             cn: cn.to_owned(),
             pw: pw.to_owned(),
@@ -338,7 +397,6 @@ impl Packet {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::TimeZone;
 
@@ -358,7 +416,12 @@ mod tests {
     }
 
     fn frame(data: &str) -> Vec<u8> {
-        format!("##{:04}{data}{:04X}\r\n", data.len(), crc16(data.as_bytes())).into_bytes()
+        format!(
+            "##{:04}{data}{:04X}\r\n",
+            data.len(),
+            crc16(data.as_bytes())
+        )
+        .into_bytes()
     }
 
     fn reason(frame: &[u8]) -> &'static str {
@@ -379,7 +442,10 @@ mod tests {
         // The example frame printed in HJ 212-2017 itself.
         let std_frame = b"##0101QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;CP=&&RtdInterval=30&&1C80\r\n";
         let p = decode(std_frame).unwrap();
-        assert_eq!((p.cn.as_str(), p.cp.as_str(), p.flag), ("1062", "RtdInterval=30", 5));
+        assert_eq!(
+            (p.cn.as_str(), p.cp.as_str(), p.flag),
+            ("1062", "RtdInterval=30", 5)
+        );
         assert_eq!(encode(&p), std_frame);
         assert_eq!(crc16(b""), 0xFFFF);
     }
@@ -390,14 +456,35 @@ mod tests {
         assert!(f.starts_with(format!("##{:04}QN=", DATA.len()).as_bytes()));
         let p = decode(&f).unwrap();
         assert_eq!(
-            (p.qn.as_str(), p.st.as_str(), p.cn.as_str(), p.pw.as_str(), p.mn.as_str(), p.flag),
+            (
+                p.qn.as_str(),
+                p.st.as_str(),
+                p.cn.as_str(),
+                p.pw.as_str(),
+                p.mn.as_str(),
+                p.flag
+            ),
             ("20250115103500000", "32", "2011", "123456", "PYHHWW01", 5)
         );
         assert!(p.wants_reply() && p.is_data());
         let s = p.sample(vn()).unwrap();
         assert_eq!(s.station_id, "PYHHWW01");
-        assert_eq!(s.measured_at, Utc.with_ymd_and_hms(2025, 1, 15, 3, 35, 0).unwrap());
-        let got: Vec<_> = s.values.iter().map(|v| (v.parameter.as_str(), v.value, v.status, v.device_flag.as_str())).collect();
+        assert_eq!(
+            s.measured_at,
+            Utc.with_ymd_and_hms(2025, 1, 15, 3, 35, 0).unwrap()
+        );
+        let got: Vec<_> = s
+            .values
+            .iter()
+            .map(|v| {
+                (
+                    v.parameter.as_str(),
+                    v.value,
+                    v.status,
+                    v.device_flag.as_str(),
+                )
+            })
+            .collect();
         assert_eq!(
             got,
             [
@@ -424,16 +511,32 @@ mod tests {
         assert!(!p.wants_reply());
         let s = p.sample(vn()).unwrap();
         assert_eq!(s.values.len(), 1);
-        assert_eq!((s.values[0].value, s.values[0].status, s.values[0].device_flag.as_str()), (2.5, DeviceStatus::Error, "D"));
+        assert_eq!(
+            (
+                s.values[0].value,
+                s.values[0].status,
+                s.values[0].device_flag.as_str()
+            ),
+            (2.5, DeviceStatus::Error, "D")
+        );
         // Missing value flag means N; an aggregate packet ignores -Rtd.
-        let p = decode(&frame("CN=2061;MN=M;CP=&&DataTime=20250115100000;w01018-Rtd=9;w01018-Avg=40.5&&")).unwrap();
+        let p = decode(&frame(
+            "CN=2061;MN=M;CP=&&DataTime=20250115100000;w01018-Rtd=9;w01018-Avg=40.5&&",
+        ))
+        .unwrap();
         let v = &p.sample(vn()).unwrap().values[0];
-        assert_eq!((v.value, v.status, v.device_flag.as_str()), (40.5, DeviceStatus::Measuring, "N"));
+        assert_eq!(
+            (v.value, v.status, v.device_flag.as_str()),
+            (40.5, DeviceStatus::Measuring, "N")
+        );
         // CP not last; bare LF.
         let mut f = frame("CP=&&DataTime=20250115100000;w01018-Rtd=1&&;CN=2011;MN=M");
         f.truncate(f.len() - 2);
         f.push(b'\n');
-        assert_eq!(decode(&f).unwrap().sample(vn()).unwrap().values[0].value, 1.0);
+        assert_eq!(
+            decode(&f).unwrap().sample(vn()).unwrap().values[0].value,
+            1.0
+        );
     }
 
     #[test]
@@ -461,7 +564,10 @@ mod tests {
         );
         assert_eq!(decode(&encode(&r)).unwrap(), r);
         let r = p.request_response(9);
-        assert_eq!((r.cn.as_str(), r.st.as_str(), r.cp.as_str(), r.flag), ("9011", "91", "QnRtn=9", 4));
+        assert_eq!(
+            (r.cn.as_str(), r.st.as_str(), r.cp.as_str(), r.flag),
+            ("9011", "91", "QnRtn=9", 4)
+        );
         assert!(!r.is_data());
         assert_eq!(r.sample(vn()).unwrap_err().reason, "hj212.not_data");
     }
@@ -469,10 +575,15 @@ mod tests {
     #[test]
     fn from_sample_round_trips() {
         let s = decode(&frame(DATA)).unwrap().sample(vn()).unwrap();
-        let qn_time = Utc.with_ymd_and_hms(2025, 1, 15, 3, 35, 1).unwrap() + chrono::Duration::milliseconds(42);
+        let qn_time = Utc.with_ymd_and_hms(2025, 1, 15, 3, 35, 1).unwrap()
+            + chrono::Duration::milliseconds(42);
         let p = Packet::from_sample(&s, "2051", "32", "pw", 1, qn_time, vn());
         assert_eq!(p.qn, "20250115103501042");
-        assert!(p.cp.starts_with("DataTime=20250115103500;w01001-Avg=7.12,w01001-Flag=N;"), "{}", p.cp);
+        assert!(
+            p.cp.starts_with("DataTime=20250115103500;w01001-Avg=7.12,w01001-Flag=N;"),
+            "{}",
+            p.cp
+        );
         assert_eq!(decode(&encode(&p)).unwrap().sample(vn()).unwrap(), s);
     }
 
@@ -504,29 +615,75 @@ mod tests {
         assert_eq!(reason(&frame("CN=2011;MN=M")), "hj212.missing_field");
         assert_eq!(reason(&frame("CN=2011;CP=&&&&")), "hj212.missing_field");
         assert_eq!(reason(&frame("MN=M;CP=&&&&")), "hj212.missing_field");
-        assert_eq!(reason(&frame("CN=2011;MN=M;CP=&&DataTime=1")), "hj212.bad_field");
-        assert_eq!(reason(&frame("CN=2011;MN=M;junk;CP=&&&&")), "hj212.bad_field");
-        assert_eq!(reason(&frame("CN=2011;MN=M;MN=N;CP=&&&&")), "hj212.bad_field");
-        assert_eq!(reason(&frame("CN=2011;MN=M;Flag=x;CP=&&&&")), "hj212.bad_field");
-        assert_eq!(reason(&frame("CN=2011;MN=M;Flag=-1;CP=&&&&")), "hj212.bad_field");
-        assert_eq!(reason(&frame("CN=2011;MN=M;Flag=99999999999;CP=&&&&")), "hj212.bad_field");
+        assert_eq!(
+            reason(&frame("CN=2011;MN=M;CP=&&DataTime=1")),
+            "hj212.bad_field"
+        );
+        assert_eq!(
+            reason(&frame("CN=2011;MN=M;junk;CP=&&&&")),
+            "hj212.bad_field"
+        );
+        assert_eq!(
+            reason(&frame("CN=2011;MN=M;MN=N;CP=&&&&")),
+            "hj212.bad_field"
+        );
+        assert_eq!(
+            reason(&frame("CN=2011;MN=M;Flag=x;CP=&&&&")),
+            "hj212.bad_field"
+        );
+        assert_eq!(
+            reason(&frame("CN=2011;MN=M;Flag=-1;CP=&&&&")),
+            "hj212.bad_field"
+        );
+        assert_eq!(
+            reason(&frame("CN=2011;MN=M;Flag=99999999999;CP=&&&&")),
+            "hj212.bad_field"
+        );
     }
 
     #[test]
     fn sample_rejections() {
-        let p = decode(&frame("CN=2011;MN=;CP=&&DataTime=20250115100000;w01018-Rtd=1&&")).unwrap();
+        let p = decode(&frame(
+            "CN=2011;MN=;CP=&&DataTime=20250115100000;w01018-Rtd=1&&",
+        ))
+        .unwrap();
         assert_eq!(p.sample(vn()).unwrap_err().reason, "hj212.missing_field");
         assert_eq!(sample_reason("w01018-Rtd=1"), "hj212.missing_field");
-        assert_eq!(sample_reason("DataTime=2025011510000;w01018-Rtd=1"), "hj212.bad_time");
-        assert_eq!(sample_reason("DataTime=20251315100000;w01018-Rtd=1"), "hj212.bad_time");
-        assert_eq!(sample_reason("DataTime=+2025011510000;w01018-Rtd=1"), "hj212.bad_time");
+        assert_eq!(
+            sample_reason("DataTime=2025011510000;w01018-Rtd=1"),
+            "hj212.bad_time"
+        );
+        assert_eq!(
+            sample_reason("DataTime=20251315100000;w01018-Rtd=1"),
+            "hj212.bad_time"
+        );
+        assert_eq!(
+            sample_reason("DataTime=+2025011510000;w01018-Rtd=1"),
+            "hj212.bad_time"
+        );
         for v in ["", "abc", "NaN", "inf", "-infinity", "1e999"] {
-            assert_eq!(sample_reason(&format!("DataTime=20250115100000;w01018-Rtd={v}")), "hj212.bad_value", "{v}");
+            assert_eq!(
+                sample_reason(&format!("DataTime=20250115100000;w01018-Rtd={v}")),
+                "hj212.bad_value",
+                "{v}"
+            );
         }
-        assert_eq!(sample_reason("DataTime=20250115100000;w01018-Rtd=1,w01018-Flag=X"), "hj212.bad_flag");
-        assert_eq!(sample_reason("DataTime=20250115100000;w01018-Rtd=1;w01018-Rtd=2"), "hj212.bad_field");
-        assert_eq!(sample_reason("DataTime=20250115100000;w01018-Rtd"), "hj212.bad_field");
+        assert_eq!(
+            sample_reason("DataTime=20250115100000;w01018-Rtd=1,w01018-Flag=X"),
+            "hj212.bad_flag"
+        );
+        assert_eq!(
+            sample_reason("DataTime=20250115100000;w01018-Rtd=1;w01018-Rtd=2"),
+            "hj212.bad_field"
+        );
+        assert_eq!(
+            sample_reason("DataTime=20250115100000;w01018-Rtd"),
+            "hj212.bad_field"
+        );
         assert_eq!(sample_reason("DataTime=20250115100000"), "hj212.empty");
-        assert_eq!(sample_reason("DataTime=20250115100000;w01018-Avg=1"), "hj212.empty");
+        assert_eq!(
+            sample_reason("DataTime=20250115100000;w01018-Avg=1"),
+            "hj212.empty"
+        );
     }
 }

@@ -89,7 +89,9 @@ impl<'de> Deserialize<'de> for BoundedValues {
                 let mut total = 0;
                 loop {
                     let more = if items.len() < MAX_VALUES {
-                        seq.next_element::<InValue>()?.map(|v| items.push(v)).is_some()
+                        seq.next_element::<InValue>()?
+                            .map(|v| items.push(v))
+                            .is_some()
                     } else {
                         seq.next_element::<IgnoredAny>()?.is_some()
                     };
@@ -109,13 +111,21 @@ fn err(reason: &'static str, detail: impl Into<String>) -> WireError {
     WireError::new(reason, detail)
 }
 
-fn check_text(field: &str, index: Option<usize>, s: &str, allow_empty: bool) -> Result<(), WireError> {
+fn check_text(
+    field: &str,
+    index: Option<usize>,
+    s: &str,
+    allow_empty: bool,
+) -> Result<(), WireError> {
     let at = || index.map_or_else(|| field.to_owned(), |i| format!("values[{i}].{field}"));
     if !allow_empty && s.is_empty() {
         return Err(err("json.schema", format!("{} is empty", at())));
     }
     if s.chars().count() > MAX_TEXT_LEN {
-        return Err(err("json.schema", format!("{} is longer than {MAX_TEXT_LEN} characters", at())));
+        return Err(err(
+            "json.schema",
+            format!("{} is longer than {MAX_TEXT_LEN} characters", at()),
+        ));
     }
     Ok(())
 }
@@ -140,18 +150,31 @@ pub fn decode(payload: &[u8], expected_station: Option<&str>) -> Result<Sample, 
 
     let station_id = match (raw.station_id, expected_station) {
         (Some(sent), Some(known)) if sent != known => {
-            return Err(err("json.station_mismatch", format!("payload says {sent:?}, transport says {known:?}")));
+            return Err(err(
+                "json.station_mismatch",
+                format!("payload says {sent:?}, transport says {known:?}"),
+            ));
         }
         (Some(sent), _) => {
             check_text("station_id", None, &sent, false)?;
             sent
         }
         (None, Some(known)) if !known.is_empty() => known.to_owned(),
-        (None, _) => return Err(err("json.missing_station", "no station_id in payload or transport")),
+        (None, _) => {
+            return Err(err(
+                "json.missing_station",
+                "no station_id in payload or transport",
+            ));
+        }
     };
 
     let measured_at = DateTime::parse_from_rfc3339(&raw.measured_at)
-        .map_err(|e| err("json.bad_time", format!("measured_at {:?}: {e}", raw.measured_at)))?
+        .map_err(|e| {
+            err(
+                "json.bad_time",
+                format!("measured_at {:?}: {e}", raw.measured_at),
+            )
+        })?
         .with_timezone(&Utc);
 
     if raw.values.total > MAX_VALUES {
@@ -174,18 +197,31 @@ pub fn decode(payload: &[u8], expected_station: Option<&str>) -> Result<Sample, 
             check_text("unit", Some(i), &v.unit, true)?;
             check_text("flag", Some(i), &v.flag, true)?;
             if !v.value.is_finite() {
-                return Err(err("json.bad_value", format!("values[{i}].value is not finite")));
+                return Err(err(
+                    "json.bad_value",
+                    format!("values[{i}].value is not finite"),
+                ));
             }
             let status = match v.status.as_deref() {
                 None => DeviceStatus::Measuring,
                 Some(s) => DeviceStatus::from_json(s)
                     .ok_or_else(|| err("json.bad_status", format!("values[{i}].status {s:?}")))?,
             };
-            Ok(SampleValue { parameter: v.parameter, value: v.value, unit: v.unit, status, device_flag: v.flag })
+            Ok(SampleValue {
+                parameter: v.parameter,
+                value: v.value,
+                unit: v.unit,
+                status,
+                device_flag: v.flag,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    Ok(Sample { station_id, measured_at, values })
+    Ok(Sample {
+        station_id,
+        measured_at,
+        values,
+    })
 }
 
 #[derive(Serialize)]
@@ -211,7 +247,9 @@ struct OutValue<'a> {
 pub fn encode(sample: &Sample) -> Vec<u8> {
     let out = OutSample {
         station_id: &sample.station_id,
-        measured_at: sample.measured_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        measured_at: sample
+            .measured_at
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true),
         values: sample
             .values
             .iter()
@@ -230,7 +268,6 @@ pub fn encode(sample: &Sample) -> Vec<u8> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::TimeZone;
 
@@ -247,7 +284,10 @@ mod tests {
     fn decodes_the_documented_example() {
         let s = decode(DOC_EXAMPLE.as_bytes(), None).unwrap();
         assert_eq!(s.station_id, "PY-HH-WW01");
-        assert_eq!(s.measured_at, Utc.with_ymd_and_hms(2025, 1, 15, 3, 35, 0).unwrap());
+        assert_eq!(
+            s.measured_at,
+            Utc.with_ymd_and_hms(2025, 1, 15, 3, 35, 0).unwrap()
+        );
         assert_eq!(
             s.values,
             vec![SampleValue {
@@ -262,18 +302,28 @@ mod tests {
 
     #[test]
     fn optional_fields_default() {
-        let s = decode(br#"{"measured_at":"2025-01-15T03:35:00Z","values":[{"parameter":"COD","value":42}]}"#, Some("S1"))
-            .unwrap();
+        let s = decode(
+            br#"{"measured_at":"2025-01-15T03:35:00Z","values":[{"parameter":"COD","value":42}]}"#,
+            Some("S1"),
+        )
+        .unwrap();
         assert_eq!(s.station_id, "S1");
         let v = &s.values[0];
-        assert_eq!((v.value, v.unit.as_str(), v.status, v.device_flag.as_str()), (42.0, "", DeviceStatus::Measuring, ""));
+        assert_eq!(
+            (v.value, v.unit.as_str(), v.status, v.device_flag.as_str()),
+            (42.0, "", DeviceStatus::Measuring, "")
+        );
     }
 
     #[test]
     fn station_from_both_sides() {
         assert!(decode(DOC_EXAMPLE.as_bytes(), Some("PY-HH-WW01")).is_ok());
-        assert_eq!(reason(DOC_EXAMPLE, Some("PY-HH-WW02")), "json.station_mismatch");
-        let no_station = r#"{"measured_at":"2025-01-15T03:35:00Z","values":[{"parameter":"pH","value":7}]}"#;
+        assert_eq!(
+            reason(DOC_EXAMPLE, Some("PY-HH-WW02")),
+            "json.station_mismatch"
+        );
+        let no_station =
+            r#"{"measured_at":"2025-01-15T03:35:00Z","values":[{"parameter":"pH","value":7}]}"#;
         assert_eq!(reason(no_station, None), "json.missing_station");
     }
 
@@ -298,7 +348,10 @@ mod tests {
 
         s.measured_at += chrono::Duration::milliseconds(250);
         let text = String::from_utf8(encode(&s)).unwrap();
-        assert!(text.contains(r#""measured_at":"2025-01-15T03:35:00.250Z""#), "{text}");
+        assert!(
+            text.contains(r#""measured_at":"2025-01-15T03:35:00.250Z""#),
+            "{text}"
+        );
         assert_eq!(decode(text.as_bytes(), None).unwrap(), s);
     }
 
@@ -306,33 +359,90 @@ mod tests {
     fn values_are_exact() {
         // serde_json's default parser is 1 ulp off here; float_roundtrip is not.
         for v in [117_010.684_761_555_23, 5e-324, f64::MAX, -0.1, 1e21] {
-            let p = format!(r#"{{"measured_at":"2025-01-15T03:35:00Z","values":[{{"parameter":"pH","value":{v:e}}}]}}"#);
-            assert_eq!(decode(p.as_bytes(), Some("S")).unwrap().values[0].value.to_bits(), v.to_bits(), "{v}");
+            let p = format!(
+                r#"{{"measured_at":"2025-01-15T03:35:00Z","values":[{{"parameter":"pH","value":{v:e}}}]}}"#
+            );
+            assert_eq!(
+                decode(p.as_bytes(), Some("S")).unwrap().values[0]
+                    .value
+                    .to_bits(),
+                v.to_bits(),
+                "{v}"
+            );
         }
     }
 
     #[test]
     fn rejection_reasons() {
-        let base = |values: &str| format!(r#"{{"station_id":"S","measured_at":"2025-01-15T03:35:00Z","values":{values}}}"#);
+        let base = |values: &str| {
+            format!(
+                r#"{{"station_id":"S","measured_at":"2025-01-15T03:35:00Z","values":{values}}}"#
+            )
+        };
         assert_eq!(reason("{", None), "json.syntax");
         assert_eq!(reason("", None), "json.syntax");
         assert_eq!(reason(&format!("{DOC_EXAMPLE} x"), None), "json.syntax");
-        assert_eq!(decode(b"{\"station_id\":\"\xFF\"}", None).unwrap_err().reason, "json.syntax");
+        assert_eq!(
+            decode(b"{\"station_id\":\"\xFF\"}", None)
+                .unwrap_err()
+                .reason,
+            "json.syntax"
+        );
         assert_eq!(reason("[]", None), "json.schema");
-        assert_eq!(reason(r#"{"station_id":"S","values":[]}"#, None), "json.schema");
-        assert_eq!(reason(&base(r#"[{"parameter":"pH","value":"7"}]"#), None), "json.schema");
-        assert_eq!(reason(&base(r#"[{"parameter":"pH","value":7,"untis":"x"}]"#), None), "json.schema");
-        assert_eq!(reason(&base(r#"[{"parameter":"","value":7}]"#), None), "json.schema");
-        assert_eq!(reason(&base(&format!(r#"[{{"parameter":"{}","value":7}}]"#, "x".repeat(65))), None), "json.schema");
-        assert_eq!(reason(&base(r#"[{"parameter":"pH","value":1e400}]"#), None), "json.bad_value");
-        assert_eq!(reason(&base(r#"[{"parameter":"pH","value":7,"status":"broken"}]"#), None), "json.bad_status");
+        assert_eq!(
+            reason(r#"{"station_id":"S","values":[]}"#, None),
+            "json.schema"
+        );
+        assert_eq!(
+            reason(&base(r#"[{"parameter":"pH","value":"7"}]"#), None),
+            "json.schema"
+        );
+        assert_eq!(
+            reason(&base(r#"[{"parameter":"pH","value":7,"untis":"x"}]"#), None),
+            "json.schema"
+        );
+        assert_eq!(
+            reason(&base(r#"[{"parameter":"","value":7}]"#), None),
+            "json.schema"
+        );
+        assert_eq!(
+            reason(
+                &base(&format!(
+                    r#"[{{"parameter":"{}","value":7}}]"#,
+                    "x".repeat(65)
+                )),
+                None
+            ),
+            "json.schema"
+        );
+        assert_eq!(
+            reason(&base(r#"[{"parameter":"pH","value":1e400}]"#), None),
+            "json.bad_value"
+        );
+        assert_eq!(
+            reason(
+                &base(r#"[{"parameter":"pH","value":7,"status":"broken"}]"#),
+                None
+            ),
+            "json.bad_status"
+        );
         assert_eq!(reason(&base("[]"), None), "json.empty");
         let many = vec![r#"{"parameter":"pH","value":7}"#; MAX_VALUES + 1].join(",");
-        assert_eq!(reason(&base(&format!("[{many}]")), None), "json.too_many_values");
+        assert_eq!(
+            reason(&base(&format!("[{many}]")), None),
+            "json.too_many_values"
+        );
         let max = vec![r#"{"parameter":"pH","value":7}"#; MAX_VALUES].join(",");
         assert!(decode(base(&format!("[{max}]")).as_bytes(), None).is_ok());
-        for t in ["2025-01-15T10:35:00", "2025-01-15", "yesterday", "2025-13-15T10:35:00Z"] {
-            let p = format!(r#"{{"station_id":"S","measured_at":"{t}","values":[{{"parameter":"pH","value":7}}]}}"#);
+        for t in [
+            "2025-01-15T10:35:00",
+            "2025-01-15",
+            "yesterday",
+            "2025-13-15T10:35:00Z",
+        ] {
+            let p = format!(
+                r#"{{"station_id":"S","measured_at":"{t}","values":[{{"parameter":"pH","value":7}}]}}"#
+            );
             assert_eq!(reason(&p, None), "json.bad_time", "{t}");
         }
     }

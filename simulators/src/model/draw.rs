@@ -88,8 +88,14 @@ mod tests {
     fn same_coordinates_same_numbers() {
         let a: Vec<u64> = (0..4).map(|_| Draw::new(7, &[1, 2]).next_u64()).collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        assert_ne!(Draw::new(7, &[1, 2]).next_u64(), Draw::new(7, &[2, 1]).next_u64());
-        assert_ne!(Draw::new(7, &[1, 2]).next_u64(), Draw::new(8, &[1, 2]).next_u64());
+        assert_ne!(
+            Draw::new(7, &[1, 2]).next_u64(),
+            Draw::new(7, &[2, 1]).next_u64()
+        );
+        assert_ne!(
+            Draw::new(7, &[1, 2]).next_u64(),
+            Draw::new(8, &[1, 2]).next_u64()
+        );
     }
 
     #[test]

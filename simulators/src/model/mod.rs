@@ -73,9 +73,24 @@ impl Zone {
     /// Local place names facilities are named after: (Vietnamese, ASCII).
     fn places(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Zone::HoaHiep => &[("Hòa Hiệp", "HoaHiep"), ("Đà Rằng", "DaRang"), ("Vũng Rô", "VungRo"), ("Tuy Hòa", "TuyHoa")],
-            Zone::AnPhu => &[("An Phú", "AnPhu"), ("Tuy An", "TuyAn"), ("Ô Loan", "OLoan"), ("Phú Lâm", "PhuLam")],
-            Zone::DongBacSongCau => &[("Sông Cầu", "SongCau"), ("Xuân Đài", "XuanDai"), ("Cù Mông", "CuMong"), ("Xuân Hải", "XuanHai")],
+            Zone::HoaHiep => &[
+                ("Hòa Hiệp", "HoaHiep"),
+                ("Đà Rằng", "DaRang"),
+                ("Vũng Rô", "VungRo"),
+                ("Tuy Hòa", "TuyHoa"),
+            ],
+            Zone::AnPhu => &[
+                ("An Phú", "AnPhu"),
+                ("Tuy An", "TuyAn"),
+                ("Ô Loan", "OLoan"),
+                ("Phú Lâm", "PhuLam"),
+            ],
+            Zone::DongBacSongCau => &[
+                ("Sông Cầu", "SongCau"),
+                ("Xuân Đài", "XuanDai"),
+                ("Cù Mông", "CuMong"),
+                ("Xuân Hải", "XuanHai"),
+            ],
         }
     }
 }
@@ -112,10 +127,18 @@ pub struct EpisodeSpec {
 }
 
 impl EpisodeSpec {
-    pub const NEVER: EpisodeSpec = EpisodeSpec { per_day: 0.0, min_minutes: 0, max_minutes: 0 };
+    pub const NEVER: EpisodeSpec = EpisodeSpec {
+        per_day: 0.0,
+        min_minutes: 0,
+        max_minutes: 0,
+    };
 
     pub const fn new(per_day: f64, min_minutes: u32, max_minutes: u32) -> Self {
-        EpisodeSpec { per_day, min_minutes, max_minutes }
+        EpisodeSpec {
+            per_day,
+            min_minutes,
+            max_minutes,
+        }
     }
 
     fn validate(&self, name: &str) -> Result<(), SimError> {
@@ -219,10 +242,14 @@ impl FleetConfig {
             return Err(SimError::Config("stations must be at least 1".into()));
         }
         if !(1..=86_400).contains(&self.interval_secs) {
-            return Err(SimError::Config("interval must be between 1 s and 1 day".into()));
+            return Err(SimError::Config(
+                "interval must be between 1 s and 1 day".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.stack_share) {
-            return Err(SimError::Config("stack_share must be between 0 and 1".into()));
+            return Err(SimError::Config(
+                "stack_share must be between 0 and 1".into(),
+            ));
         }
         self.anomalies.validate()
     }
@@ -307,7 +334,11 @@ impl Station {
 
     /// The column B limit the simulator's exceedance episodes cross.
     pub fn limit(&self, code: &str) -> Option<Limit> {
-        self.channels.iter().find(|c| c.profile.code == code)?.profile.limit
+        self.channels
+            .iter()
+            .find(|c| c.profile.code == code)?
+            .profile
+            .limit
     }
 
     /// HJ 212 system code: 32 wastewater source, 31 flue-gas source.
@@ -328,8 +359,14 @@ impl Station {
     pub fn measure(&self, t: DateTime<Utc>) -> Sample {
         let at = self.slot(t);
         let secs = at.timestamp();
-        let values = (0..self.channels.len()).map(|j| self.value(j, secs)).collect();
-        Sample { station_id: self.id.clone(), measured_at: at, values }
+        let values = (0..self.channels.len())
+            .map(|j| self.value(j, secs))
+            .collect();
+        Sample {
+            station_id: self.id.clone(),
+            measured_at: at,
+            values,
+        }
     }
 
     /// The sample of the slot of `t` if the station ever sends it (on time
@@ -354,7 +391,10 @@ impl Station {
                 next += step;
             }
             Delivery::Lost
-        } else if self.episode(Episode::Silence, WHOLE_STATION, at.timestamp()).is_some() {
+        } else if self
+            .episode(Episode::Silence, WHOLE_STATION, at.timestamp())
+            .is_some()
+        {
             Delivery::Lost
         } else {
             Delivery::OnTime
@@ -378,13 +418,32 @@ impl Station {
         let mut out = Vec::new();
         let mut m = first;
         while m < at {
-            out.push(Transmission { station: self.index, sample: self.measure(m), sent_at: at, late: true });
+            out.push(Transmission {
+                station: self.index,
+                sample: self.measure(m),
+                sent_at: at,
+                late: true,
+            });
             m += step;
         }
-        if self.episode(Episode::Silence, WHOLE_STATION, at.timestamp()).is_none() {
-            out.push(Transmission { station: self.index, sample: self.measure(at), sent_at: at, late: false });
+        if self
+            .episode(Episode::Silence, WHOLE_STATION, at.timestamp())
+            .is_none()
+        {
+            out.push(Transmission {
+                station: self.index,
+                sample: self.measure(at),
+                sent_at: at,
+                late: false,
+            });
         }
         out
+    }
+
+    /// A fixed place in `[0, 1)` of this station among the fleet, to spread
+    /// real-time sends and reconnects.
+    pub(crate) fn phase(&self) -> f64 {
+        unit_hash(self.key, 0)
     }
 
     fn step(&self) -> TimeDelta {
@@ -392,7 +451,8 @@ impl Station {
     }
 
     fn in_outage(&self, at: DateTime<Utc>) -> bool {
-        self.episode(Episode::Outage, WHOLE_STATION, at.timestamp()).is_some()
+        self.episode(Episode::Outage, WHOLE_STATION, at.timestamp())
+            .is_some()
     }
 
     /// The tag of an episode of `kind` covering second `t`, if any.
@@ -436,10 +496,16 @@ impl Station {
             DeviceStatus::Error => 0.0,
             // During calibration the analyser reads its span standard.
             DeviceStatus::Calibrating => p.base,
-            DeviceStatus::Measuring => match (p.limit, self.episode(Episode::Exceedance, param, t)) {
-                (Some(limit), Some(tag)) => exceeding(limit, tag, noise),
-                _ => self.typical(p, param, t, noise),
-            },
+            DeviceStatus::Measuring => {
+                // Only parameters with a limit have exceedance episodes.
+                let exceedance = p
+                    .limit
+                    .and_then(|limit| Some((limit, self.episode(Episode::Exceedance, param, t)?)));
+                match exceedance {
+                    Some((limit, tag)) => exceeding(limit, tag, noise),
+                    None => self.typical(p, param, t, noise),
+                }
+            }
         };
         SampleValue {
             parameter: channel.info.code.to_owned(),
@@ -482,6 +548,11 @@ fn round(v: f64, decimals: i32) -> f64 {
     (v * f).round() / f
 }
 
+/// Uniform in `[0, 1)` from a key and a counter, for jitter outside the model.
+pub(crate) fn unit_hash(key: u64, n: u64) -> f64 {
+    Draw::new(key, &[n]).uniform()
+}
+
 /// `t` rounded down to a multiple of `interval_secs` since the epoch.
 pub fn align(t: DateTime<Utc>, interval_secs: u32) -> DateTime<Utc> {
     let rem = t.timestamp().rem_euclid(i64::from(interval_secs.max(1)));
@@ -504,12 +575,25 @@ impl Fleet {
             .map(|index| {
                 let mut d = Draw::new(config.seed, &[KEY_STATION, index as u64]);
                 let stack = d.uniform() < config.stack_share;
-                let kind = if stack { StationKind::Stack } else { StationKind::Wastewater };
+                let kind = if stack {
+                    StationKind::Stack
+                } else {
+                    StationKind::Wastewater
+                };
                 let zone = Zone::ALL[d.below(Zone::ALL.len())];
                 let number = numbers.entry((zone, stack)).or_default();
                 *number += 1;
-                let id = format!("{PROVINCE_CODE}-{}-{}{:02}", zone.code(), if stack { "ST" } else { "WW" }, number);
-                let industries = if stack { STACK_INDUSTRIES } else { WASTEWATER_INDUSTRIES };
+                let id = format!(
+                    "{PROVINCE_CODE}-{}-{}{:02}",
+                    zone.code(),
+                    if stack { "ST" } else { "WW" },
+                    number
+                );
+                let industries = if stack {
+                    STACK_INDUSTRIES
+                } else {
+                    WASTEWATER_INDUSTRIES
+                };
                 let (industry, industry_ascii) = industries[d.below(industries.len())];
                 let (place, place_ascii) = zone.places()[d.below(zone.places().len())];
                 let form = COMPANY_FORMS[d.below(COMPANY_FORMS.len())];
@@ -538,7 +622,10 @@ impl Fleet {
                 }
             })
             .collect();
-        Ok(Fleet { config: config.clone(), stations })
+        Ok(Fleet {
+            config: config.clone(),
+            stations,
+        })
     }
 
     pub fn config(&self) -> &FleetConfig {

@@ -95,7 +95,11 @@ mod tests {
     fn every_profile_is_in_the_catalogue() {
         for kind in [StationKind::Wastewater, StationKind::Stack] {
             for p in profiles(kind) {
-                assert!(parameter_by_code(p.code, kind).is_some(), "{} missing", p.code);
+                assert!(
+                    parameter_by_code(p.code, kind).is_some(),
+                    "{} missing",
+                    p.code
+                );
             }
         }
     }

@@ -6,11 +6,18 @@ use quantrac_proto::domain::{DeviceStatus, PARAMETERS, StationKind};
 use super::*;
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, 1, 15, 0, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2025, 1, 15, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn fleet(seed: u64, stations: usize, anomalies: Anomalies) -> Fleet {
-    let config = FleetConfig { seed, stations, anomalies, ..FleetConfig::default() };
+    let config = FleetConfig {
+        seed,
+        stations,
+        anomalies,
+        ..FleetConfig::default()
+    };
     match Fleet::new(&config) {
         Ok(f) => f,
         Err(e) => panic!("fleet: {e}"),
@@ -27,7 +34,9 @@ fn only(set: impl FnOnce(&mut Anomalies)) -> Anomalies {
 /// Every slot of `days` days from `t0` for every station.
 fn slots(f: &Fleet, days: i64) -> impl Iterator<Item = (&Station, DateTime<Utc>)> + '_ {
     let n = days * 86_400 / i64::from(f.config().interval_secs);
-    f.stations().iter().flat_map(move |s| (0..n).map(move |k| (s, t0() + f.interval() * k as i32)))
+    f.stations()
+        .iter()
+        .flat_map(move |s| (0..n).map(move |k| (s, t0() + f.interval() * k as i32)))
 }
 
 /// Probability that a point in time is covered by at least one episode of
@@ -51,7 +60,10 @@ fn same_seed_same_fleet_and_samples() {
     let end = t0() + TimeDelta::days(2);
     assert_eq!(a.samples_between(t0(), end), b.samples_between(t0(), end));
     for (x, y) in a.stations().iter().zip(b.stations()) {
-        assert_eq!((&x.id, &x.facility_name, x.protocol), (&y.id, &y.facility_name, y.protocol));
+        assert_eq!(
+            (&x.id, &x.facility_name, x.protocol),
+            (&y.id, &y.facility_name, y.protocol)
+        );
     }
 }
 
@@ -61,7 +73,12 @@ fn different_seeds_differ() {
     let b = fleet(2, 20, Anomalies::default());
     let end = t0() + TimeDelta::hours(1);
     assert_ne!(a.samples_between(t0(), end), b.samples_between(t0(), end));
-    let layout = |f: &Fleet| f.stations().iter().map(|s| (s.id.clone(), s.facility_name.clone())).collect::<Vec<_>>();
+    let layout = |f: &Fleet| {
+        f.stations()
+            .iter()
+            .map(|s| (s.id.clone(), s.facility_name.clone()))
+            .collect::<Vec<_>>()
+    };
     assert_ne!(layout(&a), layout(&b));
 }
 
@@ -90,9 +107,24 @@ fn stations_have_ids_facilities_and_the_catalogue_parameters() {
         assert_eq!(parts[0], "PY");
         assert!(["HH", "AP", "DBSC"].contains(&parts[1]), "{}", s.id);
         let (prefix, number) = parts[2].split_at(2);
-        assert_eq!(prefix, if s.kind == StationKind::Stack { "ST" } else { "WW" });
-        assert!(number.len() >= 2 && number.bytes().all(|b| b.is_ascii_digit()), "{}", s.id);
-        assert!(s.facility_code.is_ascii() && !s.facility_code.contains(['_', ' ']), "{}", s.facility_code);
+        assert_eq!(
+            prefix,
+            if s.kind == StationKind::Stack {
+                "ST"
+            } else {
+                "WW"
+            }
+        );
+        assert!(
+            number.len() >= 2 && number.bytes().all(|b| b.is_ascii_digit()),
+            "{}",
+            s.id
+        );
+        assert!(
+            s.facility_code.is_ascii() && !s.facility_code.contains(['_', ' ']),
+            "{}",
+            s.facility_code
+        );
         assert!(!s.facility_name.is_empty());
         let codes: Vec<_> = s.parameters().map(|p| p.code).collect();
         let expected: &[&str] = match s.kind {
@@ -106,18 +138,40 @@ fn stations_have_ids_facilities_and_the_catalogue_parameters() {
             assert_eq!((v.parameter.as_str(), v.unit.as_str()), (p.code, p.unit));
         }
     }
-    let stack = f.stations().iter().filter(|s| s.kind == StationKind::Stack).count();
+    let stack = f
+        .stations()
+        .iter()
+        .filter(|s| s.kind == StationKind::Stack)
+        .count();
     assert!(stack > 0 && stack < 300, "both kinds appear");
     assert_near(stack as f64 / 300.0, 0.3, 0.3, "stack share");
 }
 
 #[test]
 fn protocol_mix_is_honoured() -> Result<(), SimError> {
-    let config = FleetConfig { stations: 50, protocols: ProtocolMix::only(Protocol::TcpC10), ..FleetConfig::default() };
-    assert!(Fleet::new(&config)?.stations().iter().all(|s| s.protocol == Protocol::TcpC10));
+    let config = FleetConfig {
+        stations: 50,
+        protocols: ProtocolMix::only(Protocol::TcpC10),
+        ..FleetConfig::default()
+    };
+    assert!(
+        Fleet::new(&config)?
+            .stations()
+            .iter()
+            .all(|s| s.protocol == Protocol::TcpC10)
+    );
     let f = fleet(5, 1_000, Anomalies::none());
-    let hj212 = f.stations().iter().filter(|s| s.protocol == Protocol::TcpHj212).count();
-    assert_near(hj212 as f64 / 1_000.0, 0.35, 0.15, "tcp-hj212 share of the default mix");
+    let hj212 = f
+        .stations()
+        .iter()
+        .filter(|s| s.protocol == Protocol::TcpHj212)
+        .count();
+    assert_near(
+        hj212 as f64 / 1_000.0,
+        0.35,
+        0.15,
+        "tcp-hj212 share of the default mix",
+    );
     Ok(())
 }
 
@@ -136,7 +190,11 @@ fn without_anomalies_every_slot_is_sent_on_time_and_within_limits() {
             assert_eq!(v.device_flag, "00");
             assert!(v.value >= 0.0, "{v:?}");
             if let Some(limit) = station.limit(&v.parameter) {
-                assert!(!limit.exceeded_by(v.value), "{} {v:?} breaks {limit:?}", station.id);
+                assert!(
+                    !limit.exceeded_by(v.value),
+                    "{} {v:?} breaks {limit:?}",
+                    station.id
+                );
             }
         }
     }
@@ -148,13 +206,21 @@ fn values_are_plausible() {
     let mut sums = std::collections::HashMap::<(&str, bool), (f64, usize)>::new();
     for (s, t) in slots(&f, 2) {
         for v in s.measure(t).values {
-            let key = (s.parameters().find(|p| p.code == v.parameter).map_or("", |p| p.code), s.kind == StationKind::Stack);
+            let key = (
+                s.parameters()
+                    .find(|p| p.code == v.parameter)
+                    .map_or("", |p| p.code),
+                s.kind == StationKind::Stack,
+            );
             let e = sums.entry(key).or_default();
             e.0 += v.value;
             e.1 += 1;
         }
     }
-    let mean = |code, stack| sums.get(&(code, stack)).map_or(f64::NAN, |(sum, n)| sum / *n as f64);
+    let mean = |code, stack| {
+        sums.get(&(code, stack))
+            .map_or(f64::NAN, |(sum, n)| sum / *n as f64)
+    };
     // Station scale is 0.7-1.2 (mean 0.95) on flows and loads.
     assert_near(mean("pH", false), 7.2, 0.03, "pH");
     assert_near(mean("Temp", false), 29.0, 0.03, "water temperature");
@@ -170,7 +236,11 @@ fn flow_follows_the_local_working_day() {
     let f = fleet(6, 30, Anomalies::none());
     let mut day = 0.0;
     let mut night = 0.0;
-    for s in f.stations().iter().filter(|s| s.kind == StationKind::Wastewater) {
+    for s in f
+        .stations()
+        .iter()
+        .filter(|s| s.kind == StationKind::Wastewater)
+    {
         for d in 0..7 {
             // 11:00 and 23:00 local are 04:00 and 16:00 UTC.
             let noon = t0() + TimeDelta::days(d) + TimeDelta::hours(4);
@@ -184,7 +254,11 @@ fn flow_follows_the_local_working_day() {
 #[test]
 fn calibrations_and_errors_appear_at_the_configured_rate() {
     let days = 60;
-    let f = fleet(21, 10, only(|a| a.calibration = EpisodeSpec::new(2.0, 20, 20)));
+    let f = fleet(
+        21,
+        10,
+        only(|a| a.calibration = EpisodeSpec::new(2.0, 20, 20)),
+    );
     let (mut calibrating, mut total) = (0usize, 0usize);
     for (s, t) in slots(&f, days) {
         for v in s.measure(t).values {
@@ -195,9 +269,18 @@ fn calibrations_and_errors_appear_at_the_configured_rate() {
             }
         }
     }
-    assert_near(calibrating as f64 / total as f64, coverage(2.0, 20.0), 0.15, "calibrating share");
+    assert_near(
+        calibrating as f64 / total as f64,
+        coverage(2.0, 20.0),
+        0.15,
+        "calibrating share",
+    );
 
-    let f = fleet(22, 10, only(|a| a.device_error = EpisodeSpec::new(1.0, 30, 90)));
+    let f = fleet(
+        22,
+        10,
+        only(|a| a.device_error = EpisodeSpec::new(1.0, 30, 90)),
+    );
     let (mut errors, mut total) = (0usize, 0usize);
     for (s, t) in slots(&f, days) {
         for v in s.measure(t).values {
@@ -208,29 +291,44 @@ fn calibrations_and_errors_appear_at_the_configured_rate() {
             }
         }
     }
-    assert_near(errors as f64 / total as f64, coverage(1.0, 60.0), 0.15, "error share");
+    assert_near(
+        errors as f64 / total as f64,
+        coverage(1.0, 60.0),
+        0.15,
+        "error share",
+    );
 }
 
 #[test]
 fn exceedances_appear_at_the_configured_rate_and_break_the_limit() {
-    let f = fleet(23, 10, only(|a| a.exceedance = EpisodeSpec::new(0.5, 60, 120)));
+    let f = fleet(
+        23,
+        10,
+        only(|a| a.exceedance = EpisodeSpec::new(0.5, 60, 120)),
+    );
     let (mut over, mut total) = (0usize, 0usize);
     let mut runs = 0;
     for s in f.stations() {
-        for (j, p) in s.parameters().enumerate() {
-            let Some(limit) = s.limit(p.code) else { continue };
-            let mut was_over = false;
-            for k in 0..(60 * 288) {
-                let v = s.measure(t0() + TimeDelta::minutes(5 * k)).values[j].value;
+        let limits: Vec<_> = s.parameters().map(|p| s.limit(p.code)).collect();
+        let mut was_over = vec![false; limits.len()];
+        for k in 0..(60 * 288) {
+            let sample = s.measure(t0() + TimeDelta::minutes(5 * k));
+            for (j, v) in sample.values.iter().enumerate() {
+                let Some(limit) = limits[j] else { continue };
                 total += 1;
-                let is_over = limit.exceeded_by(v);
+                let is_over = limit.exceeded_by(v.value);
                 over += usize::from(is_over);
-                runs += usize::from(is_over && !was_over);
-                was_over = is_over;
+                runs += usize::from(is_over && !was_over[j]);
+                was_over[j] = is_over;
             }
         }
     }
-    assert_near(over as f64 / total as f64, coverage(0.5, 90.0), 0.15, "exceeding share");
+    assert_near(
+        over as f64 / total as f64,
+        coverage(0.5, 90.0),
+        0.15,
+        "exceeding share",
+    );
     // Episodes last 1-2 h: at 5 min a run is 12-24 samples, fewer when two merge.
     let mean_run = over as f64 / runs as f64;
     assert!((11.0..=26.0).contains(&mean_run), "mean run {mean_run}");
@@ -253,12 +351,27 @@ fn silences_lose_data_and_outages_deliver_it_late_in_order() {
     let mut last = vec![None; f.stations().len()];
     for tx in &sent {
         let s = &f.stations()[tx.station];
-        assert!(seen.insert((tx.station, tx.sample.measured_at)), "sent twice");
-        let expected = if tx.late { Delivery::Late { sent_at: tx.sent_at } } else { Delivery::OnTime };
+        assert!(
+            seen.insert((tx.station, tx.sample.measured_at)),
+            "sent twice"
+        );
+        let expected = if tx.late {
+            Delivery::Late {
+                sent_at: tx.sent_at,
+            }
+        } else {
+            Delivery::OnTime
+        };
         assert_eq!(s.delivery(tx.sample.measured_at), expected);
-        assert!(last[tx.station] < Some(tx.sample.measured_at), "out of order");
+        assert!(
+            last[tx.station] < Some(tx.sample.measured_at),
+            "out of order"
+        );
         last[tx.station] = Some(tx.sample.measured_at);
-        assert_eq!(s.sample_at(tx.sample.measured_at).as_ref(), Some(&tx.sample));
+        assert_eq!(
+            s.sample_at(tx.sample.measured_at).as_ref(),
+            Some(&tx.sample)
+        );
     }
     let (mut lost, mut late, mut total) = (0usize, 0usize, 0usize);
     for (s, t) in slots(&f, days) {
@@ -281,7 +394,12 @@ fn silences_lose_data_and_outages_deliver_it_late_in_order() {
     // already buffered.
     let p_outage = coverage(1.0, 120.0);
     assert_near(late as f64 / total as f64, p_outage, 0.15, "late share");
-    assert_near(lost as f64 / total as f64, coverage(1.0, 30.0) * (1.0 - p_outage), 0.2, "lost share");
+    assert_near(
+        lost as f64 / total as f64,
+        coverage(1.0, 30.0) * (1.0 - p_outage),
+        0.2,
+        "lost share",
+    );
 }
 
 #[test]
@@ -289,12 +407,18 @@ fn backlog_before_the_start_is_not_sent() {
     let f = fleet(32, 5, only(|a| a.outage = EpisodeSpec::new(3.0, 120, 240)));
     let s = &f.stations()[0];
     // Find a slot inside an outage, start there: its backlog starts at the start.
-    let Some(start) = (0..288 * 10).map(|k| t0() + TimeDelta::minutes(5 * k)).find(|&t| {
-        matches!(s.delivery(t), Delivery::Late { .. }) && matches!(s.delivery(t - TimeDelta::minutes(5)), Delivery::Late { .. })
-    }) else {
+    let Some(start) = (0..288 * 10)
+        .map(|k| t0() + TimeDelta::minutes(5 * k))
+        .find(|&t| {
+            matches!(s.delivery(t), Delivery::Late { .. })
+                && matches!(s.delivery(t - TimeDelta::minutes(5)), Delivery::Late { .. })
+        })
+    else {
         panic!("no outage in 10 days at 3 a day");
     };
-    let Delivery::Late { sent_at } = s.delivery(start) else { unreachable!() };
+    let Delivery::Late { sent_at } = s.delivery(start) else {
+        unreachable!()
+    };
     let sent = s.sends_at(sent_at, start);
     assert_eq!(sent[0].sample.measured_at, start);
     assert!(sent.iter().rev().skip(1).all(|tx| tx.late));
@@ -303,14 +427,35 @@ fn backlog_before_the_start_is_not_sent() {
 #[test]
 fn config_is_validated() {
     let bad = [
-        FleetConfig { stations: 0, ..FleetConfig::default() },
-        FleetConfig { interval_secs: 0, ..FleetConfig::default() },
-        FleetConfig { stack_share: 1.5, ..FleetConfig::default() },
-        FleetConfig { anomalies: only(|a| a.outage = EpisodeSpec::new(1.0, 0, 10)), ..FleetConfig::default() },
-        FleetConfig { anomalies: only(|a| a.outage = EpisodeSpec::new(1.0, 10, 2_000)), ..FleetConfig::default() },
-        FleetConfig { anomalies: only(|a| a.silence = EpisodeSpec::new(f64::NAN, 10, 20)), ..FleetConfig::default() },
+        FleetConfig {
+            stations: 0,
+            ..FleetConfig::default()
+        },
+        FleetConfig {
+            interval_secs: 0,
+            ..FleetConfig::default()
+        },
+        FleetConfig {
+            stack_share: 1.5,
+            ..FleetConfig::default()
+        },
+        FleetConfig {
+            anomalies: only(|a| a.outage = EpisodeSpec::new(1.0, 0, 10)),
+            ..FleetConfig::default()
+        },
+        FleetConfig {
+            anomalies: only(|a| a.outage = EpisodeSpec::new(1.0, 10, 2_000)),
+            ..FleetConfig::default()
+        },
+        FleetConfig {
+            anomalies: only(|a| a.silence = EpisodeSpec::new(f64::NAN, 10, 20)),
+            ..FleetConfig::default()
+        },
     ];
     for config in bad {
-        assert!(matches!(Fleet::new(&config), Err(SimError::Config(_))), "{config:?}");
+        assert!(
+            matches!(Fleet::new(&config), Err(SimError::Config(_))),
+            "{config:?}"
+        );
     }
 }
