@@ -3,6 +3,8 @@
 #   kafka      Apache Kafka (KRaft, single node) from Maven Central jars
 #   mosquitto  Mosquitto MQTT broker (Debian package), password auth
 #   postgres   PostgreSQL (Debian packages), private cluster in the state dir
+#   timescale  TimescaleDB 2.23 on PGlite (PostgreSQL 17 in WebAssembly, Node.js, npm),
+#              in memory, ONE session shared by all connections (see deploy/README.md)
 #
 # Usage: deploy/services.sh COMMAND [SERVICE...]      (default: all services)
 #   install   install packages / download jars (idempotent)
@@ -11,7 +13,8 @@
 #   restart   stop then start
 #   status    one line per service; exit 0 only if all are up
 #   env       print 'export ...' lines for clients: eval "$(deploy/services.sh env)"
-#   clean     stop and delete the service's state (data, logs, config; Kafka jars are kept)
+#   clean     stop and delete the service's state (data, logs, config; Kafka jars and
+#             deploy/timescale/node_modules are kept)
 #
 # See deploy/README.md for ports and environment variables.
 set -euo pipefail
@@ -25,11 +28,13 @@ source "$QUANTRAC_DEPLOY_DIR/lib/kafka.sh"
 source "$QUANTRAC_DEPLOY_DIR/lib/mosquitto.sh"
 # shellcheck source=deploy/lib/postgres.sh
 source "$QUANTRAC_DEPLOY_DIR/lib/postgres.sh"
+# shellcheck source=deploy/lib/timescale.sh
+source "$QUANTRAC_DEPLOY_DIR/lib/timescale.sh"
 
-ALL_SERVICES=(kafka mosquitto postgres)
+ALL_SERVICES=(kafka mosquitto postgres timescale)
 
 usage() {
-  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -55,9 +60,10 @@ main() {
   if (($#)); then
     for s in "$@"; do
       case $s in
-      kafka | mosquitto | postgres) services+=("$s") ;;
+      kafka | mosquitto | postgres | timescale) services+=("$s") ;;
       pg | postgresql) services+=(postgres) ;;
       mqtt) services+=(mosquitto) ;;
+      timescaledb | tsdb) services+=(timescale) ;;
       *) die "unknown service '$s' (expected: ${ALL_SERVICES[*]})" ;;
       esac
     done

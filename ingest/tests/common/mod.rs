@@ -74,8 +74,10 @@ pub async fn create_topics(name: &str) -> Topics {
 /// An ingest config for a test: given topics, its own node id, TCP and HTTP
 /// on ephemeral ports, MQTT off unless the test turns it on.
 pub fn test_config(topics: &Topics, node: &str) -> IngestConfig {
-    let mut c = IngestConfig::default();
-    c.node_id = node.to_owned();
+    let mut c = IngestConfig {
+        node_id: node.to_owned(),
+        ..Default::default()
+    };
     c.kafka.brokers = kafka_brokers();
     c.kafka.readings_topic = topics.raw.clone();
     c.kafka.rejected_topic = topics.rejected.clone();

@@ -1,0 +1,239 @@
+//! The Kafka side: a consumer-group member on `readings.raw` that stores
+//! each batch, publishes it, and only then stores the offsets.
+//!
+//! Order of effects per batch (invariants 1 and 2):
+//! 1. read up to `batch.max_readings` readings or `batch.max_wait`;
+//! 2. validate; write readings + rejections in one database transaction,
+//!    retried with backoff while the database is unavailable (consumption
+//!    pauses meanwhile; librdkafka's prefetch queue is bounded);
+//! 3. publish the valid readings to `readings.valid` and the rejections to
+//!    `readings.rejected`, and wait for Kafka's acknowledgement;
+//! 4. store the offsets (`enable.auto.offset.store=false`); the periodic
+//!    auto-commit and the commit on revoke/close send them to Kafka.
+//!
+//! A crash anywhere before 4 replays the batch: the database skips what it
+//! already has (natural keys), and consumers of `readings.valid` are
+//! idempotent on the same keys. Batches are processed one after the other,
+//! so offsets are stored in order per partition. On a rebalance, a batch
+//! that straddles it may be stored by both the old and the new owner: the
+//! second write finds duplicates and adds no row.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Statistics};
+use tokio_util::sync::CancellationToken;
+
+use crate::ProcessorError;
+use crate::config::ProcessorConfig;
+use crate::pipeline::{self, InRecord};
+use crate::worker::Worker;
+
+/// Logs rebalances and exports consumer lag from librdkafka's statistics.
+struct Context;
+
+impl ClientContext for Context {
+    fn stats(&self, stats: Statistics) {
+        let lag: i64 = stats
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("processor_consumer_lag").set(lag as f64);
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(?rebalance, "partitions rebalancing");
+    }
+}
+
+fn client_config(config: &ProcessorConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.kafka.brokers);
+    for (k, v) in &config.kafka.properties {
+        cc.set(k, v);
+    }
+    cc
+}
+
+pub(crate) fn producer(config: &ProcessorConfig) -> Result<FutureProducer, ProcessorError> {
+    client_config(config)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()
+        .map_err(|e| ProcessorError::Kafka(e.to_string()))
+}
+
+/// Publishes records and waits for every acknowledgement, retrying the
+/// failed ones until they are in or `shutdown` fires.
+pub(crate) async fn publish_all(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(String, Vec<u8>)],
+    shutdown: &CancellationToken,
+) -> Result<(), ProcessorError> {
+    let mut pending: Vec<&(String, Vec<u8>)> = records.iter().collect();
+    let mut backoff = Duration::from_millis(100);
+    while !pending.is_empty() {
+        let sends = pending.iter().map(|(k, v)| {
+            producer.send(
+                FutureRecord::to(topic).key(k).payload(v),
+                Duration::from_secs(30),
+            )
+        });
+        let results = futures::future::join_all(sends).await;
+        let failed: Vec<_> = pending
+            .iter()
+            .zip(results)
+            .filter_map(|(r, res)| res.is_err().then_some(*r))
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(topic, failed = failed.len(), retry_in = ?backoff, "Kafka publish failed; retrying");
+        pending = failed;
+        tokio::select! {
+            () = shutdown.cancelled() => return Err(ProcessorError::ShuttingDown),
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    Ok(())
+}
+
+/// Runs the consumer until `shutdown`; the batch in hand is finished or
+/// abandoned (it will be replayed), never half-acknowledged.
+pub async fn run(
+    config: Arc<ProcessorConfig>,
+    mut worker: Worker,
+    shutdown: CancellationToken,
+) -> Result<(), ProcessorError> {
+    let consumer: StreamConsumer<Context> = client_config(&config)
+        .set("group.id", &config.kafka.group_id)
+        .set("client.id", &config.node_id)
+        .set(
+            "session.timeout.ms",
+            config.kafka.session_timeout.as_millis().to_string(),
+        )
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // Bounded prefetch: memory stays bounded while the database is slow.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(Context)
+        .map_err(|e| ProcessorError::Kafka(e.to_string()))?;
+    consumer
+        .subscribe(&[&config.kafka.raw_topic])
+        .map_err(|e| ProcessorError::Kafka(e.to_string()))?;
+    let producer = producer(&config)?;
+    let raw_topic: Arc<str> = config.kafka.raw_topic.as_str().into();
+
+    'batches: loop {
+        // 1. Collect a batch.
+        let mut records = Vec::new();
+        let mut readings_estimate = 0;
+        let first = tokio::select! {
+            () = shutdown.cancelled() => break 'batches,
+            m = consumer.recv() => m,
+        };
+        let deadline = tokio::time::Instant::now() + config.batch.max_wait;
+        let mut next = Some(first);
+        loop {
+            match next.take() {
+                Some(Ok(m)) => {
+                    let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
+                    // ~50 bytes per reading: a cheap bound without decoding twice.
+                    readings_estimate += (payload.len() / 50).max(1);
+                    records.push(InRecord {
+                        topic: if m.topic() == &*raw_topic {
+                            Arc::clone(&raw_topic)
+                        } else {
+                            m.topic().into()
+                        },
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        payload,
+                    });
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                None => {}
+            }
+            if readings_estimate >= config.batch.max_readings {
+                break;
+            }
+            next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(deadline) => break,
+                m = consumer.recv() => Some(m),
+            };
+        }
+        if records.is_empty() {
+            continue;
+        }
+
+        // 2. Store.
+        let checked = match worker.store(&records, &shutdown).await {
+            Ok(c) => c,
+            Err(ProcessorError::ShuttingDown) => break 'batches,
+            Err(e) => return Err(e),
+        };
+        // 3. Publish what was stored, and the rejections.
+        let started = Instant::now();
+        let valid = pipeline::valid_records(&checked.valid);
+        let rejected = pipeline::rejected_records(&checked.rejected);
+        let published = futures::future::try_join(
+            publish_all(&producer, &config.kafka.valid_topic, &valid, &shutdown),
+            publish_all(
+                &producer,
+                &config.kafka.rejected_topic,
+                &rejected,
+                &shutdown,
+            ),
+        )
+        .await;
+        match published {
+            Ok(_) => {}
+            Err(ProcessorError::ShuttingDown) => break 'batches,
+            Err(e) => return Err(e),
+        }
+        metrics::histogram!("processor_publish_seconds").record(seconds_since(started));
+
+        // 4. Offsets, in order: the highest of each partition in the batch.
+        let mut highest: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for r in &records {
+            let e = highest.entry((&r.topic, r.partition)).or_insert(r.offset);
+            *e = (*e).max(r.offset);
+        }
+        for ((topic, partition), offset) in highest {
+            if let Err(e) = consumer.store_offset(topic, partition, offset) {
+                // The partition moved to another member during the batch;
+                // it replays from its last commit and finds duplicates.
+                tracing::info!(topic, partition, offset, error = %e, "offset not stored (partition revoked)");
+            }
+        }
+    }
+    if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+        tracing::debug!(error = %e, "final offset commit");
+    }
+    Ok(())
+}
+
+/// Time since `start` in seconds, for histograms.
+pub(crate) fn seconds_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}

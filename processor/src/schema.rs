@@ -1,0 +1,215 @@
+//! Versioned SQL migrations, applied at start.
+//!
+//! Each migration is a file under `processor/migrations/`; one that depends
+//! on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
+//! and the one that fits the server is applied. Statements are idempotent and
+//! run one by one (a continuous aggregate cannot be created inside a
+//! transaction block), so an interrupted migration is simply run again; its
+//! version is recorded only once all its statements succeeded.
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::config::{StorageConfig, TimescaleMode};
+use crate::store::StoreError;
+
+struct Migration {
+    version: i32,
+    name: &'static str,
+    plain: &'static str,
+    /// `None` when the same SQL serves both servers.
+    timescale: Option<&'static str>,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        plain: include_str!("../migrations/0001_init.sql"),
+        timescale: None,
+    },
+    Migration {
+        version: 2,
+        name: "aggregates",
+        plain: include_str!("../migrations/0002_aggregates.plain.sql"),
+        timescale: Some(include_str!("../migrations/0002_aggregates.timescale.sql")),
+    },
+];
+
+/// What the schema ended up using.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaInfo {
+    pub timescale: bool,
+    /// Migrations applied by this call.
+    pub applied: usize,
+}
+
+/// Splits a migration file into statements: each ends with `;` at the end
+/// of a line. `--` comment lines are dropped.
+fn statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("--") || trimmed.is_empty() {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if trimmed.ends_with(';') {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+async fn timescale_available(client: &Client) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'",
+            &[],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) > 0)
+}
+
+/// Applies pending migrations and (on TimescaleDB) sets the policies.
+pub async fn migrate(client: &Client, storage: &StorageConfig) -> Result<SchemaInfo, StoreError> {
+    let timescale = match storage.timescale {
+        TimescaleMode::Off => false,
+        TimescaleMode::Auto => timescale_available(client).await?,
+        TimescaleMode::On => {
+            if !timescale_available(client).await? {
+                return Err(StoreError::Schema(
+                    "storage.timescale = \"on\" but the server has no timescaledb extension".into(),
+                ));
+            }
+            true
+        }
+    };
+    if timescale {
+        client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            .await?;
+    }
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                variant text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let applied_rows = client
+        .query("SELECT version, variant FROM schema_migrations", &[])
+        .await?;
+    let mut applied = 0;
+    for m in MIGRATIONS {
+        let previous = applied_rows
+            .iter()
+            .find(|r| r.get::<_, i32>(0) == m.version);
+        let (variant, sql) = match (timescale, m.timescale) {
+            (true, Some(sql)) => ("timescale", sql),
+            (false, Some(_)) => ("plain", m.plain),
+            (_, None) => ("any", m.plain),
+        };
+        if let Some(row) = previous {
+            let was: String = row.get(1);
+            if was != variant && variant != "any" {
+                return Err(StoreError::Schema(format!(
+                    "migration {} was applied as `{was}` but this server now needs `{variant}`; \
+                     migrating between PostgreSQL and TimescaleDB is a manual step",
+                    m.version
+                )));
+            }
+            continue;
+        }
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            variant,
+            "applying migration"
+        );
+        for statement in statements(sql) {
+            client.batch_execute(&statement).await.map_err(|e| {
+                StoreError::Schema(format!(
+                    "migration {} ({}): {}: {}",
+                    m.version,
+                    m.name,
+                    crate::store::describe(&e),
+                    statement.trim()
+                ))
+            })?;
+        }
+        client
+            .execute(
+                "INSERT INTO schema_migrations (version, name, variant) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&m.version, &m.name, &variant],
+            )
+            .await?;
+        applied += 1;
+    }
+    if timescale {
+        set_policies(client, storage).await?;
+    }
+    Ok(SchemaInfo { timescale, applied })
+}
+
+fn interval(d: Duration) -> String {
+    format!("INTERVAL '{} seconds'", d.as_secs())
+}
+
+/// Compression and retention follow the configuration at every start.
+async fn set_policies(client: &Client, storage: &StorageConfig) -> Result<(), StoreError> {
+    let sql = format!(
+        "SELECT remove_compression_policy('readings', if_exists => TRUE);
+         SELECT add_compression_policy('readings', {compress});
+         SELECT remove_retention_policy('readings', if_exists => TRUE);
+         SELECT add_retention_policy('readings', {retention});",
+        compress = interval(storage.compress_after),
+        retention = interval(storage.retention),
+    );
+    for s in statements(&sql) {
+        client.batch_execute(&s).await.map_err(|e| {
+            StoreError::Schema(format!(
+                "policy: {}: {}",
+                crate::store::describe(&e),
+                s.trim()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_at_line_ending_semicolons() {
+        let s = statements("-- c;\nCREATE TABLE a (x int);\n\nSELECT f('a;b',\n  1);\nSELECT 2");
+        assert_eq!(
+            s,
+            vec![
+                "CREATE TABLE a (x int);\n",
+                "SELECT f('a;b',\n  1);\n",
+                "SELECT 2\n"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_migration_file_splits_into_statements() {
+        for m in MIGRATIONS {
+            assert!(!statements(m.plain).is_empty(), "{}", m.name);
+            if let Some(t) = m.timescale {
+                assert!(statements(t).len() >= 5, "{}", m.name);
+            }
+        }
+    }
+}

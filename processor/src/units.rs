@@ -1,0 +1,458 @@
+//! Unit normalisation: turns a value in the unit a station sent into the
+//! parameter's canonical unit from the registry.
+//!
+//! Loggers spell units every which way (`mg/l`, `mg/Nm³`, `oC`, `m3/ngày`),
+//! so spellings are first reduced to a key (trimmed, lower case, no spaces,
+//! `³` → `3`, `µ` → `u`, no degree sign) and looked up in a table. Each unit
+//! belongs to one quantity and converts linearly (temperatures affinely) to
+//! that quantity's base; two units convert only within the same quantity,
+//! plus one bridge: gas volume fractions (`ppm`, `ppb`) to mass
+//! concentrations at normal conditions, `mg/Nm³ = ppm × M / 24.45`, with the
+//! molar mass `M` of the parameter and the molar volume 24.45 L/mol of QCVN
+//! 19:2009's normal conditions (25 °C, 760 mmHg).
+//!
+//! Deliberately *not* convertible: concentrations at stack conditions
+//! (`mg/m3`) to normal conditions (`mg/Nm3`), and actual to normal gas flow;
+//! both need the flue gas's temperature and pressure at that moment, which a
+//! single reading does not carry.
+
+use thiserror::Error;
+
+/// Litres per mole of ideal gas at QCVN 19:2009 normal conditions (25 °C,
+/// 760 mmHg).
+pub const MOLAR_VOLUME_L: f64 = 24.45;
+
+/// Why a value could not be converted. Both variants name both units as
+/// sent, so the rejection tells the operator exactly what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum UnitError {
+    #[error("cannot convert {from:?} to {to:?}: unknown unit {unknown:?}")]
+    Unknown {
+        from: String,
+        to: String,
+        unknown: String,
+    },
+    #[error("cannot convert {from:?} to {to:?}: {why}")]
+    Incompatible {
+        from: String,
+        to: String,
+        why: String,
+    },
+}
+
+/// The physical quantity a unit measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quantity {
+    /// Mass per actual volume (water; gas at stack conditions). Base mg/L.
+    MassConcentration,
+    /// Mass per normal cubic metre (QCVN 19 conditions). Base mg/Nm3.
+    NormalMassConcentration,
+    /// Gas volume fraction. Base ppm.
+    VolumeFraction,
+    /// Volume flow at actual conditions. Base m3/h.
+    Flow,
+    /// Volume flow at normal conditions. Base Nm3/h.
+    NormalFlow,
+    /// Base K.
+    Temperature,
+    /// Base kPa.
+    Pressure,
+    Ph,
+    /// Percent by volume (O2, moisture).
+    Percent,
+    /// Platinum-cobalt colour units.
+    Colour,
+}
+
+impl Quantity {
+    fn name(self) -> &'static str {
+        match self {
+            Quantity::MassConcentration => "mass concentration",
+            Quantity::NormalMassConcentration => "mass concentration at normal conditions",
+            Quantity::VolumeFraction => "volume fraction",
+            Quantity::Flow => "flow",
+            Quantity::NormalFlow => "flow at normal conditions",
+            Quantity::Temperature => "temperature",
+            Quantity::Pressure => "pressure",
+            Quantity::Ph => "pH",
+            Quantity::Percent => "percent",
+            Quantity::Colour => "colour",
+        }
+    }
+}
+
+/// One unit: `base = value × scale + offset` in its quantity's base unit.
+#[derive(Debug)]
+struct Unit {
+    canonical: &'static str,
+    quantity: Quantity,
+    scale: f64,
+    offset: f64,
+    /// Every accepted spelling as a lookup key (see [`key`]), the
+    /// canonical one's included.
+    spellings: &'static [&'static str],
+}
+
+const fn unit(
+    canonical: &'static str,
+    quantity: Quantity,
+    scale: f64,
+    spellings: &'static [&'static str],
+) -> Unit {
+    Unit {
+        canonical,
+        quantity,
+        scale,
+        offset: 0.0,
+        spellings,
+    }
+}
+
+/// 0 °F in kelvin.
+const FAHRENHEIT_ZERO_K: f64 = 273.15 - 32.0 * 5.0 / 9.0;
+
+use Quantity::*;
+
+#[rustfmt::skip]
+static UNITS: &[Unit] = &[
+    unit("mg/L", MassConcentration, 1.0, &["mg/l", "mg/dm3"]),
+    unit("g/m3", MassConcentration, 1.0, &["g/m3"]),
+    unit("µg/L", MassConcentration, 1e-3, &["ug/l", "mcg/l"]),
+    unit("g/L", MassConcentration, 1e3, &["g/l"]),
+    unit("mg/m3", MassConcentration, 1e-3, &["mg/m3"]),
+    unit("µg/m3", MassConcentration, 1e-6, &["ug/m3"]),
+    unit("mg/Nm3", NormalMassConcentration, 1.0, &["mg/nm3"]),
+    unit("g/Nm3", NormalMassConcentration, 1e3, &["g/nm3"]),
+    unit("µg/Nm3", NormalMassConcentration, 1e-3, &["ug/nm3"]),
+    unit("ppm", VolumeFraction, 1.0, &["ppm", "ppmv", "ppm(v)"]),
+    unit("ppb", VolumeFraction, 1e-3, &["ppb", "ppbv"]),
+    unit("m3/h", Flow, 1.0, &["m3/h", "m3/hr", "m3/giờ", "m3/gio"]),
+    unit("m3/s", Flow, 3600.0, &["m3/s", "m3/sec"]),
+    unit("m3/min", Flow, 60.0, &["m3/min", "m3/phút"]),
+    unit("L/s", Flow, 3.6, &["l/s", "lps"]),
+    unit("L/min", Flow, 0.06, &["l/min", "lpm"]),
+    unit("m3/day", Flow, 1.0 / 24.0, &["m3/day", "m3/d", "m3/ngày", "m3/ngay", "m3/ngàyđêm", "m3/ngđ"]),
+    unit("Nm3/h", NormalFlow, 1.0, &["nm3/h", "nm3/hr"]),
+    unit("Nm3/s", NormalFlow, 3600.0, &["nm3/s"]),
+    Unit { canonical: "°C", quantity: Temperature, scale: 1.0, offset: 273.15, spellings: &["c", "oc", "degc", "celsius"] },
+    unit("K", Temperature, 1.0, &["k", "kelvin"]),
+    Unit { canonical: "°F", quantity: Temperature, scale: 5.0 / 9.0, offset: FAHRENHEIT_ZERO_K, spellings: &["f", "of", "degf", "fahrenheit"] },
+    unit("kPa", Pressure, 1.0, &["kpa"]),
+    unit("Pa", Pressure, 1e-3, &["pa"]),
+    unit("hPa", Pressure, 0.1, &["hpa"]),
+    unit("mbar", Pressure, 0.1, &["mbar", "mb"]),
+    unit("bar", Pressure, 100.0, &["bar"]),
+    unit("mmHg", Pressure, 101.325 / 760.0, &["mmhg", "torr"]),
+    unit("mmH2O", Pressure, 0.009_806_65, &["mmh2o", "mmwc", "mmwg"]),
+    unit("atm", Pressure, 101.325, &["atm"]),
+    unit("pH", Ph, 1.0, &["ph", "-"]),
+    unit("%", Percent, 1.0, &["%", "%vol", "vol%", "%v/v", "%(v/v)"]),
+    unit("Pt/Co", Colour, 1.0, &["pt/co", "pt-co", "ptco", "mgpt/l", "hazen", "tcu"]),
+];
+
+/// Molar masses (g/mol) of the gases a stack reports in ppm, by canonical
+/// parameter code. NOx is reported as NO2 (QCVN 19:2009).
+#[rustfmt::skip]
+const MOLAR_MASSES: &[(&str, f64)] = &[
+    ("SO2", 64.066),
+    ("NOx", 46.0055),
+    ("NO2", 46.0055),
+    ("NO", 30.006),
+    ("CO", 28.010),
+    ("H2S", 34.08),
+    ("NH3", 17.031),
+];
+
+/// Molar mass of a parameter's gas, for ppm conversions.
+pub fn molar_mass(parameter: &str) -> Option<f64> {
+    MOLAR_MASSES
+        .iter()
+        .find(|(code, _)| code.eq_ignore_ascii_case(parameter.trim()))
+        .map(|&(_, m)| m)
+}
+
+/// Reduces a spelling to its lookup key.
+fn key(spelling: &str) -> String {
+    spelling
+        .trim()
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '°' | 'º' | '˚'))
+        .flat_map(char::to_lowercase)
+        .map(|c| match c {
+            '³' => '3',
+            '²' | '₂' => '2',
+            'µ' | 'μ' => 'u',
+            other => other,
+        })
+        .collect()
+}
+
+fn lookup(spelling: &str) -> Option<&'static Unit> {
+    // Most units arrive spelled canonically: skip the allocation.
+    if let Some(u) = UNITS.iter().find(|u| u.canonical == spelling) {
+        return Some(u);
+    }
+    let k = key(spelling);
+    UNITS.iter().find(|u| u.spellings.contains(&k.as_str()))
+}
+
+/// The canonical spelling of a recognised unit (`"mg/l"` → `"mg/L"`), or
+/// `None` when the unit is unknown. The empty string is not a unit.
+pub fn canonical(unit: &str) -> Option<&'static str> {
+    lookup(unit).map(|u| u.canonical)
+}
+
+/// The canonical spellings of every recognised unit.
+pub fn known_units() -> impl Iterator<Item = &'static str> {
+    UNITS.iter().map(|u| u.canonical)
+}
+
+/// Converts `value` from unit `from` to unit `to`. `parameter` is the
+/// canonical parameter code, used for the molar mass of ppm conversions.
+///
+/// An empty `from` means the value is already in the canonical unit (HJ 212
+/// carries no units), so it is returned unchanged once `to` is known.
+pub fn convert(value: f64, from: &str, to: &str, parameter: &str) -> Result<f64, UnitError> {
+    let unknown = |u: &str| UnitError::Unknown {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        unknown: u.to_owned(),
+    };
+    let target = lookup(to).ok_or_else(|| unknown(to))?;
+    if from.is_empty() {
+        return Ok(value);
+    }
+    let source = lookup(from).ok_or_else(|| unknown(from))?;
+    if std::ptr::eq(source, target) {
+        return Ok(value);
+    }
+    let incompatible = |why: String| UnitError::Incompatible {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        why,
+    };
+
+    let base = value * source.scale + source.offset;
+    let base = match (source.quantity, target.quantity) {
+        (a, b) if a == b => base,
+        (VolumeFraction, NormalMassConcentration) | (NormalMassConcentration, VolumeFraction) => {
+            let m = molar_mass(parameter).ok_or_else(|| {
+                incompatible(format!("no molar mass known for parameter {parameter:?}"))
+            })?;
+            if source.quantity == VolumeFraction {
+                base * m / MOLAR_VOLUME_L
+            } else {
+                base * MOLAR_VOLUME_L / m
+            }
+        }
+        (MassConcentration, NormalMassConcentration)
+        | (NormalMassConcentration, MassConcentration)
+        | (Flow, NormalFlow)
+        | (NormalFlow, Flow) => {
+            return Err(incompatible(
+                "actual and normal conditions differ by the gas's temperature and pressure, \
+                 which the reading does not carry"
+                    .to_owned(),
+            ));
+        }
+        (a, b) => {
+            return Err(incompatible(format!("{} is not {}", a.name(), b.name())));
+        }
+    };
+    Ok((base - target.offset) / target.scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+    }
+
+    fn conv(v: f64, from: &str, to: &str) -> f64 {
+        convert(v, from, to, "COD").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn canonical_tables_are_consistent() {
+        for u in UNITS {
+            assert_eq!(canonical(u.canonical), Some(u.canonical));
+            assert!(
+                u.spellings.contains(&key(u.canonical).as_str()),
+                "{}",
+                u.canonical
+            );
+            for s in u.spellings {
+                assert_eq!(key(s), *s, "spelling {s:?} of {} is not a key", u.canonical);
+                assert_eq!(canonical(s), Some(u.canonical), "{s}");
+            }
+        }
+        // No key may point at two units.
+        let mut keys = std::collections::HashMap::new();
+        for u in UNITS {
+            for k in u.spellings {
+                if let Some(other) = keys.insert(*k, u.canonical) {
+                    panic!("key {k:?} means both {other} and {}", u.canonical);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tolerant_spellings() {
+        for (spelling, want) in [
+            ("mg/l", "mg/L"),
+            (" MG/L ", "mg/L"),
+            ("m³/h", "m3/h"),
+            ("M3/H", "m3/h"),
+            ("°C", "°C"),
+            ("oC", "°C"),
+            ("C", "°C"),
+            ("degC", "°C"),
+            ("deg C", "°C"),
+            ("ºC", "°C"),
+            ("mg/Nm³", "mg/Nm3"),
+            ("mg/nm3", "mg/Nm3"),
+            ("mg/Nm3", "mg/Nm3"),
+            ("pH", "pH"),
+            ("-", "pH"),
+            ("%", "%"),
+            ("%vol", "%"),
+            ("% vol", "%"),
+            ("kPa", "kPa"),
+            ("Pa", "Pa"),
+            ("hPa", "hPa"),
+            ("mbar", "mbar"),
+            ("Pt/Co", "Pt/Co"),
+            ("Pt-Co", "Pt/Co"),
+            ("μg/L", "µg/L"),
+            ("ug/l", "µg/L"),
+            ("m3/ngày đêm", "m3/day"),
+            ("mmH₂O", "mmH2O"),
+        ] {
+            assert_eq!(canonical(spelling), Some(want), "{spelling:?}");
+        }
+        assert_eq!(canonical(""), None);
+        assert_eq!(canonical("furlongs"), None);
+    }
+
+    #[test]
+    fn mass_concentration() {
+        assert!(close(conv(1.0, "g/L", "mg/L"), 1000.0));
+        assert!(close(conv(42.0, "g/m3", "mg/L"), 42.0));
+        assert!(close(conv(2500.0, "µg/L", "mg/L"), 2.5));
+        assert!(close(conv(2.5, "mg/L", "ug/l"), 2500.0));
+        assert!(close(conv(150.0, "mg/l", "g/L"), 0.15));
+        assert!(close(conv(1.0, "mg/Nm3", "µg/Nm3"), 1000.0));
+        assert!(close(conv(0.2, "g/Nm3", "mg/Nm3"), 200.0));
+    }
+
+    #[test]
+    fn flow() {
+        assert!(close(conv(1.0, "m3/s", "m3/h"), 3600.0));
+        assert!(close(conv(10.0, "L/s", "m3/h"), 36.0));
+        assert!(close(conv(1200.0, "m3/day", "m3/h"), 50.0));
+        assert!(close(conv(50.0, "m3/h", "m3/ngày"), 1200.0));
+        assert!(close(conv(36.0, "m3/h", "l/s"), 10.0));
+    }
+
+    #[test]
+    fn temperature() {
+        assert!(close(conv(0.0, "°C", "K"), 273.15));
+        assert!(close(conv(300.0, "K", "oC"), 26.85));
+        assert!(close(conv(212.0, "°F", "°C"), 100.0));
+        assert!(close(conv(40.0, "degC", "F"), 104.0));
+        assert!(close(conv(-40.0, "°F", "°C"), -40.0));
+    }
+
+    #[test]
+    fn pressure() {
+        assert!(close(conv(101_325.0, "Pa", "kPa"), 101.325));
+        assert!(close(conv(1013.25, "hPa", "kPa"), 101.325));
+        assert!(close(conv(1013.25, "mbar", "kPa"), 101.325));
+        assert!(close(conv(760.0, "mmHg", "kPa"), 101.325));
+        assert!(close(conv(1.0, "atm", "Pa"), 101_325.0));
+        assert!(close(conv(1000.0, "mmH2O", "kPa"), 9.80665));
+    }
+
+    #[test]
+    fn dimensionless_and_identity() {
+        assert!(close(conv(7.1, "-", "pH"), 7.1));
+        assert!(close(conv(21.0, "%vol", "%"), 21.0));
+        assert!(close(conv(30.0, "Pt-Co", "Pt/Co"), 30.0));
+        // HJ 212 carries no unit: the value is already canonical.
+        assert_eq!(convert(7.1, "", "pH", "pH"), Ok(7.1));
+        assert_eq!(convert(42.0, "", "mg/L", "COD"), Ok(42.0));
+    }
+
+    #[test]
+    fn ppm_to_normal_mass_concentration() {
+        let cases = [
+            ("SO2", 64.066),
+            ("NOx", 46.0055),
+            ("NO", 30.006),
+            ("CO", 28.010),
+            ("H2S", 34.08),
+            ("NH3", 17.031),
+        ];
+        for (gas, m) in cases {
+            let mg = convert(100.0, "ppm", "mg/Nm3", gas).unwrap_or_else(|e| panic!("{e}"));
+            assert!(close(mg, 100.0 * m / 24.45), "{gas}: {mg}");
+            let back = convert(mg, "mg/Nm3", "ppm", gas).unwrap_or_else(|e| panic!("{e}"));
+            assert!(close(back, 100.0), "{gas}: {back}");
+        }
+        // 175 ppm SO2 is about 458.6 mg/Nm3: close to QCVN 19 column B.
+        let so2 = convert(175.0, "ppm", "mg/Nm³", "SO2").unwrap_or_else(|e| panic!("{e}"));
+        assert!((so2 - 458.55).abs() < 0.01, "{so2}");
+        let ppb = convert(1000.0, "ppb", "mg/Nm3", "CO").unwrap_or_else(|e| panic!("{e}"));
+        assert!(close(ppb, 28.010 / 24.45));
+    }
+
+    #[test]
+    fn ppm_needs_a_known_gas() {
+        let err = convert(5.0, "ppm", "mg/Nm3", "PM");
+        assert!(
+            matches!(&err, Err(UnitError::Incompatible { why, .. }) if why.contains("PM")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn stack_conditions_are_not_normal_conditions() {
+        let err = convert(100.0, "mg/m3", "mg/Nm3", "SO2");
+        assert!(
+            matches!(err, Err(UnitError::Incompatible { .. })),
+            "{err:?}"
+        );
+        let err = convert(100.0, "m3/h", "Nm3/h", "Flow");
+        assert!(
+            matches!(err, Err(UnitError::Incompatible { .. })),
+            "{err:?}"
+        );
+        // mg/m3 is still a mass concentration like mg/L.
+        assert!(close(conv(1000.0, "mg/m3", "mg/L"), 1.0));
+    }
+
+    #[test]
+    fn errors_name_both_units() {
+        for (from, to) in [
+            ("mg/L", "m3/h"),
+            ("furlongs", "mg/L"),
+            ("mg/L", "bogus"),
+            ("°C", "pH"),
+        ] {
+            let err = convert(1.0, from, to, "COD");
+            let text = match &err {
+                Err(e) => e.to_string(),
+                Ok(v) => panic!("{from} -> {to} converted to {v}"),
+            };
+            assert!(text.contains(from) && text.contains(to), "{text}");
+        }
+        // An empty source unit still needs a known target.
+        assert!(matches!(
+            convert(1.0, "", "bogus", "COD"),
+            Err(UnitError::Unknown { .. })
+        ));
+    }
+}

@@ -1,0 +1,723 @@
+//! Validation and normalisation of one reading: pure, no I/O, so that the
+//! pipeline can run it on every reading and tests can run it on anything.
+//!
+//! [`validate`] maps the wire parameter code onto the registry's canonical
+//! code, converts the value into the canonical unit, checks time and range,
+//! and derives the QC flag from the device status. It either returns the
+//! [`Normalised`] reading to store or a [`Rejection`] whose `reason` is one
+//! of this bounded set (stable: used as metric labels and stored with the
+//! raw reading):
+//!
+//! | reason | meaning |
+//! |---|---|
+//! | `unknown_station` | the station id is not in the registry |
+//! | `unknown_parameter` | the station has no parameter with that code or alias |
+//! | `bad_status` | the device status is unspecified or not a known value |
+//! | `missing_time` | no measurement time, or an invalid one |
+//! | `future_timestamp` | measured more than `max_future` after now (clock skew) |
+//! | `too_old` | measured before the retention period: it would be dropped at once |
+//! | `non_finite` | NaN or infinite value (also after unit conversion) |
+//! | `unit_not_convertible` | the unit is unknown or not convertible to the canonical one |
+//! | `out_of_range` | a measured value outside the instrument's range |
+//!
+//! Checks run in that order, so a reading has exactly one reason.
+//!
+//! Status → QC flag: measuring → `valid` (HJ 212 flag `S` → `manual`, `T` →
+//! `above_range`); calibrating → `calibrating` (HJ 212 `M` →
+//! `maintenance`); error → `device_error`. The instrument-range check
+//! applies to measured values only (`valid`, `manual`): loggers send 0 or
+//! -9999 while calibrating or in error, and those readings are stored, with
+//! their flag, because a long calibration is itself something to see. A
+//! value the analyser itself flags `T` (above its range) is stored too: it
+//! says "at least this much", which an officer needs more than a rejection.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use quantrac_proto::domain::{DeviceStatus, from_timestamp};
+use quantrac_proto::v1;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::registry::Registry;
+use crate::units;
+
+/// The rejection reasons, one constant each.
+pub mod reason {
+    pub const UNKNOWN_STATION: &str = "unknown_station";
+    pub const UNKNOWN_PARAMETER: &str = "unknown_parameter";
+    pub const BAD_STATUS: &str = "bad_status";
+    pub const MISSING_TIME: &str = "missing_time";
+    pub const FUTURE_TIMESTAMP: &str = "future_timestamp";
+    pub const TOO_OLD: &str = "too_old";
+    pub const NON_FINITE: &str = "non_finite";
+    pub const UNIT_NOT_CONVERTIBLE: &str = "unit_not_convertible";
+    pub const OUT_OF_RANGE: &str = "out_of_range";
+
+    /// Every reason [`super::validate`] can give.
+    pub const ALL: &[&str] = &[
+        UNKNOWN_STATION,
+        UNKNOWN_PARAMETER,
+        BAD_STATUS,
+        MISSING_TIME,
+        FUTURE_TIMESTAMP,
+        TOO_OLD,
+        NON_FINITE,
+        UNIT_NOT_CONVERTIBLE,
+        OUT_OF_RANGE,
+    ];
+}
+
+/// Time bounds a reading must fall in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// How far ahead of the processor's clock a measurement time may be:
+    /// logger clocks drift, but a reading from tomorrow would corrupt
+    /// "latest" and windows.
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+    /// Oldest measurement accepted: the storage retention, so that a
+    /// logger's backlog is stored but nothing is stored only to be dropped.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            max_future: Duration::from_secs(10 * 60),
+            // Five years, one of them leap.
+            retention: Duration::from_secs(1826 * 86_400),
+        }
+    }
+}
+
+/// Data-quality flag of a stored reading. Only `Valid` values are judged
+/// against permit limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QcFlag {
+    Valid,
+    /// Entered by hand at the station (HJ 212 `S`).
+    Manual,
+    /// The analyser says the true value is above its range (HJ 212 `T`).
+    AboveRange,
+    Calibrating,
+    /// Maintenance window (HJ 212 `M`).
+    Maintenance,
+    DeviceError,
+}
+
+impl QcFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QcFlag::Valid => "valid",
+            QcFlag::Manual => "manual",
+            QcFlag::AboveRange => "above_range",
+            QcFlag::Calibrating => "calibrating",
+            QcFlag::Maintenance => "maintenance",
+            QcFlag::DeviceError => "device_error",
+        }
+    }
+
+    /// The flag of a status refined by the device's own flag.
+    pub fn from_status(status: DeviceStatus, device_flag: &str) -> Self {
+        let flag = device_flag.trim();
+        let is = |f: &str| flag.eq_ignore_ascii_case(f);
+        match status {
+            DeviceStatus::Measuring if is("S") => QcFlag::Manual,
+            DeviceStatus::Measuring if is("T") => QcFlag::AboveRange,
+            DeviceStatus::Measuring => QcFlag::Valid,
+            DeviceStatus::Calibrating if is("M") => QcFlag::Maintenance,
+            DeviceStatus::Calibrating => QcFlag::Calibrating,
+            DeviceStatus::Error => QcFlag::DeviceError,
+        }
+    }
+
+    /// Whether the value is a measurement the instrument stands behind, so
+    /// that its range applies.
+    fn is_measured(self) -> bool {
+        matches!(self, QcFlag::Valid | QcFlag::Manual)
+    }
+}
+
+/// A reading ready to store: canonical parameter code and unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalised {
+    pub station_id: String,
+    /// Canonical code from the registry.
+    pub parameter: String,
+    /// In the canonical unit.
+    pub value: f64,
+    /// Canonical unit.
+    pub unit: String,
+    pub measured_at: DateTime<Utc>,
+    pub status: DeviceStatus,
+    pub device_flag: String,
+    pub qc_flag: QcFlag,
+    /// `v1::SourceProtocol` as sent.
+    pub source: i32,
+    pub received_at: Option<DateTime<Utc>>,
+    pub ingest_id: String,
+}
+
+/// Why a reading was refused: a reason from [`reason::ALL`] and a detail
+/// for people.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{reason}: {detail}")]
+pub struct Rejection {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+fn reject(reason: &'static str, detail: String) -> Rejection {
+    Rejection { reason, detail }
+}
+
+/// Input text quoted in a detail, cut short: the raw reading is kept beside
+/// the rejection anyway, and details must stay small.
+fn quote(text: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
+    }
+}
+
+/// Validates and normalises one reading (see the module doc).
+pub fn validate(
+    reading: &v1::Reading,
+    registry: &Registry,
+    now: DateTime<Utc>,
+    cfg: &ValidationConfig,
+) -> Result<Normalised, Rejection> {
+    let station = registry.station(&reading.station_id).ok_or_else(|| {
+        reject(
+            reason::UNKNOWN_STATION,
+            format!(
+                "station {} is not in the registry",
+                quote(&reading.station_id)
+            ),
+        )
+    })?;
+    let spec = station.parameter(&reading.parameter).ok_or_else(|| {
+        reject(
+            reason::UNKNOWN_PARAMETER,
+            format!(
+                "station {} has no parameter {}",
+                station.id,
+                quote(&reading.parameter)
+            ),
+        )
+    })?;
+
+    let status = match v1::DeviceStatus::try_from(reading.status) {
+        Ok(v1::DeviceStatus::Measuring) => DeviceStatus::Measuring,
+        Ok(v1::DeviceStatus::Calibrating) => DeviceStatus::Calibrating,
+        Ok(v1::DeviceStatus::Error) => DeviceStatus::Error,
+        Ok(v1::DeviceStatus::Unspecified) | Err(_) => {
+            return Err(reject(
+                reason::BAD_STATUS,
+                format!(
+                    "device status {} is not measuring, calibrating or error",
+                    reading.status
+                ),
+            ));
+        }
+    };
+
+    let measured_at = check_time(reading.measured_at.as_ref(), now, cfg)?;
+
+    if !reading.value.is_finite() {
+        return Err(reject(
+            reason::NON_FINITE,
+            format!("value {} is not a finite number", reading.value),
+        ));
+    }
+    // Most readings come in the canonical unit, or none (HJ 212).
+    let value = if reading.unit.is_empty() || reading.unit == spec.unit {
+        reading.value
+    } else {
+        units::convert(reading.value, &reading.unit, &spec.unit, &spec.code).map_err(|e| {
+            reject(
+                reason::UNIT_NOT_CONVERTIBLE,
+                format!("{}: {}", spec.code, e),
+            )
+        })?
+    };
+    if !value.is_finite() {
+        return Err(reject(
+            reason::NON_FINITE,
+            format!(
+                "value {} {} overflows in {}",
+                reading.value,
+                quote(&reading.unit),
+                spec.unit
+            ),
+        ));
+    }
+
+    let qc_flag = QcFlag::from_status(status, &reading.device_flag);
+    if qc_flag.is_measured() && !(spec.range_min..=spec.range_max).contains(&value) {
+        return Err(reject(
+            reason::OUT_OF_RANGE,
+            format!(
+                "{} = {value} {} is outside the instrument range [{}, {}]",
+                spec.code, spec.unit, spec.range_min, spec.range_max
+            ),
+        ));
+    }
+
+    Ok(Normalised {
+        station_id: station.id.clone(),
+        parameter: spec.code.clone(),
+        value,
+        unit: spec.unit.clone(),
+        measured_at,
+        status,
+        device_flag: reading.device_flag.clone(),
+        qc_flag,
+        source: reading.source,
+        received_at: reading.received_at.as_ref().and_then(from_timestamp),
+        ingest_id: reading.ingest_id.clone(),
+    })
+}
+
+/// The measurement time, within `[now - retention, now + max_future]`.
+fn check_time(
+    t: Option<&prost_types::Timestamp>,
+    now: DateTime<Utc>,
+    cfg: &ValidationConfig,
+) -> Result<DateTime<Utc>, Rejection> {
+    let t = t.ok_or_else(|| reject(reason::MISSING_TIME, "no measurement time".into()))?;
+    let Some(at) = from_timestamp(t) else {
+        // Outside chrono's range (hundreds of thousands of years) or with
+        // impossible nanoseconds.
+        let (why, detail) = if !(0..1_000_000_000).contains(&t.nanos) {
+            (reason::MISSING_TIME, "invalid nanoseconds")
+        } else if t.seconds > 0 {
+            (reason::FUTURE_TIMESTAMP, "beyond any representable date")
+        } else {
+            (reason::TOO_OLD, "before any representable date")
+        };
+        return Err(reject(
+            why,
+            format!("measurement time {}s {}ns: {detail}", t.seconds, t.nanos),
+        ));
+    };
+    // A bound too large to represent is no bound.
+    let latest = TimeDelta::from_std(cfg.max_future)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d));
+    if latest.is_some_and(|latest| at > latest) {
+        return Err(reject(
+            reason::FUTURE_TIMESTAMP,
+            format!(
+                "measured at {at}, more than {:?} after now ({now})",
+                cfg.max_future
+            ),
+        ));
+    }
+    let oldest = TimeDelta::from_std(cfg.retention)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d));
+    if oldest.is_some_and(|oldest| at < oldest) {
+        return Err(reject(
+            reason::TOO_OLD,
+            format!(
+                "measured at {at}, older than the retention of {:?}",
+                cfg.retention
+            ),
+        ));
+    }
+    Ok(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use quantrac_proto::domain::to_timestamp;
+
+    use super::*;
+
+    const SAMPLE: &str = include_str!("../../deploy/registry.toml");
+
+    fn registry() -> Registry {
+        Registry::from_toml(SAMPLE).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 1, 15, 3, 40, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    /// COD 42 mg/L, measuring, five minutes ago, at a wastewater station.
+    fn reading() -> v1::Reading {
+        v1::Reading {
+            station_id: "PY-HH-WW01".into(),
+            parameter: "COD".into(),
+            value: 42.0,
+            unit: "mg/L".into(),
+            measured_at: Some(to_timestamp(now() - TimeDelta::minutes(5))),
+            status: v1::DeviceStatus::Measuring as i32,
+            device_flag: "00".into(),
+            source: v1::SourceProtocol::TcpCircular10 as i32,
+            received_at: Some(to_timestamp(now())),
+            ingest_id: "0194b0c8-0000-7000-8000-000000000001".into(),
+        }
+    }
+
+    fn check(r: &v1::Reading) -> Result<Normalised, Rejection> {
+        validate(r, &registry(), now(), &ValidationConfig::default())
+    }
+
+    fn accepted(r: &v1::Reading) -> Normalised {
+        check(r).unwrap_or_else(|e| panic!("rejected: {e}"))
+    }
+
+    fn rejected(r: &v1::Reading) -> Rejection {
+        match check(r) {
+            Ok(n) => panic!("accepted: {n:?}"),
+            Err(e) => {
+                assert!(reason::ALL.contains(&e.reason), "{}", e.reason);
+                e
+            }
+        }
+    }
+
+    #[test]
+    fn accepts_and_normalises() {
+        let n = accepted(&reading());
+        assert_eq!(n.station_id, "PY-HH-WW01");
+        assert_eq!(
+            (n.parameter.as_str(), n.value, n.unit.as_str()),
+            ("COD", 42.0, "mg/L")
+        );
+        assert_eq!(n.measured_at, now() - TimeDelta::minutes(5));
+        assert_eq!(
+            (n.status, n.qc_flag),
+            (DeviceStatus::Measuring, QcFlag::Valid)
+        );
+        assert_eq!(n.device_flag, "00");
+        assert_eq!(n.source, v1::SourceProtocol::TcpCircular10 as i32);
+        assert_eq!(n.received_at, Some(now()));
+        assert_eq!(n.ingest_id, reading().ingest_id);
+    }
+
+    #[test]
+    fn hj212_code_without_unit() {
+        let r = v1::Reading {
+            parameter: "w01018".into(),
+            unit: String::new(),
+            device_flag: "N".into(),
+            ..reading()
+        };
+        let n = accepted(&r);
+        assert_eq!(
+            (n.parameter.as_str(), n.value, n.unit.as_str()),
+            ("COD", 42.0, "mg/L")
+        );
+    }
+
+    #[test]
+    fn converts_units() {
+        let r = v1::Reading {
+            value: 0.042,
+            unit: "g/L".into(),
+            ..reading()
+        };
+        assert!((accepted(&r).value - 42.0).abs() < 1e-9);
+        let r = v1::Reading {
+            parameter: "Flow".into(),
+            value: 10.0,
+            unit: "L/s".into(),
+            ..reading()
+        };
+        assert!((accepted(&r).value - 36.0).abs() < 1e-9);
+        let r = v1::Reading {
+            parameter: "Temp".into(),
+            value: 302.15,
+            unit: "K".into(),
+            ..reading()
+        };
+        assert!((accepted(&r).value - 29.0).abs() < 1e-9);
+        // A stack station reporting SO2 in ppm.
+        let r = v1::Reading {
+            station_id: "PY-HH-ST01".into(),
+            parameter: "SO2".into(),
+            value: 100.0,
+            unit: "ppm".into(),
+            ..reading()
+        };
+        let n = accepted(&r);
+        assert_eq!(n.unit, "mg/Nm3");
+        assert!((n.value - 100.0 * 64.066 / 24.45).abs() < 1e-9);
+    }
+
+    #[test]
+    fn status_to_qc_flag() {
+        use v1::DeviceStatus as S;
+        for (status, flag, want) in [
+            (S::Measuring, "00", QcFlag::Valid),
+            (S::Measuring, "N", QcFlag::Valid),
+            (S::Measuring, "S", QcFlag::Manual),
+            (S::Measuring, "T", QcFlag::AboveRange),
+            (S::Calibrating, "01", QcFlag::Calibrating),
+            (S::Calibrating, "C", QcFlag::Calibrating),
+            (S::Calibrating, "M", QcFlag::Maintenance),
+            (S::Error, "02", QcFlag::DeviceError),
+            (S::Error, "D", QcFlag::DeviceError),
+        ] {
+            let r = v1::Reading {
+                status: status as i32,
+                device_flag: flag.into(),
+                ..reading()
+            };
+            assert_eq!(accepted(&r).qc_flag, want, "{status:?} {flag}");
+        }
+        assert_eq!(QcFlag::AboveRange.as_str(), "above_range");
+        assert_eq!(QcFlag::DeviceError.as_str(), "device_error");
+    }
+
+    #[test]
+    fn unknown_station() {
+        let r = v1::Reading {
+            station_id: "PY-XX-WW99".into(),
+            ..reading()
+        };
+        let e = rejected(&r);
+        assert_eq!(e.reason, reason::UNKNOWN_STATION);
+        assert!(e.detail.contains("PY-XX-WW99"), "{e}");
+    }
+
+    #[test]
+    fn unknown_parameter() {
+        // SO2 exists, but not at a wastewater outfall.
+        let r = v1::Reading {
+            parameter: "SO2".into(),
+            ..reading()
+        };
+        assert_eq!(rejected(&r).reason, reason::UNKNOWN_PARAMETER);
+        let r = v1::Reading {
+            parameter: "x".repeat(10_000),
+            ..reading()
+        };
+        let e = rejected(&r);
+        assert_eq!(e.reason, reason::UNKNOWN_PARAMETER);
+        assert!(e.detail.len() < 200, "detail is {} bytes", e.detail.len());
+    }
+
+    #[test]
+    fn unit_not_convertible() {
+        for unit in ["m3/h", "furlongs", "mg/Nm3"] {
+            let r = v1::Reading {
+                unit: unit.into(),
+                ..reading()
+            };
+            let e = rejected(&r);
+            assert_eq!(e.reason, reason::UNIT_NOT_CONVERTIBLE, "{unit}");
+            assert!(e.detail.contains(unit) && e.detail.contains("mg/L"), "{e}");
+        }
+        // Stack conditions are not normal conditions.
+        let r = v1::Reading {
+            station_id: "PY-HH-ST01".into(),
+            parameter: "SO2".into(),
+            unit: "mg/m3".into(),
+            ..reading()
+        };
+        assert_eq!(rejected(&r).reason, reason::UNIT_NOT_CONVERTIBLE);
+    }
+
+    #[test]
+    fn out_of_range_is_inclusive_and_after_conversion() {
+        let at = |value: f64, unit: &str| v1::Reading {
+            value,
+            unit: unit.into(),
+            ..reading()
+        };
+        assert_eq!(accepted(&at(0.0, "mg/L")).value, 0.0);
+        assert_eq!(accepted(&at(1000.0, "mg/L")).value, 1000.0);
+        assert_eq!(rejected(&at(1000.5, "mg/L")).reason, reason::OUT_OF_RANGE);
+        assert_eq!(rejected(&at(-0.1, "mg/L")).reason, reason::OUT_OF_RANGE);
+        // 1.5 g/L is 1500 mg/L: above the 0-1000 mg/L analyser.
+        assert_eq!(rejected(&at(1.5, "g/L")).reason, reason::OUT_OF_RANGE);
+        assert_eq!(rejected(&at(-9999.0, "mg/L")).reason, reason::OUT_OF_RANGE);
+        // Manual entries are measurements too.
+        let manual = v1::Reading {
+            device_flag: "S".into(),
+            ..at(5000.0, "mg/L")
+        };
+        assert_eq!(rejected(&manual).reason, reason::OUT_OF_RANGE);
+    }
+
+    #[test]
+    fn calibration_and_errors_are_never_out_of_range() {
+        for (status, flag) in [
+            (v1::DeviceStatus::Calibrating, "01"),
+            (v1::DeviceStatus::Calibrating, "M"),
+            (v1::DeviceStatus::Error, "02"),
+            (v1::DeviceStatus::Measuring, "T"),
+        ] {
+            for value in [-9999.0, 1e6] {
+                let r = v1::Reading {
+                    status: status as i32,
+                    device_flag: flag.into(),
+                    value,
+                    ..reading()
+                };
+                assert_eq!(accepted(&r).value, value, "{status:?} {flag} {value}");
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite() {
+        for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            for status in [v1::DeviceStatus::Measuring, v1::DeviceStatus::Error] {
+                let r = v1::Reading {
+                    value,
+                    status: status as i32,
+                    ..reading()
+                };
+                assert_eq!(rejected(&r).reason, reason::NON_FINITE);
+            }
+        }
+        // Finite as sent, infinite in the canonical unit.
+        let r = v1::Reading {
+            value: f64::MAX,
+            unit: "g/L".into(),
+            status: v1::DeviceStatus::Error as i32,
+            ..reading()
+        };
+        assert_eq!(rejected(&r).reason, reason::NON_FINITE);
+    }
+
+    #[test]
+    fn bad_status() {
+        for status in [0, 4, -1, i32::MAX] {
+            let r = v1::Reading {
+                status,
+                ..reading()
+            };
+            assert_eq!(rejected(&r).reason, reason::BAD_STATUS, "{status}");
+        }
+    }
+
+    #[test]
+    fn missing_time() {
+        let r = v1::Reading {
+            measured_at: None,
+            ..reading()
+        };
+        assert_eq!(rejected(&r).reason, reason::MISSING_TIME);
+        let r = v1::Reading {
+            measured_at: Some(prost_types::Timestamp {
+                seconds: 1_736_912_400,
+                nanos: -1,
+            }),
+            ..reading()
+        };
+        assert_eq!(rejected(&r).reason, reason::MISSING_TIME);
+    }
+
+    #[test]
+    fn future_timestamp() {
+        let cfg = ValidationConfig::default();
+        let at = |t: DateTime<Utc>| v1::Reading {
+            measured_at: Some(to_timestamp(t)),
+            ..reading()
+        };
+        assert!(check(&at(now() + TimeDelta::minutes(10))).is_ok());
+        let e = rejected(&at(now()
+            + TimeDelta::minutes(10)
+            + TimeDelta::nanoseconds(1)));
+        assert_eq!(e.reason, reason::FUTURE_TIMESTAMP);
+        let far = v1::Reading {
+            measured_at: Some(prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 0,
+            }),
+            ..reading()
+        };
+        assert_eq!(rejected(&far).reason, reason::FUTURE_TIMESTAMP);
+        // A huge max_future is no bound rather than an overflow.
+        let lax = ValidationConfig {
+            max_future: Duration::MAX,
+            ..cfg
+        };
+        assert!(validate(&at(now() + TimeDelta::days(365)), &registry(), now(), &lax).is_ok());
+    }
+
+    #[test]
+    fn too_old() {
+        let cfg = ValidationConfig::default();
+        let at = |t: DateTime<Utc>| v1::Reading {
+            measured_at: Some(to_timestamp(t)),
+            ..reading()
+        };
+        let oldest = now() - TimeDelta::from_std(cfg.retention).unwrap_or_default();
+        assert!(check(&at(oldest)).is_ok());
+        // A logger's week-long backlog is fine.
+        assert!(check(&at(now() - TimeDelta::days(7))).is_ok());
+        assert_eq!(
+            rejected(&at(oldest - TimeDelta::seconds(1))).reason,
+            reason::TOO_OLD
+        );
+        let epoch = v1::Reading {
+            measured_at: Some(prost_types::Timestamp::default()),
+            ..reading()
+        };
+        assert_eq!(rejected(&epoch).reason, reason::TOO_OLD);
+        let ancient = v1::Reading {
+            measured_at: Some(prost_types::Timestamp {
+                seconds: i64::MIN,
+                nanos: 0,
+            }),
+            ..reading()
+        };
+        assert_eq!(rejected(&ancient).reason, reason::TOO_OLD);
+    }
+
+    #[test]
+    fn checks_run_in_documented_order() {
+        // Unknown station wins over everything else wrong with a reading.
+        let r = v1::Reading {
+            station_id: "nope".into(),
+            parameter: "nope".into(),
+            value: f64::NAN,
+            measured_at: None,
+            status: 0,
+            ..reading()
+        };
+        assert_eq!(rejected(&r).reason, reason::UNKNOWN_STATION);
+        let r = v1::Reading {
+            station_id: reading().station_id,
+            ..r
+        };
+        assert_eq!(rejected(&r).reason, reason::UNKNOWN_PARAMETER);
+        let r = v1::Reading {
+            parameter: "COD".into(),
+            ..r
+        };
+        assert_eq!(rejected(&r).reason, reason::BAD_STATUS);
+        let r = v1::Reading { status: 1, ..r };
+        assert_eq!(rejected(&r).reason, reason::MISSING_TIME);
+        let r = v1::Reading {
+            measured_at: reading().measured_at,
+            ..r
+        };
+        assert_eq!(rejected(&r).reason, reason::NON_FINITE);
+    }
+
+    #[test]
+    fn config_reads_humantime() {
+        let cfg: ValidationConfig =
+            toml::from_str("max_future = \"2m\"\nretention = \"365days\"").unwrap_or_default();
+        assert_eq!(cfg.max_future, Duration::from_secs(120));
+        assert_eq!(cfg.retention, Duration::from_secs(365 * 86_400));
+        let partial: ValidationConfig = toml::from_str("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(partial, ValidationConfig::default());
+    }
+}

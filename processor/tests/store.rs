@@ -1,0 +1,325 @@
+//! The processor against the real Kafka and PostgreSQL: exactly-once rows,
+//! replay, crash mid-batch, rejected readings.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use prost::Message;
+use quantrac_processor::Processor;
+use quantrac_proto::v1::{SourceProtocol, StoredReadingBatch};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message as _;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn n_readings_in_give_n_rows_and_a_replay_adds_none() {
+    let (db_url, topics) = (
+        fresh_database().await,
+        create_topics(&unique("p-exact")).await,
+    );
+    let prefix = unique("EX");
+    let registry = registry_file(&prefix, 3);
+    let samples = samples(&prefix, 3, 50); // 150 samples x 4 = 600 readings
+    produce(&topics.raw, &samples).await;
+    // Redelivery: the same records twice on the topic.
+    produce(&topics.raw, &samples[..20]).await;
+
+    let shutdown = CancellationToken::new();
+    let p = Processor::start(
+        test_config(&db_url, &topics, registry.clone()),
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    let client = db(&db_url).await;
+    let n = wait_for_count(&client, "SELECT count(*) FROM readings", 600, WAIT).await;
+    assert_eq!(n, 600);
+    let status = p.status.clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while status.snapshot().consumed < 680 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = status.snapshot();
+    assert_eq!(
+        (s.consumed, s.stored, s.duplicates, s.rejected),
+        (680, 600, 80, 0)
+    );
+    shutdown.cancel();
+    p.wait().await.expect("stop");
+
+    // Replay the whole topic with a new consumer group: still 600 rows.
+    let mut config = test_config(&db_url, &topics, registry);
+    config.kafka.group_id = unique("replay");
+    let shutdown = CancellationToken::new();
+    let p = Processor::start(config, None, shutdown.clone())
+        .await
+        .expect("restart");
+    let status = p.status.clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while status.snapshot().consumed < 680 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status.snapshot().duplicates,
+        680,
+        "every replayed reading is a duplicate"
+    );
+    assert_eq!(count(&client, "SELECT count(*) FROM readings").await, 600);
+    // Values stored as sent, with their QC flag.
+    let row = client
+        .query_one(
+            "SELECT value, unit, qc_flag, source FROM readings WHERE station_id = $1 AND parameter = 'COD' \
+             ORDER BY measured_at LIMIT 1",
+            &[&format!("{prefix}-0")],
+        )
+        .await
+        .expect("row");
+    assert_eq!(row.get::<_, f64>(0), 40.0);
+    assert_eq!(row.get::<_, String>(1), "mg/L");
+    assert_eq!(row.get::<_, String>(2), "valid");
+    assert_eq!(row.get::<_, i16>(3), SourceProtocol::TcpHj212 as i16);
+    shutdown.cancel();
+    p.wait().await.expect("stop");
+}
+
+#[tokio::test]
+async fn bad_readings_land_in_rejected_readings_with_their_reason() {
+    let (db_url, topics) = (
+        fresh_database().await,
+        create_topics(&unique("p-bad")).await,
+    );
+    let prefix = unique("BD");
+    let registry = registry_file(&prefix, 1);
+    let mut good = samples(&prefix, 1, 1);
+    let mut unknown_station = good[0].clone();
+    unknown_station.station_id = "NOT-REGISTERED".into();
+    let mut bad = good[0].clone();
+    bad.measured_at -= chrono::Duration::minutes(1);
+    bad.values[0].value = 15.0; // pH outside 0..14 while measuring
+    bad.values[1].parameter = "Colour".into(); // not measured by this station
+    bad.values[2].unit = "furlongs".into(); // COD in an unknown unit
+    bad.values[3].status = quantrac_proto::domain::DeviceStatus::Error; // stored, flagged
+    bad.values[3].value = -9999.0;
+    let mut future = good[0].clone();
+    future.measured_at = Utc::now() + chrono::Duration::hours(2);
+    future.values.truncate(1);
+    good.extend([unknown_station, bad, future]);
+    produce(&topics.raw, &good).await;
+
+    let shutdown = CancellationToken::new();
+    let p = Processor::start(
+        test_config(&db_url, &topics, registry),
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    let client = db(&db_url).await;
+    let rejected = wait_for_count(&client, "SELECT count(*) FROM rejected_readings", 8, WAIT).await;
+    assert_eq!(rejected, 8);
+    let reasons: Vec<(String, i64)> = client
+        .query(
+            "SELECT reason, count(*) FROM rejected_readings GROUP BY reason ORDER BY reason",
+            &[],
+        )
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let want: Vec<(String, i64)> = [
+        ("future_timestamp", 1),
+        ("out_of_range", 1),
+        ("unit_not_convertible", 1),
+        ("unknown_parameter", 1),
+        ("unknown_station", 4),
+    ]
+    .iter()
+    .map(|(r, n)| ((*r).to_owned(), *n))
+    .collect();
+    assert_eq!(reasons, want);
+    // The raw reading is kept: it decodes back to what was sent.
+    let raw: Vec<u8> = client
+        .query_one(
+            "SELECT raw FROM rejected_readings WHERE reason = 'out_of_range'",
+            &[],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    let reading = quantrac_proto::v1::Reading::decode(&raw[..]).expect("a Reading");
+    assert_eq!((reading.parameter.as_str(), reading.value), ("pH", 15.0));
+    // 4 good + the device-error reading (stored, flagged).
+    assert_eq!(
+        wait_for_count(&client, "SELECT count(*) FROM readings", 5, WAIT).await,
+        5
+    );
+    let flag: String = client
+        .query_one("SELECT qc_flag FROM readings WHERE value = -9999", &[])
+        .await
+        .expect("flagged row")
+        .get(0);
+    assert_eq!(flag, "device_error");
+    shutdown.cancel();
+    p.wait().await.expect("stop");
+}
+
+#[tokio::test]
+async fn stored_readings_are_published_on_readings_valid() {
+    let (db_url, topics) = (
+        fresh_database().await,
+        create_topics(&unique("p-valid")).await,
+    );
+    let prefix = unique("VA");
+    let samples = samples(&prefix, 2, 5);
+    produce(&topics.raw, &samples).await;
+    let shutdown = CancellationToken::new();
+    let p = Processor::start(
+        test_config(&db_url, &topics, registry_file(&prefix, 2)),
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topics.valid]).expect("subscribe");
+    let mut readings = 0;
+    while readings < 40 {
+        let m = tokio::time::timeout(WAIT, consumer.recv())
+            .await
+            .expect("in time")
+            .expect("message");
+        let b = StoredReadingBatch::decode(m.payload().unwrap_or_default())
+            .expect("StoredReadingBatch");
+        assert_eq!(m.key(), Some(b.station_id.as_bytes()));
+        assert!(
+            b.readings
+                .iter()
+                .all(|r| r.qc_flag == "valid" && r.station_id == b.station_id)
+        );
+        readings += b.readings.len();
+    }
+    assert_eq!(readings, 40);
+    shutdown.cancel();
+    p.wait().await.expect("stop");
+}
+
+#[tokio::test]
+async fn killed_mid_batch_and_restarted_leaves_exactly_n_rows() {
+    let (db_url, topics) = (
+        fresh_database().await,
+        create_topics(&unique("p-kill")).await,
+    );
+    let prefix = unique("KL");
+    let registry = registry_file(&prefix, 10);
+    let samples = samples(&prefix, 10, 500); // 5,000 samples, 20,000 readings
+    produce(&topics.raw, &samples).await;
+    let group = unique("kill-group");
+
+    let spawn = || {
+        Child(
+            std::process::Command::new(env!("CARGO_BIN_EXE_quantrac-processor"))
+                .env("QUANTRAC_PROCESSOR__DATABASE_URL", &db_url)
+                .env("QUANTRAC_PROCESSOR__REGISTRY", &registry)
+                .env("QUANTRAC_PROCESSOR__HTTP__LISTEN", "127.0.0.1:0")
+                .env("QUANTRAC_PROCESSOR__KAFKA__BROKERS", kafka_brokers())
+                .env("QUANTRAC_PROCESSOR__KAFKA__GROUP_ID", &group)
+                .env("QUANTRAC_PROCESSOR__KAFKA__RAW_TOPIC", &topics.raw)
+                .env("QUANTRAC_PROCESSOR__KAFKA__VALID_TOPIC", &topics.valid)
+                .env(
+                    "QUANTRAC_PROCESSOR__KAFKA__REJECTED_TOPIC",
+                    &topics.rejected,
+                )
+                // The killed member's partitions move on after this.
+                .env("QUANTRAC_PROCESSOR__KAFKA__SESSION_TIMEOUT", "6s")
+                // Small batches: a kill lands between or inside many of them.
+                .env("QUANTRAC_PROCESSOR__BATCH__MAX_READINGS", "400")
+                .env("RUST_LOG", "warn")
+                .spawn()
+                .expect("spawn processor"),
+        )
+    };
+    let client = db(&db_url).await;
+    let child = spawn();
+    // Kill it (SIGKILL, no goodbye) as soon as part of the data is in.
+    let partial = wait_for_count(&client, "SELECT count(*) FROM readings", 2_000, WAIT).await;
+    drop(child);
+    let after_kill = count(&client, "SELECT count(*) FROM readings").await;
+    assert!(
+        partial >= 2_000 && after_kill < 20_000,
+        "killed part-way ({after_kill} rows)"
+    );
+
+    let child = spawn();
+    let n = wait_for_count(
+        &client,
+        "SELECT count(*) FROM readings",
+        20_000,
+        Duration::from_secs(120),
+    )
+    .await;
+    drop(child);
+    assert_eq!(n, 20_000);
+    // No gap: every station has every timestamp of every parameter.
+    let per_series: Vec<i64> = client
+        .query(
+            "SELECT count(*) FROM readings GROUP BY station_id, parameter",
+            &[],
+        )
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(per_series.len(), 40);
+    assert!(per_series.iter().all(|&c| c == 500), "{per_series:?}");
+}
+
+#[tokio::test]
+async fn registry_is_written_to_the_database() {
+    let (db_url, topics) = (
+        fresh_database().await,
+        create_topics(&unique("p-reg")).await,
+    );
+    let prefix = unique("RG");
+    let shutdown = CancellationToken::new();
+    let p = Processor::start(
+        test_config(&db_url, &topics, registry_file(&prefix, 2)),
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    let client = db(&db_url).await;
+    assert_eq!(count(&client, "SELECT count(*) FROM stations").await, 2);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM station_parameters").await,
+        8
+    );
+    let cmax: f64 = client
+        .query_one(
+            "SELECT effective_max FROM permit_limits WHERE station_id = $1 AND parameter = 'COD'",
+            &[&format!("{prefix}-0")],
+        )
+        .await
+        .expect("limit")
+        .get(0);
+    assert!(
+        (cmax - 148.5).abs() < 1e-9,
+        "COD column B x Kq 0.9 x Kf 1.1 = {cmax}"
+    );
+    assert!(!p.timescale, "plain PostgreSQL here");
+    shutdown.cancel();
+    p.wait().await.expect("stop");
+}

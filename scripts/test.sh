@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs and starts the real
+# services (Kafka, Mosquitto, PostgreSQL) on loopback, then runs the format
+# check, clippy and every test against them.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh -p quantrac-ingest   # extra args go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+
+step "toolchain"
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+cargo --version
+
+step "services (deploy/services.sh start)"
+deploy/services.sh start
+eval "$(deploy/services.sh env)"
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace --locked "$@"
+
+step "fuzz targets compile"
+cargo check --manifest-path proto/fuzz/Cargo.toml --bins --quiet
+
+printf '\nall checks passed in %ss\n' "$(( $(date +%s) - started ))"
