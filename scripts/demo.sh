@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The pipeline with simulated stations, from a fresh clone: starts Kafka,
+# Mosquitto and PostgreSQL, builds and starts ingest and the processor,
+# runs simulated stations against them and shows readings arriving in the
+# database. Ctrl-C stops everything it started (the services keep running;
+# `deploy/services.sh stop` stops them).
+#
+#   scripts/demo.sh                         # 10 stations, 60x speed, ~10 minutes
+#   STATIONS=10 SPEEDUP=120 SAMPLES=240 scripts/demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STATIONS=${STATIONS:-10}     # the sample registry knows the first 12
+SPEEDUP=${SPEEDUP:-60}       # simulated seconds per wall-clock second
+SAMPLES=${SAMPLES:-120}      # 5-minute slots per station (120 = 10 h simulated)
+REFRESH=${REFRESH:-5}        # seconds between status screens
+logs=.local/demo
+mkdir -p "$logs"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "services"
+deploy/services.sh start kafka mosquitto postgres
+eval "$(deploy/services.sh env)"
+
+step "build"
+cargo build --bins -p quantrac-ingest -p quantrac-processor -p quantrac-simulators
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  printf '\n==> stopping the demo processes\n'
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "logs: $logs/  (services still running: deploy/services.sh stop)"
+}
+trap cleanup INT TERM EXIT
+
+step "ingest and processor (logs in $logs/)"
+target/debug/quantrac-ingest --config deploy/ingest.toml >"$logs/ingest.log" 2>&1 &
+pids+=($!)
+target/debug/quantrac-processor --config deploy/processor.toml >"$logs/processor.log" 2>&1 &
+pids+=($!)
+for url in http://127.0.0.1:9464/health http://127.0.0.1:9465/health; do
+  for _ in $(seq 1 60); do
+    curl -fsS "$url" >/dev/null 2>&1 && break
+    sleep 1
+  done
+  curl -fsS "$url" >/dev/null || { echo "not healthy: $url"; tail -20 "$logs"/*.log; exit 1; }
+done
+echo "ingest: http://127.0.0.1:9464/metrics   processor: http://127.0.0.1:9465/metrics"
+
+step "simulated stations: $STATIONS stations, ${SPEEDUP}x, $SAMPLES samples each"
+NO_COLOR=1 target/debug/quantrac-sim --stations "$STATIONS" --speedup "$SPEEDUP" --samples "$SAMPLES" \
+  --tcp-addr 127.0.0.1:9212 >"$logs/sim.log" 2>&1 &
+sim=$!
+pids+=("$sim")
+
+psql_q() { psql "$QUANTRAC_DATABASE_URL" -X -q -P pager=off "$@"; }
+while kill -0 "$sim" 2>/dev/null; do
+  sleep "$REFRESH"
+  printf '\n--- %s ---\n' "$(date +%T)"
+  tail -n 1 "$logs/sim.log" | sed 's/^/simulator: /'
+  curl -fsS http://127.0.0.1:9464/health | sed 's/^/ingest:    /'; echo
+  curl -fsS http://127.0.0.1:9465/health | sed 's/^/processor: /'; echo
+  psql_q -c "
+    SELECT r.station_id AS station, count(*) AS readings,
+           to_char(max(r.measured_at) AT TIME ZONE 'Asia/Ho_Chi_Minh', 'YYYY-MM-DD HH24:MI') AS latest_local,
+           string_agg(DISTINCT r.qc_flag, ',') AS qc_flags
+    FROM readings r JOIN stations s ON s.id = r.station_id
+    WHERE r.stored_at > now() - interval '1 hour'
+    GROUP BY r.station_id ORDER BY r.station_id;" || true
+  psql_q -At -c "SELECT 'rejected readings: ' || count(*) FROM rejected_readings" || true
+done
+step "simulator finished"
+tail -n 5 "$logs/sim.log"
