@@ -12,7 +12,7 @@ use quantrac_proto::domain::to_timestamp;
 use quantrac_proto::v1::{RejectedInput, SourceProtocol};
 use quantrac_proto::wire::WireError;
 
-use crate::sink::{Acks, KafkaSink, OutRecord, SinkError};
+use crate::sink::{Acks, OutRecord, Sink, SinkError};
 use crate::status::Status;
 
 /// The answer a station gets once the records are on Kafka.
@@ -43,7 +43,7 @@ pub fn source_label(source: SourceProtocol) -> &'static str {
 
 #[derive(Debug, Clone)]
 pub struct Intake {
-    sink: KafkaSink,
+    sink: Sink,
     node: Arc<str>,
     readings_topic: Arc<str>,
     rejected_topic: Arc<str>,
@@ -52,7 +52,7 @@ pub struct Intake {
 
 impl Intake {
     pub fn new(
-        sink: KafkaSink,
+        sink: Sink,
         node: &str,
         readings_topic: &str,
         rejected_topic: &str,
@@ -146,12 +146,12 @@ impl Intake {
         }
     }
 
-    /// Hands the records to Kafka; see [`KafkaSink::send`].
+    /// Hands the records to Kafka; see [`Sink::send`].
     pub async fn publish(&self, prepared: &Prepared) -> Result<Acks, SinkError> {
         self.sink.send(&prepared.records).await
     }
 
-    pub fn sink(&self) -> &KafkaSink {
+    pub fn sink(&self) -> &Sink {
         &self.sink
     }
 }

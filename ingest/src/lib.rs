@@ -11,8 +11,9 @@
 //! - [`decode`]: pure functions from received bytes to samples.
 //! - [`intake`]: samples into `ReadingBatch` records, failures into
 //!   `RejectedInput` records (raw bytes + reason) on `ingest.rejected`.
-//! - [`sink`]: the idempotent `acks=all` Kafka producer with a bounded
-//!   in-flight window: the back-pressure point.
+//! - [`sink`]: the idempotent `acks=all` Kafka producer (or, in single-node
+//!   mode, the in-process bus to the processor) with a bounded in-flight
+//!   window: the back-pressure point.
 //! - [`status`] and [`http`]: counters, `/metrics` and `/health`.
 //!
 //! [`Ingest::start`] wires them together; it takes a shutdown token and can
@@ -67,14 +68,27 @@ pub struct Ingest {
     pub http_addr: SocketAddr,
     tasks: JoinSet<Result<(), IngestError>>,
     shutdown: CancellationToken,
-    sink: sink::KafkaSink,
+    sink: sink::Sink,
 }
 
 impl Ingest {
-    /// Binds the listeners and starts the receivers. Returns once listening;
-    /// cancel `shutdown` to stop, then [`Ingest::wait`].
+    /// Binds the listeners and starts the receivers, producing to Kafka.
+    /// Returns once listening; cancel `shutdown` to stop, then
+    /// [`Ingest::wait`].
     pub async fn start(
         config: IngestConfig,
+        metrics: Option<PrometheusHandle>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, IngestError> {
+        Self::start_with(config, None, metrics, shutdown).await
+    }
+
+    /// Like [`Ingest::start`]; with `bus`, records go over the in-process
+    /// bus to a processor in the same process instead of to Kafka
+    /// (single-node mode).
+    pub async fn start_with(
+        config: IngestConfig,
+        bus: Option<quantrac_proto::bus::BusSender>,
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> Result<Self, IngestError> {
@@ -83,7 +97,10 @@ impl Ingest {
             .map_err(|e| IngestError::Config(e.to_string()))?;
         let config = Arc::new(config);
         let status = Arc::new(Status::default());
-        let sink = sink::KafkaSink::new(&config.kafka, config.max_in_flight, Arc::clone(&status))?;
+        let sink = match bus {
+            Some(sender) => sink::Sink::bus(sender, config.max_in_flight, Arc::clone(&status)),
+            None => sink::Sink::kafka(&config.kafka, config.max_in_flight, Arc::clone(&status))?,
+        };
         let intake = intake::Intake::new(
             sink.clone(),
             &config.node_id,

@@ -1,18 +1,21 @@
-//! The Kafka producer every receiver hands its records to.
+//! Where every receiver hands its records: Kafka, or in single-node mode the
+//! in-process bus to the processor.
 //!
-//! Idempotent with `acks=all`: a record the broker acknowledged is on every
-//! in-sync replica and is never written twice by a producer retry. A
-//! semaphore bounds the records not yet acknowledged; when it is exhausted
-//! [`KafkaSink::send`] waits, the receivers stop reading and the stations
-//! slow down (invariant 5: overload never grows memory).
+//! Kafka: idempotent with `acks=all`: a record the broker acknowledged is on
+//! every in-sync replica and is never written twice by a producer retry.
+//! The bus: acknowledged once the processor committed the records to the
+//! database. Either way a semaphore bounds the records not yet
+//! acknowledged; when it is exhausted [`Sink::send`] waits, the receivers
+//! stop reading and the stations slow down (invariant 5: overload never
+//! grows memory).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use quantrac_proto::bus::{BusBatch, BusSender};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::config::KafkaConfig;
 use crate::status::Status;
@@ -28,32 +31,42 @@ pub enum SinkError {
     Closed,
 }
 
-/// One encoded Kafka record, kept as bytes so a retry resends exactly the
-/// same record.
-#[derive(Debug, Clone)]
-pub struct OutRecord {
-    pub topic: Arc<str>,
-    pub key: Bytes,
-    pub payload: Bytes,
+/// One encoded record, kept as bytes so a retry resends exactly the same
+/// record.
+pub type OutRecord = quantrac_proto::bus::BusRecord;
+
+#[derive(Clone)]
+enum Backend {
+    Kafka(FutureProducer),
+    Bus(BusSender),
 }
 
 #[derive(Clone)]
-pub struct KafkaSink {
-    producer: FutureProducer,
+pub struct Sink {
+    backend: Backend,
     permits: Arc<Semaphore>,
     status: Arc<Status>,
 }
 
-impl std::fmt::Debug for KafkaSink {
+impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSink")
+        f.debug_struct("Sink")
             .field("available", &self.permits.available_permits())
             .finish()
     }
 }
 
-impl KafkaSink {
-    pub fn new(
+impl Sink {
+    /// Single-node mode: records go to the processor over the in-process bus.
+    pub fn bus(sender: BusSender, max_in_flight: usize, status: Arc<Status>) -> Self {
+        Self {
+            backend: Backend::Bus(sender),
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            status,
+        }
+    }
+
+    pub fn kafka(
         config: &KafkaConfig,
         max_in_flight: usize,
         status: Arc<Status>,
@@ -81,13 +94,13 @@ impl KafkaSink {
         }
         let producer: FutureProducer = cc.create().map_err(|e| SinkError::Create(e.to_string()))?;
         Ok(Self {
-            producer,
+            backend: Backend::Kafka(producer),
             permits: Arc::new(Semaphore::new(max_in_flight)),
             status,
         })
     }
 
-    /// Hands the records to Kafka and returns a future of their
+    /// Hands the records over and returns a future of their
     /// acknowledgement. Waits (without bound) for room in the in-flight
     /// window: that wait is the back-pressure.
     ///
@@ -100,28 +113,43 @@ impl KafkaSink {
             .await
             .map_err(|_| SinkError::Closed)?;
         let started = Instant::now();
-        let mut futures = Vec::with_capacity(records.len());
-        for r in records {
-            let mut record = FutureRecord::to(&r.topic)
-                .key(&r.key[..])
-                .payload(&r.payload[..]);
-            // send_result fails only when librdkafka's own queue is full,
-            // which our semaphore makes rare; wait briefly and retry then.
-            let fut = loop {
-                match self.producer.send_result(record) {
-                    Ok(f) => break f,
-                    Err((e, rec)) => {
-                        record = rec;
-                        tracing::debug!(error = %e, "librdkafka queue full, waiting");
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
+        let pending = match &self.backend {
+            Backend::Kafka(producer) => {
+                let mut futures = Vec::with_capacity(records.len());
+                for r in records {
+                    let mut record = FutureRecord::to(&r.topic)
+                        .key(&r.key[..])
+                        .payload(&r.payload[..]);
+                    // send_result fails only when librdkafka's own queue is
+                    // full, which our semaphore makes rare; wait briefly then.
+                    let fut = loop {
+                        match producer.send_result(record) {
+                            Ok(f) => break f,
+                            Err((e, rec)) => {
+                                record = rec;
+                                tracing::debug!(error = %e, "librdkafka queue full, waiting");
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        }
+                    };
+                    futures.push((Arc::clone(&r.topic), fut));
                 }
-            };
-            futures.push((Arc::clone(&r.topic), fut));
-        }
+                Pending::Kafka(futures)
+            }
+            Backend::Bus(sender) => {
+                let (done, rx) = oneshot::channel();
+                // Bounded: waits while the processor is busy.
+                let batch = BusBatch {
+                    records: records.to_vec(),
+                    done,
+                };
+                sender.send(batch).await.map_err(|_| SinkError::Closed)?;
+                Pending::Bus(rx)
+            }
+        };
         self.status.in_flight_add(i64::from(n));
         Ok(Acks {
-            futures,
+            pending,
             permit,
             started,
             status: Arc::clone(&self.status),
@@ -129,18 +157,25 @@ impl KafkaSink {
         })
     }
 
-    /// Waits up to `timeout` for enqueued records to be delivered.
+    /// Waits up to `timeout` for records handed to Kafka to be delivered.
     pub fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(timeout) {
+        if let Backend::Kafka(producer) = &self.backend
+            && let Err(e) = producer.flush(timeout)
+        {
             tracing::warn!(error = %e, "Kafka flush on shutdown did not finish");
         }
     }
 }
 
-/// The pending acknowledgement of records handed to [`KafkaSink::send`].
+enum Pending {
+    Kafka(Vec<(Arc<str>, rdkafka::producer::DeliveryFuture)>),
+    Bus(oneshot::Receiver<Result<(), String>>),
+}
+
+/// The pending acknowledgement of records handed to [`Sink::send`].
 #[must_use = "records are acknowledged only when this resolves"]
 pub struct Acks {
-    futures: Vec<(Arc<str>, rdkafka::producer::DeliveryFuture)>,
+    pending: Pending,
     permit: OwnedSemaphorePermit,
     started: Instant,
     status: Arc<Status>,
@@ -149,37 +184,47 @@ pub struct Acks {
 
 impl std::fmt::Debug for Acks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Acks")
-            .field("records", &self.futures.len())
-            .finish()
+        f.debug_struct("Acks").field("records", &self.n).finish()
+    }
+}
+
+fn delivery_error(topic: &str, reason: impl Into<String>) -> SinkError {
+    SinkError::Delivery {
+        topic: topic.to_owned(),
+        reason: reason.into(),
     }
 }
 
 impl Acks {
-    /// Resolves when Kafka acknowledged every record, or with the first failure.
+    /// Resolves when every record is acknowledged, or with the first failure.
     pub async fn wait(self) -> Result<(), SinkError> {
         let Acks {
-            futures,
+            pending,
             permit,
             started,
             status,
             n,
         } = self;
         let mut result = Ok(());
-        for (topic, fut) in futures {
-            let outcome = match fut.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(SinkError::Delivery {
-                    topic: topic.to_string(),
-                    reason: e.to_string(),
-                }),
-                Err(_) => Err(SinkError::Delivery {
-                    topic: topic.to_string(),
-                    reason: "producer dropped".into(),
-                }),
-            };
-            if result.is_ok() {
-                result = outcome;
+        match pending {
+            Pending::Kafka(futures) => {
+                for (topic, fut) in futures {
+                    let outcome = match fut.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((e, _))) => Err(delivery_error(&topic, e.to_string())),
+                        Err(_) => Err(delivery_error(&topic, "producer dropped")),
+                    };
+                    if result.is_ok() {
+                        result = outcome;
+                    }
+                }
+            }
+            Pending::Bus(rx) => {
+                result = match rx.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(reason)) => Err(delivery_error("bus", reason)),
+                    Err(_) => Err(delivery_error("bus", "processor stopped")),
+                };
             }
         }
         drop(permit);

@@ -187,7 +187,7 @@ pub async fn run(
         }
 
         // 2. Store.
-        let checked = match worker.store(&records, &shutdown).await {
+        let checked = match worker.store(&records, Vec::new(), &shutdown).await {
             Ok(c) => c,
             Err(ProcessorError::ShuttingDown) => break 'batches,
             Err(e) => return Err(e),

@@ -15,12 +15,15 @@
 //! - [`worker`]: one batch: validate, write in one transaction, retry while
 //!   the database is down.
 //! - [`consumer`]: the Kafka loop: batch, store, publish, then store offsets.
+//! - [`local`]: single-node mode: the same worker fed by ingest over the
+//!   in-process bus, answering each batch once it is committed.
 //!
 //! [`Processor::start`] wires them together with a shutdown token.
 
 pub mod config;
 pub mod consumer;
 pub mod http;
+pub mod local;
 pub mod pipeline;
 pub mod registry;
 pub mod schema;
@@ -76,9 +79,22 @@ pub struct Processor {
 
 impl Processor {
     /// Loads the registry, migrates the database, writes the registry to it
-    /// and starts consuming. Cancel `shutdown` to stop, then [`Processor::wait`].
+    /// and starts consuming `readings.raw` from Kafka. Cancel `shutdown` to
+    /// stop, then [`Processor::wait`].
     pub async fn start(
         config: ProcessorConfig,
+        metrics: Option<PrometheusHandle>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ProcessorError> {
+        Self::start_with(config, None, metrics, shutdown).await
+    }
+
+    /// Like [`Processor::start`]; with `bus`, readings come from ingest in
+    /// the same process over the in-process bus instead of from Kafka
+    /// (single-node mode).
+    pub async fn start_with(
+        config: ProcessorConfig,
+        bus: Option<quantrac_proto::bus::BusReceiver>,
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> Result<Self, ProcessorError> {
@@ -113,7 +129,15 @@ impl Processor {
             });
         }
         let worker = worker::Worker::new(store, registry, &config, Arc::clone(&status));
-        tasks.spawn(consumer::run(Arc::clone(&config), worker, shutdown.clone()));
+        match bus {
+            Some(bus) => tasks.spawn(local::run(
+                Arc::clone(&config),
+                worker,
+                bus,
+                shutdown.clone(),
+            )),
+            None => tasks.spawn(consumer::run(Arc::clone(&config), worker, shutdown.clone())),
+        };
         Ok(Self {
             status,
             http_addr,

@@ -47,12 +47,17 @@ impl Worker {
 
     /// Validates and stores `records` in one transaction. Returns once
     /// committed; retries transient failures until `shutdown`.
+    ///
+    /// `also_rejected` are rejections made before the processor (ingest's,
+    /// in single-node mode), stored in the same transaction.
     pub async fn store(
         &mut self,
         records: &[InRecord],
+        also_rejected: Vec<quantrac_proto::v1::RejectedReading>,
         shutdown: &CancellationToken,
     ) -> Result<Checked, ProcessorError> {
-        let checked = pipeline::check(records, &self.registry, &self.validation, Utc::now());
+        let mut checked = pipeline::check(records, &self.registry, &self.validation, Utc::now());
+        checked.rejected.extend(also_rejected);
         for r in &checked.rejected {
             metrics::counter!("processor_rejected_total", "reason" => reason_label(&r.reason))
                 .increment(1);
@@ -102,6 +107,11 @@ impl Worker {
 /// Bounded label set: validation reasons are a fixed list; anything else is
 /// folded into "other".
 fn reason_label(reason: &str) -> &'static str {
+    if reason.contains('.') {
+        // Ingest's reasons (`hj212.crc_mismatch`, ...) in single-node mode;
+        // ingest's own metric has the detail.
+        return "ingest";
+    }
     const KNOWN: &[&str] = &[
         "unknown_station",
         "unknown_parameter",

@@ -11,9 +11,11 @@
 //!   JSON schema, HJ 212-2017 packets and Circular 10/2021 text records. Each
 //!   has a decoder (never panics, rejects with a machine-readable reason) and
 //!   an encoder (used by the simulators and the round-trip tests).
+//! - [`bus`]: the in-process bus that replaces Kafka in single-node mode.
 //!
 //! Topic names shared by the services live in [`topics`].
 
+pub mod bus;
 pub mod domain;
 pub mod wire;
 

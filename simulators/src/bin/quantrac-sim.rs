@@ -73,7 +73,11 @@ struct Args {
         default_value = "mqtt://127.0.0.1:11883"
     )]
     mqtt_url: String,
-    #[arg(long, env = "QUANTRAC_MQTT_STATION_USER", default_value = "station-demo")]
+    #[arg(
+        long,
+        env = "QUANTRAC_MQTT_STATION_USER",
+        default_value = "station-demo"
+    )]
     mqtt_user: String,
     #[arg(
         long,

@@ -1,0 +1,97 @@
+//! `quantrac-node`: single-node mode. Ingest and the processor in one
+//! process, joined by the in-process bus instead of Kafka; only PostgreSQL
+//! (or TimescaleDB) is needed. For a province with a few dozen stations and
+//! one server. A station is answered only after its reading is committed.
+//!
+//!     quantrac-node --ingest-config deploy/ingest.toml --processor-config deploy/processor.toml
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use quantrac_ingest::{Ingest, IngestConfig};
+use quantrac_processor::{Processor, ProcessorConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Ingest and processor in one process, without Kafka")]
+struct Args {
+    /// Ingest configuration (its [kafka] section is not used).
+    #[arg(long, env = "QUANTRAC_INGEST_CONFIG")]
+    ingest_config: Option<PathBuf>,
+    /// Processor configuration (its [kafka] section is not used).
+    #[arg(long, env = "QUANTRAC_PROCESSOR_CONFIG")]
+    processor_config: Option<PathBuf>,
+    /// Bus batches in transit between ingest and the processor.
+    #[arg(long, default_value_t = 1024)]
+    bus_capacity: usize,
+    #[arg(long)]
+    json_logs: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.json_logs {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let mut ingest_config = IngestConfig::load(args.ingest_config.as_deref())?;
+    let processor_config = ProcessorConfig::load(args.processor_config.as_deref())?;
+    // The bus routes by topic name: make ingest's match the processor's.
+    ingest_config.kafka.readings_topic = processor_config.kafka.raw_topic.clone();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
+    // Ingest stops first (on a signal, or when the processor fails): it
+    // stops taking input and waits for the answers of what it sent; then
+    // the processor, which answers until the bus is empty.
+    let ingest_stop = CancellationToken::new();
+    let processor_stop = CancellationToken::new();
+    let (tx, rx) = quantrac_proto::bus::channel(args.bus_capacity);
+    let processor = Processor::start_with(
+        processor_config,
+        Some(rx),
+        Some(metrics.clone()),
+        processor_stop.clone(),
+    )
+    .await?;
+    let ingest =
+        Ingest::start_with(ingest_config, Some(tx), Some(metrics), ingest_stop.clone()).await?;
+    tokio::spawn(signals(ingest_stop.clone()));
+    let processor = tokio::spawn(async move {
+        let result = processor.wait().await;
+        ingest_stop.cancel();
+        result
+    });
+    let ingest_result = ingest.wait().await;
+    processor_stop.cancel();
+    let processor_result = processor.await.context("processor task")?;
+    ingest_result?;
+    processor_result?;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("shutting down (signal again to exit at once)");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(130);
+}

@@ -1,0 +1,118 @@
+//! Single-node mode: the processor fed by the in-process bus instead of
+//! Kafka, in the same process as ingest.
+//!
+//! Each bus batch is answered only after its records are committed to the
+//! database, so ingest acknowledges a station only once its reading is
+//! stored (invariant 1 without Kafka). Batches already waiting on the bus
+//! are written together, without waiting for more: under load the batches
+//! grow, at low rate the answer is immediate. Ingest's rejections (raw
+//! bytes + reason) go to `rejected_readings` in the same transaction.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use prost::Message;
+use quantrac_proto::bus::{BusBatch, BusReceiver};
+use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::v1::{RejectedInput, RejectedReading};
+use tokio_util::sync::CancellationToken;
+
+use crate::ProcessorError;
+use crate::config::ProcessorConfig;
+use crate::pipeline::InRecord;
+use crate::worker::Worker;
+
+/// Position of a bus record, unique across restarts (microseconds since the
+/// epoch at start, then a counter), standing in for a Kafka offset in
+/// rejection keys.
+struct Positions(i64);
+
+impl Positions {
+    fn next(&mut self) -> i64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+fn ingest_rejection(topic: &str, offset: i64, payload: &Bytes) -> RejectedReading {
+    let input = RejectedInput::decode(&payload[..]).unwrap_or_else(|e| RejectedInput {
+        raw: payload.to_vec(),
+        reason: "undecodable".into(),
+        detail: e.to_string(),
+        ..Default::default()
+    });
+    RejectedReading {
+        raw: input.raw,
+        reason: input.reason,
+        detail: input.detail,
+        station_id: input.station_id,
+        parameter: String::new(),
+        measured_at: None,
+        source_topic: topic.to_owned(),
+        source_partition: -1,
+        source_offset: offset,
+        rejected_at: Some(to_timestamp(Utc::now())),
+        key: format!("{topic}/bus/{offset}"),
+    }
+}
+
+/// Runs until `shutdown` or until every bus sender is gone.
+pub async fn run(
+    config: Arc<ProcessorConfig>,
+    mut worker: Worker,
+    mut bus: BusReceiver,
+    shutdown: CancellationToken,
+) -> Result<(), ProcessorError> {
+    let raw_topic: Arc<str> = config.kafka.raw_topic.as_str().into();
+    let mut positions = Positions(Utc::now().timestamp_micros());
+    loop {
+        // Biased: what is already on the bus is answered before stopping.
+        let first = tokio::select! {
+            biased;
+            b = bus.recv() => match b { Some(b) => b, None => break },
+            () = shutdown.cancelled() => break,
+        };
+        let mut batches: Vec<BusBatch> = vec![first];
+        let mut records = batches[0].records.len();
+        while records < config.batch.max_readings {
+            match bus.try_recv() {
+                Ok(b) => {
+                    records += b.records.len();
+                    batches.push(b);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut readings = Vec::new();
+        let mut rejected = Vec::new();
+        for record in batches.iter().flat_map(|b| &b.records) {
+            let offset = positions.next();
+            if record.topic == raw_topic {
+                readings.push(InRecord {
+                    topic: Arc::clone(&raw_topic),
+                    partition: -1,
+                    offset,
+                    payload: record.payload.clone(),
+                });
+            } else {
+                rejected.push(ingest_rejection(&record.topic, offset, &record.payload));
+            }
+        }
+        let outcome = worker.store(&readings, rejected, &shutdown).await;
+        let answer = match &outcome {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        for b in batches {
+            // The sender may have given up (connection closed): nothing to do.
+            let _ = b.done.send(answer.clone());
+        }
+        match outcome {
+            Ok(_) => {}
+            Err(ProcessorError::ShuttingDown) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

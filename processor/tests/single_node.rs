@@ -1,0 +1,171 @@
+//! Single-node mode on the real PostgreSQL, no Kafka: ingest and the
+//! processor in one process over the in-process bus. A station's reply comes
+//! only after its readings are committed; bad input lands in
+//! `rejected_readings` with its raw bytes and reason.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use quantrac_ingest::{Ingest, IngestConfig};
+use quantrac_processor::Processor;
+use quantrac_proto::wire::{hj212, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn station_is_answered_after_its_reading_is_committed() {
+    let db_url = fresh_database().await;
+    let prefix = unique("SN");
+    // No Kafka here: topics are only names on the bus.
+    let topics = Topics {
+        raw: "readings.raw".into(),
+        valid: "unused".into(),
+        rejected: "unused".into(),
+    };
+    let mut pconfig = test_config(&db_url, &topics, registry_file(&prefix, 1));
+    pconfig.kafka.brokers = "127.0.0.1:1".into(); // would fail if used
+    let mut iconfig = IngestConfig {
+        node_id: unique("node"),
+        ..Default::default()
+    };
+    iconfig.mqtt.enabled = false;
+    iconfig.tcp.listen = "127.0.0.1:0".parse().expect("addr");
+    iconfig.http.listen = "127.0.0.1:0".parse().expect("addr");
+    iconfig.kafka.brokers = "127.0.0.1:1".into();
+    iconfig.kafka.readings_topic = topics.raw.clone();
+    iconfig.hj212.default_password = Some("pw".into());
+
+    let ingest_stop = CancellationToken::new();
+    let processor_stop = CancellationToken::new();
+    let (tx, rx) = quantrac_proto::bus::channel(16);
+    let processor = Processor::start_with(pconfig, Some(rx), None, processor_stop.clone())
+        .await
+        .expect("processor");
+    let ingest = Ingest::start_with(iconfig, Some(tx), None, ingest_stop.clone())
+        .await
+        .expect("ingest");
+    let client = db(&db_url).await;
+    let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
+        .await
+        .expect("connect")
+        .into_split();
+    let mut rd = BufReader::new(rd);
+    let station = format!("{prefix}-0");
+
+    for (i, sample) in samples(&prefix, 1, 5).into_iter().enumerate() {
+        let mut sample = sample;
+        // HJ 212 codes, as a logger sends them.
+        for (v, code) in sample
+            .values
+            .iter_mut()
+            .zip(["w01001", "w01012", "w01018", "w21003"])
+        {
+            v.parameter = code.into();
+            v.unit.clear();
+        }
+        let packet = hj212::Packet::from_sample(
+            &sample,
+            "2011",
+            "32",
+            "pw",
+            1,
+            Utc::now(),
+            chrono::FixedOffset::east_opt(7 * 3600).expect("offset"),
+        );
+        wr.write_all(&hj212::encode(&packet)).await.expect("write");
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, rd.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        assert_eq!(
+            hj212::decode(line.as_bytes()).expect("HJ 212 reply").cn,
+            "9014"
+        );
+        // The reply came after the commit: the rows are there already.
+        let rows: i64 = client
+            .query_one(
+                "SELECT count(*) FROM readings WHERE station_id = $1",
+                &[&station],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(rows, 4 * (i as i64 + 1), "rows committed before reply {i}");
+    }
+    let cod: String = client
+        .query_one(
+            "SELECT parameter FROM readings WHERE station_id = $1 AND parameter = 'COD' LIMIT 1",
+            &[&station],
+        )
+        .await
+        .expect("COD row, HJ 212 code w01018 normalised")
+        .get(0);
+    assert_eq!(cod, "COD");
+
+    // Bad input: a JSON line that does not parse (error reply) and a packet
+    // with a wrong CRC (no reply): both stored with raw bytes and reason.
+    wr.write_all(b"{\"station_id\": 5}\n").await.expect("write");
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, rd.read_line(&mut line))
+        .await
+        .expect("reply")
+        .expect("read");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json reply");
+    assert_eq!(v["ok"], false);
+    let good = json::encode(&samples(&prefix, 1, 1)[0]);
+    let mut bad_crc = hj212::encode(&hj212::Packet {
+        qn: "1".into(),
+        st: "32".into(),
+        cn: "2011".into(),
+        pw: "pw".into(),
+        mn: station.clone(),
+        flag: 0,
+        cp: "DataTime=20250101000000;w01018-Rtd=1,w01018-Flag=N".into(),
+    });
+    let n = bad_crc.len();
+    bad_crc[n - 3] ^= 0x01;
+    wr.write_all(&bad_crc).await.expect("write");
+    // A good frame after them still flows.
+    wr.write_all(&[good.as_slice(), b"\n"].concat())
+        .await
+        .expect("write");
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, rd.read_line(&mut line))
+        .await
+        .expect("reply")
+        .expect("read");
+    assert!(line.contains("\"ok\":true"), "{line}");
+    let reasons: Vec<String> = client
+        .query("SELECT reason FROM rejected_readings ORDER BY reason", &[])
+        .await
+        .expect("rejected")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("hj212.") && reasons[1].starts_with("json."),
+        "{reasons:?}"
+    );
+    let raw: Vec<u8> = client
+        .query_one(
+            "SELECT raw FROM rejected_readings WHERE reason LIKE 'hj212.%'",
+            &[],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(raw, bad_crc[..n - 2], "raw bytes kept");
+
+    ingest_stop.cancel();
+    ingest.wait().await.expect("ingest stops");
+    processor_stop.cancel();
+    processor.wait().await.expect("processor stops");
+}
