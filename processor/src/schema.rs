@@ -35,6 +35,12 @@ const MIGRATIONS: &[Migration] = &[
         plain: include_str!("../migrations/0002_aggregates.plain.sql"),
         timescale: Some(include_str!("../migrations/0002_aggregates.timescale.sql")),
     },
+    Migration {
+        version: 3,
+        name: "alerts",
+        plain: include_str!("../migrations/0003_alerts.sql"),
+        timescale: None,
+    },
 ];
 
 /// What the schema ended up using.
@@ -78,7 +84,45 @@ async fn timescale_available(client: &Client) -> Result<bool, StoreError> {
 }
 
 /// Applies pending migrations and (on TimescaleDB) sets the policies.
+/// Several services may start at once (the processor and alerting both
+/// migrate): a session-level advisory lock makes them take turns.
 pub async fn migrate(client: &Client, storage: &StorageConfig) -> Result<SchemaInfo, StoreError> {
+    const LOCK: i64 = 0x7175_616e_7472_6163; // "quantrac"
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
+        .await?;
+    let result = migrate_locked(client, storage, true).await;
+    if let Err(e) = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK])
+        .await
+    {
+        tracing::warn!(error = %e, "releasing the migration lock");
+    }
+    result
+}
+
+/// Applies pending migrations without touching the storage policies (which
+/// follow the processor's configuration): for the other services.
+pub async fn migrate_tables(client: &Client) -> Result<SchemaInfo, StoreError> {
+    const LOCK: i64 = 0x7175_616e_7472_6163;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
+        .await?;
+    let result = migrate_locked(client, &StorageConfig::default(), false).await;
+    if let Err(e) = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK])
+        .await
+    {
+        tracing::warn!(error = %e, "releasing the migration lock");
+    }
+    result
+}
+
+async fn migrate_locked(
+    client: &Client,
+    storage: &StorageConfig,
+    owner: bool,
+) -> Result<SchemaInfo, StoreError> {
     let timescale = match storage.timescale {
         TimescaleMode::Off => false,
         TimescaleMode::Auto => timescale_available(client).await?,
@@ -120,7 +164,9 @@ pub async fn migrate(client: &Client, storage: &StorageConfig) -> Result<SchemaI
         };
         if let Some(row) = previous {
             let was: String = row.get(1);
-            if was != variant && variant != "any" {
+            // Only the schema's owner (the processor, which knows the
+            // configured mode) insists; others accept what is there.
+            if owner && was != variant && variant != "any" {
                 return Err(StoreError::Schema(format!(
                     "migration {} was applied as `{was}` but this server now needs `{variant}`; \
                      migrating between PostgreSQL and TimescaleDB is a manual step",
@@ -154,7 +200,7 @@ pub async fn migrate(client: &Client, storage: &StorageConfig) -> Result<SchemaI
             .await?;
         applied += 1;
     }
-    if timescale {
+    if timescale && owner {
         set_policies(client, storage).await?;
     }
     Ok(SchemaInfo { timescale, applied })
