@@ -1,7 +1,240 @@
-//! The alerting engine: permit-aware rules evaluated on `readings.valid` by
-//! measurement time, an alert lifecycle kept in the database, and delivery to
-//! the monitoring center (Kafka `alerts`, the gRPC `AlertService` stream
-//! declared in `quantrac-proto`, webhooks).
+//! The alerting service: permit-aware rules evaluated on `readings.valid`
+//! by measurement time, an alert lifecycle kept in the database, and
+//! delivery to the monitoring center.
 //!
-//! Not built yet: this crate is the place for issue "Alerting: a
-//! permit-aware rules engine".
+//! A tour:
+//! - [`rules`]: rule defaults per parameter and overrides per station, from
+//!   a TOML file validated at load (errors name the line), reloaded live.
+//! - [`alert`]: alert keys (rule, station, parameter, window), severities,
+//!   the open → acknowledged → resolved lifecycle and its events.
+//! - [`engine`]: the pure rules engine: readings and the wall clock in,
+//!   alert events out. No I/O, so every rule is tested with a controlled
+//!   clock.
+//! - [`store`]: alerts and their history in the database; a replayed
+//!   incident is dropped there before anyone is notified.
+//! - [`notify`]: the Kafka `alerts` topic, live gRPC subscribers, webhooks.
+//! - [`grpc`]: the `AlertService`: subscribe (filter, resume after a
+//!   sequence number), acknowledge, resolve.
+//! - [`service`]: the engine task that ties them together.
+//!
+//! [`Alerting::start`] runs it all with a shutdown token.
+
+pub mod alert;
+pub mod config;
+pub mod engine;
+pub mod grpc;
+pub mod notify;
+pub mod rules;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::Utc;
+use metrics_exporter_prometheus::PrometheusHandle;
+use quantrac_proto::v1::StoredReadingBatch;
+use quantrac_proto::v1::alert_service_server::AlertServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::AlertingConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertingError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("rules: {0}")]
+    Rules(#[from] rules::RulesError),
+    #[error("registry: {0}")]
+    Registry(#[from] quantrac_processor::registry::RegistryError),
+    #[error(transparent)]
+    Store(#[from] store::AlertStoreError),
+    #[error("schema: {0}")]
+    Schema(#[from] quantrac_processor::store::StoreError),
+    #[error("Kafka: {0}")]
+    Kafka(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Server(String),
+    #[error("a task failed: {0}")]
+    Task(String),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// A running alerting service.
+#[derive(Debug)]
+pub struct Alerting {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    tasks: JoinSet<Result<(), AlertingError>>,
+    shutdown: CancellationToken,
+}
+
+impl Alerting {
+    /// Loads registry and rules, migrates the schema, restores open alerts
+    /// and the engine's windows from the database, then serves gRPC and
+    /// consumes `readings.valid` (or, with `local`, the processor's stored
+    /// batches in single-node mode).
+    pub async fn start(
+        config: AlertingConfig,
+        local: Option<mpsc::Receiver<StoredReadingBatch>>,
+        metrics: Option<PrometheusHandle>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, AlertingError> {
+        config
+            .validate()
+            .map_err(|e| AlertingError::Config(e.to_string()))?;
+        let config = Arc::new(config);
+        let registry = Arc::new(quantrac_processor::registry::Registry::load(
+            &config.registry,
+        )?);
+        let rules = rules::RulesConfig::load(&config.rules)?;
+        let db = store::connect(&config.database_url).await?;
+        quantrac_processor::schema::migrate_tables(&db).await?;
+
+        // Rebuild: open alerts, then the recent readings for the windows.
+        let mut engine = engine::Engine::new(rules, registry);
+        let open = service::open_records(store::open_alerts(&db).await?);
+        let restored = open.len();
+        engine.restore(open);
+        let since = Utc::now()
+            - chrono::Duration::from_std(config.warm_up).unwrap_or(chrono::Duration::hours(26));
+        let readings = store::recent_readings(&db, since).await?;
+        for r in &readings {
+            engine.warm_up(r);
+        }
+        tracing::info!(
+            open_alerts = restored,
+            warm_up_readings = readings.len(),
+            "alerting engine restored"
+        );
+
+        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .create()
+            .map_err(|e| AlertingError::Kafka(e.to_string()))?;
+        let (live, _) = broadcast::channel(1_024);
+        let mut tasks = JoinSet::new();
+        let webhooks = if config.webhooks.urls.is_empty() {
+            None
+        } else {
+            let (tx, rx) = mpsc::channel(config.webhooks.queue);
+            let (wh, stop) = (config.webhooks.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                notify::webhook_worker(wh, rx, stop).await;
+                Ok(())
+            });
+            Some(tx)
+        };
+        let notifier = notify::Notifier::new(
+            producer,
+            config.kafka.alerts_topic.clone(),
+            live.clone(),
+            webhooks,
+        );
+        let (commands_tx, commands) = mpsc::channel(64);
+
+        let read_db = Arc::new(store::connect(&config.database_url).await?);
+        let grpc = grpc::AlertGrpc {
+            db: read_db,
+            live,
+            commands: commands_tx,
+            shutdown: shutdown.clone(),
+        };
+        let listener = TcpListener::bind(config.grpc_listen)
+            .await
+            .map_err(|source| AlertingError::Bind {
+                addr: config.grpc_listen,
+                source,
+            })?;
+        let grpc_addr = listener
+            .local_addr()
+            .map_err(|e| AlertingError::Server(e.to_string()))?;
+        {
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(AlertServiceServer::new(grpc))
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        stop.cancelled_owned(),
+                    )
+                    .await
+                    .map_err(|e| AlertingError::Server(e.to_string()))
+            });
+        }
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|source| AlertingError::Bind {
+                addr: config.http_listen,
+                source,
+            })?;
+        let http_addr = http
+            .local_addr()
+            .map_err(|e| AlertingError::Server(e.to_string()))?;
+        {
+            let stop = shutdown.clone();
+            let app = axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let m = metrics.clone();
+                        async move { m.map(|h| h.render()).unwrap_or_default() }
+                    }),
+                )
+                .route(
+                    "/health",
+                    axum::routing::get(|| async { "{\"healthy\":true}" }),
+                );
+            tasks.spawn(async move {
+                axum::serve(http, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                    .map_err(|e| AlertingError::Server(e.to_string()))
+            });
+        }
+        let task = service::EngineTask {
+            config: Arc::clone(&config),
+            engine,
+            db,
+            notifier,
+            commands,
+            local,
+        };
+        tasks.spawn(task.run(shutdown.clone()));
+        tracing::info!(%grpc_addr, %http_addr, "alerting started");
+        Ok(Self {
+            grpc_addr,
+            http_addr,
+            tasks,
+            shutdown,
+        })
+    }
+
+    /// Waits for the tasks; the first to fail stops the others.
+    pub async fn wait(mut self) -> Result<(), AlertingError> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(e) = joined
+                .map_err(|e| AlertingError::Task(e.to_string()))
+                .and_then(|r| r)
+            {
+                tracing::error!(error = %e, "alerting task failed; stopping the others");
+                self.shutdown.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,181 @@
+//! Alerting service configuration: defaults, a TOML file, then environment
+//! variables `QUANTRAC_ALERTING__<SECTION>__<FIELD>`; validated at start.
+//! The rules themselves live in their own file (`rules`), reloaded while
+//! running. `deploy/alerting.toml` documents every field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    pub node_id: String,
+    pub database_url: String,
+    /// Station registry (permit limits, expected intervals).
+    pub registry: PathBuf,
+    /// Rule defaults and overrides; re-read when the file changes.
+    pub rules: PathBuf,
+    /// gRPC `AlertService` (subscribe, acknowledge, resolve).
+    pub grpc_listen: SocketAddr,
+    /// `/metrics` and `/health`.
+    pub http_listen: SocketAddr,
+    pub kafka: KafkaConfig,
+    /// Wall-clock checks (data gaps, re-notification, rules file changes).
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// On start, the engine's windows are rebuilt from this much of the
+    /// stored readings.
+    #[serde(with = "humantime_serde")]
+    pub warm_up: Duration,
+    pub webhooks: WebhookConfig,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "alerting-1".into(),
+            database_url: "postgres://quantrac:quantrac@127.0.0.1:15432/quantrac".into(),
+            registry: PathBuf::from("deploy/registry.toml"),
+            rules: PathBuf::from("deploy/rules.toml"),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9466)),
+            kafka: KafkaConfig::default(),
+            tick: Duration::from_secs(5),
+            warm_up: Duration::from_secs(26 * 3600),
+            webhooks: WebhookConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub group_id: String,
+    pub valid_topic: String,
+    pub alerts_topic: String,
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        use quantrac_proto::topics;
+        Self {
+            brokers: "127.0.0.1:19092".into(),
+            group_id: "quantrac-alerting".into(),
+            valid_topic: topics::READINGS_VALID.into(),
+            alerts_topic: topics::ALERTS.into(),
+            session_timeout: Duration::from_secs(30),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// `http://` URLs that receive every alert change as a JSON POST.
+    pub urls: Vec<String>,
+    /// Attempts per notification before it is counted as failed.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Notifications waiting for delivery; when full, the oldest waits
+    /// are not dropped: the engine waits (back-pressure).
+    pub queue: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            max_attempts: 8,
+            timeout: Duration::from_secs(5),
+            queue: 1_000,
+        }
+    }
+}
+
+impl AlertingConfig {
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(AlertingConfig::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let c: AlertingConfig = figment
+            .merge(Env::prefixed("QUANTRAC_ALERTING__").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.database_url.starts_with("postgres://")
+            && !self.database_url.starts_with("postgresql://")
+        {
+            return Err(invalid(
+                "database_url",
+                "expected postgres://user:password@host:port/db",
+            ));
+        }
+        if self.tick < Duration::from_millis(100) {
+            return Err(invalid("tick", "must be at least 100ms"));
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must list at least one host:port"));
+        }
+        if !(Duration::from_secs(6)..=Duration::from_secs(300))
+            .contains(&self.kafka.session_timeout)
+        {
+            return Err(invalid(
+                "kafka.session_timeout",
+                "must be between 6s and 5m",
+            ));
+        }
+        for url in &self.webhooks.urls {
+            if !url.starts_with("http://") {
+                return Err(invalid(
+                    "webhooks.urls",
+                    format!("`{url}`: only http:// URLs (put TLS in front)"),
+                ));
+            }
+        }
+        if self.webhooks.max_attempts == 0 || self.webhooks.queue == 0 {
+            return Err(invalid(
+                "webhooks.max_attempts",
+                "max_attempts and queue must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,187 @@
+//! The monitoring center's gRPC `AlertService`: a server-streaming
+//! subscription (filter by zone, station, severity; resume after a
+//! sequence number without missing or repeating a change), and
+//! acknowledge / resolve.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use quantrac_proto::v1::alert_service_server::AlertService;
+use quantrac_proto::v1::{
+    AcknowledgeAlertRequest, Alert, ResolveAlertRequest, SubscribeAlertsRequest,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_postgres::Client;
+use tonic::{Request, Response, Status};
+
+use crate::store;
+
+/// An officer's action, carried to the engine task (which owns the engine).
+#[derive(Debug)]
+pub enum Command {
+    Acknowledge {
+        alert_id: String,
+        officer: String,
+        note: String,
+        reply: oneshot::Sender<Result<Alert, Status>>,
+    },
+    Resolve {
+        alert_id: String,
+        officer: String,
+        note: String,
+        reply: oneshot::Sender<Result<Alert, Status>>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertGrpc {
+    pub db: Arc<Client>,
+    pub live: broadcast::Sender<Alert>,
+    pub commands: mpsc::Sender<Command>,
+    /// Ends the subscription streams: the server's graceful stop waits for
+    /// open streams, and these never end by themselves.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+fn matches(filter: &SubscribeAlertsRequest, a: &Alert) -> bool {
+    (filter.industrial_zones.is_empty() || filter.industrial_zones.contains(&a.industrial_zone))
+        && (filter.station_ids.is_empty() || filter.station_ids.contains(&a.station_id))
+        && a.severity >= filter.min_severity
+}
+
+type AlertStream = Pin<Box<dyn Stream<Item = Result<Alert, Status>> + Send>>;
+
+const PAGE: i64 = 1_000;
+
+#[tonic::async_trait]
+impl AlertService for AlertGrpc {
+    type SubscribeStream = AlertStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeAlertsRequest>,
+    ) -> Result<Response<AlertStream>, Status> {
+        let filter = request.into_inner();
+        // Subscribe to live changes before reading the history, so nothing
+        // falls between the two; duplicates are skipped by sequence.
+        let live = self.live.subscribe();
+        let db = Arc::clone(&self.db);
+        let last = if filter.after_sequence == 0 {
+            store::last_sequence(&db)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?
+        } else {
+            filter.after_sequence
+        };
+        let (tx, rx) = mpsc::channel::<Result<Alert, Status>>(256);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = feed(filter, db, live, last, tx) => {}
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<AcknowledgeAlertRequest>,
+    ) -> Result<Response<Alert>, Status> {
+        let r = request.into_inner();
+        if r.officer.trim().is_empty() {
+            return Err(Status::invalid_argument("officer is required"));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Acknowledge {
+                alert_id: r.alert_id,
+                officer: r.officer,
+                note: r.note,
+                reply,
+            })
+            .await
+            .map_err(|_| Status::unavailable("alerting engine stopped"))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("alerting engine stopped"))?
+            .map(Response::new)
+    }
+
+    async fn resolve(
+        &self,
+        request: Request<ResolveAlertRequest>,
+    ) -> Result<Response<Alert>, Status> {
+        let r = request.into_inner();
+        if r.officer.trim().is_empty() {
+            return Err(Status::invalid_argument("officer is required"));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Resolve {
+                alert_id: r.alert_id,
+                officer: r.officer,
+                note: r.note,
+                reply,
+            })
+            .await
+            .map_err(|_| Status::unavailable("alerting engine stopped"))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("alerting engine stopped"))?
+            .map(Response::new)
+    }
+}
+
+/// History after the resume point, then live changes; when the live
+/// channel lags (or shows a gap), the gap is read from the history.
+async fn feed(
+    filter: SubscribeAlertsRequest,
+    db: Arc<Client>,
+    mut live: broadcast::Receiver<Alert>,
+    mut last: u64,
+    tx: mpsc::Sender<Result<Alert, Status>>,
+) {
+    // History after the resume point, then live changes; when the
+    // live channel lags, fill the gap from the history.
+    let mut catch_up = true;
+    loop {
+        if catch_up {
+            loop {
+                let page = match store::events_after(&db, last, PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                        return;
+                    }
+                };
+                let n = page.len();
+                for a in page {
+                    last = a.sequence;
+                    if matches(&filter, &a) && tx.send(Ok(a)).await.is_err() {
+                        return;
+                    }
+                }
+                if n < PAGE as usize {
+                    break;
+                }
+            }
+            catch_up = false;
+        }
+        match live.recv().await {
+            Ok(a) if a.sequence <= last => {}
+            Ok(a) if a.sequence == last + 1 => {
+                last = a.sequence;
+                if matches(&filter, &a) && tx.send(Ok(a)).await.is_err() {
+                    return;
+                }
+            }
+            // A gap (another writer, or lag): read it from the history.
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => catch_up = true,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

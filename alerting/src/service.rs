@@ -1,0 +1,244 @@
+//! The engine task: owns the rules engine and feeds it, in one place,
+//! everything that can change an alert: readings from `readings.valid`,
+//! the wall clock, officers' commands, and rule-file reloads. Each change is
+//! recorded in the database first, then notified, and only then is the
+//! Kafka offset stored: a crash replays, and the database drops what it has
+//! already seen.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::Utc;
+use prost::Message;
+use quantrac_proto::v1::{self, StoredReadingBatch};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message as _;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::AlertingError;
+use crate::alert::AlertEvent;
+use crate::config::AlertingConfig;
+use crate::engine::Engine;
+use crate::grpc::Command;
+use crate::notify::Notifier;
+use crate::rules::RulesConfig;
+use crate::store::{self, Recorded};
+
+pub(crate) struct EngineTask {
+    pub config: Arc<AlertingConfig>,
+    pub engine: Engine,
+    pub db: Client,
+    pub notifier: Notifier,
+    pub commands: mpsc::Receiver<Command>,
+    /// Readings from the processor in single-node mode (instead of Kafka).
+    pub local: Option<mpsc::Receiver<StoredReadingBatch>>,
+}
+
+fn modified(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl EngineTask {
+    /// Records then notifies, retrying the database while it is down.
+    async fn apply(
+        &mut self,
+        events: Vec<AlertEvent>,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<Recorded>, AlertingError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut backoff = Duration::from_millis(200);
+        let recorded = loop {
+            match store::record(&mut self.db, events.clone()).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "recording alerts failed");
+                    if self.db.is_closed() {
+                        match store::connect(&self.config.database_url).await {
+                            Ok(c) => self.db = c,
+                            Err(e) => tracing::warn!(error = %e, "reconnecting to the database"),
+                        }
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(AlertingError::ShuttingDown),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        };
+        for r in &recorded {
+            metrics::counter!(
+                "alerting_alerts_total",
+                "rule" => r.event.alert.key.rule.as_str(),
+                "state" => r.event.alert.state.as_str()
+            )
+            .increment(1);
+            tracing::info!(
+                alert = r.alert.id,
+                state = r.event.alert.state.as_str(),
+                severity = r.event.alert.severity.as_str(),
+                message = r.alert.message,
+                "alert"
+            );
+        }
+        self.notifier.notify(&recorded, shutdown).await?;
+        Ok(recorded)
+    }
+
+    fn evaluate(&mut self, batch: &StoredReadingBatch) -> Vec<AlertEvent> {
+        let started = Instant::now();
+        let now = Utc::now();
+        let mut events = Vec::new();
+        for r in &batch.readings {
+            events.extend(self.engine.observe(r, now));
+        }
+        metrics::counter!("alerting_readings_evaluated_total")
+            .increment(batch.readings.len() as u64);
+        metrics::histogram!("alerting_evaluation_seconds").record(started.elapsed().as_secs_f64());
+        events
+    }
+
+    async fn command(
+        &mut self,
+        command: Command,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AlertingError> {
+        let now = Utc::now();
+        let (result, reply) = match command {
+            Command::Acknowledge {
+                alert_id,
+                officer,
+                note,
+                reply,
+            } => (
+                self.engine.acknowledge(&alert_id, &officer, &note, now),
+                reply,
+            ),
+            Command::Resolve {
+                alert_id,
+                officer,
+                note,
+                reply,
+            } => (self.engine.resolve(&alert_id, &officer, &note, now), reply),
+        };
+        let answer = match result {
+            Ok(event) => match self.apply(vec![event], shutdown).await?.pop() {
+                Some(r) => Ok(r.alert),
+                None => Err(Status::failed_precondition(
+                    "the alert was already in that state",
+                )),
+            },
+            Err(e) => Err(Status::not_found(e.to_string())),
+        };
+        let _ = reply.send(answer);
+        Ok(())
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AlertingError> {
+        let consumer: Option<StreamConsumer> = if self.local.is_some() {
+            None
+        } else {
+            let mut cc = ClientConfig::new();
+            cc.set("bootstrap.servers", &self.config.kafka.brokers)
+                .set("group.id", &self.config.kafka.group_id)
+                .set("client.id", &self.config.node_id)
+                .set(
+                    "session.timeout.ms",
+                    self.config.kafka.session_timeout.as_millis().to_string(),
+                )
+                .set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "1000")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("queued.max.messages.kbytes", "16384");
+            for (k, v) in &self.config.kafka.properties {
+                cc.set(k, v);
+            }
+            let c: StreamConsumer = cc
+                .create()
+                .map_err(|e| AlertingError::Kafka(e.to_string()))?;
+            c.subscribe(&[&self.config.kafka.valid_topic])
+                .map_err(|e| AlertingError::Kafka(e.to_string()))?;
+            Some(c)
+        };
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rules_modified = modified(&self.config.rules);
+        let mut local = self.local.take();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(command) = self.commands.recv() => match self.command(command, &shutdown).await {
+                    Err(AlertingError::ShuttingDown) => break,
+                    r => r?,
+                },
+                _ = tick.tick() => {
+                    let now_modified = modified(&self.config.rules);
+                    if now_modified != rules_modified {
+                        rules_modified = now_modified;
+                        match RulesConfig::load(&self.config.rules) {
+                            Ok(rules) => {
+                                self.engine.reload(rules);
+                                tracing::info!(path = %self.config.rules.display(), "rules reloaded");
+                            }
+                            Err(e) => tracing::error!(error = %e, "rules file refused; keeping the previous rules"),
+                        }
+                    }
+                    let events = self.engine.tick(Utc::now());
+                    match self.apply(events, &shutdown).await {
+                        Err(AlertingError::ShuttingDown) => break,
+                        r => { r?; }
+                    }
+                }
+                Some(batch) = async { match local.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    let events = self.evaluate(&batch);
+                    match self.apply(events, &shutdown).await {
+                        Err(AlertingError::ShuttingDown) => break,
+                        r => { r?; }
+                    }
+                }
+                m = async { match consumer.as_ref() { Some(c) => c.recv().await, None => std::future::pending().await } } => {
+                    let m = match m {
+                        Ok(m) => m,
+                        Err(e) => { tracing::warn!(error = %e, "Kafka consumer error"); continue; }
+                    };
+                    let events = match StoredReadingBatch::decode(m.payload().unwrap_or_default()) {
+                        Ok(batch) => self.evaluate(&batch),
+                        Err(e) => {
+                            tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "undecodable record on readings.valid; skipped");
+                            Vec::new()
+                        }
+                    };
+                    match self.apply(events, &shutdown).await {
+                        Err(AlertingError::ShuttingDown) => break,
+                        r => { r?; }
+                    }
+                    if let Some(c) = consumer.as_ref()
+                        && let Err(e) = c.store_offset_from_message(&m)
+                    {
+                        tracing::info!(error = %e, "offset not stored (partition revoked)");
+                    }
+                }
+            }
+        }
+        if let Some(c) = consumer.as_ref() {
+            let _ = c.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+        }
+        Ok(())
+    }
+}
+
+/// Alerts from their stored protobuf form, for the engine after a restart.
+pub(crate) fn open_records(alerts: Vec<v1::Alert>) -> Vec<crate::alert::AlertRecord> {
+    alerts
+        .into_iter()
+        .filter_map(|a| crate::alert::AlertRecord::from_proto(&a))
+        .collect()
+}

@@ -1,0 +1,214 @@
+//! Alerts in the database: the `alerts` row per incident and the
+//! `alert_events` history whose sequence numbers subscribers resume after.
+//!
+//! Idempotence (invariant 2): an `Opened` event whose key already has a row
+//! (a replay, a restart, a second instance) is dropped here, before anyone
+//! is notified; a change to an alert that is already resolved likewise.
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use quantrac_processor::store::describe;
+use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::v1;
+use tokio_postgres::{Client, NoTls};
+
+use crate::alert::{AlertEvent, Change};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertStoreError {
+    #[error("database: {}", describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("stored alert `{0}` cannot be read back: {1}")]
+    Corrupt(String, String),
+}
+
+/// An event that was new, with its position in the history.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub event: AlertEvent,
+    pub alert: v1::Alert,
+}
+
+pub async fn connect(url: &str) -> Result<Client, AlertStoreError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "alerting database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Writes the events in one transaction; returns those that were new, in
+/// order, with their sequence numbers.
+pub async fn record(
+    client: &mut Client,
+    events: Vec<AlertEvent>,
+) -> Result<Vec<Recorded>, AlertStoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tx = client.transaction().await?;
+    let mut out = Vec::new();
+    for event in events {
+        let a = &event.alert;
+        let id = a.key.id();
+        let state = a.state.as_str();
+        let severity = a.severity.as_str();
+        let changed = match event.change {
+            Change::Opened => {
+                tx.execute(
+                    "INSERT INTO alerts (id, rule, station_id, parameter, window_start, window_end, severity, state, \
+                     observed_value, limit_value, message, industrial_zone, opened_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING",
+                    &[
+                        &id,
+                        &a.key.rule.as_str(),
+                        &a.key.station_id,
+                        &a.key.parameter,
+                        &a.key.window_start,
+                        &a.window_end,
+                        &severity,
+                        &state,
+                        &a.observed_value,
+                        &a.limit_value,
+                        &a.message,
+                        &a.industrial_zone,
+                        &a.opened_at,
+                        &a.updated_at,
+                    ],
+                )
+                .await?
+            }
+            _ => {
+                tx.execute(
+                    "UPDATE alerts SET state = $2, severity = $3, observed_value = $4, window_end = $5, message = $6, \
+                     updated_at = $7, acknowledged_by = $8, note = $9 WHERE id = $1 AND state <> 'resolved'",
+                    &[
+                        &id,
+                        &state,
+                        &severity,
+                        &a.observed_value,
+                        &a.window_end,
+                        &a.message,
+                        &a.updated_at,
+                        &a.acknowledged_by,
+                        &a.note,
+                    ],
+                )
+                .await?
+            }
+        };
+        if changed == 0 {
+            metrics::counter!("alerting_duplicates_skipped_total").increment(1);
+            continue;
+        }
+        let actor = match &event.change {
+            Change::Resolved { by } => by.clone(),
+            Change::Acknowledged => a.acknowledged_by.clone(),
+            _ => None,
+        };
+        let row = tx
+            .query_one(
+                "INSERT INTO alert_events (alert_id, change, state, actor, note, at, alert) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING sequence",
+                &[
+                    &id,
+                    &event.change.as_str(),
+                    &state,
+                    &actor,
+                    &a.note,
+                    &event.at,
+                    &a.to_proto(0).encode_to_vec(),
+                ],
+            )
+            .await?;
+        let sequence = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+        let alert = a.to_proto(sequence);
+        out.push(Recorded { event, alert });
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// History after `sequence`, oldest first, at most `limit`.
+pub async fn events_after(
+    client: &Client,
+    sequence: u64,
+    limit: i64,
+) -> Result<Vec<v1::Alert>, AlertStoreError> {
+    let after = i64::try_from(sequence).unwrap_or(i64::MAX);
+    let rows = client
+        .query("SELECT sequence, alert FROM alert_events WHERE sequence > $1 ORDER BY sequence LIMIT $2", &[&after, &limit])
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let seq: i64 = r.get(0);
+            let bytes: Vec<u8> = r.get(1);
+            let mut a = v1::Alert::decode(&bytes[..])
+                .map_err(|e| AlertStoreError::Corrupt(seq.to_string(), e.to_string()))?;
+            a.sequence = u64::try_from(seq).unwrap_or(0);
+            Ok(a)
+        })
+        .collect()
+}
+
+/// The newest sequence number (0 when there is no history).
+pub async fn last_sequence(client: &Client) -> Result<u64, AlertStoreError> {
+    let row = client
+        .query_one("SELECT coalesce(max(sequence), 0) FROM alert_events", &[])
+        .await?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
+/// Alerts not yet resolved, as the engine needs them after a restart: the
+/// latest stored `Alert` of each.
+pub async fn open_alerts(client: &Client) -> Result<Vec<v1::Alert>, AlertStoreError> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT ON (e.alert_id) e.sequence, e.alert FROM alert_events e \
+             JOIN alerts a ON a.id = e.alert_id WHERE a.state <> 'resolved' \
+             ORDER BY e.alert_id, e.sequence DESC",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let seq: i64 = r.get(0);
+            let bytes: Vec<u8> = r.get(1);
+            v1::Alert::decode(&bytes[..])
+                .map_err(|e| AlertStoreError::Corrupt(seq.to_string(), e.to_string()))
+        })
+        .collect()
+}
+
+/// Stored readings since `since`, in measurement order, to rebuild the
+/// engine's windows after a restart.
+pub async fn recent_readings(
+    client: &Client,
+    since: DateTime<Utc>,
+) -> Result<Vec<v1::StoredReading>, AlertStoreError> {
+    let rows = client
+        .query(
+            "SELECT station_id, parameter, value, unit, measured_at, status, device_flag, qc_flag, source \
+             FROM readings WHERE measured_at >= $1 ORDER BY measured_at",
+            &[&since],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| v1::StoredReading {
+            station_id: r.get(0),
+            parameter: r.get(1),
+            value: r.get(2),
+            unit: r.get(3),
+            measured_at: Some(to_timestamp(r.get::<_, DateTime<Utc>>(4))),
+            status: i32::from(r.get::<_, i16>(5)),
+            device_flag: r.get(6),
+            qc_flag: r.get(7),
+            source: i32::from(r.get::<_, i16>(8)),
+            received_at: None,
+            ingest_id: String::new(),
+        })
+        .collect())
+}

@@ -1,0 +1,349 @@
+//! Alerting over the real Kafka and PostgreSQL, from readings on
+//! `readings.raw` through the processor to the gRPC alert stream: an
+//! exceedance is alerted, acknowledged and resolved; a replay after a
+//! restart raises nothing twice; a subscriber resumes without gaps.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use prost::Message;
+use quantrac_alerting::{Alerting, AlertingConfig};
+use quantrac_processor::{Processor, ProcessorConfig};
+use quantrac_proto::domain::DeviceStatus;
+use quantrac_proto::v1::alert_service_client::AlertServiceClient;
+use quantrac_proto::v1::{
+    AcknowledgeAlertRequest, Alert, AlertState, SourceProtocol, SubscribeAlertsRequest,
+};
+use quantrac_proto::{Sample, SampleValue};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
+
+fn brokers() -> String {
+    env("QUANTRAC_KAFKA_BROKERS", "127.0.0.1:19092")
+}
+
+fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    format!("{prefix}_{}", &id[id.len() - 10..])
+}
+
+async fn fresh_database() -> String {
+    let admin = env(
+        "QUANTRAC_DATABASE_URL",
+        "postgres://quantrac:quantrac@127.0.0.1:15432/quantrac",
+    );
+    let name = unique("qa");
+    let (client, conn) = tokio_postgres::connect(&admin, NoTls)
+        .await
+        .expect("PostgreSQL reachable");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let (base, _) = admin.rsplit_once('/').expect("url with a database");
+    format!("{base}/{name}")
+}
+
+async fn create_topics(names: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin");
+    let new: Vec<_> = names
+        .iter()
+        .map(|n| NewTopic::new(n, 3, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+        .expect("Kafka reachable")
+    {
+        r.expect("topic");
+    }
+}
+
+fn registry(station: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[[stations]]
+id = "{station}"
+name = "Test outfall"
+facility = "Test facility"
+industrial_zone = "KCN Hòa Hiệp"
+province = "Phú Yên"
+latitude = 13.0
+longitude = 109.3
+kind = "wastewater"
+parameters = [
+  {{ code = "COD", unit = "mg/L", range_min = 0, range_max = 1000, expected_interval = "1h" }},
+]
+limits = [
+  {{ parameter = "COD", max = 150, regulation = "QCVN 40:2011/BTNMT", column = "B", coefficients = {{ Kq = 0.9, Kf = 1.1 }}, effective_from = 2012-01-01 }},
+]
+"#
+    );
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("registry")));
+    std::fs::write(&path, text).expect("write registry");
+    path
+}
+
+/// COD samples 5 minutes apart ending `minutes_ago` minutes ago.
+fn cod(station: &str, values: &[f64], minutes_ago: i64) -> Vec<Sample> {
+    let n = values.len() as i64;
+    let end = Utc::now() - chrono::Duration::minutes(minutes_ago);
+    let end = chrono::DateTime::from_timestamp(end.timestamp() / 300 * 300, 0).expect("time");
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Sample {
+            station_id: station.into(),
+            measured_at: end - chrono::Duration::minutes(5 * (n - 1 - i as i64)),
+            values: vec![SampleValue {
+                parameter: "COD".into(),
+                value: *v,
+                unit: "mg/L".into(),
+                status: DeviceStatus::Measuring,
+                device_flag: "00".into(),
+            }],
+        })
+        .collect()
+}
+
+async fn produce(topic: &str, samples: &[Sample]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    for s in samples {
+        let b = s
+            .clone()
+            .into_batch(SourceProtocol::TcpJson, Utc::now(), "test");
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(&b.station_id)
+                    .payload(&b.encode_to_vec()),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+}
+
+async fn next(stream: &mut tonic::Streaming<Alert>) -> Alert {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("an alert in time")
+        .expect("stream ok")
+        .expect("not ended")
+}
+
+#[tokio::test]
+async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
+    let db_url = fresh_database().await;
+    let base = unique("a");
+    let (raw, valid, rejected, alerts) = (
+        format!("{base}.raw"),
+        format!("{base}.valid"),
+        format!("{base}.rejected"),
+        format!("{base}.alerts"),
+    );
+    create_topics(&[&raw, &valid, &rejected, &alerts]).await;
+    let station = unique("AL");
+    let registry = registry(&station);
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules.toml");
+
+    let mut pconfig = ProcessorConfig {
+        database_url: db_url.clone(),
+        registry: registry.clone(),
+        ..Default::default()
+    };
+    pconfig.http.listen = "127.0.0.1:0".parse().expect("addr");
+    pconfig.kafka.brokers = brokers();
+    pconfig.kafka.group_id = unique("p");
+    pconfig.kafka.raw_topic = raw.clone();
+    pconfig.kafka.valid_topic = valid.clone();
+    pconfig.kafka.rejected_topic = rejected.clone();
+    pconfig.batch.max_wait = Duration::from_millis(20);
+    let stop = CancellationToken::new();
+    let processor = Processor::start(pconfig, None, stop.clone())
+        .await
+        .expect("processor");
+
+    let alerting_config = |group: &str| {
+        let mut c = AlertingConfig {
+            database_url: db_url.clone(),
+            registry: registry.clone(),
+            rules: rules.clone(),
+            grpc_listen: "127.0.0.1:0".parse().expect("addr"),
+            http_listen: "127.0.0.1:0".parse().expect("addr"),
+            tick: Duration::from_millis(200),
+            ..Default::default()
+        };
+        c.kafka.brokers = brokers();
+        c.kafka.group_id = group.to_owned();
+        c.kafka.valid_topic = valid.clone();
+        c.kafka.alerts_topic = alerts.clone();
+        c.kafka.session_timeout = Duration::from_secs(6);
+        c
+    };
+    let alerting_stop = CancellationToken::new();
+    let alerting = Alerting::start(
+        alerting_config(&unique("g")),
+        None,
+        None,
+        alerting_stop.clone(),
+    )
+    .await
+    .expect("alerting");
+    let mut client = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))
+        .await
+        .expect("grpc");
+    let mut stream = client
+        .subscribe(SubscribeAlertsRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+
+    // 1. One value above Cmax = 150 x 0.9 x 1.1 = 148.5 opens an alert.
+    produce(&raw, &cod(&station, &[40.0, 42.0, 200.0], 30)).await;
+    let opened = loop {
+        let a = next(&mut stream).await;
+        if a.rule == "limit_exceeded" {
+            break a;
+        }
+    };
+    assert_eq!(opened.station_id, station);
+    assert_eq!(opened.parameter, "COD");
+    assert_eq!(opened.state(), AlertState::Open);
+    assert_eq!(opened.observed_value, 200.0);
+    assert!((opened.limit_value - 148.5).abs() < 1e-9);
+
+    // 2. An officer acknowledges it.
+    let acked = client
+        .acknowledge(AcknowledgeAlertRequest {
+            alert_id: opened.id.clone(),
+            officer: "can-bo-1".into(),
+            note: "checking".into(),
+        })
+        .await
+        .expect("acknowledge")
+        .into_inner();
+    assert_eq!(acked.state(), AlertState::Acknowledged);
+    let seen = loop {
+        let a = next(&mut stream).await;
+        if a.id == opened.id {
+            break a;
+        }
+    };
+    assert_eq!(
+        (seen.state(), seen.acknowledged_by.as_str()),
+        (AlertState::Acknowledged, "can-bo-1")
+    );
+
+    // 3. Values back well below the limit resolve it.
+    produce(&raw, &cod(&station, &[40.0, 41.0, 39.0], 10)).await;
+    let resolved = loop {
+        let a = next(&mut stream).await;
+        if a.id == opened.id && a.state() == AlertState::Resolved {
+            break a;
+        }
+    };
+    assert!(resolved.sequence > seen.sequence);
+
+    // 4. Restart alerting with a new consumer group: it replays the whole
+    //    readings.valid topic and raises nothing twice.
+    alerting_stop.cancel();
+    alerting.wait().await.expect("alerting stops");
+    let (db, conn) = tokio_postgres::connect(&db_url, NoTls).await.expect("db");
+    tokio::spawn(conn);
+    let opened_before: i64 = db
+        .query_one(
+            "SELECT count(*) FROM alert_events WHERE change = 'opened'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    let alerting_stop = CancellationToken::new();
+    let alerting = Alerting::start(
+        alerting_config(&unique("g2")),
+        None,
+        None,
+        alerting_stop.clone(),
+    )
+    .await
+    .expect("restart");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let opened_after: i64 = db
+        .query_one(
+            "SELECT count(*) FROM alert_events WHERE change = 'opened'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        opened_after, opened_before,
+        "a replay raises no alert twice"
+    );
+
+    // 5. A subscriber resuming after the first change gets every later one,
+    //    in order, once.
+    let mut client = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))
+        .await
+        .expect("grpc");
+    let mut resumed = client
+        .subscribe(SubscribeAlertsRequest {
+            after_sequence: opened.sequence,
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let total: i64 = db
+        .query_one("SELECT count(*) FROM alert_events", &[])
+        .await
+        .expect("count")
+        .get(0);
+    let first: i64 = db
+        .query_one("SELECT min(sequence) FROM alert_events", &[])
+        .await
+        .expect("min")
+        .get(0);
+    let mut last = opened.sequence;
+    let expected = total - (i64::try_from(opened.sequence).expect("seq") - first + 1);
+    for _ in 0..expected {
+        let a = next(&mut resumed).await;
+        assert!(
+            a.sequence > last,
+            "in order, no repeats: {} after {last}",
+            a.sequence
+        );
+        last = a.sequence;
+    }
+    assert!(last >= resolved.sequence);
+
+    alerting_stop.cancel();
+    alerting.wait().await.expect("stop");
+    stop.cancel();
+    processor.wait().await.expect("stop");
+}
