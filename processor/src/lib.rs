@@ -94,7 +94,7 @@ impl Processor {
     /// (single-node mode).
     pub async fn start_with(
         config: ProcessorConfig,
-        bus: Option<quantrac_proto::bus::BusReceiver>,
+        bus: Option<local::LocalBus>,
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> Result<Self, ProcessorError> {

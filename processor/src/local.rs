@@ -15,13 +15,24 @@ use chrono::Utc;
 use prost::Message;
 use quantrac_proto::bus::{BusBatch, BusReceiver};
 use quantrac_proto::domain::to_timestamp;
-use quantrac_proto::v1::{RejectedInput, RejectedReading};
+use quantrac_proto::v1::{RejectedInput, RejectedReading, StoredReadingBatch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ProcessorError;
 use crate::config::ProcessorConfig;
 use crate::pipeline::InRecord;
 use crate::worker::Worker;
+
+/// The processor's side of single-node mode.
+#[derive(Debug)]
+pub struct LocalBus {
+    /// Records from ingest.
+    pub input: BusReceiver,
+    /// Where stored readings go next (the alerting engine), in place of
+    /// the `readings.valid` topic. Bounded: a slow engine slows the bus.
+    pub stored: Option<mpsc::Sender<StoredReadingBatch>>,
+}
 
 /// Position of a bus record, unique across restarts (microseconds since the
 /// epoch at start, then a counter), standing in for a Kafka offset in
@@ -61,9 +72,13 @@ fn ingest_rejection(topic: &str, offset: i64, payload: &Bytes) -> RejectedReadin
 pub async fn run(
     config: Arc<ProcessorConfig>,
     mut worker: Worker,
-    mut bus: BusReceiver,
+    local: LocalBus,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
+    let LocalBus {
+        input: mut bus,
+        stored,
+    } = local;
     let raw_topic: Arc<str> = config.kafka.raw_topic.as_str().into();
     let mut positions = Positions(Utc::now().timestamp_micros());
     loop {
@@ -107,6 +122,16 @@ pub async fn run(
         for b in batches {
             // The sender may have given up (connection closed): nothing to do.
             let _ = b.done.send(answer.clone());
+        }
+        if let (Ok(checked), Some(next)) = (&outcome, &stored) {
+            for (_, payload) in crate::pipeline::valid_records(&checked.valid) {
+                // Re-decoding is cheap and keeps one encoder for both modes.
+                if let Ok(batch) = StoredReadingBatch::decode(&payload[..])
+                    && next.send(batch).await.is_err()
+                {
+                    tracing::warn!("alerting engine stopped; stored readings are not evaluated");
+                }
+            }
         }
         match outcome {
             Ok(_) => {}

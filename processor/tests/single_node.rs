@@ -44,9 +44,17 @@ async fn station_is_answered_after_its_reading_is_committed() {
     let ingest_stop = CancellationToken::new();
     let processor_stop = CancellationToken::new();
     let (tx, rx) = quantrac_proto::bus::channel(16);
-    let processor = Processor::start_with(pconfig, Some(rx), None, processor_stop.clone())
-        .await
-        .expect("processor");
+    let processor = Processor::start_with(
+        pconfig,
+        Some(quantrac_processor::local::LocalBus {
+            input: rx,
+            stored: None,
+        }),
+        None,
+        processor_stop.clone(),
+    )
+    .await
+    .expect("processor");
     let ingest = Ingest::start_with(iconfig, Some(tx), None, ingest_stop.clone())
         .await
         .expect("ingest");
