@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The pipeline with simulated stations, from a fresh clone: starts Kafka,
-# Mosquitto and PostgreSQL, builds and starts ingest and the processor,
-# runs simulated stations against them and shows readings arriving in the
-# database. Ctrl-C stops everything it started (the services keep running;
+# Mosquitto and PostgreSQL, builds and starts ingest, the processor and
+# alerting, runs simulated stations against them and shows readings
+# arriving in the database and the alerts they raise. Ctrl-C stops everything it started (the services keep running;
 # `deploy/services.sh stop` stops them).
 #
 #   scripts/demo.sh                         # 10 stations, 60x speed, ~10 minutes
@@ -24,7 +24,7 @@ deploy/services.sh start kafka mosquitto postgres
 eval "$(deploy/services.sh env)"
 
 step "build"
-cargo build --bins -p quantrac-ingest -p quantrac-processor -p quantrac-simulators
+cargo build --bins -p quantrac-ingest -p quantrac-processor -p quantrac-alerting -p quantrac-simulators
 
 pids=()
 cleanup() {
@@ -36,19 +36,21 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-step "ingest and processor (logs in $logs/)"
+step "ingest, processor and alerting (logs in $logs/)"
 target/debug/quantrac-ingest --config deploy/ingest.toml >"$logs/ingest.log" 2>&1 &
 pids+=($!)
 target/debug/quantrac-processor --config deploy/processor.toml >"$logs/processor.log" 2>&1 &
 pids+=($!)
-for url in http://127.0.0.1:9464/health http://127.0.0.1:9465/health; do
+target/debug/quantrac-alerting --config deploy/alerting.toml >"$logs/alerting.log" 2>&1 &
+pids+=($!)
+for url in http://127.0.0.1:9464/health http://127.0.0.1:9465/health http://127.0.0.1:9466/health; do
   for _ in $(seq 1 60); do
     curl -fsS "$url" >/dev/null 2>&1 && break
     sleep 1
   done
   curl -fsS "$url" >/dev/null || { echo "not healthy: $url"; tail -20 "$logs"/*.log; exit 1; }
 done
-echo "ingest: http://127.0.0.1:9464/metrics   processor: http://127.0.0.1:9465/metrics"
+echo "metrics: ingest :9464, processor :9465, alerting :9466 (/metrics); alerts over gRPC on 127.0.0.1:50051"
 
 step "simulated stations: $STATIONS stations, ${SPEEDUP}x, $SAMPLES samples each"
 NO_COLOR=1 target/debug/quantrac-sim --stations "$STATIONS" --speedup "$SPEEDUP" --samples "$SAMPLES" \
@@ -71,6 +73,12 @@ while kill -0 "$sim" 2>/dev/null; do
     WHERE r.stored_at > now() - interval '1 hour'
     GROUP BY r.station_id ORDER BY r.station_id;" || true
   psql_q -At -c "SELECT 'rejected readings: ' || count(*) FROM rejected_readings" || true
+  psql_q -c "
+    SELECT a.state, a.severity, a.rule, a.station_id AS station, a.parameter,
+           round(a.observed_value::numeric, 1) AS value, round(a.limit_value::numeric, 1) AS limit,
+           to_char(a.window_start AT TIME ZONE 'Asia/Ho_Chi_Minh', 'MM-DD HH24:MI') AS since_local
+    FROM alerts a WHERE a.updated_at > now() - interval '1 hour'
+    ORDER BY a.updated_at DESC LIMIT 12;" || true
 done
 step "simulator finished"
 tail -n 5 "$logs/sim.log"
