@@ -16,6 +16,8 @@
 //! - [`grpc`]: the `AlertService`: subscribe (filter, resume after a
 //!   sequence number), acknowledge, resolve.
 //! - [`service`]: the engine task that ties them together.
+//! - [`warmup`]: after a restart, the engine's windows are rebuilt from the
+//!   readings the consumer group had already evaluated.
 //!
 //! [`Alerting::start`] runs it all with a shutdown token.
 
@@ -27,11 +29,11 @@ pub mod notify;
 pub mod rules;
 pub mod service;
 pub mod store;
+pub mod warmup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chrono::Utc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use quantrac_proto::v1::StoredReadingBatch;
 use quantrac_proto::v1::alert_service_server::AlertServiceServer;
@@ -105,9 +107,16 @@ impl Alerting {
         let open = service::open_records(store::open_alerts(&db).await?);
         let restored = open.len();
         engine.restore(open);
-        let since = Utc::now()
-            - chrono::Duration::from_std(config.warm_up).unwrap_or(chrono::Duration::hours(26));
-        let readings = store::recent_readings(&db, since).await?;
+        // Windows: from the topic, up to what this group already evaluated
+        // (single-node mode has no topic: windows start afresh).
+        let readings = if local.is_none() {
+            let c = Arc::clone(&config);
+            tokio::task::spawn_blocking(move || warmup::evaluated_readings(&c))
+                .await
+                .map_err(|e| AlertingError::Task(e.to_string()))??
+        } else {
+            Vec::new()
+        };
         for r in &readings {
             engine.warm_up(r);
         }

@@ -5,10 +5,8 @@
 //! (a replay, a restart, a second instance) is dropped here, before anyone
 //! is notified; a change to an alert that is already resolved likewise.
 
-use chrono::{DateTime, Utc};
 use prost::Message;
 use quantrac_processor::store::describe;
-use quantrac_proto::domain::to_timestamp;
 use quantrac_proto::v1;
 use tokio_postgres::{Client, NoTls};
 
@@ -180,35 +178,4 @@ pub async fn open_alerts(client: &Client) -> Result<Vec<v1::Alert>, AlertStoreEr
                 .map_err(|e| AlertStoreError::Corrupt(seq.to_string(), e.to_string()))
         })
         .collect()
-}
-
-/// Stored readings since `since`, in measurement order, to rebuild the
-/// engine's windows after a restart.
-pub async fn recent_readings(
-    client: &Client,
-    since: DateTime<Utc>,
-) -> Result<Vec<v1::StoredReading>, AlertStoreError> {
-    let rows = client
-        .query(
-            "SELECT station_id, parameter, value, unit, measured_at, status, device_flag, qc_flag, source \
-             FROM readings WHERE measured_at >= $1 ORDER BY measured_at",
-            &[&since],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| v1::StoredReading {
-            station_id: r.get(0),
-            parameter: r.get(1),
-            value: r.get(2),
-            unit: r.get(3),
-            measured_at: Some(to_timestamp(r.get::<_, DateTime<Utc>>(4))),
-            status: i32::from(r.get::<_, i16>(5)),
-            device_flag: r.get(6),
-            qc_flag: r.get(7),
-            source: i32::from(r.get::<_, i16>(8)),
-            received_at: None,
-            ingest_id: String::new(),
-        })
-        .collect())
 }

@@ -203,8 +203,9 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
         c
     };
     let alerting_stop = CancellationToken::new();
+    let first_group = unique("g");
     let alerting = Alerting::start(
-        alerting_config(&unique("g")),
+        alerting_config(&first_group),
         None,
         None,
         alerting_stop.clone(),
@@ -269,20 +270,78 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
     };
     assert!(resolved.sequence > seen.sequence);
 
-    // 4. Restart alerting with a new consumer group: it replays the whole
-    //    readings.valid topic and raises nothing twice.
+    // 4. Alerting stops; meanwhile a new exceedance is stored. On restart
+    //    (same group) it is judged: the windows are rebuilt from what the
+    //    group had evaluated, and the new reading goes through the rules.
     alerting_stop.cancel();
     alerting.wait().await.expect("alerting stops");
     let (db, conn) = tokio_postgres::connect(&db_url, NoTls).await.expect("db");
     tokio::spawn(conn);
-    let opened_before: i64 = db
-        .query_one(
+    let count_opened = async |db: &tokio_postgres::Client| -> i64 {
+        db.query_one(
             "SELECT count(*) FROM alert_events WHERE change = 'opened'",
             &[],
         )
         .await
         .expect("count")
+        .get(0)
+    };
+    let opened_before = count_opened(&db).await;
+    let readings_before: i64 = db
+        .query_one("SELECT count(*) FROM readings", &[])
+        .await
+        .expect("count")
         .get(0);
+    produce(&raw, &cod(&station, &[300.0], 0)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while db
+        .query_one("SELECT count(*) FROM readings", &[])
+        .await
+        .expect("count")
+        .get::<_, i64>(0)
+        == readings_before
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the processor stores the new reading"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alerting_stop = CancellationToken::new();
+    let alerting = Alerting::start(
+        alerting_config(&first_group),
+        None,
+        None,
+        alerting_stop.clone(),
+    )
+    .await
+    .expect("restart");
+    let new_exceedance = async |db: &tokio_postgres::Client| -> i64 {
+        db.query_one(
+            "SELECT count(*) FROM alert_events e JOIN alerts a ON a.id = e.alert_id \
+             WHERE e.change = 'opened' AND a.rule = 'limit_exceeded' AND a.observed_value = 300",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0)
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while new_exceedance(&db).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the exceedance stored while alerting was down is alerted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(count_opened(&db).await > opened_before);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let opened_before = count_opened(&db).await;
+    alerting_stop.cancel();
+    alerting.wait().await.expect("alerting stops");
+
+    //    Restart with a new consumer group: it replays the whole
+    //    readings.valid topic and raises nothing twice.
     let alerting_stop = CancellationToken::new();
     let alerting = Alerting::start(
         alerting_config(&unique("g2")),
@@ -293,16 +352,9 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
     .await
     .expect("restart");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let opened_after: i64 = db
-        .query_one(
-            "SELECT count(*) FROM alert_events WHERE change = 'opened'",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get(0);
     assert_eq!(
-        opened_after, opened_before,
+        count_opened(&db).await,
+        opened_before,
         "a replay raises no alert twice"
     );
 
