@@ -152,6 +152,16 @@ impl Alerting {
             live.clone(),
             webhooks,
         );
+        // Outbox: changes recorded but not published before a crash.
+        let unpublished = store::unnotified(&db).await?;
+        if !unpublished.is_empty() {
+            tracing::info!(
+                count = unpublished.len(),
+                "publishing alert changes left unpublished"
+            );
+            notifier.notify(&unpublished, &shutdown).await?;
+            store::mark_notified(&db, &unpublished).await?;
+        }
         let (commands_tx, commands) = mpsc::channel(64);
 
         let read_db = Arc::new(store::connect(&config.database_url).await?);

@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AlertingError;
 use crate::config::WebhookConfig;
-use crate::store::Recorded;
 
 #[derive(Clone)]
 pub struct Notifier {
@@ -54,18 +53,18 @@ impl Notifier {
     /// until then, or until `shutdown`).
     pub async fn notify(
         &self,
-        recorded: &[Recorded],
+        alerts: &[v1::Alert],
         shutdown: &CancellationToken,
     ) -> Result<(), AlertingError> {
-        for r in recorded {
-            let payload = r.alert.encode_to_vec();
+        for alert in alerts {
+            let payload = alert.encode_to_vec();
             let mut backoff = Duration::from_millis(100);
             loop {
                 let sent = self
                     .producer
                     .send(
                         FutureRecord::to(&self.topic)
-                            .key(&r.alert.id)
+                            .key(&alert.id)
                             .payload(&payload),
                         Duration::from_secs(30),
                     )
@@ -84,12 +83,15 @@ impl Notifier {
                 }
             }
             // No live subscriber is fine.
-            let _ = self.live.send(r.alert.clone());
-            if let Some(tx) = &self.webhooks {
-                tokio::select! {
-                    () = shutdown.cancelled() => return Err(AlertingError::ShuttingDown),
-                    r = tx.send(r.alert.clone()) => if r.is_err() { tracing::warn!("webhook worker stopped") },
-                }
+            let _ = self.live.send(alert.clone());
+            // Webhooks never hold the engine up: the alert is already in the
+            // database and on Kafka; a full queue (a dead endpoint) drops
+            // the webhook copy and counts it.
+            if let Some(tx) = &self.webhooks
+                && tx.try_send(alert.clone()).is_err()
+            {
+                metrics::counter!("alerting_notification_failures_total", "channel" => "webhook_queue_full").increment(1);
+                tracing::warn!(alert = alert.id, "webhook queue full; webhook copy dropped");
             }
         }
         Ok(())

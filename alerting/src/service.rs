@@ -57,6 +57,13 @@ impl EngineTask {
         let recorded = loop {
             match store::record(&mut self.db, events.clone()).await {
                 Ok(r) => break r,
+                Err(e) if !e.is_transient() => {
+                    // Retrying data the database refuses would stall every
+                    // station behind it: log, count, go on.
+                    metrics::counter!("alerting_record_failures_total").increment(1);
+                    tracing::error!(error = %e, events = events.len(), "alert changes refused by the database; skipped");
+                    return Ok(Vec::new());
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "recording alerts failed");
                     if self.db.is_closed() {
@@ -88,7 +95,12 @@ impl EngineTask {
                 "alert"
             );
         }
-        self.notifier.notify(&recorded, shutdown).await?;
+        let alerts: Vec<v1::Alert> = recorded.iter().map(|r| r.alert.clone()).collect();
+        self.notifier.notify(&alerts, shutdown).await?;
+        // Outbox: a crash before this line re-publishes at start.
+        if let Err(e) = store::mark_notified(&self.db, &alerts).await {
+            tracing::warn!(error = %e, "marking alerts as published; they may be published again at start");
+        }
         Ok(recorded)
     }
 

@@ -20,6 +20,23 @@ pub enum AlertStoreError {
     Corrupt(String, String),
 }
 
+impl AlertStoreError {
+    /// Whether waiting can help (connection trouble, server restarting),
+    /// as opposed to data the database refuses.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AlertStoreError::Db(e) => {
+                e.is_closed()
+                    || e.as_db_error().is_none_or(|d| {
+                        let c = d.code().code();
+                        ["08", "53", "57", "40"].iter().any(|p| c.starts_with(p))
+                    })
+            }
+            AlertStoreError::Corrupt(..) => false,
+        }
+    }
+}
+
 /// An event that was new, with its position in the history.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -178,4 +195,42 @@ pub async fn open_alerts(client: &Client) -> Result<Vec<v1::Alert>, AlertStoreEr
                 .map_err(|e| AlertStoreError::Corrupt(seq.to_string(), e.to_string()))
         })
         .collect()
+}
+
+/// Recorded changes not yet published (a crash between recording and
+/// publishing), oldest first.
+pub async fn unnotified(client: &Client) -> Result<Vec<v1::Alert>, AlertStoreError> {
+    let rows = client
+        .query(
+            "SELECT sequence, alert FROM alert_events WHERE notified_at IS NULL ORDER BY sequence",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let seq: i64 = r.get(0);
+            let bytes: Vec<u8> = r.get(1);
+            let mut a = v1::Alert::decode(&bytes[..])
+                .map_err(|e| AlertStoreError::Corrupt(seq.to_string(), e.to_string()))?;
+            a.sequence = u64::try_from(seq).unwrap_or(0);
+            Ok(a)
+        })
+        .collect()
+}
+
+/// Marks changes as published.
+pub async fn mark_notified(client: &Client, alerts: &[v1::Alert]) -> Result<(), AlertStoreError> {
+    let sequences: Vec<i64> = alerts
+        .iter()
+        .filter_map(|a| i64::try_from(a.sequence).ok())
+        .collect();
+    if !sequences.is_empty() {
+        client
+            .execute(
+                "UPDATE alert_events SET notified_at = now() WHERE sequence = ANY($1)",
+                &[&sequences],
+            )
+            .await?;
+    }
+    Ok(())
 }

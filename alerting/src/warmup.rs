@@ -57,9 +57,16 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
         .set("group.id", format!("{}-warmup", config.kafka.group_id))
         .create()
         .map_err(kafka)?;
-    let starts = reader
-        .offsets_for_timestamp(since_ms, TIMEOUT)
-        .unwrap_or_default();
+    // offsets_for_timestamp only covers assigned partitions, and this reader
+    // has none yet: ask per partition.
+    let mut wanted = TopicPartitionList::new();
+    for p in &partitions {
+        wanted
+            .add_partition_offset(topic, *p, Offset::Offset(since_ms))
+            .map_err(kafka)?;
+    }
+    let starts = reader.offsets_for_times(wanted, TIMEOUT).map_err(kafka)?;
+    tracing::debug!(?committed, ?starts, "warm-up offsets");
     let mut assignment = TopicPartitionList::new();
     let mut ends = std::collections::HashMap::new();
     for p in &partitions {
@@ -69,7 +76,8 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
         };
         let start = match starts.find_partition(topic, *p).map(|e| e.offset()) {
             Some(Offset::Offset(s)) => s,
-            _ => Offset::Beginning.to_raw().unwrap_or(-2),
+            // No message since `since_ms`: nothing to warm up from here.
+            _ => continue,
         };
         if start >= end {
             continue;

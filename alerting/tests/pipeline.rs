@@ -155,6 +155,10 @@ async fn next(stream: &mut tonic::Streaming<Alert>) -> Alert {
 
 #[tokio::test]
 async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("quantrac_alerting=info")
+        .with_test_writer()
+        .try_init();
     let db_url = fresh_database().await;
     let base = unique("a");
     let (raw, valid, rejected, alerts) = (

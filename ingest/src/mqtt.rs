@@ -74,7 +74,9 @@ pub async fn run(
         Some(group) => format!("$share/{group}/{}", mc.topic),
         None => mc.topic.clone(),
     };
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    // Room for every pending PUBACK plus subscribes: the acker must never
+    // block on this channel while the loop waits for the acker.
+    let (client, mut eventloop) = AsyncClient::new(options, mc.max_pending + 64);
     let (pending_tx, pending_rx) = mpsc::channel::<PendingAck>(mc.max_pending);
     let acker = tokio::spawn(ack_in_order(
         client.clone(),

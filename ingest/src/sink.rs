@@ -125,11 +125,18 @@ impl Sink {
                     let fut = loop {
                         match producer.send_result(record) {
                             Ok(f) => break f,
-                            Err((e, rec)) => {
+                            Err((
+                                rdkafka::error::KafkaError::MessageProduction(
+                                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                                ),
+                                rec,
+                            )) => {
                                 record = rec;
-                                tracing::debug!(error = %e, "librdkafka queue full, waiting");
+                                tracing::debug!("librdkafka queue full, waiting");
                                 tokio::time::sleep(Duration::from_millis(5)).await;
                             }
+                            // Anything else will not get better by waiting.
+                            Err((e, _)) => return Err(delivery_error(&r.topic, e.to_string())),
                         }
                     };
                     futures.push((Arc::clone(&r.topic), fut));

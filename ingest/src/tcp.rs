@@ -136,6 +136,7 @@ async fn connection(
     let (rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ReplyJob>(ctx.tcp.pipeline_window);
     let intake = ctx.intake.clone();
+    let write_timeout = ctx.tcp.read_timeout;
     let writer = tokio::spawn(async move {
         while let Some(job) = rx.recv().await {
             let reply = match job.acks.wait().await {
@@ -148,8 +149,17 @@ async fn connection(
                     job.on_failure
                 }
             };
+            // A peer that stops reading its replies must not hold the
+            // connection (and its slot) forever.
             if let Some(bytes) = reply {
-                wr.write_all(&bytes).await?;
+                tokio::time::timeout(write_timeout, wr.write_all(&bytes))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "peer not reading replies",
+                        )
+                    })??;
             }
         }
         wr.shutdown().await
@@ -171,7 +181,20 @@ async fn connection(
             }
             Ok(Err(e)) => break Err(e),
             Ok(Ok(LineRead::Eof)) => break Ok(()),
-            Ok(Ok(LineRead::TooLong)) => Frame::TooLong(line.clone()),
+            Ok(Ok(LineRead::TooLong)) if line.starts_with(b"#") || line.starts_with(b"{") => {
+                Frame::TooLong(line.clone())
+            }
+            Ok(Ok(LineRead::TooLong)) => {
+                // An oversized Circular 10 file name line: skip its record
+                // too, so the next reply answers the next record.
+                let skipped =
+                    tokio::time::timeout(ctx.tcp.read_timeout, read_record_body(&mut reader, 0))
+                        .await;
+                if !matches!(skipped, Ok(Ok(_))) {
+                    break Ok(());
+                }
+                Frame::TooLong(line.clone())
+            }
             Ok(Ok(LineRead::Line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
             Ok(Ok(LineRead::Line)) if line.starts_with(b"##") => Frame::Hj212(line.clone()),
             Ok(Ok(LineRead::Line)) if line.starts_with(b"{") => Frame::Json(line.clone()),
@@ -201,7 +224,11 @@ async fn connection(
         let Some(job) = handle_frame(ctx, &origin, frame, shutdown).await else {
             break Ok(());
         };
-        if tx.send(job).await.is_err() {
+        let sent = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            r = tx.send(job) => r,
+        };
+        if sent.is_err() {
             break Ok(()); // writer failed: the peer is gone
         }
     };
@@ -467,6 +494,8 @@ async fn read_record_body<R: AsyncBufRead + Unpin>(
                 }
             }
             LineRead::Line => {}
+            // A blank line still ends the record when no room is left for it.
+            LineRead::TooLong if line.iter().all(u8::is_ascii_whitespace) => break,
             LineRead::TooLong => too_long = true,
         }
     }
@@ -522,6 +551,16 @@ mod tests {
         let mut r = BufReader::new(&b"0123456789\n0123456789\n\nnext\n"[..]);
         let (_, too_long) = read_record_body(&mut r, 15).await.expect("read");
         assert!(too_long);
+        let mut rest = Vec::new();
+        read_line(&mut r, &mut rest, 100).await.expect("read");
+        assert_eq!(rest, b"next");
+    }
+
+    #[tokio::test]
+    async fn record_filling_the_limit_exactly_still_ends_at_its_blank_line() {
+        let mut r = BufReader::new(&b"abc\r\n\r\nnext\n"[..]);
+        let (body, too_long) = read_record_body(&mut r, 4).await.expect("read");
+        assert_eq!((body.as_slice(), too_long), (&b"abc\n"[..], false));
         let mut rest = Vec::new();
         read_line(&mut r, &mut rest, 100).await.expect("read");
         assert_eq!(rest, b"next");

@@ -53,11 +53,16 @@ fn ingest_rejection(topic: &str, offset: i64, payload: &Bytes) -> RejectedReadin
         detail: e.to_string(),
         ..Default::default()
     });
+    let (mut detail, mut station_id) = (input.detail, input.station_id);
+    crate::pipeline::no_nul(&mut detail);
+    crate::pipeline::no_nul(&mut station_id);
+    let mut reason = input.reason;
+    crate::pipeline::no_nul(&mut reason);
     RejectedReading {
         raw: input.raw,
-        reason: input.reason,
-        detail: input.detail,
-        station_id: input.station_id,
+        reason,
+        detail,
+        station_id,
         parameter: String::new(),
         measured_at: None,
         source_topic: topic.to_owned(),

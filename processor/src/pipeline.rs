@@ -57,6 +57,15 @@ fn rejection(
     }
 }
 
+/// PostgreSQL refuses NUL in text; the wire decoders refuse it, but the
+/// topic may hold records from other producers, and one such record must
+/// not stop the processor.
+pub(crate) fn no_nul(s: &mut String) {
+    if s.contains('\0') {
+        *s = s.replace('\0', "\u{FFFD}");
+    }
+}
+
 /// Decodes and validates the readings of `records`, in order.
 pub fn check(
     records: &[InRecord],
@@ -82,7 +91,33 @@ pub fn check(
                 continue;
             }
         };
-        for (i, reading) in batch.readings.iter().enumerate() {
+        for (i, original) in batch.readings.iter().enumerate() {
+            let cleaned;
+            let reading = if [
+                &original.station_id,
+                &original.parameter,
+                &original.unit,
+                &original.device_flag,
+                &original.ingest_id,
+            ]
+            .iter()
+            .any(|s| s.contains('\0'))
+            {
+                let mut r = original.clone();
+                for s in [
+                    &mut r.station_id,
+                    &mut r.parameter,
+                    &mut r.unit,
+                    &mut r.device_flag,
+                    &mut r.ingest_id,
+                ] {
+                    no_nul(s);
+                }
+                cleaned = r;
+                &cleaned
+            } else {
+                original
+            };
             match validate(reading, registry, now, cfg) {
                 Ok(n) => out.valid.push(n),
                 Err(e) => {
@@ -93,9 +128,10 @@ pub fn check(
                     } else {
                         reading.ingest_id.clone()
                     };
+                    // The raw bytes are the reading as received.
                     let mut r = rejection(
                         record,
-                        reading.encode_to_vec(),
+                        original.encode_to_vec(),
                         key,
                         e.reason,
                         e.detail,

@@ -41,6 +41,12 @@ const MIGRATIONS: &[Migration] = &[
         plain: include_str!("../migrations/0003_alerts.sql"),
         timescale: None,
     },
+    Migration {
+        version: 4,
+        name: "alert_outbox",
+        plain: include_str!("../migrations/0004_alert_outbox.sql"),
+        timescale: None,
+    },
 ];
 
 /// What the schema ended up using.

@@ -120,6 +120,12 @@ pub fn decode_record(
     offset: FixedOffset,
 ) -> Result<Vec<Sample>, WireError> {
     let text = std::str::from_utf8(text).map_err(|e| err("circular10.encoding", e.to_string()))?;
+    if text.contains(|c: char| c.is_control() && !matches!(c, '\t' | '\r' | '\n')) {
+        return Err(err(
+            "circular10.encoding",
+            "control character in the record",
+        ));
+    }
 
     let mut samples: Vec<Sample> = Vec::new();
     let mut by_time: HashMap<DateTime<Utc>, usize> = HashMap::new();

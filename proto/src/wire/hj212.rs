@@ -134,6 +134,14 @@ pub fn decode(frame: &[u8]) -> Result<Packet, WireError> {
         ));
     }
     let data = std::str::from_utf8(data).map_err(|e| err("hj212.encoding", e.to_string()))?;
+    // No control characters inside a data segment (NUL would also be
+    // refused by PostgreSQL further down).
+    if data.contains(char::is_control) {
+        return Err(err(
+            "hj212.encoding",
+            "control character in the data segment",
+        ));
+    }
     parse_data_segment(data)
 }
 

@@ -121,6 +121,14 @@ fn check_text(
     if !allow_empty && s.is_empty() {
         return Err(err("json.schema", format!("{} is empty", at())));
     }
+    // Control characters (NUL above all: PostgreSQL refuses it in text)
+    // have no place in codes, units or ids.
+    if s.contains(char::is_control) {
+        return Err(err(
+            "json.schema",
+            format!("{} contains a control character", at()),
+        ));
+    }
     if s.chars().count() > MAX_TEXT_LEN {
         return Err(err(
             "json.schema",
