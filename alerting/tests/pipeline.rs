@@ -189,6 +189,29 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
         .await
         .expect("processor");
 
+    // A webhook receiver: every POST body goes to this channel. The first
+    // two attempts fail with 503, to exercise the retries.
+    let (hook_tx, mut hook_rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook_url = format!("http://{}/alerts", hook.local_addr().expect("addr"));
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |body: String| {
+            let (tx, failures) = (hook_tx.clone(), failures.clone());
+            async move {
+                if failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let _ = tx.send(serde_json::from_str(&body).expect("webhook JSON"));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(hook, app).await });
+
     let alerting_config = |group: &str| {
         let mut c = AlertingConfig {
             database_url: db_url.clone(),
@@ -204,6 +227,7 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
         c.kafka.valid_topic = valid.clone();
         c.kafka.alerts_topic = alerts.clone();
         c.kafka.session_timeout = Duration::from_secs(6);
+        c.webhooks.urls = vec![hook_url.clone()];
         c
     };
     let alerting_stop = CancellationToken::new();
@@ -237,6 +261,18 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
         }
     };
     assert_eq!(opened.station_id, station);
+    // The webhook got it too, after two refused attempts.
+    let posted = loop {
+        let v = tokio::time::timeout(WAIT, hook_rx.recv())
+            .await
+            .expect("webhook in time")
+            .expect("webhook");
+        if v["id"] == opened.id.as_str() {
+            break v;
+        }
+    };
+    assert_eq!(posted["state"], "ALERT_STATE_OPEN");
+    assert_eq!(posted["observed_value"], 200.0);
     assert_eq!(opened.parameter, "COD");
     assert_eq!(opened.state(), AlertState::Open);
     assert_eq!(opened.observed_value, 200.0);
