@@ -77,6 +77,17 @@ pub async fn run(
     // Room for every pending PUBACK plus subscribes: the acker must never
     // block on this channel while the loop waits for the acker.
     let (client, mut eventloop) = AsyncClient::new(options, mc.max_pending + 64);
+    // Three stages, so that the event loop is never blocked (it also sends
+    // the PUBACKs and the pings; blocking it deadlocks the acker, which
+    // waits for it to take the PUBACKs): the event loop forwards publishes;
+    // the intake stage decodes them and hands them to Kafka (waiting there
+    // is the back-pressure); the acker sends PUBACKs in order once Kafka
+    // has the records. The hand-off to the intake stage is unbounded here
+    // because MQTT bounds it: the broker sends no more than its in-flight
+    // window (Mosquitto `max_inflight_messages`) until we acknowledge. A
+    // gauge shows its depth, and a warning fires past `mqtt.max_pending`.
+    let (publish_tx, mut publish_rx) = mpsc::unbounded_channel::<Publish>();
+    let backlog = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (pending_tx, pending_rx) = mpsc::channel::<PendingAck>(mc.max_pending);
     let acker = tokio::spawn(ack_in_order(
         client.clone(),
@@ -84,9 +95,30 @@ pub async fn run(
         pending_rx,
         shutdown.clone(),
     ));
+    let intake_stage = {
+        let (intake, shutdown, backlog) = (intake.clone(), shutdown.clone(), Arc::clone(&backlog));
+        tokio::spawn(async move {
+            loop {
+                let publish = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    p = publish_rx.recv() => match p { Some(p) => p, None => break },
+                };
+                backlog.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(pending) = prepare(&intake, offset, publish, &shutdown).await else {
+                    break;
+                };
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    r = pending_tx.send(pending) => if r.is_err() { break },
+                }
+            }
+            // Dropping pending_tx lets the acker finish what it holds.
+        })
+    };
 
     let mut backoff = Duration::from_millis(200);
     let status = Arc::clone(intake.status());
+    let mut warned = false;
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -107,13 +139,19 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let Some(pending) = prepare(&intake, offset, publish, &shutdown).await else {
+                let depth = backlog.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!("ingest_mqtt_backlog").set(depth as f64);
+                if depth > mc.max_pending && !warned {
+                    warned = true;
+                    tracing::warn!(
+                        max_pending = mc.max_pending,
+                        "more MQTT messages waiting than mqtt.max_pending: \
+                         the broker's max_inflight_messages should not exceed it"
+                    );
+                }
+                if publish_tx.send(publish).is_err() {
                     break;
-                };
-                // Bounded: when full we stop polling and the broker holds the rest.
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    r = pending_tx.send(pending) => if r.is_err() { break },
                 }
             }
             Ok(_) => {}
@@ -128,10 +166,13 @@ pub async fn run(
             }
         }
     }
+    drop(publish_tx);
+    if let Err(e) = intake_stage.await {
+        tracing::error!(error = %e, "MQTT intake stage panicked");
+    }
 
     // Drain: let the acker send PUBACKs for what Kafka already has, while
     // the event loop keeps running to put them on the wire.
-    drop(pending_tx);
     let drain = async {
         let mut acker = acker;
         loop {

@@ -84,16 +84,12 @@ struct Args {
     /// Ingest's Kafka linger (default: ingest's own default).
     #[arg(long)]
     linger_ms: Option<u64>,
-    /// Ingest's max_in_flight (default: ingest's own default for TCP runs,
-    /// the MQTT burst bound below for MQTT runs).
+    /// Ingest's max_in_flight (default: ingest's own default).
     #[arg(long)]
     max_in_flight: Option<usize>,
-    /// Ingest's mqtt.max_pending (default: the MQTT burst bound, stations x
-    /// samples + 1000, which the run never fills). ingest's MQTT receiver
-    /// stalls for good once either mqtt.max_pending or max_in_flight fills
-    /// (its PUBACK sender waits for the MQTT event loop, which waits for the
-    /// full queue; see benches/README.md), and an unpaced run fills the
-    /// defaults (1000, 10000) within the first second.
+    /// Ingest's mqtt.max_pending (default: ingest's own default). (Before
+    /// ingest's MQTT receiver was split into stages, an unpaced run stalled
+    /// with these defaults; see benches/README.md.)
     #[arg(long)]
     mqtt_max_pending: Option<usize>,
     /// Partitions of the fresh readings topic.
@@ -154,27 +150,13 @@ struct Args {
     station_password: String,
 }
 
-/// More messages than an MQTT run sends: a bound that never fills.
-fn mqtt_burst_bound(args: &Args) -> usize {
-    args.stations
-        .saturating_mul(usize::try_from(args.samples).unwrap_or(usize::MAX))
-        .saturating_add(1000)
-}
-
 /// (max_in_flight, mqtt.max_pending) of ingest for a run.
-fn ingest_bounds(args: &Args, protocol: Protocol) -> (usize, usize) {
+fn ingest_bounds(args: &Args, _protocol: Protocol) -> (usize, usize) {
     let defaults = IngestConfig::default();
-    if protocol.is_mqtt() {
-        (
-            args.max_in_flight.unwrap_or(mqtt_burst_bound(args)),
-            args.mqtt_max_pending.unwrap_or(mqtt_burst_bound(args)),
-        )
-    } else {
-        (
-            args.max_in_flight.unwrap_or(defaults.max_in_flight),
-            args.mqtt_max_pending.unwrap_or(defaults.mqtt.max_pending),
-        )
-    }
+    (
+        args.max_in_flight.unwrap_or(defaults.max_in_flight),
+        args.mqtt_max_pending.unwrap_or(defaults.mqtt.max_pending),
+    )
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -265,7 +247,7 @@ async fn run(args: &Args, sim_rt: &tokio::runtime::Handle) -> Result<()> {
     println!(
         "  ingest            in this process, own runtime ({} worker threads); linger {} ms; \
          TCP runs: max_in_flight {}; MQTT runs: max_in_flight {}, mqtt.max_pending {} \
-         (ingest defaults {} and {}: see README, MQTT stall)",
+         (ingest defaults {} and {})",
         args.ingest_threads,
         args.linger_ms
             .unwrap_or(u64::try_from(defaults.kafka.linger.as_millis()).unwrap_or(u64::MAX)),
