@@ -12,11 +12,15 @@
 //!   has a decoder (never panics, rejects with a machine-readable reason) and
 //!   an encoder (used by the simulators and the round-trip tests).
 //! - [`bus`]: the in-process bus that replaces Kafka in single-node mode.
+//! - `process` (feature `bin`): logging and signal handling shared by the
+//!   service binaries.
 //!
 //! Topic names shared by the services live in [`topics`].
 
 pub mod bus;
 pub mod domain;
+#[cfg(feature = "bin")]
+pub mod process;
 pub mod wire;
 
 pub use domain::{Sample, SampleValue};

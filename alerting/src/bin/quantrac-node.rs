@@ -42,16 +42,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.json_logs {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    quantrac_proto::process::init_tracing(args.json_logs, "info");
     let mut ingest_config = IngestConfig::load(args.ingest_config.as_deref())?;
     let processor_config = ProcessorConfig::load(args.processor_config.as_deref())?;
     let alerting_config = AlertingConfig::load(args.alerting_config.as_deref())?;
@@ -93,7 +84,9 @@ async fn main() -> anyhow::Result<()> {
         ingest_stop.clone(),
     )
     .await?;
-    tokio::spawn(signals(ingest_stop.clone()));
+    tokio::spawn(quantrac_proto::process::stop_on_signals(
+        ingest_stop.clone(),
+    ));
     let watch = |stop: CancellationToken| {
         move |r: Result<(), String>| {
             if r.is_err() {
@@ -120,21 +113,4 @@ async fn main() -> anyhow::Result<()> {
     alerting_result.map_err(anyhow::Error::msg)?;
     tracing::info!("node stopped");
     Ok(())
-}
-
-async fn signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("shutting down (signal again to exit at once)");
-    shutdown.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second signal: exiting now");
-    std::process::exit(130);
 }

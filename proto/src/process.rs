@@ -1,0 +1,39 @@
+//! What every service binary does around its library: logging and the
+//! signal rule (first SIGINT/SIGTERM drains and stops, a second exits at
+//! once). Behind the `bin` feature so that library users don't pull in a
+//! log subscriber.
+
+use tokio_util::sync::CancellationToken;
+
+/// Logs to stdout, as text or JSON lines; `RUST_LOG` overrides `default`.
+pub fn init_tracing(json: bool, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+}
+
+/// First SIGINT/SIGTERM: cancels `shutdown` (drain and stop). Second:
+/// exits at once with status 130.
+pub async fn stop_on_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("shutting down (signal again to exit at once)");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(130);
+}
