@@ -21,12 +21,18 @@ async fn publish_all(messages: &[(String, Vec<u8>)]) {
     let mut o = MqttOptions::new(unique("station"), host, port);
     o.set_credentials(user, pw);
     let (client, mut el) = AsyncClient::new(o, 64);
-    for (topic, payload) in messages {
-        client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
-            .await
-            .expect("queue publish");
-    }
+    // Queue from a task: the event loop below must turn meanwhile.
+    let publisher = {
+        let (client, messages) = (client.clone(), messages.to_vec());
+        tokio::spawn(async move {
+            for (topic, payload) in messages {
+                client
+                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .expect("queue publish");
+            }
+        })
+    };
     let mut acked = 0;
     while acked < messages.len() {
         match tokio::time::timeout(WAIT, el.poll())
@@ -38,6 +44,7 @@ async fn publish_all(messages: &[(String, Vec<u8>)]) {
             Err(e) => panic!("station connection failed: {e}"),
         }
     }
+    publisher.await.expect("publisher");
     let _ = client.disconnect().await;
 }
 
@@ -207,4 +214,50 @@ async fn station_with_wrong_mqtt_password_is_refused() {
         ),
         "{r:?}"
     );
+}
+
+#[tokio::test]
+async fn a_burst_larger_than_every_bound_flows_through() {
+    // Small bounds and a burst far above them: the receiver must keep the
+    // MQTT event loop turning (PUBACKs, pings) while it waits for Kafka, or
+    // it stalls for good.
+    let topics = create_topics(&unique("t-burst")).await;
+    let node = unique("n");
+    let mut config = test_config(&topics, &node);
+    config.mqtt.enabled = true;
+    config.tcp.enabled = false;
+    config.mqtt.max_pending = 50;
+    config.max_in_flight = 100;
+    let shutdown = CancellationToken::new();
+    let ingest = Ingest::start(config, None, shutdown.clone())
+        .await
+        .expect("start");
+    let status = ingest.status.clone();
+    eventually("MQTT connected", || status.snapshot().mqtt_connected).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let station = unique("BU");
+    let t0 = Utc
+        .with_ymd_and_hms(2025, 6, 1, 0, 0, 0)
+        .single()
+        .expect("time");
+    let messages: Vec<(String, Vec<u8>)> = (0..2_000)
+        .map(|i| {
+            let s = sample(&station, t0 + chrono::Duration::minutes(5 * i), 40.0);
+            (format!("stations/{station}/readings"), json::encode(&s))
+        })
+        .collect();
+    publish_all(&messages).await;
+    let batches = read_batches_where(&topics.raw, 2_000, Duration::from_secs(90), |b| {
+        b.station_id == station
+    })
+    .await;
+    assert_eq!(
+        batches.len(),
+        2_000,
+        "every message of the burst reached Kafka"
+    );
+    shutdown.cancel();
+    ingest.wait().await.expect("stop");
+    forget_session(&node).await;
 }
