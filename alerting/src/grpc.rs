@@ -17,21 +17,21 @@ use tonic::{Request, Response, Status};
 
 use crate::store;
 
+/// What an officer does to an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Acknowledge,
+    Resolve,
+}
+
 /// An officer's action, carried to the engine task (which owns the engine).
 #[derive(Debug)]
-pub enum Command {
-    Acknowledge {
-        alert_id: String,
-        officer: String,
-        note: String,
-        reply: oneshot::Sender<Result<Alert, Status>>,
-    },
-    Resolve {
-        alert_id: String,
-        officer: String,
-        note: String,
-        reply: oneshot::Sender<Result<Alert, Status>>,
-    },
+pub struct Command {
+    pub action: Action,
+    pub alert_id: String,
+    pub officer: String,
+    pub note: String,
+    pub reply: oneshot::Sender<Result<Alert, Status>>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,23 +92,8 @@ impl AlertService for AlertGrpc {
         request: Request<AcknowledgeAlertRequest>,
     ) -> Result<Response<Alert>, Status> {
         let r = request.into_inner();
-        if r.officer.trim().is_empty() {
-            return Err(Status::invalid_argument("officer is required"));
-        }
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Acknowledge {
-                alert_id: r.alert_id,
-                officer: r.officer,
-                note: r.note,
-                reply,
-            })
+        self.act(Action::Acknowledge, r.alert_id, r.officer, r.note)
             .await
-            .map_err(|_| Status::unavailable("alerting engine stopped"))?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable("alerting engine stopped"))?
-            .map(Response::new)
     }
 
     async fn resolve(
@@ -116,23 +101,36 @@ impl AlertService for AlertGrpc {
         request: Request<ResolveAlertRequest>,
     ) -> Result<Response<Alert>, Status> {
         let r = request.into_inner();
-        if r.officer.trim().is_empty() {
+        self.act(Action::Resolve, r.alert_id, r.officer, r.note)
+            .await
+    }
+}
+
+impl AlertGrpc {
+    /// Hands an officer's action to the engine task and waits for its answer.
+    async fn act(
+        &self,
+        action: Action,
+        alert_id: String,
+        officer: String,
+        note: String,
+    ) -> Result<Response<Alert>, Status> {
+        if officer.trim().is_empty() {
             return Err(Status::invalid_argument("officer is required"));
         }
+        let stopped = || Status::unavailable("alerting engine stopped");
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Resolve {
-                alert_id: r.alert_id,
-                officer: r.officer,
-                note: r.note,
+            .send(Command {
+                action,
+                alert_id,
+                officer,
+                note,
                 reply,
             })
             .await
-            .map_err(|_| Status::unavailable("alerting engine stopped"))?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable("alerting engine stopped"))?
-            .map(Response::new)
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?.map(Response::new)
     }
 }
 

@@ -24,7 +24,7 @@ use crate::AlertingError;
 use crate::alert::AlertEvent;
 use crate::config::AlertingConfig;
 use crate::engine::Engine;
-use crate::grpc::Command;
+use crate::grpc::{Action, Command};
 use crate::notify::Notifier;
 use crate::rules::RulesConfig;
 use crate::store::{self, Recorded};
@@ -123,22 +123,16 @@ impl EngineTask {
         shutdown: &CancellationToken,
     ) -> Result<(), AlertingError> {
         let now = Utc::now();
-        let (result, reply) = match command {
-            Command::Acknowledge {
-                alert_id,
-                officer,
-                note,
-                reply,
-            } => (
-                self.engine.acknowledge(&alert_id, &officer, &note, now),
-                reply,
-            ),
-            Command::Resolve {
-                alert_id,
-                officer,
-                note,
-                reply,
-            } => (self.engine.resolve(&alert_id, &officer, &note, now), reply),
+        let Command {
+            action,
+            alert_id,
+            officer,
+            note,
+            reply,
+        } = command;
+        let result = match action {
+            Action::Acknowledge => self.engine.acknowledge(&alert_id, &officer, &note, now),
+            Action::Resolve => self.engine.resolve(&alert_id, &officer, &note, now),
         };
         let answer = match result {
             Ok(event) => match self.apply(vec![event], shutdown).await?.pop() {

@@ -25,13 +25,7 @@ impl AlertStoreError {
     /// as opposed to data the database refuses.
     pub fn is_transient(&self) -> bool {
         match self {
-            AlertStoreError::Db(e) => {
-                e.is_closed()
-                    || e.as_db_error().is_none_or(|d| {
-                        let c = d.code().code();
-                        ["08", "53", "57", "40"].iter().any(|p| c.starts_with(p))
-                    })
-            }
+            AlertStoreError::Db(e) => quantrac_processor::store::is_transient(e),
             AlertStoreError::Corrupt(..) => false,
         }
     }
@@ -146,16 +140,9 @@ pub async fn record(
     Ok(out)
 }
 
-/// History after `sequence`, oldest first, at most `limit`.
-pub async fn events_after(
-    client: &Client,
-    sequence: u64,
-    limit: i64,
-) -> Result<Vec<v1::Alert>, AlertStoreError> {
-    let after = i64::try_from(sequence).unwrap_or(i64::MAX);
-    let rows = client
-        .query("SELECT sequence, alert FROM alert_events WHERE sequence > $1 ORDER BY sequence LIMIT $2", &[&after, &limit])
-        .await?;
+/// Rows of `(sequence, alert)` from `alert_events` as alerts carrying
+/// their sequence number.
+fn alerts_from_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<v1::Alert>, AlertStoreError> {
     rows.iter()
         .map(|r| {
             let seq: i64 = r.get(0);
@@ -166,6 +153,19 @@ pub async fn events_after(
             Ok(a)
         })
         .collect()
+}
+
+/// History after `sequence`, oldest first, at most `limit`.
+pub async fn events_after(
+    client: &Client,
+    sequence: u64,
+    limit: i64,
+) -> Result<Vec<v1::Alert>, AlertStoreError> {
+    let after = i64::try_from(sequence).unwrap_or(i64::MAX);
+    let rows = client
+        .query("SELECT sequence, alert FROM alert_events WHERE sequence > $1 ORDER BY sequence LIMIT $2", &[&after, &limit])
+        .await?;
+    alerts_from_rows(&rows)
 }
 
 /// The newest sequence number (0 when there is no history).
@@ -187,14 +187,7 @@ pub async fn open_alerts(client: &Client) -> Result<Vec<v1::Alert>, AlertStoreEr
             &[],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            let seq: i64 = r.get(0);
-            let bytes: Vec<u8> = r.get(1);
-            v1::Alert::decode(&bytes[..])
-                .map_err(|e| AlertStoreError::Corrupt(seq.to_string(), e.to_string()))
-        })
-        .collect()
+    alerts_from_rows(&rows)
 }
 
 /// Recorded changes not yet published (a crash between recording and
@@ -206,16 +199,7 @@ pub async fn unnotified(client: &Client) -> Result<Vec<v1::Alert>, AlertStoreErr
             &[],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            let seq: i64 = r.get(0);
-            let bytes: Vec<u8> = r.get(1);
-            let mut a = v1::Alert::decode(&bytes[..])
-                .map_err(|e| AlertStoreError::Corrupt(seq.to_string(), e.to_string()))?;
-            a.sequence = u64::try_from(seq).unwrap_or(0);
-            Ok(a)
-        })
-        .collect()
+    alerts_from_rows(&rows)
 }
 
 /// Marks changes as published.

@@ -43,18 +43,22 @@ impl StoreError {
     /// restarting) as opposed to a bug or a schema mismatch.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Db(e) => {
-                e.is_closed()
-                    || e.as_db_error().is_none_or(|d| {
-                        let c = d.code().code();
-                        // 08 connection, 53 resources, 57 operator intervention
-                        // (shutdown), 40 serialization/deadlock.
-                        ["08", "53", "57", "40"].iter().any(|p| c.starts_with(p))
-                    })
-            }
+            StoreError::Db(e) => is_transient(e),
             StoreError::Schema(_) => false,
         }
     }
+}
+
+/// Whether a database error may go away by waiting: connection trouble,
+/// a server restarting or short of resources, a serialization conflict.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.as_db_error().is_none_or(|d| {
+            let c = d.code().code();
+            // 08 connection, 53 resources, 57 operator intervention
+            // (shutdown), 40 serialization/deadlock.
+            ["08", "53", "57", "40"].iter().any(|p| c.starts_with(p))
+        })
 }
 
 /// What one batch write did.
