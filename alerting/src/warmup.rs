@@ -12,6 +12,7 @@ use std::time::Duration;
 use prost::Message;
 use quantrac_proto::v1::{StoredReading, StoredReadingBatch};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -20,8 +21,54 @@ use crate::config::AlertingConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn kafka(e: rdkafka::error::KafkaError) -> AlertingError {
+/// How long start-up keeps retrying a broker that is still settling.
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn kafka(e: KafkaError) -> AlertingError {
     AlertingError::Kafka(e.to_string())
+}
+
+/// Errors a broker gives while it starts or moves a group coordinator or a
+/// partition leader. On a freshly started cluster the first offset fetch
+/// answers `NotCoordinator` for a moment: that must delay start-up, not
+/// fail it.
+pub(crate) fn is_transient(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::NotCoordinator
+                | C::CoordinatorNotAvailable
+                | C::CoordinatorLoadInProgress
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+        )
+    )
+}
+
+/// Runs a blocking broker call, retrying transient errors with backoff for
+/// at most `SETTLE`. Blocking: only on a blocking thread.
+fn settled<T>(
+    what: &str,
+    mut call: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, AlertingError> {
+    let deadline = std::time::Instant::now() + SETTLE;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if is_transient(&e) && std::time::Instant::now() + backoff < deadline => {
+                tracing::info!(call = what, error = %e, retry_in = ?backoff, "warm-up: broker not ready, retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(AlertingError::Kafka(format!("warm-up {what}: {e}"))),
+        }
+    }
 }
 
 /// The readings already evaluated by this consumer group within the
@@ -39,7 +86,7 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
         .set("group.id", &config.kafka.group_id)
         .create()
         .map_err(kafka)?;
-    let metadata = group.fetch_metadata(Some(topic), TIMEOUT).map_err(kafka)?;
+    let metadata = settled("metadata", || group.fetch_metadata(Some(topic), TIMEOUT))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -49,7 +96,9 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
     for p in &partitions {
         all.add_partition(topic, *p);
     }
-    let committed = group.committed_offsets(all, TIMEOUT).map_err(kafka)?;
+    let committed = settled("committed offsets", || {
+        group.committed_offsets(all.clone(), TIMEOUT)
+    })?;
 
     let since_ms = chrono::Utc::now().timestamp_millis()
         - i64::try_from(config.warm_up.as_millis()).unwrap_or(i64::MAX / 2);
@@ -65,7 +114,9 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
             .add_partition_offset(topic, *p, Offset::Offset(since_ms))
             .map_err(kafka)?;
     }
-    let starts = reader.offsets_for_times(wanted, TIMEOUT).map_err(kafka)?;
+    let starts = settled("offsets for times", || {
+        reader.offsets_for_times(wanted.clone(), TIMEOUT)
+    })?;
     tracing::debug!(?committed, ?starts, "warm-up offsets");
     let mut assignment = TopicPartitionList::new();
     let mut ends = std::collections::HashMap::new();
@@ -97,7 +148,15 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
         let Some(message) = reader.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let m = message.map_err(kafka)?;
+        let m = match message {
+            Ok(m) => m,
+            // librdkafka recovers from these itself; the deadline bounds it.
+            Err(e) if is_transient(&e) => {
+                tracing::info!(error = %e, "warm-up: transient read error");
+                continue;
+            }
+            Err(e) => return Err(kafka(e)),
+        };
         let Some(&end) = ends.get(&m.partition()) else {
             continue;
         };
@@ -117,4 +176,55 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
     // order works. Measurement order keeps windows simple.
     readings.sort_by_key(|r| r.measured_at.map(|t| (t.seconds, t.nanos)));
     Ok(readings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinator_and_leader_moves_are_transient_the_rest_is_not() {
+        for code in [
+            RDKafkaErrorCode::NotCoordinator,
+            RDKafkaErrorCode::CoordinatorLoadInProgress,
+            RDKafkaErrorCode::CoordinatorNotAvailable,
+            RDKafkaErrorCode::AllBrokersDown,
+        ] {
+            assert!(is_transient(&KafkaError::MetadataFetch(code)), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::GroupAuthorizationFailed,
+            RDKafkaErrorCode::InvalidArgument,
+        ] {
+            assert!(!is_transient(&KafkaError::MetadataFetch(code)), "{code:?}");
+        }
+        assert!(!is_transient(&KafkaError::Canceled));
+    }
+
+    #[test]
+    fn a_settling_coordinator_delays_and_a_real_error_fails_at_once() {
+        let mut calls = 0;
+        let v = settled("committed offsets", || {
+            calls += 1;
+            if calls < 3 {
+                Err(KafkaError::MetadataFetch(RDKafkaErrorCode::NotCoordinator))
+            } else {
+                Ok(calls)
+            }
+        })
+        .expect("settles");
+        assert_eq!(v, 3);
+
+        let mut calls = 0;
+        let e = settled("committed offsets", || {
+            calls += 1;
+            Err::<(), _>(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::GroupAuthorizationFailed,
+            ))
+        })
+        .expect_err("not retried");
+        assert_eq!(calls, 1);
+        assert!(e.to_string().contains("committed offsets"), "{e}");
+    }
 }
