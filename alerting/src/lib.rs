@@ -17,7 +17,9 @@
 //!   sequence number), acknowledge, resolve.
 //! - [`service`]: the engine task that ties them together.
 //! - [`warmup`]: after a restart, the engine's windows are rebuilt from the
-//!   readings the consumer group had already evaluated.
+//!   readings the consumer group had already evaluated (in single-node
+//!   mode, from the database up to per-station watermarks, judging what
+//!   lies after them).
 //!
 //! [`Alerting::start`] runs it all with a shutdown token.
 
@@ -107,32 +109,48 @@ impl Alerting {
         let open = service::open_records(store::open_alerts(&db).await?);
         let restored = open.len();
         engine.restore(open);
-        // Windows: from the topic, up to what this group already evaluated
-        // (single-node mode has no topic: windows start afresh).
-        let readings = if local.is_none() {
+        // Windows: from the topic, up to what this group already evaluated;
+        // in single-node mode from the database, up to the watermarks.
+        let mut pending = Vec::new();
+        if local.is_none() {
             let c = Arc::clone(&config);
-            tokio::task::spawn_blocking(move || warmup::evaluated_readings(&c))
+            let readings = tokio::task::spawn_blocking(move || warmup::evaluated_readings(&c))
                 .await
-                .map_err(|e| AlertingError::Task(e.to_string()))??
+                .map_err(|e| AlertingError::Task(e.to_string()))??;
+            for r in &readings {
+                engine.warm_up(r);
+            }
+            tracing::info!(
+                open_alerts = restored,
+                warm_up_readings = readings.len(),
+                "alerting engine restored"
+            );
         } else {
-            Vec::new()
-        };
-        for r in &readings {
-            engine.warm_up(r);
+            let w =
+                warmup::from_database(&mut engine, &db, config.warm_up, chrono::Utc::now()).await?;
+            tracing::info!(
+                open_alerts = restored,
+                warm_up_readings = w.warmed,
+                judged_again = w.judged,
+                alert_changes = w.events.len(),
+                "alerting engine restored"
+            );
+            pending = w.events;
         }
-        tracing::info!(
-            open_alerts = restored,
-            warm_up_readings = readings.len(),
-            "alerting engine restored"
-        );
 
-        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            .create()
-            .map_err(|e| AlertingError::Kafka(e.to_string()))?;
+        // Single-node mode runs without Kafka: no `alerts` topic there.
+        let producer: Option<rdkafka::producer::FutureProducer> = if local.is_some() {
+            None
+        } else {
+            let p = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &config.kafka.brokers)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", "0")
+                .create()
+                .map_err(|e| AlertingError::Kafka(e.to_string()))?;
+            Some(p)
+        };
         let (live, _) = broadcast::channel(1_024);
         let mut tasks = JoinSet::new();
         let webhooks = if config.webhooks.urls.is_empty() {
@@ -230,6 +248,7 @@ impl Alerting {
             notifier,
             commands,
             local,
+            pending,
         };
         tasks.spawn(task.run(shutdown.clone()));
         tracing::info!(%grpc_addr, %http_addr, "alerting started");

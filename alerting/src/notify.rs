@@ -1,7 +1,7 @@
 //! Telling the world about alert changes that were recorded: the Kafka
-//! `alerts` topic (key = alert id), the live gRPC subscribers (a broadcast
-//! channel), and webhooks (a bounded queue drained by a worker that retries
-//! with backoff).
+//! `alerts` topic (key = alert id; not in single-node mode, which runs
+//! without Kafka), the live gRPC subscribers (a broadcast channel), and
+//! webhooks (a bounded queue drained by a worker that retries with backoff).
 
 use std::time::Duration;
 
@@ -20,7 +20,8 @@ use crate::config::WebhookConfig;
 
 #[derive(Clone)]
 pub struct Notifier {
-    producer: FutureProducer,
+    /// `None` in single-node mode.
+    producer: Option<FutureProducer>,
     topic: String,
     live: broadcast::Sender<v1::Alert>,
     webhooks: Option<mpsc::Sender<v1::Alert>>,
@@ -36,7 +37,7 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     pub fn new(
-        producer: FutureProducer,
+        producer: Option<FutureProducer>,
         topic: String,
         live: broadcast::Sender<v1::Alert>,
         webhooks: Option<mpsc::Sender<v1::Alert>>,
@@ -49,8 +50,8 @@ impl Notifier {
         }
     }
 
-    /// Publishes recorded changes; returns once Kafka has them (retrying
-    /// until then, or until `shutdown`).
+    /// Publishes recorded changes; returns once Kafka (if there is one)
+    /// has them, retrying until then or until `shutdown`.
     pub async fn notify(
         &self,
         alerts: &[v1::Alert],
@@ -59,9 +60,8 @@ impl Notifier {
         for alert in alerts {
             let payload = alert.encode_to_vec();
             let mut backoff = Duration::from_millis(100);
-            loop {
-                let sent = self
-                    .producer
+            while let Some(producer) = &self.producer {
+                let sent = producer
                     .send(
                         FutureRecord::to(&self.topic)
                             .key(&alert.id)

@@ -37,6 +37,9 @@ pub(crate) struct EngineTask {
     pub commands: mpsc::Receiver<Command>,
     /// Readings from the processor in single-node mode (instead of Kafka).
     pub local: Option<mpsc::Receiver<StoredReadingBatch>>,
+    /// Alert changes from judging, at start, readings stored but maybe not
+    /// judged before a crash (single-node mode).
+    pub pending: Vec<AlertEvent>,
 }
 
 fn modified(path: &PathBuf) -> Option<SystemTime> {
@@ -102,6 +105,29 @@ impl EngineTask {
             tracing::warn!(error = %e, "marking alerts as published; they may be published again at start");
         }
         Ok(recorded)
+    }
+
+    /// The engine's watermarks for the stations of `batch`.
+    fn batch_watermarks(&self, batch: &StoredReadingBatch) -> Vec<(String, chrono::DateTime<Utc>)> {
+        let stations: std::collections::HashSet<&str> = batch
+            .readings
+            .iter()
+            .map(|r| r.station_id.as_str())
+            .collect();
+        self.engine
+            .watermarks()
+            .filter(|(s, _)| stations.contains(s))
+            .map(|(s, t)| (s.to_owned(), t))
+            .collect()
+    }
+
+    /// Single-node mode. A failure is logged, not retried: a watermark left
+    /// behind only makes a restart judge more readings again.
+    async fn save_watermarks(&self, marks: Vec<(String, chrono::DateTime<Utc>)>) {
+        if let Err(e) = store::save_watermarks(&self.db, &marks).await {
+            metrics::counter!("alerting_watermark_failures_total").increment(1);
+            tracing::warn!(error = %e, stations = marks.len(), "saving alert watermarks; a restart will judge these readings again");
+        }
     }
 
     fn evaluate(&mut self, batch: &StoredReadingBatch) -> Vec<AlertEvent> {
@@ -178,6 +204,21 @@ impl EngineTask {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rules_modified = modified(&self.config.rules);
         let mut local = self.local.take();
+        if local.is_some() {
+            let pending = std::mem::take(&mut self.pending);
+            match self.apply(pending, &shutdown).await {
+                Err(AlertingError::ShuttingDown) => return Ok(()),
+                r => {
+                    r?;
+                }
+            }
+            let all: Vec<(String, chrono::DateTime<Utc>)> = self
+                .engine
+                .watermarks()
+                .map(|(s, t)| (s.to_owned(), t))
+                .collect();
+            self.save_watermarks(all).await;
+        }
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -209,6 +250,10 @@ impl EngineTask {
                         Err(AlertingError::ShuttingDown) => break,
                         r => { r?; }
                     }
+                    // Only now, with the changes recorded: the line up to
+                    // which a restart rebuilds instead of judging again.
+                    let marks = self.batch_watermarks(&batch);
+                    self.save_watermarks(marks).await;
                 }
                 m = async { match consumer.as_ref() { Some(c) => c.recv().await, None => std::future::pending().await } } => {
                     let m = match m {

@@ -5,8 +5,13 @@
 //! (a replay, a restart, a second instance) is dropped here, before anyone
 //! is notified; a change to an alert that is already resolved likewise.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use prost::Message;
 use quantrac_processor::store::describe;
+use quantrac_proto::domain::to_timestamp;
 use quantrac_proto::v1;
 use tokio_postgres::{Client, NoTls};
 
@@ -217,4 +222,71 @@ pub async fn mark_notified(client: &Client, alerts: &[v1::Alert]) -> Result<(), 
             .await?;
     }
     Ok(())
+}
+
+/// Per station, the newest measurement time the engine judged (single-node
+/// mode; see `warmup::from_database`).
+pub async fn watermarks(
+    client: &Client,
+) -> Result<HashMap<String, DateTime<Utc>>, AlertStoreError> {
+    let rows = client
+        .query("SELECT station_id, judged_until FROM alert_watermarks", &[])
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Moves watermarks forward (never back: a late batch judged after a newer
+/// one must not lower the line).
+pub async fn save_watermarks(
+    client: &Client,
+    marks: &[(String, DateTime<Utc>)],
+) -> Result<(), AlertStoreError> {
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let (stations, times): (Vec<&str>, Vec<DateTime<Utc>>) =
+        marks.iter().map(|(s, t)| (s.as_str(), *t)).unzip();
+    client
+        .execute(
+            "INSERT INTO alert_watermarks (station_id, judged_until) \
+             SELECT * FROM unnest($1::text[], $2::timestamptz[]) \
+             ON CONFLICT (station_id) DO UPDATE SET \
+             judged_until = GREATEST(alert_watermarks.judged_until, EXCLUDED.judged_until), updated_at = now()",
+            &[&stations, &times],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Stored readings measured at or after `since`, in measurement order,
+/// streamed (a day of a large fleet does not fit comfortably in memory).
+pub async fn readings_since(
+    client: &Client,
+    since: DateTime<Utc>,
+) -> Result<impl Stream<Item = Result<v1::StoredReading, AlertStoreError>> + use<>, AlertStoreError>
+{
+    let rows = client
+        .query_raw(
+            "SELECT station_id, parameter, value, unit, measured_at, status, device_flag, qc_flag, \
+             source, received_at, coalesce(ingest_id::text, '') FROM readings \
+             WHERE measured_at >= $1 ORDER BY measured_at",
+            [since],
+        )
+        .await?;
+    Ok(rows.map(|row| {
+        let r = row?;
+        Ok(v1::StoredReading {
+            station_id: r.get(0),
+            parameter: r.get(1),
+            value: r.get(2),
+            unit: r.get(3),
+            measured_at: Some(to_timestamp(r.get(4))),
+            status: i32::from(r.get::<_, i16>(5)),
+            device_flag: r.get(6),
+            qc_flag: r.get(7),
+            source: i32::from(r.get::<_, i16>(8)),
+            received_at: r.get::<_, Option<DateTime<Utc>>>(9).map(to_timestamp),
+            ingest_id: r.get(10),
+        })
+    }))
 }

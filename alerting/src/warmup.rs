@@ -6,6 +6,14 @@
 //! `Engine::observe`. Rebuilding from the database instead would mark as
 //! seen readings that were stored but not yet evaluated, and their alerts
 //! would be lost.
+//!
+//! Single-node mode has no topic: [`from_database`] reads the stored
+//! readings instead and splits them by the per-station watermarks the
+//! engine task saves after each batch's alert changes are recorded. Up to
+//! the watermark a reading was judged and only rebuilds state; after it, it
+//! was stored but maybe not judged (the process died between the commit
+//! and the engine), so it is judged now. A watermark saved late only means
+//! more readings judged twice, which the database's alert keys absorb.
 
 use std::time::Duration;
 
@@ -17,7 +25,10 @@ use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::AlertingError;
+use crate::alert::AlertEvent;
 use crate::config::AlertingConfig;
+use crate::engine::Engine;
+use crate::store;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -176,6 +187,52 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
     // order works. Measurement order keeps windows simple.
     readings.sort_by_key(|r| r.measured_at.map(|t| (t.seconds, t.nanos)));
     Ok(readings)
+}
+
+/// What [`from_database`] did.
+#[derive(Debug, Default)]
+pub struct DatabaseWarmUp {
+    /// Readings at or before their station's watermark: state only.
+    pub warmed: usize,
+    /// Readings after it: judged again.
+    pub judged: usize,
+    /// The alert changes those produced, to record and notify.
+    pub events: Vec<AlertEvent>,
+}
+
+/// Single-node mode: rebuilds the engine from the readings stored within
+/// `horizon`, judging those after their station's watermark.
+pub async fn from_database(
+    engine: &mut Engine,
+    db: &tokio_postgres::Client,
+    horizon: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<DatabaseWarmUp, AlertingError> {
+    use futures::TryStreamExt;
+
+    let marks = store::watermarks(db).await?;
+    let since = now - chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::days(2));
+    let readings = store::readings_since(db, since).await?;
+    futures::pin_mut!(readings);
+    let mut out = DatabaseWarmUp::default();
+    while let Some(r) = readings.try_next().await? {
+        let measured = r
+            .measured_at
+            .as_ref()
+            .and_then(quantrac_proto::domain::from_timestamp);
+        let judged_before = match (marks.get(&r.station_id), measured) {
+            (Some(mark), Some(at)) => at <= *mark,
+            _ => false,
+        };
+        if judged_before {
+            engine.warm_up(&r);
+            out.warmed += 1;
+        } else {
+            out.events.extend(engine.observe(&r, now));
+            out.judged += 1;
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

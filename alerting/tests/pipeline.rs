@@ -3,19 +3,17 @@
 //! exceedance is alerted, acknowledged and resolved; a replay after a
 //! restart raises nothing twice; a subscriber resumes without gaps.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
 use prost::Message;
 use quantrac_alerting::{Alerting, AlertingConfig};
 use quantrac_processor::{Processor, ProcessorConfig};
-use quantrac_proto::domain::DeviceStatus;
+use quantrac_proto::Sample;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
 use quantrac_proto::v1::{
     AcknowledgeAlertRequest, Alert, AlertState, SourceProtocol, SubscribeAlertsRequest,
 };
-use quantrac_proto::{Sample, SampleValue};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -23,37 +21,13 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(30);
+mod common;
+use common::{cod, env, fresh_database, registry, rules, unique};
 
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.into())
-}
+const WAIT: Duration = Duration::from_secs(30);
 
 fn brokers() -> String {
     env("QUANTRAC_KAFKA_BROKERS", "127.0.0.1:19092")
-}
-
-fn unique(prefix: &str) -> String {
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    format!("{prefix}_{}", &id[id.len() - 10..])
-}
-
-async fn fresh_database() -> String {
-    let admin = env(
-        "QUANTRAC_DATABASE_URL",
-        "postgres://quantrac:quantrac@127.0.0.1:15432/quantrac",
-    );
-    let name = unique("qa");
-    let (client, conn) = tokio_postgres::connect(&admin, NoTls)
-        .await
-        .expect("PostgreSQL reachable");
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
-    let (base, _) = admin.rsplit_once('/').expect("url with a database");
-    format!("{base}/{name}")
 }
 
 async fn create_topics(names: &[&str]) {
@@ -75,53 +49,6 @@ async fn create_topics(names: &[&str]) {
     {
         r.expect("topic");
     }
-}
-
-fn registry(station: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[[stations]]
-id = "{station}"
-name = "Test outfall"
-facility = "Test facility"
-industrial_zone = "KCN Hòa Hiệp"
-province = "Phú Yên"
-latitude = 13.0
-longitude = 109.3
-kind = "wastewater"
-parameters = [
-  {{ code = "COD", unit = "mg/L", range_min = 0, range_max = 1000, expected_interval = "1h" }},
-]
-limits = [
-  {{ parameter = "COD", max = 150, regulation = "QCVN 40:2011/BTNMT", column = "B", coefficients = {{ Kq = 0.9, Kf = 1.1 }}, effective_from = 2012-01-01 }},
-]
-"#
-    );
-    let path = std::env::temp_dir().join(format!("{}.toml", unique("registry")));
-    std::fs::write(&path, text).expect("write registry");
-    path
-}
-
-/// COD samples 5 minutes apart ending `minutes_ago` minutes ago.
-fn cod(station: &str, values: &[f64], minutes_ago: i64) -> Vec<Sample> {
-    let n = values.len() as i64;
-    let end = Utc::now() - chrono::Duration::minutes(minutes_ago);
-    let end = chrono::DateTime::from_timestamp(end.timestamp() / 300 * 300, 0).expect("time");
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Sample {
-            station_id: station.into(),
-            measured_at: end - chrono::Duration::minutes(5 * (n - 1 - i as i64)),
-            values: vec![SampleValue {
-                parameter: "COD".into(),
-                value: *v,
-                unit: "mg/L".into(),
-                status: DeviceStatus::Measuring,
-                device_flag: "00".into(),
-            }],
-        })
-        .collect()
 }
 
 async fn produce(topic: &str, samples: &[Sample]) {
@@ -170,7 +97,7 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
     create_topics(&[&raw, &valid, &rejected, &alerts]).await;
     let station = unique("AL");
     let registry = registry(&station);
-    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules.toml");
+    let rules = rules();
 
     let mut pconfig = ProcessorConfig {
         database_url: db_url.clone(),

@@ -47,6 +47,12 @@ const MIGRATIONS: &[Migration] = &[
         plain: include_str!("../migrations/0004_alert_outbox.sql"),
         timescale: None,
     },
+    Migration {
+        version: 5,
+        name: "alert_watermarks",
+        plain: include_str!("../migrations/0005_alert_watermarks.sql"),
+        timescale: None,
+    },
 ];
 
 /// What the schema ended up using.
