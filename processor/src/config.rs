@@ -111,6 +111,9 @@ pub struct BatchConfig {
     /// ...or when its first record is this old.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// Batches written at once, each on its own database connection, while
+    /// the next is read. Publishing and offsets stay in batch order.
+    pub in_flight: usize,
     /// Backoff while the database is unavailable (doubles up to `max_backoff`).
     #[serde(with = "humantime_serde")]
     pub min_backoff: Duration,
@@ -123,6 +126,7 @@ impl Default for BatchConfig {
         Self {
             max_readings: 5_000,
             max_wait: Duration::from_millis(200),
+            in_flight: 2,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
         }
@@ -250,6 +254,9 @@ impl ProcessorConfig {
         }
         if self.batch.max_readings == 0 {
             return Err(invalid("batch.max_readings", "must be at least 1"));
+        }
+        if !(1..=16).contains(&self.batch.in_flight) {
+            return Err(invalid("batch.in_flight", "must be between 1 and 16"));
         }
         if self.batch.min_backoff.is_zero() || self.batch.max_backoff < self.batch.min_backoff {
             return Err(invalid(

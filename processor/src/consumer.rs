@@ -13,21 +13,31 @@
 //!
 //! A crash anywhere before 4 replays the batch: the database skips what it
 //! already has (natural keys), and consumers of `readings.valid` are
-//! idempotent on the same keys. Batches are processed one after the other,
-//! so offsets are stored in order per partition. On a rebalance, a batch
-//! that straddles it may be stored by both the old and the new owner: the
-//! second write finds duplicates and adds no row.
+//! idempotent on the same keys. Up to `batch.in_flight` batches are written
+//! at once, each on its own connection, while the next one is read (the
+//! database is the slow step); step 3 waits for the batch before, and
+//! batches finish in the order they were read, so `readings.valid` keeps
+//! the order of `readings.raw` and offsets are stored in order per
+//! partition. Two batches in flight hold the same row only when a record
+//! was redelivered: one then waits for the other's commit and skips the
+//! row (or the server breaks a deadlock and the write is retried).
+//!
+//! On a rebalance, a batch that straddles it may be stored by both the old
+//! and the new owner: the second write finds duplicates and adds no row.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Statistics};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::ProcessorError;
@@ -114,11 +124,12 @@ pub(crate) async fn publish_all(
     Ok(())
 }
 
-/// Runs the consumer until `shutdown`; the batch in hand is finished or
-/// abandoned (it will be replayed), never half-acknowledged.
+/// Runs the consumer until `shutdown` with one worker (database
+/// connection) per batch in flight; the batches in hand are finished or
+/// abandoned (they will be replayed), never half-acknowledged.
 pub async fn run(
     config: Arc<ProcessorConfig>,
-    mut worker: Worker,
+    workers: Vec<Worker>,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
     let consumer: StreamConsumer<Context> = client_config(&config)
@@ -143,94 +154,148 @@ pub async fn run(
     let producer = producer(&config)?;
     let raw_topic: Arc<str> = config.kafka.raw_topic.as_str().into();
 
-    'batches: loop {
-        // 1. Collect a batch.
+    let mut idle = workers;
+    let mut in_flight = FuturesOrdered::new();
+    // Resolved when the previous batch has been published.
+    let mut previous: Option<oneshot::Receiver<()>> = None;
+    let mut stopping = false;
+    'batches: while !stopping {
+        // 1. Collect a batch while a worker is free; meanwhile finish the
+        //    batches in flight, in order.
         let mut records = Vec::new();
         let mut readings_estimate = 0;
-        let first = tokio::select! {
-            () = shutdown.cancelled() => break 'batches,
-            m = consumer.recv() => m,
-        };
-        let deadline = tokio::time::Instant::now() + config.batch.max_wait;
-        let mut next = Some(first);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
         loop {
-            match next.take() {
-                Some(Ok(m)) => {
-                    let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
-                    // ~50 bytes per reading: a cheap bound without decoding twice.
-                    readings_estimate += (payload.len() / 50).max(1);
-                    records.push(InRecord {
-                        topic: if m.topic() == &*raw_topic {
-                            Arc::clone(&raw_topic)
-                        } else {
-                            m.topic().into()
-                        },
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        payload,
-                    });
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
-                None => {}
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => { stopping = true; break; }
+                Some(done) = in_flight.next() => match done {
+                    Ok(done) => idle.push(finish(&consumer, done)),
+                    Err(ProcessorError::ShuttingDown) => break 'batches,
+                    Err(e) => return Err(e),
+                },
+                () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => break,
+                m = consumer.recv(), if !idle.is_empty() => match m {
+                    Ok(m) => {
+                        let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
+                        // ~50 bytes per reading: a cheap bound without decoding twice.
+                        readings_estimate += (payload.len() / 50).max(1);
+                        records.push(InRecord {
+                            topic: if m.topic() == &*raw_topic {
+                                Arc::clone(&raw_topic)
+                            } else {
+                                m.topic().into()
+                            },
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            payload,
+                        });
+                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.batch.max_wait);
+                        if readings_estimate >= config.batch.max_readings {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                },
             }
-            if readings_estimate >= config.batch.max_readings {
-                break;
-            }
-            next = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep_until(deadline) => break,
-                m = consumer.recv() => Some(m),
-            };
         }
-        if records.is_empty() {
+        // What was read before a shutdown is left for the next owner.
+        if stopping || records.is_empty() {
             continue;
         }
-
-        // 2. Store.
-        let checked = match worker.store(&records, Vec::new(), &shutdown).await {
-            Ok(c) => c,
-            Err(ProcessorError::ShuttingDown) => break 'batches,
-            Err(e) => return Err(e),
+        // 2. and 3. Store, then publish after the previous batch did.
+        let Some(worker) = idle.pop() else {
+            // Records are only read while a worker is free.
+            return Err(ProcessorError::Task("no free worker for a batch".into()));
         };
-        // 3. Publish what was stored, and the rejections.
-        let started = Instant::now();
-        let valid = pipeline::valid_records(&checked.valid);
-        let rejected = pipeline::rejected_records(&checked.rejected);
-        let published = futures::future::try_join(
-            publish_all(&producer, &config.kafka.valid_topic, &valid, &shutdown),
-            publish_all(
-                &producer,
-                &config.kafka.rejected_topic,
-                &rejected,
-                &shutdown,
-            ),
-        )
-        .await;
-        match published {
-            Ok(_) => {}
-            Err(ProcessorError::ShuttingDown) => break 'batches,
+        let (published, next) = oneshot::channel();
+        in_flight.push_back(write_then_publish(
+            Arc::clone(&config),
+            worker,
+            records,
+            previous.replace(next),
+            published,
+            producer.clone(),
+            shutdown.clone(),
+        ));
+    }
+    // Batches already being written are finished (their own retries stop
+    // at the shutdown) so that their offsets are stored.
+    while let Some(done) = in_flight.next().await {
+        match done {
+            Ok(done) => drop(finish(&consumer, done)),
+            Err(ProcessorError::ShuttingDown) => break,
             Err(e) => return Err(e),
-        }
-        metrics::histogram!("processor_publish_seconds").record(seconds_since(started));
-
-        // 4. Offsets, in order: the highest of each partition in the batch.
-        let mut highest: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for r in &records {
-            let e = highest.entry((&r.topic, r.partition)).or_insert(r.offset);
-            *e = (*e).max(r.offset);
-        }
-        for ((topic, partition), offset) in highest {
-            if let Err(e) = consumer.store_offset(topic, partition, offset) {
-                // The partition moved to another member during the batch;
-                // it replays from its last commit and finds duplicates.
-                tracing::info!(topic, partition, offset, error = %e, "offset not stored (partition revoked)");
-            }
         }
     }
     if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
         tracing::debug!(error = %e, "final offset commit");
     }
     Ok(())
+}
+
+/// A batch stored and published: its worker, free again, and the offsets to
+/// store.
+struct Done {
+    worker: Worker,
+    highest: BTreeMap<(Arc<str>, i32), i64>,
+}
+
+/// Writes one batch (concurrently with others), then publishes it once the
+/// batch before it was published, so that `readings.valid` keeps the order
+/// of `readings.raw` per partition.
+async fn write_then_publish(
+    config: Arc<ProcessorConfig>,
+    mut worker: Worker,
+    records: Vec<InRecord>,
+    previous: Option<oneshot::Receiver<()>>,
+    published: oneshot::Sender<()>,
+    producer: FutureProducer,
+    shutdown: CancellationToken,
+) -> Result<Done, ProcessorError> {
+    let checked = worker.store(&records, Vec::new(), &shutdown).await?;
+    if let Some(previous) = previous {
+        // A dropped sender means the batch before failed or was abandoned:
+        // publishing this one ahead of it would break the order.
+        previous.await.map_err(|_| ProcessorError::ShuttingDown)?;
+    }
+    let started = Instant::now();
+    let valid = pipeline::valid_records(&checked.valid);
+    let rejected = pipeline::rejected_records(&checked.rejected);
+    futures::future::try_join(
+        publish_all(&producer, &config.kafka.valid_topic, &valid, &shutdown),
+        publish_all(
+            &producer,
+            &config.kafka.rejected_topic,
+            &rejected,
+            &shutdown,
+        ),
+    )
+    .await?;
+    metrics::histogram!("processor_publish_seconds").record(seconds_since(started));
+    let _ = published.send(());
+    let mut highest = BTreeMap::new();
+    for r in &records {
+        let e = highest
+            .entry((Arc::clone(&r.topic), r.partition))
+            .or_insert(r.offset);
+        *e = (*e).max(r.offset);
+    }
+    Ok(Done { worker, highest })
+}
+
+/// Step 4: stores the offsets of a finished batch (batches finish in
+/// order, so offsets move forward per partition) and hands its worker back.
+fn finish(consumer: &StreamConsumer<Context>, done: Done) -> Worker {
+    for ((topic, partition), offset) in done.highest {
+        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
+            // The partition moved to another member during the batch;
+            // it replays from its last commit and finds duplicates.
+            tracing::info!(%topic, partition, offset, error = %e, "offset not stored (partition revoked)");
+        }
+    }
+    done.worker
 }
 
 /// Time since `start` in seconds, for histograms.

@@ -128,15 +128,35 @@ impl Processor {
                     .map_err(ProcessorError::Http)
             });
         }
-        let worker = worker::Worker::new(store, registry, &config, Arc::clone(&status));
         match bus {
-            Some(bus) => tasks.spawn(local::run(
-                Arc::clone(&config),
-                worker,
-                bus,
-                shutdown.clone(),
-            )),
-            None => tasks.spawn(consumer::run(Arc::clone(&config), worker, shutdown.clone())),
+            Some(bus) => {
+                let worker = worker::Worker::new(store, registry, &config, Arc::clone(&status));
+                tasks.spawn(local::run(
+                    Arc::clone(&config),
+                    worker,
+                    bus,
+                    shutdown.clone(),
+                ))
+            }
+            None => {
+                let mut workers: Vec<_> = (1..config.batch.in_flight)
+                    .map(|_| {
+                        let s = store.sibling();
+                        worker::Worker::new(s, Arc::clone(&registry), &config, Arc::clone(&status))
+                    })
+                    .collect();
+                workers.push(worker::Worker::new(
+                    store,
+                    registry,
+                    &config,
+                    Arc::clone(&status),
+                ));
+                tasks.spawn(consumer::run(
+                    Arc::clone(&config),
+                    workers,
+                    shutdown.clone(),
+                ))
+            }
         };
         Ok(Self {
             status,

@@ -127,6 +127,16 @@ impl Store {
         ))
     }
 
+    /// Another store on the same database, connecting on first use (the
+    /// schema is already migrated).
+    pub fn sibling(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            client: None,
+            method: self.method,
+        }
+    }
+
     /// The live connection, reconnecting when the previous one broke.
     pub async fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
