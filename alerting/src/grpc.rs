@@ -11,7 +11,7 @@ use quantrac_proto::v1::alert_service_server::AlertService;
 use quantrac_proto::v1::{
     AcknowledgeAlertRequest, Alert, ResolveAlertRequest, SubscribeAlertsRequest,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::Client;
 use tonic::{Request, Response, Status};
 
@@ -38,6 +38,8 @@ pub struct Command {
 pub struct AlertGrpc {
     pub db: Arc<Client>,
     pub live: broadcast::Sender<Alert>,
+    /// The newest sequence committed by any instance (see `live`).
+    pub newest: watch::Receiver<u64>,
     pub commands: mpsc::Sender<Command>,
     /// Ends the subscription streams: the server's graceful stop waits for
     /// open streams, and these never end by themselves.
@@ -66,6 +68,7 @@ impl AlertService for AlertGrpc {
         // Subscribe to live changes before reading the history, so nothing
         // falls between the two; duplicates are skipped by sequence.
         let live = self.live.subscribe();
+        let newest = self.newest.clone();
         let db = Arc::clone(&self.db);
         let last = if filter.after_sequence == 0 {
             store::last_sequence(&db)
@@ -79,7 +82,7 @@ impl AlertService for AlertGrpc {
         tokio::spawn(async move {
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                () = feed(filter, db, live, last, tx) => {}
+                () = feed(filter, db, live, newest, last, tx) => {}
             }
         });
         Ok(Response::new(Box::pin(
@@ -135,17 +138,20 @@ impl AlertGrpc {
 }
 
 /// History after the resume point, then live changes; when the live
-/// channel lags (or shows a gap), the gap is read from the history.
+/// channel lags or shows a gap, or another instance committed changes, the
+/// difference is read from the history.
 async fn feed(
     filter: SubscribeAlertsRequest,
     db: Arc<Client>,
     mut live: broadcast::Receiver<Alert>,
+    mut newest: watch::Receiver<u64>,
     mut last: u64,
     tx: mpsc::Sender<Result<Alert, Status>>,
 ) {
     // History after the resume point, then live changes; when the
     // live channel lags, fill the gap from the history.
     let mut catch_up = true;
+    let mut listening = true;
     loop {
         if catch_up {
             loop {
@@ -169,7 +175,19 @@ async fn feed(
             }
             catch_up = false;
         }
-        match live.recv().await {
+        let received = tokio::select! {
+            r = live.recv() => r,
+            changed = newest.changed(), if listening => {
+                match changed {
+                    Ok(()) => catch_up = *newest.borrow_and_update() > last,
+                    // The listener stopped (shutting down): own changes
+                    // still arrive through `live`.
+                    Err(_) => listening = false,
+                }
+                continue;
+            }
+        };
+        match received {
             Ok(a) if a.sequence <= last => {}
             Ok(a) if a.sequence == last + 1 => {
                 last = a.sequence;

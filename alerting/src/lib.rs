@@ -13,6 +13,8 @@
 //! - [`store`]: alerts and their history in the database; a replayed
 //!   incident is dropped there before anyone is notified.
 //! - [`notify`]: the Kafka `alerts` topic, live gRPC subscribers, webhooks.
+//! - [`live`]: the changes other alerting instances commit, through
+//!   PostgreSQL notifications, for the gRPC subscribers.
 //! - [`grpc`]: the `AlertService`: subscribe (filter, resume after a
 //!   sequence number), acknowledge, resolve.
 //! - [`service`]: the engine task that ties them together.
@@ -27,6 +29,7 @@ pub mod alert;
 pub mod config;
 pub mod engine;
 pub mod grpc;
+pub mod live;
 pub mod notify;
 pub mod rules;
 pub mod service;
@@ -183,9 +186,18 @@ impl Alerting {
         let (commands_tx, commands) = mpsc::channel(64);
 
         let read_db = Arc::new(store::connect(&config.database_url).await?);
+        let (newest_tx, newest) = tokio::sync::watch::channel(0);
+        {
+            let (url, stop) = (config.database_url.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                live::follow(url, newest_tx, stop).await;
+                Ok(())
+            });
+        }
         let grpc = grpc::AlertGrpc {
             db: read_db,
             live,
+            newest,
             commands: commands_tx,
             shutdown: shutdown.clone(),
         };

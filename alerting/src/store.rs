@@ -23,6 +23,8 @@ pub enum AlertStoreError {
     Db(#[from] tokio_postgres::Error),
     #[error("stored alert `{0}` cannot be read back: {1}")]
     Corrupt(String, String),
+    #[error("database connection closed")]
+    Closed,
 }
 
 impl AlertStoreError {
@@ -32,9 +34,14 @@ impl AlertStoreError {
         match self {
             AlertStoreError::Db(e) => quantrac_processor::store::is_transient(e),
             AlertStoreError::Corrupt(..) => false,
+            AlertStoreError::Closed => true,
         }
     }
 }
+
+/// The advisory lock key serialising `record` ("qalerts" in ASCII; the
+/// migrations use "quantrac").
+const RECORD_LOCK: i64 = 0x0071_616c_6572_7473;
 
 /// An event that was new, with its position in the history.
 #[derive(Debug, Clone)]
@@ -63,6 +70,10 @@ pub async fn record(
         return Ok(Vec::new());
     }
     let tx = client.transaction().await?;
+    // One recorder at a time across instances, so that sequence numbers
+    // commit in order (see `live`). Alert changes are few; the wait is short.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RECORD_LOCK])
+        .await?;
     let mut out = Vec::new();
     for event in events {
         let a = &event.alert;
@@ -140,6 +151,14 @@ pub async fn record(
         let sequence = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
         let alert = a.to_proto(sequence);
         out.push(Recorded { event, alert });
+    }
+    if let Some(newest) = out.last() {
+        // Delivered at commit, to every instance listening.
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&crate::live::CHANNEL, &newest.alert.sequence.to_string()],
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(out)

@@ -1,0 +1,126 @@
+//! Two alerting instances on one database (the real PostgreSQL): a
+//! subscriber on either receives the changes both record, in sequence
+//! order, once each.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use quantrac_alerting::{Alerting, AlertingConfig};
+use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::v1::alert_service_client::AlertServiceClient;
+use quantrac_proto::v1::{
+    Alert, AlertState, DeviceStatus, StoredReading, StoredReadingBatch, SubscribeAlertsRequest,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{fresh_database, registry, rules, unique};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn start(
+    db_url: &str,
+    registry: &std::path::Path,
+    stop: &CancellationToken,
+) -> (Alerting, mpsc::Sender<StoredReadingBatch>) {
+    let mut config = AlertingConfig {
+        node_id: unique("node"),
+        database_url: db_url.to_owned(),
+        registry: registry.to_owned(),
+        rules: rules(),
+        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        tick: Duration::from_millis(200),
+        ..Default::default()
+    };
+    config.kafka.brokers = "127.0.0.1:1".into(); // single-node mode: unused
+    let (tx, rx) = mpsc::channel(16);
+    let alerting = Alerting::start(config, Some(rx), None, stop.clone())
+        .await
+        .expect("alerting");
+    (alerting, tx)
+}
+
+fn cod(station: &str, value: f64, minutes_ago: i64) -> StoredReadingBatch {
+    let at = Utc::now() - chrono::Duration::minutes(minutes_ago);
+    let at = chrono::DateTime::from_timestamp(at.timestamp() / 300 * 300, 0).expect("time");
+    StoredReadingBatch {
+        station_id: station.into(),
+        readings: vec![StoredReading {
+            station_id: station.into(),
+            parameter: "COD".into(),
+            value,
+            unit: "mg/L".into(),
+            measured_at: Some(to_timestamp(at)),
+            status: DeviceStatus::Measuring as i32,
+            device_flag: "00".into(),
+            qc_flag: "valid".into(),
+            source: 0,
+            received_at: Some(to_timestamp(Utc::now())),
+            ingest_id: uuid::Uuid::now_v7().to_string(),
+        }],
+    }
+}
+
+async fn subscribe(alerting: &Alerting) -> tonic::Streaming<Alert> {
+    let mut client = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))
+        .await
+        .expect("grpc");
+    client
+        .subscribe(SubscribeAlertsRequest::default())
+        .await
+        .expect("subscribe")
+        .into_inner()
+}
+
+/// The openings of limit_exceeded alerts until there are `n`, checking
+/// that every change on the stream comes once and in sequence order.
+async fn openings(stream: &mut tonic::Streaming<Alert>, n: usize) -> Vec<Alert> {
+    let mut last = 0;
+    let mut out = Vec::new();
+    while out.len() < n {
+        let a = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} openings in time", out.len()))
+            .expect("stream ok")
+            .expect("not ended");
+        assert!(a.sequence > last, "{} after {last}", a.sequence);
+        last = a.sequence;
+        if a.rule == "limit_exceeded" && a.state() == AlertState::Open {
+            out.push(a);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_subscriber_on_either_instance_sees_both_instances_changes() {
+    let db_url = fresh_database().await;
+    let station = unique("MI");
+    let registry = registry(&station);
+    let stop = CancellationToken::new();
+    let (a, a_in) = start(&db_url, &registry, &stop).await;
+    let (b, b_in) = start(&db_url, &registry, &stop).await;
+    let mut on_a = subscribe(&a).await;
+    let mut on_b = subscribe(&b).await;
+
+    // Instance A judges one exceedance, then instance B another (a later
+    // incident of the same series, as after a partition moved).
+    a_in.send(cod(&station, 300.0, 60)).await.expect("a running");
+    let first = openings(&mut on_b, 1).await;
+    assert_eq!(first[0].observed_value, 300.0, "B's subscriber sees A's alert");
+    b_in.send(cod(&station, 400.0, 30)).await.expect("b running");
+
+    let seen_on_a = openings(&mut on_a, 2).await;
+    let seen_on_b = openings(&mut on_b, 1).await;
+    assert_eq!(
+        seen_on_a.iter().map(|x| x.observed_value).collect::<Vec<_>>(),
+        vec![300.0, 400.0]
+    );
+    assert_eq!(seen_on_b[0].observed_value, 400.0);
+    assert_eq!(seen_on_a[1].sequence, seen_on_b[0].sequence);
+    stop.cancel();
+    a.wait().await.expect("a stopped cleanly");
+    b.wait().await.expect("b stopped cleanly");
+}
