@@ -107,15 +107,25 @@ async fn a_subscriber_on_either_instance_sees_both_instances_changes() {
 
     // Instance A judges one exceedance, then instance B another (a later
     // incident of the same series, as after a partition moved).
-    a_in.send(cod(&station, 300.0, 60)).await.expect("a running");
+    a_in.send(cod(&station, 300.0, 60))
+        .await
+        .expect("a running");
     let first = openings(&mut on_b, 1).await;
-    assert_eq!(first[0].observed_value, 300.0, "B's subscriber sees A's alert");
-    b_in.send(cod(&station, 400.0, 30)).await.expect("b running");
+    assert_eq!(
+        first[0].observed_value, 300.0,
+        "B's subscriber sees A's alert"
+    );
+    b_in.send(cod(&station, 400.0, 30))
+        .await
+        .expect("b running");
 
     let seen_on_a = openings(&mut on_a, 2).await;
     let seen_on_b = openings(&mut on_b, 1).await;
     assert_eq!(
-        seen_on_a.iter().map(|x| x.observed_value).collect::<Vec<_>>(),
+        seen_on_a
+            .iter()
+            .map(|x| x.observed_value)
+            .collect::<Vec<_>>(),
         vec![300.0, 400.0]
     );
     assert_eq!(seen_on_b[0].observed_value, 400.0);
