@@ -5,42 +5,18 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use quantrac_alerting::{Alerting, AlertingConfig};
+use quantrac_alerting::Alerting;
 use quantrac_proto::domain::to_timestamp;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
 use quantrac_proto::v1::{
     Alert, AlertState, DeviceStatus, StoredReading, StoredReadingBatch, SubscribeAlertsRequest,
 };
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{fresh_database, registry, rules, unique};
+use common::{fresh_database, registry, start_single_node as start, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn start(
-    db_url: &str,
-    registry: &std::path::Path,
-    stop: &CancellationToken,
-) -> (Alerting, mpsc::Sender<StoredReadingBatch>) {
-    let mut config = AlertingConfig {
-        node_id: unique("node"),
-        database_url: db_url.to_owned(),
-        registry: registry.to_owned(),
-        rules: rules(),
-        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        tick: Duration::from_millis(200),
-        ..Default::default()
-    };
-    config.kafka.brokers = "127.0.0.1:1".into(); // single-node mode: unused
-    let (tx, rx) = mpsc::channel(16);
-    let alerting = Alerting::start(config, Some(rx), None, stop.clone())
-        .await
-        .expect("alerting");
-    (alerting, tx)
-}
 
 fn cod(station: &str, value: f64, minutes_ago: i64) -> StoredReadingBatch {
     let at = Utc::now() - chrono::Duration::minutes(minutes_ago);

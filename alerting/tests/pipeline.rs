@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use prost::Message;
-use quantrac_alerting::{Alerting, AlertingConfig};
+use quantrac_alerting::Alerting;
 use quantrac_processor::{Processor, ProcessorConfig};
 use quantrac_proto::Sample;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
@@ -22,7 +22,7 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{cod, env, fresh_database, registry, rules, unique};
+use common::{alerting_config, cod, env, fresh_database, registry, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -97,7 +97,6 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
     create_topics(&[&raw, &valid, &rejected, &alerts]).await;
     let station = unique("AL");
     let registry = registry(&station);
-    let rules = rules();
 
     let mut pconfig = ProcessorConfig {
         database_url: db_url.clone(),
@@ -140,15 +139,7 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
     tokio::spawn(async move { axum::serve(hook, app).await });
 
     let alerting_config = |group: &str| {
-        let mut c = AlertingConfig {
-            database_url: db_url.clone(),
-            registry: registry.clone(),
-            rules: rules.clone(),
-            grpc_listen: "127.0.0.1:0".parse().expect("addr"),
-            http_listen: "127.0.0.1:0".parse().expect("addr"),
-            tick: Duration::from_millis(200),
-            ..Default::default()
-        };
+        let mut c = alerting_config(&db_url, &registry);
         c.kafka.brokers = brokers();
         c.kafka.group_id = group.to_owned();
         c.kafka.valid_topic = valid.clone();

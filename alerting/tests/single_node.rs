@@ -10,7 +10,7 @@ use bytes::Bytes;
 use prost::Message;
 use quantrac_alerting::engine::Engine;
 use quantrac_alerting::rules::RulesConfig;
-use quantrac_alerting::{Alerting, AlertingConfig, warmup};
+use quantrac_alerting::warmup;
 use quantrac_processor::local::LocalBus;
 use quantrac_processor::registry::Registry;
 use quantrac_processor::{Processor, ProcessorConfig};
@@ -25,7 +25,7 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{cod, fresh_database, registry, rules, unique};
+use common::{cod, fresh_database, registry, rules, start_single_node, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -56,27 +56,6 @@ async fn start_processor(
     .await
     .expect("processor");
     (processor, tx)
-}
-
-async fn start_alerting(
-    db_url: &str,
-    registry: &std::path::Path,
-    stored: mpsc::Receiver<StoredReadingBatch>,
-    stop: &CancellationToken,
-) -> Alerting {
-    let mut config = AlertingConfig {
-        database_url: db_url.to_owned(),
-        registry: registry.to_owned(),
-        rules: rules(),
-        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        tick: Duration::from_millis(200),
-        ..Default::default()
-    };
-    config.kafka.brokers = "127.0.0.1:1".into();
-    Alerting::start(config, Some(stored), None, stop.clone())
-        .await
-        .expect("alerting")
 }
 
 /// Hands samples to the processor and waits until they are committed.
@@ -200,8 +179,7 @@ async fn a_reading_stored_but_not_judged_before_a_stop_is_alerted_at_start() {
     // 1. Processor and alerting together: an exceedance (300 against a
     //    Cmax of 148.5) is alerted, and resolved by the next value.
     let (stop, alerting_stop) = (CancellationToken::new(), CancellationToken::new());
-    let (stored_tx, stored_rx) = mpsc::channel(16);
-    let alerting = start_alerting(&db_url, &registry, stored_rx, &alerting_stop).await;
+    let (alerting, stored_tx) = start_single_node(&db_url, &registry, &alerting_stop).await;
     let (processor, bus) = start_processor(&db_url, &registry, stored_tx, &stop).await;
     store(&bus, &cod(&station, &[300.0, 100.0], 55)).await;
     let first = wait_for_exceedance(&db, 300.0).await;
@@ -234,8 +212,7 @@ async fn a_reading_stored_but_not_judged_before_a_stop_is_alerted_at_start() {
     // 3. Alerting starts again, alone: the second exceedance is alerted,
     //    the first incident is not opened again.
     let alerting_stop = CancellationToken::new();
-    let (_idle_tx, idle_rx) = mpsc::channel(16);
-    let alerting = start_alerting(&db_url, &registry, idle_rx, &alerting_stop).await;
+    let (alerting, _idle) = start_single_node(&db_url, &registry, &alerting_stop).await;
     let mut client = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))
         .await
         .expect("grpc");

@@ -2,12 +2,17 @@
 //! databases, a one-station registry and COD samples.
 #![allow(dead_code)] // each test file uses a part
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::Utc;
+use quantrac_alerting::{Alerting, AlertingConfig};
 use quantrac_proto::domain::DeviceStatus;
+use quantrac_proto::v1::StoredReadingBatch;
 use quantrac_proto::{Sample, SampleValue};
+use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
 
 pub fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
@@ -85,4 +90,40 @@ pub fn cod(station: &str, values: &[f64], minutes_ago: i64) -> Vec<Sample> {
 
 pub fn rules() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules.toml")
+}
+
+/// Alerting on `db_url` with the sample rules, on free ports, ticking fast;
+/// Kafka left at an address that fails if used.
+pub fn alerting_config(db_url: &str, registry: &Path) -> AlertingConfig {
+    let mut c = AlertingConfig {
+        node_id: unique("node"),
+        database_url: db_url.to_owned(),
+        registry: registry.to_owned(),
+        rules: rules(),
+        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        tick: Duration::from_millis(200),
+        ..Default::default()
+    };
+    c.kafka.brokers = "127.0.0.1:1".into();
+    c
+}
+
+/// Alerting in single-node mode: stored batches come through the returned
+/// sender instead of Kafka.
+pub async fn start_single_node(
+    db_url: &str,
+    registry: &Path,
+    stop: &CancellationToken,
+) -> (Alerting, mpsc::Sender<StoredReadingBatch>) {
+    let (tx, rx) = mpsc::channel(16);
+    let alerting = Alerting::start(
+        alerting_config(db_url, registry),
+        Some(rx),
+        None,
+        stop.clone(),
+    )
+    .await
+    .expect("alerting");
+    (alerting, tx)
 }
