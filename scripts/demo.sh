@@ -2,8 +2,8 @@
 # The pipeline with simulated stations, from a fresh clone: starts Kafka,
 # Mosquitto and PostgreSQL, builds and starts ingest, the processor and
 # alerting, runs simulated stations against them and shows readings
-# arriving in the database and the alerts they raise. Ctrl-C stops everything it started (the services keep running;
-# `deploy/services.sh stop` stops them).
+# arriving in the database and the alerts they raise. Ctrl-C stops everything
+# it started (the services keep running; `deploy/services.sh stop` stops them).
 #
 #   scripts/demo.sh                         # 10 stations, 60x speed, ~10 minutes
 #   STATIONS=10 SPEEDUP=120 SAMPLES=240 scripts/demo.sh
@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 STATIONS=${STATIONS:-10}     # the sample registry knows the first 12
 SPEEDUP=${SPEEDUP:-60}       # simulated seconds per wall-clock second
 SAMPLES=${SAMPLES:-120}      # 5-minute slots per station (120 = 10 h simulated)
+ANOMALY_SCALE=${ANOMALY_SCALE:-30}  # anomalies this many times as often as by default
+GAP_MIN=${GAP_MIN:-5m}       # silent this long (wall clock) raises a data-gap alert
 REFRESH=${REFRESH:-5}        # seconds between status screens
 logs=.local/demo
 mkdir -p "$logs"
@@ -41,7 +43,13 @@ target/debug/quantrac-ingest --config deploy/ingest.toml >"$logs/ingest.log" 2>&
 pids+=($!)
 target/debug/quantrac-processor --config deploy/processor.toml >"$logs/processor.log" 2>&1 &
 pids+=($!)
-target/debug/quantrac-alerting --config deploy/alerting.toml >"$logs/alerting.log" 2>&1 &
+# The demo's rules: deploy/rules.toml with a data-gap threshold short enough
+# to be seen within the demo (the two registry stations the simulator does
+# not play stay silent from the start).
+sed -e 's/^gap\.factor = .*/gap.factor = 1/' -e "s/^gap\.min = .*/gap.min = \"$GAP_MIN\"/" \
+  deploy/rules.toml >"$logs/rules.toml"
+QUANTRAC_ALERTING__RULES="$logs/rules.toml" \
+  target/debug/quantrac-alerting --config deploy/alerting.toml >"$logs/alerting.log" 2>&1 &
 pids+=($!)
 for url in http://127.0.0.1:9464/health http://127.0.0.1:9465/health http://127.0.0.1:9466/health; do
   for _ in $(seq 1 60); do
@@ -54,10 +62,11 @@ echo "metrics: ingest :9464, processor :9465, alerting :9466 (/metrics); alerts 
 
 step "simulated stations: $STATIONS stations, ${SPEEDUP}x, $SAMPLES samples each"
 NO_COLOR=1 target/debug/quantrac-sim --stations "$STATIONS" --speedup "$SPEEDUP" --samples "$SAMPLES" \
-  --tcp-addr 127.0.0.1:9212 >"$logs/sim.log" 2>&1 &
+  --anomaly-scale "$ANOMALY_SCALE" --tcp-addr 127.0.0.1:9212 >"$logs/sim.log" 2>&1 &
 sim=$!
 pids+=("$sim")
 
+started=$(date +%s)
 psql_q() { psql "$QUANTRAC_DATABASE_URL" -X -q -P pager=off "$@"; }
 while kill -0 "$sim" 2>/dev/null; do
   sleep "$REFRESH"
@@ -72,7 +81,14 @@ while kill -0 "$sim" 2>/dev/null; do
     FROM readings r JOIN stations s ON s.id = r.station_id
     WHERE r.stored_at > now() - interval '1 hour'
     GROUP BY r.station_id ORDER BY r.station_id;" || true
-  psql_q -At -c "SELECT 'rejected readings: ' || count(*) FROM rejected_readings" || true
+  psql_q -At -c "SELECT 'rejected readings since the demo started: ' || count(*) FROM rejected_readings
+    WHERE rejected_at >= to_timestamp($started)" || true
+  psql_q -c "
+    SELECT a.rule, count(*) FILTER (WHERE a.state = 'open') AS open,
+           count(*) FILTER (WHERE a.state = 'acknowledged') AS acknowledged,
+           count(*) FILTER (WHERE a.state = 'resolved') AS resolved
+    FROM alerts a WHERE a.updated_at >= to_timestamp($started)
+    GROUP BY a.rule ORDER BY a.rule;" || true
   psql_q -c "
     SELECT a.state, a.severity, a.rule, a.station_id AS station, a.parameter,
            round(a.observed_value::numeric, 1) AS value, round(a.limit_value::numeric, 1) AS limit,

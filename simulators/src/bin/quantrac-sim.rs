@@ -47,6 +47,10 @@ struct Args {
     /// No exceedances, calibrations, device errors, silences or outages.
     #[arg(long, env = "QUANTRAC_SIM_NO_ANOMALIES")]
     no_anomalies: bool,
+    /// Anomaly episodes this many times as often (the demo raises it to
+    /// show exceedances within a few simulated hours).
+    #[arg(long, env = "QUANTRAC_SIM_ANOMALY_SCALE", default_value_t = 1.0)]
+    anomaly_scale: f64,
 
     /// Total samples per second over all stations; 0 sends as fast as
     /// acknowledgements allow. Without it, stations send on the simulated
@@ -179,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
         anomalies: if args.no_anomalies {
             Anomalies::none()
         } else {
-            Anomalies::default()
+            Anomalies::default().scaled(args.anomaly_scale)?
         },
     })?;
     if args.list {

@@ -177,6 +177,24 @@ impl Anomalies {
         }
     }
 
+    /// Every rate times `factor` (durations unchanged): a short demo sees
+    /// in a few simulated hours what a fleet shows in days.
+    pub fn scaled(self, factor: f64) -> Result<Self, SimError> {
+        let scale = |e: EpisodeSpec| EpisodeSpec {
+            per_day: e.per_day * factor,
+            ..e
+        };
+        let scaled = Anomalies {
+            exceedance: scale(self.exceedance),
+            calibration: scale(self.calibration),
+            device_error: scale(self.device_error),
+            silence: scale(self.silence),
+            outage: scale(self.outage),
+        };
+        scaled.validate()?;
+        Ok(scaled)
+    }
+
     fn spec(&self, kind: Episode) -> &EpisodeSpec {
         match kind {
             Episode::Exceedance => &self.exceedance,

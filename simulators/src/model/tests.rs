@@ -459,3 +459,33 @@ fn config_is_validated() {
         );
     }
 }
+
+#[test]
+fn scaled_anomalies_multiply_rates_and_keep_durations() {
+    let base = Anomalies::default();
+    let scaled = base.scaled(30.0).expect("within bounds");
+    assert!((scaled.exceedance.per_day - base.exceedance.per_day * 30.0).abs() < 1e-9);
+    assert!((scaled.silence.per_day - base.silence.per_day * 30.0).abs() < 1e-9);
+    assert_eq!(scaled.exceedance.min_minutes, base.exceedance.min_minutes);
+    assert_eq!(scaled.outage.max_minutes, base.outage.max_minutes);
+    // More exceedance episodes in the same simulated day.
+    let count = |a: Anomalies| {
+        let f = fleet(7, 20, a);
+        let mut over = 0usize;
+        for s in f.stations() {
+            let limits: Vec<_> = s.parameters().map(|p| s.limit(p.code)).collect();
+            for k in 0..288 {
+                let sample = s.measure(t0() + TimeDelta::minutes(5 * k));
+                for (j, v) in sample.values.iter().enumerate() {
+                    over += usize::from(limits[j].is_some_and(|l| l.exceeded_by(v.value)));
+                }
+            }
+        }
+        over
+    };
+    assert!(count(scaled) > count(base));
+    for bad in [-1.0, f64::NAN, 1e6] {
+        let e = base.scaled(bad).expect_err("refused");
+        assert!(e.to_string().contains("per_day"), "{e}");
+    }
+}
