@@ -8,24 +8,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
-    #[error("invalid configuration: `{field}`: {reason}")]
-    Invalid { field: &'static str, reason: String },
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        reason: reason.into(),
-    }
-}
+pub use quantrac_proto::config::ConfigError;
+use quantrac_proto::config::invalid;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -121,20 +107,7 @@ impl Default for WebhookConfig {
 
 impl AlertingConfig {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(AlertingConfig::default()));
-        if let Some(path) = path {
-            if !path.exists() {
-                return Err(invalid(
-                    "--config",
-                    format!("file {} does not exist", path.display()),
-                ));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        let c: AlertingConfig = figment
-            .merge(Env::prefixed("QUANTRAC_ALERTING__").split("__"))
-            .extract()
-            .map_err(Box::new)?;
+        let c: AlertingConfig = quantrac_proto::config::load(path, "QUANTRAC_ALERTING__")?;
         c.validate()?;
         Ok(c)
     }

@@ -10,25 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::FixedOffset;
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-/// Why the configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
-    #[error("invalid configuration: `{field}`: {reason}")]
-    Invalid { field: &'static str, reason: String },
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        reason: reason.into(),
-    }
-}
+pub use quantrac_proto::config::ConfigError;
+use quantrac_proto::config::invalid;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -248,30 +233,16 @@ pub fn parse_offset(s: &str) -> Option<FixedOffset> {
 impl IngestConfig {
     /// Defaults, then `path` (if any), then `QUANTRAC_INGEST__*` variables.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(IngestConfig::default()));
-        if let Some(path) = path {
-            if !path.exists() {
-                return Err(invalid(
-                    "--config",
-                    format!("file {} does not exist", path.display()),
-                ));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        Self::from_figment(figment.merge(Env::prefixed("QUANTRAC_INGEST__").split("__")))
+        let c: IngestConfig = quantrac_proto::config::load(path, "QUANTRAC_INGEST__")?;
+        c.validate()?;
+        Ok(c)
     }
 
     /// Parses a TOML text over the defaults (no environment); for tests.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        Self::from_figment(
-            Figment::from(Serialized::defaults(IngestConfig::default())).merge(Toml::string(text)),
-        )
-    }
-
-    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let config: IngestConfig = figment.extract().map_err(Box::new)?;
-        config.validate()?;
-        Ok(config)
+        let c: IngestConfig = quantrac_proto::config::from_toml(text)?;
+        c.validate()?;
+        Ok(c)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

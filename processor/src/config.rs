@@ -8,24 +8,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
-    #[error("invalid configuration: `{field}`: {reason}")]
-    Invalid { field: &'static str, reason: String },
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        reason: reason.into(),
-    }
-}
+pub use quantrac_proto::config::ConfigError;
+use quantrac_proto::config::invalid;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -200,28 +186,13 @@ impl Default for ValidationSettings {
 
 impl ProcessorConfig {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(ProcessorConfig::default()));
-        if let Some(path) = path {
-            if !path.exists() {
-                return Err(invalid(
-                    "--config",
-                    format!("file {} does not exist", path.display()),
-                ));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        Self::from_figment(figment.merge(Env::prefixed("QUANTRAC_PROCESSOR__").split("__")))
+        let c: ProcessorConfig = quantrac_proto::config::load(path, "QUANTRAC_PROCESSOR__")?;
+        c.validate()?;
+        Ok(c)
     }
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        Self::from_figment(
-            Figment::from(Serialized::defaults(ProcessorConfig::default()))
-                .merge(Toml::string(text)),
-        )
-    }
-
-    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let c: ProcessorConfig = figment.extract().map_err(Box::new)?;
+        let c: ProcessorConfig = quantrac_proto::config::from_toml(text)?;
         c.validate()?;
         Ok(c)
     }

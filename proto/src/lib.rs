@@ -13,11 +13,14 @@
 //!   an encoder (used by the simulators and the round-trip tests).
 //! - [`bus`]: the in-process bus that replaces Kafka in single-node mode.
 //! - `process` (feature `bin`): logging and signal handling shared by the
-//!   service binaries.
+//!   service binaries; `config` (feature `config`): how every service reads
+//!   its TOML file and environment variables.
 //!
 //! Topic names shared by the services live in [`topics`].
 
 pub mod bus;
+#[cfg(feature = "config")]
+pub mod config;
 pub mod domain;
 #[cfg(feature = "bin")]
 pub mod process;
