@@ -145,13 +145,15 @@ impl Alerting {
         let producer: Option<rdkafka::producer::FutureProducer> = if local.is_some() {
             None
         } else {
-            let p = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &config.kafka.brokers)
-                .set("enable.idempotence", "true")
-                .set("acks", "all")
-                .set("linger.ms", "0")
-                .create()
-                .map_err(|e| AlertingError::Kafka(e.to_string()))?;
+            let p = quantrac_processor::consumer::client_config(
+                &config.kafka.brokers,
+                &config.kafka.properties,
+            )
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .create()
+            .map_err(|e| AlertingError::Kafka(e.to_string()))?;
             Some(p)
         };
         let (live, _) = broadcast::channel(1_024);

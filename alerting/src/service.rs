@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::Utc;
 use prost::Message;
 use quantrac_proto::v1::{self, StoredReadingBatch};
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
 use tokio::sync::mpsc;
@@ -177,22 +176,13 @@ impl EngineTask {
         let consumer: Option<StreamConsumer> = if self.local.is_some() {
             None
         } else {
-            let mut cc = ClientConfig::new();
-            cc.set("bootstrap.servers", &self.config.kafka.brokers)
-                .set("group.id", &self.config.kafka.group_id)
-                .set("client.id", &self.config.node_id)
-                .set(
-                    "session.timeout.ms",
-                    self.config.kafka.session_timeout.as_millis().to_string(),
-                )
-                .set("enable.auto.commit", "true")
-                .set("auto.commit.interval.ms", "1000")
-                .set("enable.auto.offset.store", "false")
-                .set("auto.offset.reset", "earliest")
-                .set("queued.max.messages.kbytes", "16384");
-            for (k, v) in &self.config.kafka.properties {
-                cc.set(k, v);
-            }
+            let cc = quantrac_processor::consumer::committing_consumer_config(
+                &self.config.kafka.brokers,
+                &self.config.kafka.properties,
+                &self.config.kafka.group_id,
+                &self.config.node_id,
+                self.config.kafka.session_timeout,
+            );
             let c: StreamConsumer = cc
                 .create()
                 .map_err(|e| AlertingError::Kafka(e.to_string()))?;

@@ -22,7 +22,7 @@ use quantrac_proto::v1::{StoredReading, StoredReadingBatch};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::AlertingError;
 use crate::alert::AlertEvent;
@@ -86,12 +86,12 @@ fn settled<T>(
 /// warm-up horizon, in measurement order. Blocking: run it off the runtime.
 pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>, AlertingError> {
     let topic = config.kafka.valid_topic.as_str();
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &config.kafka.brokers)
-        .set("enable.auto.commit", "false");
-    for (k, v) in &config.kafka.properties {
-        cc.set(k, v);
-    }
+    let mut cc = quantrac_processor::consumer::client_config(
+        &config.kafka.brokers,
+        &config.kafka.properties,
+    );
+    // Read-only: these clients never commit.
+    cc.set("enable.auto.commit", "false");
     let group: BaseConsumer = cc
         .clone()
         .set("group.id", &config.kafka.group_id)
