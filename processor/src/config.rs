@@ -112,7 +112,7 @@ impl Default for BatchConfig {
         Self {
             max_readings: 5_000,
             max_wait: Duration::from_millis(200),
-            in_flight: 2,
+            in_flight: 3,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
         }

@@ -86,6 +86,9 @@ struct Args {
     /// Processor batch.max_wait in ms (default: the processor's default).
     #[arg(long)]
     batch_max_wait_ms: Option<u64>,
+    /// Processor batch.in_flight (default: the processor's default).
+    #[arg(long)]
+    batch_in_flight: Option<usize>,
     /// Rounds of all loads (interleaved); with more than one, a table of
     /// medians follows.
     #[arg(long, default_value_t = 3)]
@@ -245,11 +248,12 @@ async fn benchmark(args: &Args, created: &mut Created) -> Result<()> {
             .unwrap_or_else(|e| format!("unknown: {e:#}"))
     );
     println!(
-        "  processor         in this process; batch.max_readings {}, batch.max_wait {} ms, fresh consumer group per method",
+        "  processor         in this process; batch.max_readings {}, batch.max_wait {} ms, batch.in_flight {}, fresh consumer group per method",
         args.batch_max_readings
             .unwrap_or(defaults.batch.max_readings),
         args.batch_max_wait_ms
-            .unwrap_or(u64::try_from(defaults.batch.max_wait.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(u64::try_from(defaults.batch.max_wait.as_millis()).unwrap_or(u64::MAX)),
+        args.batch_in_flight.unwrap_or(defaults.batch.in_flight)
     );
     println!(
         "  busy before start {:.2} cores of the machine (1 s sample, before producing)",
@@ -338,6 +342,9 @@ async fn benchmark(args: &Args, created: &mut Created) -> Result<()> {
             }
             if let Some(ms) = args.batch_max_wait_ms {
                 config.batch.max_wait = Duration::from_millis(ms);
+            }
+            if let Some(n) = args.batch_in_flight {
+                config.batch.in_flight = n;
             }
             settle(&args.database_url).await?;
             eprintln!("processor, write_method = {}{suffix} ...", method.name());
