@@ -165,19 +165,15 @@ impl Ingest {
 
     /// Waits for every task. The first task to fail cancels the others.
     pub async fn wait(mut self) -> Result<(), IngestError> {
-        let mut first_error = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            let result = joined
-                .map_err(|e| IngestError::Task(e.to_string()))
-                .and_then(|r| r);
-            if let Err(e) = result {
-                tracing::error!(error = %e, "ingest task failed; stopping the others");
-                self.shutdown.cancel();
-                first_error.get_or_insert(e);
-            }
-        }
+        let result = quantrac_proto::process::wait_for_tasks(
+            &mut self.tasks,
+            &self.shutdown,
+            "ingest",
+            IngestError::Task,
+        )
+        .await;
         // Whatever is still queued in librdkafka gets a last chance.
         self.sink.flush(Duration::from_secs(5));
-        first_error.map_or(Ok(()), Err)
+        result
     }
 }

@@ -169,17 +169,12 @@ impl Processor {
 
     /// Waits for the tasks; the first to fail stops the others.
     pub async fn wait(mut self) -> Result<(), ProcessorError> {
-        let mut first_error = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Err(e) = joined
-                .map_err(|e| ProcessorError::Task(e.to_string()))
-                .and_then(|r| r)
-            {
-                tracing::error!(error = %e, "processor task failed; stopping the others");
-                self.shutdown.cancel();
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        quantrac_proto::process::wait_for_tasks(
+            &mut self.tasks,
+            &self.shutdown,
+            "processor",
+            ProcessorError::Task,
+        )
+        .await
     }
 }

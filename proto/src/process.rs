@@ -37,3 +37,26 @@ pub async fn stop_on_signals(shutdown: CancellationToken) {
     tracing::warn!("second signal: exiting now");
     std::process::exit(130);
 }
+
+/// Waits for a service's tasks; the first to fail (or panic, given to
+/// `task_error`) cancels `shutdown` so that the others stop, and is the
+/// result. `service` names it in the log.
+pub async fn wait_for_tasks<E: std::fmt::Display + Send + 'static>(
+    tasks: &mut tokio::task::JoinSet<Result<(), E>>,
+    shutdown: &CancellationToken,
+    service: &str,
+    task_error: impl Fn(String) -> E,
+) -> Result<(), E> {
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined
+            .map_err(|e| task_error(e.to_string()))
+            .and_then(|r| r)
+        {
+            tracing::error!(error = %e, service, "task failed; stopping the others");
+            shutdown.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
