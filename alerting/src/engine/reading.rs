@@ -1,0 +1,219 @@
+//! One reading through the engine ([`Engine::observe`], [`Engine::warm_up`]):
+//! is it usable, new, in order; the station's newest data; then the rules
+//! of its series, in this order: data gap ends, instrument status, and for
+//! a valid value the limit and early warning, window averages, sudden
+//! change and flatline; last, the windows it closes.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike, FixedOffset, Utc};
+use quantrac_processor::registry::{Registry, Station};
+use quantrac_proto::domain::from_timestamp;
+use quantrac_proto::v1::StoredReading;
+
+use super::incidents::Book;
+use super::instrument::status_rule;
+use super::limits::{close_windows, value_rules};
+use super::sequence::{flatline, sudden_change};
+use super::series::{Admission, Series, SeriesInfo, SeriesState};
+use super::time::{add, local_date};
+use super::{Engine, Mode};
+use crate::alert::{AlertEvent, RuleKind};
+use crate::rules::EngineSettings;
+
+/// A reading that is usable and new, with what its rules need.
+struct Admitted<'a> {
+    r: &'a StoredReading,
+    /// Measurement time.
+    t: DateTime<Utc>,
+    /// The parameter's canonical code.
+    code: String,
+    station: Option<&'a Station>,
+    /// Newer than every reading of its series so far.
+    in_order: bool,
+}
+
+impl Engine {
+    /// Judges one reading; its events go to `out` (in warm-up, changes to
+    /// restored alerts are queued instead).
+    pub(super) fn process(&mut self, r: &StoredReading, mode: Mode, out: &mut Vec<AlertEvent>) {
+        let Some(t) = self.event_time(r) else {
+            return;
+        };
+        let settings: EngineSettings = self.rules.engine().clone();
+        if let Mode::Live(now) = mode
+            && t > add(now, settings.max_future)
+        {
+            self.stats.from_future += 1;
+            return;
+        }
+        let registry = Arc::clone(&self.registry);
+        let station = registry.station(&r.station_id);
+        let code = station
+            .and_then(|s| s.parameter(&r.parameter))
+            .map_or_else(|| r.parameter.trim().to_owned(), |p| p.code.clone());
+        if code.is_empty() {
+            self.stats.unusable += 1;
+            return;
+        }
+
+        let Some(in_order) = self.admit(&r.station_id, &code, t, mode, &settings) else {
+            return;
+        };
+        self.stats.readings += 1;
+
+        self.station_reading(&r.station_id, t, mode, out);
+
+        let Engine { series, book, .. } = self;
+        let Some(s) = series.get_mut(&(r.station_id.clone(), code.clone())) else {
+            return;
+        };
+        let reading = Admitted {
+            r,
+            t,
+            code,
+            station,
+            in_order,
+        };
+        judge_series(s, book, &reading, &registry, &settings, mode, out);
+    }
+
+    /// The measurement time, when usable (else counted as unusable).
+    fn event_time(&mut self, r: &StoredReading) -> Option<DateTime<Utc>> {
+        let Some(t) = r.measured_at.as_ref().and_then(from_timestamp) else {
+            self.stats.unusable += 1;
+            return None;
+        };
+        if !(1970..=2200).contains(&t.year()) || r.station_id.is_empty() {
+            self.stats.unusable += 1;
+            return None;
+        }
+        Some(t)
+    }
+
+    /// Seen, too late, or new? `Some(in_order)` when new; the others are
+    /// counted.
+    fn admit(
+        &mut self,
+        station: &str,
+        code: &str,
+        t: DateTime<Utc>,
+        mode: Mode,
+        settings: &EngineSettings,
+    ) -> Option<bool> {
+        let s = self.series_mut(station, code);
+        match s.state.admit(t, mode, settings.max_lateness) {
+            Admission::TooLate => {
+                self.stats.too_late += 1;
+                None
+            }
+            Admission::Duplicate => {
+                self.stats.duplicates += 1;
+                None
+            }
+            Admission::New { in_order } => Some(in_order),
+        }
+    }
+
+    /// Station-wide: newest data, the station gap ends.
+    fn station_reading(
+        &mut self,
+        station: &str,
+        t: DateTime<Utc>,
+        mode: Mode,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let track = self.station_track(station);
+        track.newest = track.newest.max(Some(t));
+        if let Mode::Live(now) = mode {
+            track.last_arrival = Some(now);
+        }
+        let Engine { stations, book, .. } = self;
+        if let Some(track) = stations.get_mut(station) {
+            book.clear(&mut track.gap, t, mode, out);
+        }
+    }
+}
+
+/// The rules of the reading's series, then the windows it closes.
+fn judge_series(
+    s: &mut Series,
+    book: &mut Book,
+    reading: &Admitted<'_>,
+    registry: &Registry,
+    settings: &EngineSettings,
+    mode: Mode,
+    out: &mut Vec<AlertEvent>,
+) {
+    let (r, t, in_order) = (reading.r, reading.t, reading.in_order);
+    let Series { info, state } = s;
+    if info.unit.is_empty() && !r.unit.is_empty() {
+        info.unit.clone_from(&r.unit);
+    }
+    let offset = settings.utc_offset;
+
+    // Data gap of this parameter ends.
+    if let Some(list) = state.incidents.get_mut(&RuleKind::DataGap) {
+        book.clear(list, t, mode, out);
+    }
+
+    let qc = r.qc_flag.trim();
+    let non_measuring = matches!(qc, "calibrating" | "maintenance" | "device_error");
+    let measuring = matches!(qc, "valid" | "manual" | "above_range");
+    let valid = qc == "valid" && r.value.is_finite();
+
+    // Instrument status (in-order stream).
+    if in_order && info.rules.status.enabled {
+        status_rule(
+            info,
+            state,
+            book,
+            t,
+            non_measuring,
+            measuring,
+            qc,
+            offset,
+            mode,
+            out,
+        );
+    }
+
+    if valid {
+        judge_value(info, state, book, reading, offset, mode, out);
+    }
+    close_windows(s, book, registry, settings, None, mode, out);
+}
+
+/// The rules on a valid value.
+fn judge_value(
+    info: &SeriesInfo,
+    state: &mut SeriesState,
+    book: &mut Book,
+    reading: &Admitted<'_>,
+    offset: FixedOffset,
+    mode: Mode,
+    out: &mut Vec<AlertEvent>,
+) {
+    let (t, v) = (reading.t, reading.r.value);
+    let (station, code) = (reading.station, &reading.code);
+    let limit = station.and_then(|st| st.limit_at(code, local_date(t, offset)));
+
+    // Limit and early warning on the value (late readings too).
+    if let Some(limit) = limit {
+        value_rules(info, state, book, limit, t, v, offset, mode, out);
+    }
+
+    // Window averages.
+    if info.rules.averages.enabled {
+        state.add_to_windows(t, v, offset);
+    }
+
+    if reading.in_order {
+        // Sudden change.
+        sudden_change(info, state, book, t, v, offset, mode, out);
+        state.prev_valid = Some((t, v));
+
+        // Flatline.
+        flatline(info, state, book, t, v, offset, mode, out);
+    }
+}
