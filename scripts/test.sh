@@ -22,6 +22,9 @@ step "services (deploy/services.sh start)"
 deploy/services.sh start
 eval "$(deploy/services.sh env)"
 
+step "crate layers (scripts/check-layers.sh)"
+scripts/check-layers.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

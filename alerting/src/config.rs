@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use quantrac_proto::config::ConfigError;
-use quantrac_proto::config::invalid;
+pub use quantrac_plumbing::config::ConfigError;
+use quantrac_plumbing::config::invalid;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -107,7 +107,7 @@ impl Default for WebhookConfig {
 
 impl AlertingConfig {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let c: AlertingConfig = quantrac_proto::config::load(path, "QUANTRAC_ALERTING__")?;
+        let c: AlertingConfig = quantrac_plumbing::config::load(path, "QUANTRAC_ALERTING__")?;
         c.validate()?;
         Ok(c)
     }

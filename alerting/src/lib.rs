@@ -9,7 +9,8 @@
 //!   the open → acknowledged → resolved lifecycle and its events.
 //! - [`engine`]: the pure rules engine: readings and the wall clock in,
 //!   alert events out. No I/O, so every rule is tested with a controlled
-//!   clock.
+//!   clock. Split by concern: series state, incidents, limits and
+//!   averages, sequence rules, data gap, instrument status.
 //! - [`store`]: alerts and their history in the database; a replayed
 //!   incident is dropped there before anyone is notified.
 //! - [`notify`]: the Kafka `alerts` topic, live gRPC subscribers, webhooks.
@@ -23,7 +24,12 @@
 //!   mode, from the database up to per-station watermarks, judging what
 //!   lies after them).
 //!
-//! [`Alerting::start`] runs it all with a shutdown token.
+//! In: stored readings, from `readings.valid` ([`Edge::Kafka`]) or from
+//! the processor in the same process ([`Edge::Bus`]). Out: the alerts
+//! tables (through `quantrac_db`'s migrations), the Kafka `alerts` topic
+//! (Kafka edge only), gRPC subscribers and webhooks. `/health` answers from
+//! the engine task's state ([`Health`]). [`Alerting::start`] runs it all
+//! with a shutdown token.
 
 pub mod alert;
 pub mod config;
@@ -38,6 +44,7 @@ pub mod warmup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use quantrac_proto::v1::StoredReadingBatch;
@@ -51,18 +58,20 @@ pub use config::AlertingConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AlertingError {
-    #[error("configuration: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     #[error("rules: {0}")]
     Rules(#[from] rules::RulesError),
     #[error("registry: {0}")]
-    Registry(#[from] quantrac_processor::registry::RegistryError),
+    Registry(#[from] quantrac_proto::registry::RegistryError),
     #[error(transparent)]
     Store(#[from] store::AlertStoreError),
-    #[error("schema: {0}")]
-    Schema(#[from] quantrac_processor::store::StoreError),
-    #[error("Kafka: {0}")]
-    Kafka(String),
+    #[error(transparent)]
+    Schema(#[from] quantrac_db::DbError),
+    #[error(transparent)]
+    Kafka(#[from] quantrac_plumbing::kafka::KafkaError),
+    #[error(transparent)]
+    Http(#[from] quantrac_plumbing::http::HttpError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -74,6 +83,60 @@ pub enum AlertingError {
     Task(String),
     #[error("shutting down")]
     ShuttingDown,
+}
+
+impl AlertingError {
+    /// Whether the same work can succeed later (the database or Kafka was
+    /// unavailable) as opposed to a configuration or data problem.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AlertingError::Store(e) => e.is_transient(),
+            AlertingError::Schema(e) => e.is_transient(),
+            AlertingError::Kafka(e) => e.is_retryable(),
+            AlertingError::ShuttingDown => true,
+            _ => false,
+        }
+    }
+}
+
+/// Where alerting's readings come from.
+#[derive(Debug)]
+pub enum Edge {
+    /// `readings.valid` as a consumer group; alert changes also go to the
+    /// Kafka `alerts` topic.
+    Kafka,
+    /// Single-node mode: the processor's stored batches over a bounded
+    /// channel; no Kafka at all.
+    Bus(mpsc::Receiver<StoredReadingBatch>),
+}
+
+/// `/health`: unhealthy while the engine task is not running (stopped or
+/// failed) or its database connection is lost.
+#[derive(Debug, Default)]
+pub struct Health {
+    engine_running: AtomicBool,
+    db_connected: AtomicBool,
+}
+
+impl Health {
+    pub(crate) fn set_engine_running(&self, v: bool) {
+        self.engine_running.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_db_connected(&self, v: bool) {
+        self.db_connected.store(v, Ordering::Relaxed);
+    }
+}
+
+impl quantrac_plumbing::http::Health for Health {
+    fn report(&self) -> quantrac_plumbing::http::HealthReport {
+        let engine = self.engine_running.load(Ordering::Relaxed);
+        let db = self.db_connected.load(Ordering::Relaxed);
+        quantrac_plumbing::http::HealthReport {
+            healthy: engine && db,
+            status: serde_json::json!({ "engine_running": engine, "database_connected": db }),
+        }
+    }
 }
 
 /// A running alerting service.
@@ -92,20 +155,20 @@ impl Alerting {
     /// batches in single-node mode).
     pub async fn start(
         config: AlertingConfig,
-        local: Option<mpsc::Receiver<StoredReadingBatch>>,
+        edge: Edge,
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> Result<Self, AlertingError> {
-        config
-            .validate()
-            .map_err(|e| AlertingError::Config(e.to_string()))?;
+        config.validate()?;
+        let local = match edge {
+            Edge::Kafka => None,
+            Edge::Bus(rx) => Some(rx),
+        };
         let config = Arc::new(config);
-        let registry = Arc::new(quantrac_processor::registry::Registry::load(
-            &config.registry,
-        )?);
+        let registry = Arc::new(quantrac_proto::registry::Registry::load(&config.registry)?);
         let rules = rules::RulesConfig::load(&config.rules)?;
         let db = store::connect(&config.database_url).await?;
-        quantrac_processor::schema::migrate_tables(&db).await?;
+        quantrac_db::schema::migrate_tables(&db).await?;
 
         // Rebuild: open alerts, then the recent readings for the windows.
         let mut engine = engine::Engine::new(rules, registry);
@@ -145,16 +208,12 @@ impl Alerting {
         let producer: Option<rdkafka::producer::FutureProducer> = if local.is_some() {
             None
         } else {
-            let p = quantrac_processor::consumer::client_config(
+            let cc = quantrac_plumbing::kafka::producer_config(
                 &config.kafka.brokers,
                 &config.kafka.properties,
-            )
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            .create()
-            .map_err(|e| AlertingError::Kafka(e.to_string()))?;
-            Some(p)
+                &[("linger.ms", "0".into())],
+            );
+            Some(quantrac_plumbing::kafka::create(&cc, "producer")?)
         };
         let (live, _) = broadcast::channel(1_024);
         let mut tasks = JoinSet::new();
@@ -225,35 +284,14 @@ impl Alerting {
                     .map_err(|e| AlertingError::Server(e.to_string()))
             });
         }
-        let http = TcpListener::bind(config.http_listen)
-            .await
-            .map_err(|source| AlertingError::Bind {
-                addr: config.http_listen,
-                source,
-            })?;
-        let http_addr = http
-            .local_addr()
-            .map_err(|e| AlertingError::Server(e.to_string()))?;
+        let http = quantrac_plumbing::http::Server::bind(config.http_listen).await?;
+        let http_addr = http.addr;
+        let health = Arc::new(Health::default());
+        health.set_db_connected(true);
+        health.set_engine_running(true);
         {
-            let stop = shutdown.clone();
-            let app = axum::Router::new()
-                .route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let m = metrics.clone();
-                        async move { m.map(|h| h.render()).unwrap_or_default() }
-                    }),
-                )
-                .route(
-                    "/health",
-                    axum::routing::get(|| async { "{\"healthy\":true}" }),
-                );
-            tasks.spawn(async move {
-                axum::serve(http, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                    .map_err(|e| AlertingError::Server(e.to_string()))
-            });
+            let (stop, h) = (shutdown.clone(), Arc::clone(&health));
+            tasks.spawn(async move { Ok(http.serve(h, metrics, stop).await?) });
         }
         let task = service::EngineTask {
             config: Arc::clone(&config),
@@ -263,6 +301,7 @@ impl Alerting {
             commands,
             local,
             pending,
+            health,
         };
         tasks.spawn(task.run(shutdown.clone()));
         tracing::info!(%grpc_addr, %http_addr, "alerting started");
@@ -276,7 +315,7 @@ impl Alerting {
 
     /// Waits for the tasks; the first to fail stops the others.
     pub async fn wait(mut self) -> Result<(), AlertingError> {
-        quantrac_proto::process::wait_for_tasks(
+        quantrac_plumbing::process::wait_for_tasks(
             &mut self.tasks,
             &self.shutdown,
             "alerting",

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{FixedOffset, Offset, Utc};
 use humantime_serde::re::humantime;
-use quantrac_processor::registry::Registry;
+use quantrac_proto::registry::Registry;
 use serde::Deserialize;
 use thiserror::Error;
 

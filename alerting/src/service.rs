@@ -39,6 +39,8 @@ pub(crate) struct EngineTask {
     /// Alert changes from judging, at start, readings stored but maybe not
     /// judged before a crash (single-node mode).
     pub pending: Vec<AlertEvent>,
+    /// What `/health` reports of this task.
+    pub health: Arc<crate::Health>,
 }
 
 fn modified(path: &PathBuf) -> Option<SystemTime> {
@@ -58,7 +60,10 @@ impl EngineTask {
         let mut backoff = Duration::from_millis(200);
         let recorded = loop {
             match store::record(&mut self.db, events.clone()).await {
-                Ok(r) => break r,
+                Ok(r) => {
+                    self.health.set_db_connected(true);
+                    break r;
+                }
                 Err(e) if !e.is_transient() => {
                     // Retrying data the database refuses would stall every
                     // station behind it: log, count, go on.
@@ -68,6 +73,7 @@ impl EngineTask {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "recording alerts failed");
+                    self.health.set_db_connected(false);
                     if self.db.is_closed() {
                         match store::connect(&self.config.database_url).await {
                             Ok(c) => self.db = c,
@@ -172,22 +178,28 @@ impl EngineTask {
         Ok(())
     }
 
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AlertingError> {
+    /// Runs the task; `/health` says it stopped once it returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AlertingError> {
+        let health = Arc::clone(&self.health);
+        let result = self.run_inner(shutdown).await;
+        health.set_engine_running(false);
+        result
+    }
+
+    async fn run_inner(mut self, shutdown: CancellationToken) -> Result<(), AlertingError> {
         let consumer: Option<StreamConsumer> = if self.local.is_some() {
             None
         } else {
-            let cc = quantrac_processor::consumer::committing_consumer_config(
+            let cc = quantrac_plumbing::kafka::committing_consumer_config(
                 &self.config.kafka.brokers,
                 &self.config.kafka.properties,
                 &self.config.kafka.group_id,
                 &self.config.node_id,
                 self.config.kafka.session_timeout,
             );
-            let c: StreamConsumer = cc
-                .create()
-                .map_err(|e| AlertingError::Kafka(e.to_string()))?;
+            let c: StreamConsumer = quantrac_plumbing::kafka::create(&cc, "consumer")?;
             c.subscribe(&[&self.config.kafka.valid_topic])
-                .map_err(|e| AlertingError::Kafka(e.to_string()))?;
+                .map_err(|e| quantrac_plumbing::kafka::KafkaError::operation("subscribe", e))?;
             Some(c)
         };
         let mut tick = tokio::time::interval(self.config.tick);

@@ -8,10 +8,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
 use prost::Message;
-use quantrac_processor::store::describe;
-use quantrac_proto::domain::to_timestamp;
+use quantrac_db::describe;
 use quantrac_proto::v1;
 use tokio_postgres::{Client, NoTls};
 
@@ -32,7 +30,7 @@ impl AlertStoreError {
     /// as opposed to data the database refuses.
     pub fn is_transient(&self) -> bool {
         match self {
-            AlertStoreError::Db(e) => quantrac_processor::store::is_transient(e),
+            AlertStoreError::Db(e) => quantrac_db::is_transient(e),
             AlertStoreError::Corrupt(..) => false,
             AlertStoreError::Closed => true,
         }
@@ -275,37 +273,4 @@ pub async fn save_watermarks(
         )
         .await?;
     Ok(())
-}
-
-/// Stored readings measured at or after `since`, in measurement order,
-/// streamed (a day of a large fleet does not fit comfortably in memory).
-pub async fn readings_since(
-    client: &Client,
-    since: DateTime<Utc>,
-) -> Result<impl Stream<Item = Result<v1::StoredReading, AlertStoreError>> + use<>, AlertStoreError>
-{
-    let rows = client
-        .query_raw(
-            "SELECT station_id, parameter, value, unit, measured_at, status, device_flag, qc_flag, \
-             source, received_at, coalesce(ingest_id::text, '') FROM readings \
-             WHERE measured_at >= $1 ORDER BY measured_at",
-            [since],
-        )
-        .await?;
-    Ok(rows.map(|row| {
-        let r = row?;
-        Ok(v1::StoredReading {
-            station_id: r.get(0),
-            parameter: r.get(1),
-            value: r.get(2),
-            unit: r.get(3),
-            measured_at: Some(to_timestamp(r.get(4))),
-            status: i32::from(r.get::<_, i16>(5)),
-            device_flag: r.get(6),
-            qc_flag: r.get(7),
-            source: i32::from(r.get::<_, i16>(8)),
-            received_at: r.get::<_, Option<DateTime<Utc>>>(9).map(to_timestamp),
-            ingest_id: r.get(10),
-        })
-    }))
 }

@@ -20,9 +20,11 @@ use std::time::Duration;
 use prost::Message;
 use quantrac_proto::v1::{StoredReading, StoredReadingBatch};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
+
+use quantrac_plumbing::kafka::is_transient;
 
 use crate::AlertingError;
 use crate::alert::AlertEvent;
@@ -35,36 +37,14 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long start-up keeps retrying a broker that is still settling.
 const SETTLE: Duration = Duration::from_secs(60);
 
-fn kafka(e: KafkaError) -> AlertingError {
-    AlertingError::Kafka(e.to_string())
-}
-
-/// Errors a broker gives while it starts or moves a group coordinator or a
-/// partition leader. On a freshly started cluster the first offset fetch
-/// answers `NotCoordinator` for a moment: that must delay start-up, not
-/// fail it.
-pub(crate) fn is_transient(e: &KafkaError) -> bool {
-    use RDKafkaErrorCode as C;
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            C::NotCoordinator
-                | C::CoordinatorNotAvailable
-                | C::CoordinatorLoadInProgress
-                | C::LeaderNotAvailable
-                | C::NotLeaderForPartition
-                | C::RequestTimedOut
-                | C::OperationTimedOut
-                | C::BrokerTransportFailure
-                | C::AllBrokersDown
-        )
-    )
+fn kafka(what: &'static str, e: KafkaError) -> AlertingError {
+    AlertingError::Kafka(quantrac_plumbing::kafka::KafkaError::operation(what, e))
 }
 
 /// Runs a blocking broker call, retrying transient errors with backoff for
 /// at most `SETTLE`. Blocking: only on a blocking thread.
 fn settled<T>(
-    what: &str,
+    what: &'static str,
     mut call: impl FnMut() -> Result<T, KafkaError>,
 ) -> Result<T, AlertingError> {
     let deadline = std::time::Instant::now() + SETTLE;
@@ -77,7 +57,10 @@ fn settled<T>(
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
-            Err(e) => return Err(AlertingError::Kafka(format!("warm-up {what}: {e}"))),
+            Err(e) => {
+                tracing::warn!(call = what, error = %e, "warm-up: broker call failed");
+                return Err(kafka(what, e));
+            }
         }
     }
 }
@@ -86,18 +69,23 @@ fn settled<T>(
 /// warm-up horizon, in measurement order. Blocking: run it off the runtime.
 pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>, AlertingError> {
     let topic = config.kafka.valid_topic.as_str();
-    let mut cc = quantrac_processor::consumer::client_config(
-        &config.kafka.brokers,
-        &config.kafka.properties,
-    );
+    let mut cc =
+        quantrac_plumbing::kafka::client_config(&config.kafka.brokers, &config.kafka.properties);
     // Read-only: these clients never commit.
     cc.set("enable.auto.commit", "false");
     let group: BaseConsumer = cc
         .clone()
         .set("group.id", &config.kafka.group_id)
         .create()
-        .map_err(kafka)?;
-    let metadata = settled("metadata", || group.fetch_metadata(Some(topic), TIMEOUT))?;
+        .map_err(|e| {
+            AlertingError::Kafka(quantrac_plumbing::kafka::KafkaError::Create {
+                what: "warm-up group reader",
+                source: e,
+            })
+        })?;
+    let metadata = settled("warm-up metadata", || {
+        group.fetch_metadata(Some(topic), TIMEOUT)
+    })?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -107,7 +95,7 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
     for p in &partitions {
         all.add_partition(topic, *p);
     }
-    let committed = settled("committed offsets", || {
+    let committed = settled("warm-up committed offsets", || {
         group.committed_offsets(all.clone(), TIMEOUT)
     })?;
 
@@ -116,16 +104,21 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
     let reader: BaseConsumer = cc
         .set("group.id", format!("{}-warmup", config.kafka.group_id))
         .create()
-        .map_err(kafka)?;
+        .map_err(|e| {
+            AlertingError::Kafka(quantrac_plumbing::kafka::KafkaError::Create {
+                what: "warm-up reader",
+                source: e,
+            })
+        })?;
     // offsets_for_timestamp only covers assigned partitions, and this reader
     // has none yet: ask per partition.
     let mut wanted = TopicPartitionList::new();
     for p in &partitions {
         wanted
             .add_partition_offset(topic, *p, Offset::Offset(since_ms))
-            .map_err(kafka)?;
+            .map_err(|e| kafka("warm-up partition list", e))?;
     }
-    let starts = settled("offsets for times", || {
+    let starts = settled("warm-up offsets for times", || {
         reader.offsets_for_times(wanted.clone(), TIMEOUT)
     })?;
     tracing::debug!(?committed, ?starts, "warm-up offsets");
@@ -146,14 +139,16 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
         }
         assignment
             .add_partition_offset(topic, *p, Offset::from_raw(start))
-            .map_err(kafka)?;
+            .map_err(|e| kafka("warm-up partition list", e))?;
         ends.insert(*p, end);
     }
     let mut readings = Vec::new();
     if ends.is_empty() {
         return Ok(readings);
     }
-    reader.assign(&assignment).map_err(kafka)?;
+    reader
+        .assign(&assignment)
+        .map_err(|e| kafka("warm-up assign", e))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !ends.is_empty() && std::time::Instant::now() < deadline {
         let Some(message) = reader.poll(Duration::from_millis(500)) else {
@@ -166,7 +161,7 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
                 tracing::info!(error = %e, "warm-up: transient read error");
                 continue;
             }
-            Err(e) => return Err(kafka(e)),
+            Err(e) => return Err(kafka("warm-up poll", e)),
         };
         let Some(&end) = ends.get(&m.partition()) else {
             continue;
@@ -212,18 +207,14 @@ pub async fn from_database(
 
     let marks = store::watermarks(db).await?;
     let since = now - chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::days(2));
-    let readings = store::readings_since(db, since).await?;
+    let readings = quantrac_db::readings::since(db, since).await?;
     futures::pin_mut!(readings);
     let mut out = DatabaseWarmUp::default();
-    while let Some(r) = readings.try_next().await? {
-        let measured = r
-            .measured_at
-            .as_ref()
-            .and_then(quantrac_proto::domain::from_timestamp);
-        let judged_before = match (marks.get(&r.station_id), measured) {
-            (Some(mark), Some(at)) => at <= *mark,
-            _ => false,
-        };
+    while let Some(row) = readings.try_next().await? {
+        let judged_before = marks
+            .get(&row.station_id)
+            .is_some_and(|mark| row.measured_at <= *mark);
+        let r = row.to_stored();
         if judged_before {
             engine.warm_up(&r);
             out.warmed += 1;
@@ -237,6 +228,8 @@ pub async fn from_database(
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::error::RDKafkaErrorCode;
+
     use super::*;
 
     #[test]
@@ -262,7 +255,7 @@ mod tests {
     #[test]
     fn a_settling_coordinator_delays_and_a_real_error_fails_at_once() {
         let mut calls = 0;
-        let v = settled("committed offsets", || {
+        let v = settled("warm-up committed offsets", || {
             calls += 1;
             if calls < 3 {
                 Err(KafkaError::MetadataFetch(RDKafkaErrorCode::NotCoordinator))
@@ -274,7 +267,7 @@ mod tests {
         assert_eq!(v, 3);
 
         let mut calls = 0;
-        let e = settled("committed offsets", || {
+        let e = settled("warm-up committed offsets", || {
             calls += 1;
             Err::<(), _>(KafkaError::MetadataFetch(
                 RDKafkaErrorCode::GroupAuthorizationFailed,

@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use quantrac_alerting::alert::{AlertEvent, AlertKey, Change};
 use quantrac_alerting::engine::Engine;
 use quantrac_alerting::rules::RulesConfig;
-use quantrac_processor::registry::Registry;
 use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::registry::Registry;
 use quantrac_proto::v1::StoredReading;
 
 const REGISTRY: &str = r#"

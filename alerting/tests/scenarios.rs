@@ -12,8 +12,8 @@ use quantrac_alerting::alert::{
 };
 use quantrac_alerting::engine::{Engine, EngineError};
 use quantrac_alerting::rules::{RulesConfig, RulesError};
-use quantrac_processor::registry::Registry;
 use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::registry::Registry;
 use quantrac_proto::v1::StoredReading;
 
 /// S1: COD (Cmax 100, 80 from 2025-06-01 local), pH 6-9, Flow (no limit).

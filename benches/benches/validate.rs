@@ -11,9 +11,9 @@ use std::hint::black_box;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use quantrac_processor::registry::Registry;
 use quantrac_processor::validate::{ValidationConfig, validate};
 use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::registry::Registry;
 use quantrac_proto::v1;
 
 const BATCH: usize = 1_000;

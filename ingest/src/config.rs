@@ -12,8 +12,8 @@ use std::time::Duration;
 use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
 
-pub use quantrac_proto::config::ConfigError;
-use quantrac_proto::config::invalid;
+pub use quantrac_plumbing::config::ConfigError;
+pub(crate) use quantrac_plumbing::config::invalid;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -233,14 +233,14 @@ pub fn parse_offset(s: &str) -> Option<FixedOffset> {
 impl IngestConfig {
     /// Defaults, then `path` (if any), then `QUANTRAC_INGEST__*` variables.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let c: IngestConfig = quantrac_proto::config::load(path, "QUANTRAC_INGEST__")?;
+        let c: IngestConfig = quantrac_plumbing::config::load(path, "QUANTRAC_INGEST__")?;
         c.validate()?;
         Ok(c)
     }
 
     /// Parses a TOML text over the defaults (no environment); for tests.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let c: IngestConfig = quantrac_proto::config::from_toml(text)?;
+        let c: IngestConfig = quantrac_plumbing::config::from_toml(text)?;
         c.validate()?;
         Ok(c)
     }

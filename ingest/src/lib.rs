@@ -14,14 +14,16 @@
 //! - [`sink`]: the idempotent `acks=all` Kafka producer (or, in single-node
 //!   mode, the in-process bus to the processor) with a bounded in-flight
 //!   window: the back-pressure point.
-//! - [`status`] and [`http`]: counters, `/metrics` and `/health`.
+//! - [`status`]: counters, and `/health` answered from them (served by
+//!   `quantrac_plumbing::http` with `/metrics`).
 //!
-//! [`Ingest::start`] wires them together; it takes a shutdown token and can
-//! run inside a test.
+//! In: station bytes (MQTT, TCP). Out: `readings.raw` and `ingest.rejected`
+//! records on the [`Edge`]: Kafka, or the in-process bus in single-node
+//! mode. [`Ingest::start`] wires them together; it takes a shutdown token
+//! and can run inside a test.
 
 pub mod config;
 pub mod decode;
-pub mod http;
 pub mod intake;
 pub mod mqtt;
 pub mod sink;
@@ -33,6 +35,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use quantrac_plumbing::bus::BusSender;
+use quantrac_plumbing::http::HttpError;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -43,8 +47,8 @@ pub use status::{Snapshot, Status};
 /// Why ingest could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("configuration: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -53,10 +57,20 @@ pub enum IngestError {
     },
     #[error(transparent)]
     Sink(#[from] sink::SinkError),
-    #[error("HTTP server: {0}")]
-    Http(std::io::Error),
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error("a receiver task failed: {0}")]
     Task(String),
+}
+
+/// Where ingest's records go.
+#[derive(Debug)]
+pub enum Edge {
+    /// The idempotent `acks=all` Kafka producer.
+    Kafka,
+    /// Single-node mode: the in-process bus to a processor in the same
+    /// process, which answers once the records are committed.
+    Bus(BusSender),
 }
 
 /// A running ingest instance.
@@ -72,34 +86,23 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Binds the listeners and starts the receivers, producing to Kafka.
-    /// Returns once listening; cancel `shutdown` to stop, then
+    /// Binds the listeners and starts the receivers, handing records to
+    /// `edge`. Returns once listening; cancel `shutdown` to stop, then
     /// [`Ingest::wait`].
     pub async fn start(
         config: IngestConfig,
+        edge: Edge,
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> Result<Self, IngestError> {
-        Self::start_with(config, None, metrics, shutdown).await
-    }
-
-    /// Like [`Ingest::start`]; with `bus`, records go over the in-process
-    /// bus to a processor in the same process instead of to Kafka
-    /// (single-node mode).
-    pub async fn start_with(
-        config: IngestConfig,
-        bus: Option<quantrac_proto::bus::BusSender>,
-        metrics: Option<PrometheusHandle>,
-        shutdown: CancellationToken,
-    ) -> Result<Self, IngestError> {
-        config
-            .validate()
-            .map_err(|e| IngestError::Config(e.to_string()))?;
+        config.validate()?;
         let config = Arc::new(config);
         let status = Arc::new(Status::default());
-        let sink = match bus {
-            Some(sender) => sink::Sink::bus(sender, config.max_in_flight, Arc::clone(&status)),
-            None => sink::Sink::kafka(&config.kafka, config.max_in_flight, Arc::clone(&status))?,
+        let sink = match edge {
+            Edge::Bus(sender) => sink::Sink::bus(sender, config.max_in_flight, Arc::clone(&status)),
+            Edge::Kafka => {
+                sink::Sink::kafka(&config.kafka, config.max_in_flight, Arc::clone(&status))?
+            }
         };
         let intake = intake::Intake::new(
             sink.clone(),
@@ -110,22 +113,16 @@ impl Ingest {
         );
         let mut tasks = JoinSet::new();
 
-        let http_listener = TcpListener::bind(config.http.listen)
-            .await
-            .map_err(|source| IngestError::Bind {
-                what: "http",
-                addr: config.http.listen,
-                source,
-            })?;
-        let http_addr = http_listener.local_addr().map_err(IngestError::Http)?;
+        let http = quantrac_plumbing::http::Server::bind(config.http.listen).await?;
+        let http_addr = http.addr;
         tasks.spawn({
-            let (status, shutdown) = (Arc::clone(&status), shutdown.clone());
-            let (m, t) = (config.mqtt.enabled, config.tcp.enabled);
-            async move {
-                http::serve(http_listener, status, metrics, m, t, shutdown)
-                    .await
-                    .map_err(IngestError::Http)
-            }
+            let health: Arc<dyn quantrac_plumbing::http::Health> = Arc::new(status::IngestHealth {
+                status: Arc::clone(&status),
+                mqtt_enabled: config.mqtt.enabled,
+                tcp_enabled: config.tcp.enabled,
+            });
+            let shutdown = shutdown.clone();
+            async move { Ok(http.serve(health, metrics, shutdown).await?) }
         });
 
         let mut tcp_addr = None;
@@ -165,7 +162,7 @@ impl Ingest {
 
     /// Waits for every task. The first task to fail cancels the others.
     pub async fn wait(mut self) -> Result<(), IngestError> {
-        let result = quantrac_proto::process::wait_for_tasks(
+        let result = quantrac_plumbing::process::wait_for_tasks(
             &mut self.tasks,
             &self.shutdown,
             "ingest",

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::IngestError;
-use crate::config::{IngestConfig, parse_offset};
+use crate::config::{IngestConfig, invalid, parse_offset};
 use crate::decode;
 use crate::intake::{Intake, Prepared, source_label};
 use crate::sink::Acks;
@@ -60,9 +60,9 @@ pub async fn run(
 ) -> Result<(), IngestError> {
     let mc = &config.mqtt;
     let (host, port) =
-        broker_address(&mc.url).map_err(|e| IngestError::Config(format!("mqtt.url: {e}")))?;
+        broker_address(&mc.url).map_err(|e| IngestError::Config(invalid("mqtt.url", e)))?;
     let offset = parse_offset(&config.circular10.utc_offset)
-        .ok_or_else(|| IngestError::Config("circular10.utc_offset".into()))?;
+        .ok_or_else(|| IngestError::Config(invalid("circular10.utc_offset", "expected +HH:MM")))?;
     let mut options = MqttOptions::new(format!("quantrac-{}", config.node_id), host, port);
     options
         .set_credentials(mc.username.clone(), mc.password.clone())

@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quantrac_proto::bus::{BusBatch, BusSender};
-use rdkafka::ClientConfig;
+use quantrac_plumbing::bus::{BusBatch, BusError, BusSender};
+use quantrac_plumbing::kafka::{self, KafkaError};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -23,17 +23,19 @@ use crate::status::Status;
 /// Why a record did not reach Kafka.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
-    #[error("cannot create the Kafka producer: {0}")]
-    Create(String),
+    #[error(transparent)]
+    Create(#[from] std::sync::Arc<KafkaError>),
     #[error("Kafka did not acknowledge the record on `{topic}`: {reason}")]
     Delivery { topic: String, reason: String },
+    #[error(transparent)]
+    Bus(#[from] BusError),
     #[error("ingest is shutting down")]
     Closed,
 }
 
 /// One encoded record, kept as bytes so a retry resends exactly the same
 /// record.
-pub type OutRecord = quantrac_proto::bus::BusRecord;
+pub type OutRecord = quantrac_plumbing::bus::BusRecord;
 
 #[derive(Clone)]
 enum Backend {
@@ -71,28 +73,27 @@ impl Sink {
         max_in_flight: usize,
         status: Arc<Status>,
     ) -> Result<Self, SinkError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("max.in.flight.requests.per.connection", "5")
-            .set("compression.type", "lz4")
-            .set("linger.ms", config.linger.as_millis().to_string())
-            .set(
-                "message.timeout.ms",
-                config.message_timeout.as_millis().to_string(),
-            )
-            // Our semaphore is the real bound; librdkafka's queue only has to
-            // hold what the semaphore lets through.
-            .set(
-                "queue.buffering.max.messages",
-                (max_in_flight + 1_000).to_string(),
-            )
-            .set("client.id", "quantrac-ingest");
-        for (k, v) in &config.properties {
-            cc.set(k, v);
-        }
-        let producer: FutureProducer = cc.create().map_err(|e| SinkError::Create(e.to_string()))?;
+        let cc = kafka::producer_config(
+            &config.brokers,
+            &config.properties,
+            &[
+                ("compression.type", "lz4".into()),
+                ("linger.ms", config.linger.as_millis().to_string()),
+                (
+                    "message.timeout.ms",
+                    config.message_timeout.as_millis().to_string(),
+                ),
+                // Our semaphore is the real bound; librdkafka's queue only
+                // has to hold what the semaphore lets through.
+                (
+                    "queue.buffering.max.messages",
+                    (max_in_flight + 1_000).to_string(),
+                ),
+                ("client.id", "quantrac-ingest".into()),
+            ],
+        );
+        let producer: FutureProducer = kafka::create(&cc, "producer")
+            .map_err(|e| SinkError::Create(std::sync::Arc::new(e)))?;
         Ok(Self {
             backend: Backend::Kafka(producer),
             permits: Arc::new(Semaphore::new(max_in_flight)),
@@ -176,7 +177,7 @@ impl Sink {
 
 enum Pending {
     Kafka(Vec<(Arc<str>, rdkafka::producer::DeliveryFuture)>),
-    Bus(oneshot::Receiver<Result<(), String>>),
+    Bus(oneshot::Receiver<Result<(), BusError>>),
 }
 
 /// The pending acknowledgement of records handed to [`Sink::send`].
@@ -229,8 +230,8 @@ impl Acks {
             Pending::Bus(rx) => {
                 result = match rx.await {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(reason)) => Err(delivery_error("bus", reason)),
-                    Err(_) => Err(delivery_error("bus", "processor stopped")),
+                    Ok(Err(e)) => Err(SinkError::Bus(e)),
+                    Err(_) => Err(SinkError::Bus(BusError::Stopped)),
                 };
             }
         }

@@ -71,3 +71,25 @@ impl Status {
         }
     }
 }
+
+/// `/health` of an ingest instance: unhealthy while Kafka (or the bus)
+/// refuses deliveries, or an enabled receiver is down.
+#[derive(Debug)]
+pub(crate) struct IngestHealth {
+    pub status: std::sync::Arc<Status>,
+    pub mqtt_enabled: bool,
+    pub tcp_enabled: bool,
+}
+
+impl quantrac_plumbing::http::Health for IngestHealth {
+    fn report(&self) -> quantrac_plumbing::http::HealthReport {
+        let s = self.status.snapshot();
+        let healthy = !s.kafka_failing
+            && (!self.mqtt_enabled || s.mqtt_connected)
+            && (!self.tcp_enabled || s.tcp_listening);
+        quantrac_plumbing::http::HealthReport {
+            healthy,
+            status: serde_json::to_value(s).unwrap_or_default(),
+        }
+    }
+}

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::IngestError;
-use crate::config::{Hj212Config, IngestConfig, TcpConfig, parse_offset};
+use crate::config::{Hj212Config, IngestConfig, TcpConfig, invalid, parse_offset};
 use crate::decode;
 use crate::intake::{Intake, Prepared, Verdict};
 use crate::sink::Acks;
@@ -64,9 +64,10 @@ pub async fn run(
         tcp: config.tcp.clone(),
         hj212: config.hj212.clone(),
         hj212_offset: parse_offset(&config.hj212.utc_offset)
-            .ok_or_else(|| IngestError::Config("hj212.utc_offset".into()))?,
-        c10_offset: parse_offset(&config.circular10.utc_offset)
-            .ok_or_else(|| IngestError::Config("circular10.utc_offset".into()))?,
+            .ok_or_else(|| IngestError::Config(invalid("hj212.utc_offset", "expected +HH:MM")))?,
+        c10_offset: parse_offset(&config.circular10.utc_offset).ok_or_else(|| {
+            IngestError::Config(invalid("circular10.utc_offset", "expected +HH:MM"))
+        })?,
     });
     let limit = Arc::new(Semaphore::new(config.tcp.max_connections));
     let tracker = TaskTracker::new();

@@ -85,7 +85,7 @@ async fn json_and_circular10_over_mqtt_arrive_in_kafka_exactly_as_sent() {
     config.mqtt.enabled = true;
     config.tcp.enabled = false;
     let shutdown = CancellationToken::new();
-    let ingest = Ingest::start(config, None, shutdown.clone())
+    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, shutdown.clone())
         .await
         .expect("start");
     let status = ingest.status.clone();
@@ -156,9 +156,14 @@ async fn message_received_but_not_acknowledged_is_redelivered_after_restart() {
     config.kafka.brokers = silent.local_addr().expect("addr").to_string();
     config.kafka.message_timeout = Duration::from_secs(2);
     let shutdown = CancellationToken::new();
-    let ingest = Ingest::start(config.clone(), None, shutdown.clone())
-        .await
-        .expect("start");
+    let ingest = Ingest::start(
+        config.clone(),
+        quantrac_ingest::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
     let status = ingest.status.clone();
     eventually("MQTT connected", || status.snapshot().mqtt_connected).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -183,7 +188,7 @@ async fn message_received_but_not_acknowledged_is_redelivered_after_restart() {
     // Second run, same node id (same persistent session), real Kafka.
     config.kafka.brokers = kafka_brokers();
     let shutdown = CancellationToken::new();
-    let ingest = Ingest::start(config, None, shutdown.clone())
+    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, shutdown.clone())
         .await
         .expect("restart");
     let batches = read_batches_where(&topics.raw, 1, WAIT, |b| b.station_id == station).await;
@@ -229,7 +234,7 @@ async fn a_burst_larger_than_every_bound_flows_through() {
     config.mqtt.max_pending = 50;
     config.max_in_flight = 100;
     let shutdown = CancellationToken::new();
-    let ingest = Ingest::start(config, None, shutdown.clone())
+    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, shutdown.clone())
         .await
         .expect("start");
     let status = ingest.status.clone();

@@ -35,9 +35,14 @@ fn hj212_frame(sample: &quantrac_proto::Sample, pw: &str) -> Vec<u8> {
 async fn every_tcp_format_arrives_in_kafka_exactly_as_sent() {
     let topics = create_topics(&unique("t-tcp")).await;
     let shutdown = CancellationToken::new();
-    let ingest = Ingest::start(test_config(&topics, &unique("n")), None, shutdown.clone())
-        .await
-        .expect("start");
+    let ingest = Ingest::start(
+        test_config(&topics, &unique("n")),
+        quantrac_ingest::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
     let addr = ingest.tcp_addr.expect("tcp on");
 
     let t0 = Utc
@@ -122,9 +127,14 @@ async fn every_tcp_format_arrives_in_kafka_exactly_as_sent() {
 async fn bad_frames_are_rejected_with_reason_and_good_ones_keep_flowing() {
     let topics = create_topics(&unique("t-bad")).await;
     let shutdown = CancellationToken::new();
-    let ingest = Ingest::start(test_config(&topics, &unique("n")), None, shutdown.clone())
-        .await
-        .expect("start");
+    let ingest = Ingest::start(
+        test_config(&topics, &unique("n")),
+        quantrac_ingest::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
     let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
         .await
         .expect("connect")
@@ -229,7 +239,7 @@ async fn hj212_reply_waits_for_kafka() {
     config.kafka.brokers = silent_addr.to_string();
     config.kafka.message_timeout = Duration::from_secs(3);
     let shutdown = CancellationToken::new();
-    let ingest = Ingest::start(config, None, shutdown.clone())
+    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, shutdown.clone())
         .await
         .expect("start");
     let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
@@ -264,9 +274,14 @@ async fn hj212_reply_comes_after_the_record_is_readable() {
     // in the topic.
     let topics = create_topics(&unique("t-order")).await;
     let shutdown = CancellationToken::new();
-    let ingest = Ingest::start(test_config(&topics, &unique("n")), None, shutdown.clone())
-        .await
-        .expect("start");
+    let ingest = Ingest::start(
+        test_config(&topics, &unique("n")),
+        quantrac_ingest::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
     let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
         .await
         .expect("connect")
@@ -300,7 +315,7 @@ async fn oversized_frames_and_slow_senders_are_cut_off() {
     config.tcp.max_frame_bytes = 256;
     config.tcp.idle_timeout = Duration::from_secs(1);
     let shutdown = CancellationToken::new();
-    let ingest = Ingest::start(config, None, shutdown.clone())
+    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, shutdown.clone())
         .await
         .expect("start");
     let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use quantrac_proto::config::ConfigError;
-use quantrac_proto::config::invalid;
+pub use quantrac_db::{ConnectOptions, TimescaleMode, WriteMethod};
+pub use quantrac_plumbing::config::ConfigError;
+use quantrac_plumbing::config::invalid;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,6 +20,8 @@ pub struct ProcessorConfig {
     pub node_id: String,
     /// `postgres://user:password@host:port/db` (TimescaleDB or PostgreSQL).
     pub database_url: String,
+    /// Connect and statement timeouts.
+    pub database: ConnectOptions,
     /// Station registry (TOML); loaded at start and written to the database.
     pub registry: PathBuf,
     pub http: HttpConfig,
@@ -33,6 +36,7 @@ impl Default for ProcessorConfig {
         Self {
             node_id: "processor-1".into(),
             database_url: "postgres://quantrac:quantrac@127.0.0.1:15432/quantrac".into(),
+            database: ConnectOptions::default(),
             registry: PathBuf::from("deploy/registry.toml"),
             http: HttpConfig::default(),
             kafka: KafkaConfig::default(),
@@ -119,30 +123,6 @@ impl Default for BatchConfig {
     }
 }
 
-/// How a batch reaches the table; see `benches/` for the measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WriteMethod {
-    /// Binary COPY into a temporary staging table, then
-    /// `INSERT ... SELECT ... ON CONFLICT DO NOTHING`.
-    Copy,
-    /// One `INSERT ... SELECT FROM unnest($1, $2, ...) ON CONFLICT DO
-    /// NOTHING` with array parameters (for servers without COPY).
-    Unnest,
-}
-
-/// Whether to use TimescaleDB features.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TimescaleMode {
-    /// Use them when the extension is available.
-    Auto,
-    /// Require them: refuse to start without the extension.
-    On,
-    /// Plain PostgreSQL schema even if the extension exists.
-    Off,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
@@ -155,6 +135,17 @@ pub struct StorageConfig {
     /// on plain PostgreSQL an hourly delete) and refused on arrival.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+}
+
+impl StorageConfig {
+    /// What the schema's owner decides about storage.
+    pub fn schema(&self) -> quantrac_db::SchemaOptions {
+        quantrac_db::SchemaOptions {
+            timescale: self.timescale,
+            compress_after: self.compress_after,
+            retention: self.retention,
+        }
+    }
 }
 
 impl Default for StorageConfig {
@@ -186,13 +177,13 @@ impl Default for ValidationSettings {
 
 impl ProcessorConfig {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let c: ProcessorConfig = quantrac_proto::config::load(path, "QUANTRAC_PROCESSOR__")?;
+        let c: ProcessorConfig = quantrac_plumbing::config::load(path, "QUANTRAC_PROCESSOR__")?;
         c.validate()?;
         Ok(c)
     }
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let c: ProcessorConfig = quantrac_proto::config::from_toml(text)?;
+        let c: ProcessorConfig = quantrac_plumbing::config::from_toml(text)?;
         c.validate()?;
         Ok(c)
     }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use rdkafka::ClientConfig;
+use quantrac_plumbing::kafka::{self, KafkaError};
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -68,52 +68,16 @@ impl ConsumerContext for Context {
     }
 }
 
-/// A client of `brokers` with the operator's extra librdkafka `properties`
-/// (security settings and the like). Settings made after this call win over
-/// the properties: that is how the delivery guarantees stay out of reach.
-pub fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", brokers);
-    for (k, v) in properties {
-        cc.set(k, v);
-    }
-    cc
-}
-
-/// A consumer-group member whose offsets move only when the application
-/// stores them (after a message's effects are durable); the periodic commit
-/// sends what was stored. Shared by the processor and alerting.
-pub fn committing_consumer_config(
-    brokers: &str,
-    properties: &BTreeMap<String, String>,
-    group_id: &str,
-    client_id: &str,
-    session_timeout: Duration,
-) -> ClientConfig {
-    let mut cc = client_config(brokers, properties);
-    cc.set("group.id", group_id)
-        .set("client.id", client_id)
-        .set(
-            "session.timeout.ms",
-            session_timeout.as_millis().to_string(),
-        )
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        // Bounded prefetch: memory stays bounded while the next step is slow.
-        .set("queued.max.messages.kbytes", "16384");
-    cc
-}
-
 pub(crate) fn producer(config: &ProcessorConfig) -> Result<FutureProducer, ProcessorError> {
-    client_config(&config.kafka.brokers, &config.kafka.properties)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .create()
-        .map_err(|e| ProcessorError::Kafka(e.to_string()))
+    let cc = kafka::producer_config(
+        &config.kafka.brokers,
+        &config.kafka.properties,
+        &[
+            ("compression.type", "lz4".into()),
+            ("linger.ms", "5".into()),
+        ],
+    );
+    Ok(kafka::create(&cc, "producer")?)
 }
 
 /// Publishes records and waits for every acknowledgement, retrying the
@@ -161,7 +125,7 @@ pub async fn run(
     workers: Vec<Worker>,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
-    let consumer: StreamConsumer<Context> = committing_consumer_config(
+    let consumer: StreamConsumer<Context> = kafka::committing_consumer_config(
         &config.kafka.brokers,
         &config.kafka.properties,
         &config.kafka.group_id,
@@ -170,10 +134,13 @@ pub async fn run(
     )
     .set("statistics.interval.ms", "5000")
     .create_with_context(Context)
-    .map_err(|e| ProcessorError::Kafka(e.to_string()))?;
+    .map_err(|source| KafkaError::Create {
+        what: "consumer",
+        source,
+    })?;
     consumer
         .subscribe(&[&config.kafka.raw_topic])
-        .map_err(|e| ProcessorError::Kafka(e.to_string()))?;
+        .map_err(|e| KafkaError::operation("subscribe", e))?;
     let producer = producer(&config)?;
     let raw_topic: Arc<str> = config.kafka.raw_topic.as_str().into();
 
@@ -324,31 +291,4 @@ fn finish(consumer: &StreamConsumer<Context>, done: Done) -> Worker {
 /// Time since `start` in seconds, for histograms.
 pub(crate) fn seconds_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn properties_reach_the_client_but_cannot_undo_manual_offset_storing() {
-        let properties = BTreeMap::from([
-            ("security.protocol".to_owned(), "SSL".to_owned()),
-            ("enable.auto.offset.store".to_owned(), "true".to_owned()),
-            ("auto.offset.reset".to_owned(), "latest".to_owned()),
-        ]);
-        let cc = committing_consumer_config(
-            "k:9092",
-            &properties,
-            "group",
-            "node-1",
-            Duration::from_secs(6),
-        );
-        assert_eq!(cc.get("security.protocol"), Some("SSL"));
-        assert_eq!(cc.get("enable.auto.offset.store"), Some("false"));
-        assert_eq!(cc.get("auto.offset.reset"), Some("earliest"));
-        assert_eq!(cc.get("session.timeout.ms"), Some("6000"));
-        assert_eq!(cc.get("group.id"), Some("group"));
-        assert_eq!(cc.get("bootstrap.servers"), Some("k:9092"));
-    }
 }

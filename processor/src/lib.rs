@@ -5,31 +5,30 @@
 //!
 //! A tour:
 //! - [`config`]: TOML + environment configuration, validated at start.
-//! - [`registry`]: stations, their parameters and permit limits, loaded from
-//!   a file and written to the database.
-//! - [`units`] and [`validate`]: pure checks and unit conversion of one
-//!   reading, with machine-readable rejection reasons.
+//! - [`validate`]: pure checks and unit conversion of one reading against
+//!   the registry (`quantrac_proto::registry`), with the rejection reasons
+//!   of `quantrac_proto::qc`.
 //! - [`pipeline`]: Kafka records in, validated readings and rejections out.
-//! - [`schema`]: versioned migrations (TimescaleDB and plain variants).
-//! - [`store`]: idempotent batch writes (binary COPY or `unnest`).
+//! - [`store`]: the processor's connection and its batch writes, through
+//!   `quantrac_db` (which holds the schema and the `readings` row).
 //! - [`worker`]: one batch: validate, write in one transaction, retry while
 //!   the database is down.
-//! - [`consumer`]: the Kafka loop: batch, store, publish, then store offsets.
-//! - [`local`]: single-node mode: the same worker fed by ingest over the
-//!   in-process bus, answering each batch once it is committed.
+//! - [`consumer`]: the Kafka edge: batch, store, publish, then store offsets.
+//! - [`local`]: the bus edge (single-node mode): the same worker fed by
+//!   ingest over the in-process bus, answering each batch once committed.
+//! - [`status`]: counters and `/health`.
 //!
-//! [`Processor::start`] wires them together with a shutdown token.
+//! In: `readings.raw` records ([`Edge::Kafka`]) or bus batches
+//! ([`Edge::Bus`]). Out: rows in `readings` and `rejected_readings`, then
+//! `readings.valid`/`readings.rejected` (or the bus's stored channel). The
+//! edge is chosen once, in [`Processor::start`]; nothing else knows it.
 
 pub mod config;
 pub mod consumer;
-pub mod http;
 pub mod local;
 pub mod pipeline;
-pub mod registry;
-pub mod schema;
 pub mod status;
 pub mod store;
-pub mod units;
 pub mod validate;
 pub mod worker;
 
@@ -37,7 +36,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
+use quantrac_plumbing::http::HttpError;
+use quantrac_plumbing::kafka::KafkaError;
+use quantrac_proto::registry::{Registry, RegistryError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -46,25 +47,46 @@ pub use status::{Snapshot, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
-    #[error("configuration: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     #[error("registry: {0}")]
-    Registry(#[from] registry::RegistryError),
+    Registry(#[from] RegistryError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    #[error("Kafka: {0}")]
-    Kafka(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("HTTP server: {0}")]
-    Http(std::io::Error),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error("a task failed: {0}")]
     Task(String),
     #[error("shutting down")]
     ShuttingDown,
+}
+
+impl ProcessorError {
+    /// Whether the same work can succeed later (the database or Kafka was
+    /// unavailable) as opposed to a configuration or data problem.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProcessorError::Store(e) => e.is_transient(),
+            ProcessorError::Kafka(e) => e.is_retryable(),
+            ProcessorError::ShuttingDown => true,
+            ProcessorError::Config(_)
+            | ProcessorError::Registry(_)
+            | ProcessorError::Http(_)
+            | ProcessorError::Task(_) => false,
+        }
+    }
+}
+
+/// Where the processor's readings come from and its stored readings go.
+#[derive(Debug)]
+pub enum Edge {
+    /// `readings.raw` in; `readings.valid` and `readings.rejected` out.
+    Kafka,
+    /// Single-node mode: ingest's batches in over the in-process bus, each
+    /// answered once committed; stored readings out to alerting.
+    Bus(local::LocalBus),
 }
 
 /// A running processor.
@@ -79,31 +101,24 @@ pub struct Processor {
 
 impl Processor {
     /// Loads the registry, migrates the database, writes the registry to it
-    /// and starts consuming `readings.raw` from Kafka. Cancel `shutdown` to
-    /// stop, then [`Processor::wait`].
+    /// and starts taking readings from `edge`. Cancel `shutdown` to stop,
+    /// then [`Processor::wait`].
     pub async fn start(
         config: ProcessorConfig,
+        edge: Edge,
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> Result<Self, ProcessorError> {
-        Self::start_with(config, None, metrics, shutdown).await
-    }
-
-    /// Like [`Processor::start`]; with `bus`, readings come from ingest in
-    /// the same process over the in-process bus instead of from Kafka
-    /// (single-node mode).
-    pub async fn start_with(
-        config: ProcessorConfig,
-        bus: Option<local::LocalBus>,
-        metrics: Option<PrometheusHandle>,
-        shutdown: CancellationToken,
-    ) -> Result<Self, ProcessorError> {
-        config
-            .validate()
-            .map_err(|e| ProcessorError::Config(e.to_string()))?;
+        config.validate()?;
         let config = Arc::new(config);
-        let registry = Arc::new(registry::Registry::load(&config.registry)?);
-        let (mut store, schema) = store::Store::open(&config.database_url, &config.storage).await?;
+        let registry = Arc::new(Registry::load(&config.registry)?);
+        let (mut store, schema) = store::Store::open(
+            &config.database_url,
+            &config.database,
+            &config.storage.schema(),
+            config.storage.write_method,
+        )
+        .await?;
         store.sync_registry(&registry).await?;
         tracing::info!(
             timescale = schema.timescale,
@@ -112,45 +127,28 @@ impl Processor {
             "database ready"
         );
         let status = Arc::new(Status::default());
-        let listener = TcpListener::bind(config.http.listen)
-            .await
-            .map_err(|source| ProcessorError::Bind {
-                addr: config.http.listen,
-                source,
-            })?;
-        let http_addr = listener.local_addr().map_err(ProcessorError::Http)?;
+        let http = quantrac_plumbing::http::Server::bind(config.http.listen).await?;
+        let http_addr = http.addr;
         let mut tasks = JoinSet::new();
         {
-            let (status, shutdown) = (Arc::clone(&status), shutdown.clone());
-            tasks.spawn(async move {
-                http::serve(listener, status, metrics, shutdown)
-                    .await
-                    .map_err(ProcessorError::Http)
-            });
+            let health: Arc<dyn quantrac_plumbing::http::Health> = status.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { Ok(http.serve(health, metrics, shutdown).await?) });
         }
-        match bus {
-            Some(bus) => {
-                let worker = worker::Worker::new(store, registry, &config, Arc::clone(&status));
-                tasks.spawn(local::run(
-                    Arc::clone(&config),
-                    worker,
-                    bus,
-                    shutdown.clone(),
-                ))
-            }
-            None => {
+        let worker =
+            |store| worker::Worker::new(store, Arc::clone(&registry), &config, Arc::clone(&status));
+        match edge {
+            Edge::Bus(bus) => tasks.spawn(local::run(
+                Arc::clone(&config),
+                worker(store),
+                bus,
+                shutdown.clone(),
+            )),
+            Edge::Kafka => {
                 let mut workers: Vec<_> = (1..config.batch.in_flight)
-                    .map(|_| {
-                        let s = store.sibling();
-                        worker::Worker::new(s, Arc::clone(&registry), &config, Arc::clone(&status))
-                    })
+                    .map(|_| worker(store.sibling()))
                     .collect();
-                workers.push(worker::Worker::new(
-                    store,
-                    registry,
-                    &config,
-                    Arc::clone(&status),
-                ));
+                workers.push(worker(store));
                 tasks.spawn(consumer::run(
                     Arc::clone(&config),
                     workers,
@@ -169,7 +167,7 @@ impl Processor {
 
     /// Waits for the tasks; the first to fail stops the others.
     pub async fn wait(mut self) -> Result<(), ProcessorError> {
-        quantrac_proto::process::wait_for_tasks(
+        quantrac_plumbing::process::wait_for_tasks(
             &mut self.tasks,
             &self.shutdown,
             "processor",

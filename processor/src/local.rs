@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 use prost::Message;
-use quantrac_proto::bus::{BusBatch, BusReceiver};
+use quantrac_plumbing::bus::{BusBatch, BusError, BusReceiver};
 use quantrac_proto::domain::to_timestamp;
 use quantrac_proto::v1::{RejectedInput, RejectedReading, StoredReadingBatch};
 use tokio::sync::mpsc;
@@ -122,7 +122,11 @@ pub async fn run(
         let outcome = worker.store(&readings, rejected, &shutdown).await;
         let answer = match &outcome {
             Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(ProcessorError::ShuttingDown) => Err(BusError::Stopped),
+            Err(e) => Err(BusError::NotStored {
+                reason: e.to_string(),
+                retryable: e.is_retryable(),
+            }),
         };
         for b in batches {
             // The sender may have given up (connection closed): nothing to do.

@@ -7,10 +7,11 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use prost::Message;
 use quantrac_proto::domain::to_timestamp;
-use quantrac_proto::v1::{ReadingBatch, RejectedReading, StoredReading, StoredReadingBatch};
+use quantrac_proto::v1::{ReadingBatch, RejectedReading, StoredReadingBatch};
 
-use crate::registry::Registry;
 use crate::validate::{Normalised, ValidationConfig, validate};
+use quantrac_proto::qc::RejectReason;
+use quantrac_proto::registry::Registry;
 
 /// A record read from the bus (Kafka or the in-process bus).
 #[derive(Debug, Clone)]
@@ -83,7 +84,7 @@ pub fn check(
                     record,
                     record.payload.to_vec(),
                     coords,
-                    "undecodable",
+                    RejectReason::Undecodable.as_str(),
                     e.to_string(),
                     now,
                 );
@@ -133,7 +134,7 @@ pub fn check(
                         record,
                         original.encode_to_vec(),
                         key,
-                        e.reason,
+                        e.reason.as_str(),
                         e.detail,
                         now,
                     );
@@ -153,19 +154,7 @@ pub fn check(
 pub fn valid_records(valid: &[Normalised]) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, StoredReadingBatch)> = Vec::new();
     for n in valid {
-        let reading = StoredReading {
-            station_id: n.station_id.clone(),
-            parameter: n.parameter.clone(),
-            value: n.value,
-            unit: n.unit.clone(),
-            measured_at: Some(to_timestamp(n.measured_at)),
-            status: quantrac_proto::v1::DeviceStatus::from(n.status) as i32,
-            device_flag: n.device_flag.clone(),
-            qc_flag: n.qc_flag.as_str().to_owned(),
-            source: n.source,
-            received_at: n.received_at.map(to_timestamp),
-            ingest_id: n.ingest_id.clone(),
-        };
+        let reading = n.to_stored();
         match out.iter_mut().find(|(s, _)| *s == n.station_id) {
             Some((_, b)) => b.readings.push(reading),
             None => out.push((

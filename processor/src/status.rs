@@ -58,3 +58,14 @@ impl Status {
         }
     }
 }
+
+impl quantrac_plumbing::http::Health for Status {
+    /// Unhealthy while database writes fail (they are being retried).
+    fn report(&self) -> quantrac_plumbing::http::HealthReport {
+        let s = self.snapshot();
+        quantrac_plumbing::http::HealthReport {
+            healthy: !s.db_failing,
+            status: serde_json::to_value(s).unwrap_or_default(),
+        }
+    }
+}

@@ -39,34 +39,10 @@ use quantrac_proto::v1;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::registry::Registry;
-use crate::units;
-
-/// The rejection reasons, one constant each.
-pub mod reason {
-    pub const UNKNOWN_STATION: &str = "unknown_station";
-    pub const UNKNOWN_PARAMETER: &str = "unknown_parameter";
-    pub const BAD_STATUS: &str = "bad_status";
-    pub const MISSING_TIME: &str = "missing_time";
-    pub const FUTURE_TIMESTAMP: &str = "future_timestamp";
-    pub const TOO_OLD: &str = "too_old";
-    pub const NON_FINITE: &str = "non_finite";
-    pub const UNIT_NOT_CONVERTIBLE: &str = "unit_not_convertible";
-    pub const OUT_OF_RANGE: &str = "out_of_range";
-
-    /// Every reason [`super::validate`] can give.
-    pub const ALL: &[&str] = &[
-        UNKNOWN_STATION,
-        UNKNOWN_PARAMETER,
-        BAD_STATUS,
-        MISSING_TIME,
-        FUTURE_TIMESTAMP,
-        TOO_OLD,
-        NON_FINITE,
-        UNIT_NOT_CONVERTIBLE,
-        OUT_OF_RANGE,
-    ];
-}
+use quantrac_db::ReadingRow;
+pub use quantrac_proto::qc::{QcFlag, RejectReason};
+use quantrac_proto::registry::Registry;
+use quantrac_proto::units;
 
 /// Time bounds a reading must fall in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,85 +69,18 @@ impl Default for ValidationConfig {
     }
 }
 
-/// Data-quality flag of a stored reading. Only `Valid` values are judged
-/// against permit limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QcFlag {
-    Valid,
-    /// Entered by hand at the station (HJ 212 `S`).
-    Manual,
-    /// The analyser says the true value is above its range (HJ 212 `T`).
-    AboveRange,
-    Calibrating,
-    /// Maintenance window (HJ 212 `M`).
-    Maintenance,
-    DeviceError,
-}
+/// A reading ready to store: the row of `readings`.
+pub type Normalised = ReadingRow;
 
-impl QcFlag {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QcFlag::Valid => "valid",
-            QcFlag::Manual => "manual",
-            QcFlag::AboveRange => "above_range",
-            QcFlag::Calibrating => "calibrating",
-            QcFlag::Maintenance => "maintenance",
-            QcFlag::DeviceError => "device_error",
-        }
-    }
-
-    /// The flag of a status refined by the device's own flag.
-    pub fn from_status(status: DeviceStatus, device_flag: &str) -> Self {
-        let flag = device_flag.trim();
-        let is = |f: &str| flag.eq_ignore_ascii_case(f);
-        match status {
-            DeviceStatus::Measuring if is("S") => QcFlag::Manual,
-            DeviceStatus::Measuring if is("T") => QcFlag::AboveRange,
-            DeviceStatus::Measuring => QcFlag::Valid,
-            DeviceStatus::Calibrating if is("M") => QcFlag::Maintenance,
-            DeviceStatus::Calibrating => QcFlag::Calibrating,
-            DeviceStatus::Error => QcFlag::DeviceError,
-        }
-    }
-
-    /// Whether the value is a measurement the instrument stands behind, so
-    /// that its range applies.
-    fn is_measured(self) -> bool {
-        matches!(self, QcFlag::Valid | QcFlag::Manual)
-    }
-}
-
-/// A reading ready to store: canonical parameter code and unit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Normalised {
-    pub station_id: String,
-    /// Canonical code from the registry.
-    pub parameter: String,
-    /// In the canonical unit.
-    pub value: f64,
-    /// Canonical unit.
-    pub unit: String,
-    pub measured_at: DateTime<Utc>,
-    pub status: DeviceStatus,
-    pub device_flag: String,
-    pub qc_flag: QcFlag,
-    /// `v1::SourceProtocol` as sent.
-    pub source: i32,
-    pub received_at: Option<DateTime<Utc>>,
-    pub ingest_id: String,
-}
-
-/// Why a reading was refused: a reason from [`reason::ALL`] and a detail
-/// for people.
+/// Why a reading was refused: a reason and a detail for people.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{reason}: {detail}")]
 pub struct Rejection {
-    pub reason: &'static str,
+    pub reason: RejectReason,
     pub detail: String,
 }
 
-fn reject(reason: &'static str, detail: String) -> Rejection {
+fn reject(reason: RejectReason, detail: String) -> Rejection {
     Rejection { reason, detail }
 }
 
@@ -194,7 +103,7 @@ pub fn validate(
 ) -> Result<Normalised, Rejection> {
     let station = registry.station(&reading.station_id).ok_or_else(|| {
         reject(
-            reason::UNKNOWN_STATION,
+            RejectReason::UnknownStation,
             format!(
                 "station {} is not in the registry",
                 quote(&reading.station_id)
@@ -203,7 +112,7 @@ pub fn validate(
     })?;
     let spec = station.parameter(&reading.parameter).ok_or_else(|| {
         reject(
-            reason::UNKNOWN_PARAMETER,
+            RejectReason::UnknownParameter,
             format!(
                 "station {} has no parameter {}",
                 station.id,
@@ -218,7 +127,7 @@ pub fn validate(
         Ok(v1::DeviceStatus::Error) => DeviceStatus::Error,
         Ok(v1::DeviceStatus::Unspecified) | Err(_) => {
             return Err(reject(
-                reason::BAD_STATUS,
+                RejectReason::BadStatus,
                 format!(
                     "device status {} is not measuring, calibrating or error",
                     reading.status
@@ -231,7 +140,7 @@ pub fn validate(
 
     if !reading.value.is_finite() {
         return Err(reject(
-            reason::NON_FINITE,
+            RejectReason::NonFinite,
             format!("value {} is not a finite number", reading.value),
         ));
     }
@@ -241,14 +150,14 @@ pub fn validate(
     } else {
         units::convert(reading.value, &reading.unit, &spec.unit, &spec.code).map_err(|e| {
             reject(
-                reason::UNIT_NOT_CONVERTIBLE,
+                RejectReason::UnitNotConvertible,
                 format!("{}: {}", spec.code, e),
             )
         })?
     };
     if !value.is_finite() {
         return Err(reject(
-            reason::NON_FINITE,
+            RejectReason::NonFinite,
             format!(
                 "value {} {} overflows in {}",
                 reading.value,
@@ -261,7 +170,7 @@ pub fn validate(
     let qc_flag = QcFlag::from_status(status, &reading.device_flag);
     if qc_flag.is_measured() && !(spec.range_min..=spec.range_max).contains(&value) {
         return Err(reject(
-            reason::OUT_OF_RANGE,
+            RejectReason::OutOfRange,
             format!(
                 "{} = {value} {} is outside the instrument range [{}, {}]",
                 spec.code, spec.unit, spec.range_min, spec.range_max
@@ -290,16 +199,19 @@ fn check_time(
     now: DateTime<Utc>,
     cfg: &ValidationConfig,
 ) -> Result<DateTime<Utc>, Rejection> {
-    let t = t.ok_or_else(|| reject(reason::MISSING_TIME, "no measurement time".into()))?;
+    let t = t.ok_or_else(|| reject(RejectReason::MissingTime, "no measurement time".into()))?;
     let Some(at) = from_timestamp(t) else {
         // Outside chrono's range (hundreds of thousands of years) or with
         // impossible nanoseconds.
         let (why, detail) = if !(0..1_000_000_000).contains(&t.nanos) {
-            (reason::MISSING_TIME, "invalid nanoseconds")
+            (RejectReason::MissingTime, "invalid nanoseconds")
         } else if t.seconds > 0 {
-            (reason::FUTURE_TIMESTAMP, "beyond any representable date")
+            (
+                RejectReason::FutureTimestamp,
+                "beyond any representable date",
+            )
         } else {
-            (reason::TOO_OLD, "before any representable date")
+            (RejectReason::TooOld, "before any representable date")
         };
         return Err(reject(
             why,
@@ -312,7 +224,7 @@ fn check_time(
         .and_then(|d| now.checked_add_signed(d));
     if latest.is_some_and(|latest| at > latest) {
         return Err(reject(
-            reason::FUTURE_TIMESTAMP,
+            RejectReason::FutureTimestamp,
             format!(
                 "measured at {at}, more than {:?} after now ({now})",
                 cfg.max_future
@@ -324,7 +236,7 @@ fn check_time(
         .and_then(|d| now.checked_sub_signed(d));
     if oldest.is_some_and(|oldest| at < oldest) {
         return Err(reject(
-            reason::TOO_OLD,
+            RejectReason::TooOld,
             format!(
                 "measured at {at}, older than the retention of {:?}",
                 cfg.retention
@@ -381,7 +293,7 @@ mod tests {
         match check(r) {
             Ok(n) => panic!("accepted: {n:?}"),
             Err(e) => {
-                assert!(reason::ALL.contains(&e.reason), "{}", e.reason);
+                assert!(RejectReason::ALL.contains(&e.reason), "{}", e.reason);
                 e
             }
         }
@@ -488,7 +400,7 @@ mod tests {
             ..reading()
         };
         let e = rejected(&r);
-        assert_eq!(e.reason, reason::UNKNOWN_STATION);
+        assert_eq!(e.reason, RejectReason::UnknownStation);
         assert!(e.detail.contains("PY-XX-WW99"), "{e}");
     }
 
@@ -499,13 +411,13 @@ mod tests {
             parameter: "SO2".into(),
             ..reading()
         };
-        assert_eq!(rejected(&r).reason, reason::UNKNOWN_PARAMETER);
+        assert_eq!(rejected(&r).reason, RejectReason::UnknownParameter);
         let r = v1::Reading {
             parameter: "x".repeat(10_000),
             ..reading()
         };
         let e = rejected(&r);
-        assert_eq!(e.reason, reason::UNKNOWN_PARAMETER);
+        assert_eq!(e.reason, RejectReason::UnknownParameter);
         assert!(e.detail.len() < 200, "detail is {} bytes", e.detail.len());
     }
 
@@ -517,7 +429,7 @@ mod tests {
                 ..reading()
             };
             let e = rejected(&r);
-            assert_eq!(e.reason, reason::UNIT_NOT_CONVERTIBLE, "{unit}");
+            assert_eq!(e.reason, RejectReason::UnitNotConvertible, "{unit}");
             assert!(e.detail.contains(unit) && e.detail.contains("mg/L"), "{e}");
         }
         // Stack conditions are not normal conditions.
@@ -527,7 +439,7 @@ mod tests {
             unit: "mg/m3".into(),
             ..reading()
         };
-        assert_eq!(rejected(&r).reason, reason::UNIT_NOT_CONVERTIBLE);
+        assert_eq!(rejected(&r).reason, RejectReason::UnitNotConvertible);
     }
 
     #[test]
@@ -539,17 +451,23 @@ mod tests {
         };
         assert_eq!(accepted(&at(0.0, "mg/L")).value, 0.0);
         assert_eq!(accepted(&at(1000.0, "mg/L")).value, 1000.0);
-        assert_eq!(rejected(&at(1000.5, "mg/L")).reason, reason::OUT_OF_RANGE);
-        assert_eq!(rejected(&at(-0.1, "mg/L")).reason, reason::OUT_OF_RANGE);
+        assert_eq!(
+            rejected(&at(1000.5, "mg/L")).reason,
+            RejectReason::OutOfRange
+        );
+        assert_eq!(rejected(&at(-0.1, "mg/L")).reason, RejectReason::OutOfRange);
         // 1.5 g/L is 1500 mg/L: above the 0-1000 mg/L analyser.
-        assert_eq!(rejected(&at(1.5, "g/L")).reason, reason::OUT_OF_RANGE);
-        assert_eq!(rejected(&at(-9999.0, "mg/L")).reason, reason::OUT_OF_RANGE);
+        assert_eq!(rejected(&at(1.5, "g/L")).reason, RejectReason::OutOfRange);
+        assert_eq!(
+            rejected(&at(-9999.0, "mg/L")).reason,
+            RejectReason::OutOfRange
+        );
         // Manual entries are measurements too.
         let manual = v1::Reading {
             device_flag: "S".into(),
             ..at(5000.0, "mg/L")
         };
-        assert_eq!(rejected(&manual).reason, reason::OUT_OF_RANGE);
+        assert_eq!(rejected(&manual).reason, RejectReason::OutOfRange);
     }
 
     #[test]
@@ -581,7 +499,7 @@ mod tests {
                     status: status as i32,
                     ..reading()
                 };
-                assert_eq!(rejected(&r).reason, reason::NON_FINITE);
+                assert_eq!(rejected(&r).reason, RejectReason::NonFinite);
             }
         }
         // Finite as sent, infinite in the canonical unit.
@@ -591,7 +509,7 @@ mod tests {
             status: v1::DeviceStatus::Error as i32,
             ..reading()
         };
-        assert_eq!(rejected(&r).reason, reason::NON_FINITE);
+        assert_eq!(rejected(&r).reason, RejectReason::NonFinite);
     }
 
     #[test]
@@ -601,7 +519,7 @@ mod tests {
                 status,
                 ..reading()
             };
-            assert_eq!(rejected(&r).reason, reason::BAD_STATUS, "{status}");
+            assert_eq!(rejected(&r).reason, RejectReason::BadStatus, "{status}");
         }
     }
 
@@ -611,7 +529,7 @@ mod tests {
             measured_at: None,
             ..reading()
         };
-        assert_eq!(rejected(&r).reason, reason::MISSING_TIME);
+        assert_eq!(rejected(&r).reason, RejectReason::MissingTime);
         let r = v1::Reading {
             measured_at: Some(prost_types::Timestamp {
                 seconds: 1_736_912_400,
@@ -619,7 +537,7 @@ mod tests {
             }),
             ..reading()
         };
-        assert_eq!(rejected(&r).reason, reason::MISSING_TIME);
+        assert_eq!(rejected(&r).reason, RejectReason::MissingTime);
     }
 
     #[test]
@@ -633,7 +551,7 @@ mod tests {
         let e = rejected(&at(now()
             + TimeDelta::minutes(10)
             + TimeDelta::nanoseconds(1)));
-        assert_eq!(e.reason, reason::FUTURE_TIMESTAMP);
+        assert_eq!(e.reason, RejectReason::FutureTimestamp);
         let far = v1::Reading {
             measured_at: Some(prost_types::Timestamp {
                 seconds: i64::MAX,
@@ -641,7 +559,7 @@ mod tests {
             }),
             ..reading()
         };
-        assert_eq!(rejected(&far).reason, reason::FUTURE_TIMESTAMP);
+        assert_eq!(rejected(&far).reason, RejectReason::FutureTimestamp);
         // A huge max_future is no bound rather than an overflow.
         let lax = ValidationConfig {
             max_future: Duration::MAX,
@@ -663,13 +581,13 @@ mod tests {
         assert!(check(&at(now() - TimeDelta::days(7))).is_ok());
         assert_eq!(
             rejected(&at(oldest - TimeDelta::seconds(1))).reason,
-            reason::TOO_OLD
+            RejectReason::TooOld
         );
         let epoch = v1::Reading {
             measured_at: Some(prost_types::Timestamp::default()),
             ..reading()
         };
-        assert_eq!(rejected(&epoch).reason, reason::TOO_OLD);
+        assert_eq!(rejected(&epoch).reason, RejectReason::TooOld);
         let ancient = v1::Reading {
             measured_at: Some(prost_types::Timestamp {
                 seconds: i64::MIN,
@@ -677,7 +595,7 @@ mod tests {
             }),
             ..reading()
         };
-        assert_eq!(rejected(&ancient).reason, reason::TOO_OLD);
+        assert_eq!(rejected(&ancient).reason, RejectReason::TooOld);
     }
 
     #[test]
@@ -691,24 +609,24 @@ mod tests {
             status: 0,
             ..reading()
         };
-        assert_eq!(rejected(&r).reason, reason::UNKNOWN_STATION);
+        assert_eq!(rejected(&r).reason, RejectReason::UnknownStation);
         let r = v1::Reading {
             station_id: reading().station_id,
             ..r
         };
-        assert_eq!(rejected(&r).reason, reason::UNKNOWN_PARAMETER);
+        assert_eq!(rejected(&r).reason, RejectReason::UnknownParameter);
         let r = v1::Reading {
             parameter: "COD".into(),
             ..r
         };
-        assert_eq!(rejected(&r).reason, reason::BAD_STATUS);
+        assert_eq!(rejected(&r).reason, RejectReason::BadStatus);
         let r = v1::Reading { status: 1, ..r };
-        assert_eq!(rejected(&r).reason, reason::MISSING_TIME);
+        assert_eq!(rejected(&r).reason, RejectReason::MissingTime);
         let r = v1::Reading {
             measured_at: reading().measured_at,
             ..r
         };
-        assert_eq!(rejected(&r).reason, reason::NON_FINITE);
+        assert_eq!(rejected(&r).reason, RejectReason::NonFinite);
     }
 
     #[test]

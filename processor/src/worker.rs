@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 use crate::ProcessorError;
 use crate::config::{BatchConfig, ProcessorConfig};
 use crate::pipeline::{self, Checked, InRecord};
-use crate::registry::Registry;
 use crate::status::Status;
 use crate::store::Store;
 use crate::validate::ValidationConfig;
+use quantrac_proto::qc::RejectReason;
+use quantrac_proto::registry::Registry;
 
 #[derive(Debug)]
 pub struct Worker {
@@ -104,29 +105,13 @@ impl Worker {
     }
 }
 
-/// Bounded label set: validation reasons are a fixed list; anything else is
-/// folded into "other".
+/// Bounded label set: the processor's reasons are a fixed list; anything
+/// else is folded into "ingest" (ingest's own reasons in single-node mode,
+/// whose detail ingest's metric has) or "other".
 fn reason_label(reason: &str) -> &'static str {
-    if reason.contains('.') {
-        // Ingest's reasons (`hj212.crc_mismatch`, ...) in single-node mode;
-        // ingest's own metric has the detail.
-        return "ingest";
+    match RejectReason::parse(reason) {
+        Some(r) => r.as_str(),
+        None if reason.contains('.') => "ingest",
+        None => "other",
     }
-    const KNOWN: &[&str] = &[
-        "unknown_station",
-        "unknown_parameter",
-        "unit_not_convertible",
-        "out_of_range",
-        "future_timestamp",
-        "too_old",
-        "missing_time",
-        "non_finite",
-        "bad_status",
-        "undecodable",
-    ];
-    KNOWN
-        .iter()
-        .find(|k| **k == reason)
-        .copied()
-        .unwrap_or("other")
 }

@@ -32,6 +32,7 @@ async fn n_readings_in_give_n_rows_and_a_replay_adds_none() {
     let shutdown = CancellationToken::new();
     let p = Processor::start(
         test_config(&db_url, &topics, registry.clone()),
+        quantrac_processor::Edge::Kafka,
         None,
         shutdown.clone(),
     )
@@ -57,9 +58,14 @@ async fn n_readings_in_give_n_rows_and_a_replay_adds_none() {
     let mut config = test_config(&db_url, &topics, registry);
     config.kafka.group_id = unique("replay");
     let shutdown = CancellationToken::new();
-    let p = Processor::start(config, None, shutdown.clone())
-        .await
-        .expect("restart");
+    let p = Processor::start(
+        config,
+        quantrac_processor::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("restart");
     let status = p.status.clone();
     let deadline = tokio::time::Instant::now() + WAIT;
     while status.snapshot().consumed < 680 && tokio::time::Instant::now() < deadline {
@@ -115,6 +121,7 @@ async fn bad_readings_land_in_rejected_readings_with_their_reason() {
     let shutdown = CancellationToken::new();
     let p = Processor::start(
         test_config(&db_url, &topics, registry),
+        quantrac_processor::Edge::Kafka,
         None,
         shutdown.clone(),
     )
@@ -182,6 +189,7 @@ async fn stored_readings_are_published_on_readings_valid() {
     let shutdown = CancellationToken::new();
     let p = Processor::start(
         test_config(&db_url, &topics, registry_file(&prefix, 2)),
+        quantrac_processor::Edge::Kafka,
         None,
         shutdown.clone(),
     )
@@ -309,6 +317,7 @@ async fn registry_is_written_to_the_database() {
     let shutdown = CancellationToken::new();
     let p = Processor::start(
         test_config(&db_url, &topics, registry_file(&prefix, 2)),
+        quantrac_processor::Edge::Kafka,
         None,
         shutdown.clone(),
     )

@@ -58,7 +58,12 @@ async fn timescale_schema_policies_aggregates_and_compression() {
     };
     let (mut store, info) = tokio::time::timeout(
         Duration::from_secs(60),
-        Store::open(&timescale_url(), &storage),
+        Store::open(
+            &timescale_url(),
+            &Default::default(),
+            &storage.schema(),
+            storage.write_method,
+        ),
     )
     .await
     .expect("TimescaleDB answers (deploy/services.sh start timescale)")
@@ -118,9 +123,14 @@ async fn timescale_schema_policies_aggregates_and_compression() {
     // Running the migrations again (a restart) changes nothing.
     // (One connection at a time on this server: close the first.)
     drop(store);
-    let (mut store, again) = Store::open(&timescale_url(), &storage)
-        .await
-        .expect("re-open");
+    let (mut store, again) = Store::open(
+        &timescale_url(),
+        &Default::default(),
+        &storage.schema(),
+        storage.write_method,
+    )
+    .await
+    .expect("re-open");
     assert_eq!(again.applied, 0);
 
     // Writes: idempotent; the hourly aggregate counts valid readings only.

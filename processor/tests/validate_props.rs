@@ -5,10 +5,10 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
-use quantrac_processor::registry::{ParameterSpec, Registry, Station};
-use quantrac_processor::units::{self, convert};
-use quantrac_processor::validate::{QcFlag, ValidationConfig, reason, validate};
+use quantrac_processor::validate::{QcFlag, RejectReason, ValidationConfig, validate};
 use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::registry::{ParameterSpec, Registry, Station};
+use quantrac_proto::units::{self, convert};
 use quantrac_proto::v1;
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
@@ -206,7 +206,7 @@ proptest! {
                 prop_assert!(n.measured_at <= now() + TimeDelta::minutes(10));
             }
             Err(e) => {
-                prop_assert!(reason::ALL.contains(&e.reason), "undocumented reason {}", e.reason);
+                prop_assert!(RejectReason::ALL.contains(&e.reason), "undocumented reason {}", e.reason);
                 prop_assert!(e.detail.len() < 1024, "detail of {} bytes", e.detail.len());
             }
         }

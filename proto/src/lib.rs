@@ -11,19 +11,22 @@
 //!   JSON schema, HJ 212-2017 packets and Circular 10/2021 text records. Each
 //!   has a decoder (never panics, rejects with a machine-readable reason) and
 //!   an encoder (used by the simulators and the round-trip tests).
-//! - [`bus`]: the in-process bus that replaces Kafka in single-node mode.
-//! - `process` (feature `bin`): logging and signal handling shared by the
-//!   service binaries; `config` (feature `config`): how every service reads
-//!   its TOML file and environment variables.
+//! - [`units`]: unit conversion into each parameter's canonical unit.
+//! - [`registry`]: the station registry: stations, their parameters and
+//!   instrument ranges, permit limits with coefficients and effective
+//!   dates (invariant 6: limits are data), loaded from TOML.
+//! - [`qc`]: the QC flags stored with every reading and the reasons a
+//!   reading is refused, as enums every crate matches on.
 //!
 //! Topic names shared by the services live in [`topics`].
+//!
+//! Architecture invariant: this crate does no I/O beyond reading the
+//! registry file, and knows nothing of Kafka, databases or services.
 
-pub mod bus;
-#[cfg(feature = "config")]
-pub mod config;
 pub mod domain;
-#[cfg(feature = "bin")]
-pub mod process;
+pub mod qc;
+pub mod registry;
+pub mod units;
 pub mod wire;
 
 pub use domain::{Sample, SampleValue};

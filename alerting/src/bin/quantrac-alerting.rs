@@ -23,14 +23,20 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    quantrac_proto::process::init_tracing(args.json_logs, "info,rdkafka=warn");
+    quantrac_plumbing::process::init_tracing(args.json_logs, "info,rdkafka=warn");
     let config = AlertingConfig::load(args.config.as_deref())?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
     let shutdown = CancellationToken::new();
-    let alerting = Alerting::start(config, None, Some(metrics), shutdown.clone()).await?;
-    tokio::spawn(quantrac_proto::process::stop_on_signals(shutdown));
+    let alerting = Alerting::start(
+        config,
+        quantrac_alerting::Edge::Kafka,
+        Some(metrics),
+        shutdown.clone(),
+    )
+    .await?;
+    tokio::spawn(quantrac_plumbing::process::stop_on_signals(shutdown));
     alerting.wait().await?;
     tracing::info!("alerting stopped");
     Ok(())

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use quantrac_processor::registry::{PermitLimit, Registry};
+use quantrac_proto::registry::{PermitLimit, Registry};
 
 use super::incidents::{Book, Finding};
 use super::series::{Bucket, Series, SeriesInfo, SeriesState, refresh_series};

@@ -51,7 +51,7 @@
 //! Readings flagged `calibrating`, `maintenance` or `device_error` feed the
 //! instrument-status rule; every reading, whatever its flag, counts as data
 //! for the gap rule. The permit limit is
-//! [`Station::limit_at`](quantrac_processor::registry::Station::limit_at) on
+//! [`Station::limit_at`](quantrac_proto::registry::Station::limit_at) on
 //! the local (UTC+7 by default) date of the measurement (of the window start
 //! for averages). A station or parameter the registry does not know, or with
 //! no limit, gets no limit rules; gap, status, flatline and sudden change
@@ -128,7 +128,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use quantrac_processor::registry::Registry;
+use quantrac_proto::registry::Registry;
 use quantrac_proto::v1::StoredReading;
 use thiserror::Error;
 

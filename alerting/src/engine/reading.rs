@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, FixedOffset, Utc};
-use quantrac_processor::registry::{Registry, Station};
 use quantrac_proto::domain::from_timestamp;
+use quantrac_proto::registry::{Registry, Station};
 use quantrac_proto::v1::StoredReading;
 
 use super::incidents::Book;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
-use quantrac_processor::registry::Registry;
+use quantrac_proto::registry::Registry;
 
 use super::incidents::{Book, Incident};
 use super::instrument::Episode;

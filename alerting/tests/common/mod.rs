@@ -119,7 +119,7 @@ pub async fn start_single_node(
     let (tx, rx) = mpsc::channel(16);
     let alerting = Alerting::start(
         alerting_config(db_url, registry),
-        Some(rx),
+        quantrac_alerting::Edge::Bus(rx),
         None,
         stop.clone(),
     )

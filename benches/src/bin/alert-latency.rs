@@ -209,7 +209,8 @@ async fn run_once(args: &Args, rate: u64) -> Result<Vec<f64>> {
     p.kafka.valid_topic = valid.clone();
     p.kafka.rejected_topic = rejected.clone();
     p.batch.max_wait = Duration::from_millis(20);
-    let processor = Processor::start(p, None, stop.clone()).await?;
+    let processor =
+        Processor::start(p, quantrac_processor::Edge::Kafka, None, stop.clone()).await?;
 
     let mut a = AlertingConfig {
         database_url: db_url.clone(),
@@ -223,7 +224,7 @@ async fn run_once(args: &Args, rate: u64) -> Result<Vec<f64>> {
     a.kafka.group_id = unique("g");
     a.kafka.valid_topic = valid.clone();
     a.kafka.alerts_topic = alerts.clone();
-    let alerting = Alerting::start(a, None, None, stop.clone()).await?;
+    let alerting = Alerting::start(a, quantrac_alerting::Edge::Kafka, None, stop.clone()).await?;
 
     let mut i = IngestConfig {
         node_id: unique("n"),
@@ -236,7 +237,7 @@ async fn run_once(args: &Args, rate: u64) -> Result<Vec<f64>> {
     i.kafka.readings_topic = raw.clone();
     i.kafka.rejected_topic = ingest_rejected.clone();
     i.kafka.linger = Duration::from_millis(1);
-    let ingest = Ingest::start(i, None, stop.clone()).await?;
+    let ingest = Ingest::start(i, quantrac_ingest::Edge::Kafka, None, stop.clone()).await?;
     let addr = ingest.tcp_addr.context("tcp")?;
 
     let mut grpc = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr)).await?;

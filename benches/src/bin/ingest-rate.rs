@@ -528,15 +528,16 @@ async fn measure(
     config.mqtt.username = args.mqtt_user.clone();
     config.mqtt.password = args.mqtt_password.clone();
     config.hj212.default_password = Some(HJ212_PASSWORD.into());
-    let ingest = match Ingest::start(config, None, shutdown.clone()).await {
-        Ok(i) => i,
-        Err(e) => {
-            if !args.keep_topics {
-                common::delete_topics(&args.brokers, &[&raw, &rejected]).await;
+    let ingest =
+        match Ingest::start(config, quantrac_ingest::Edge::Kafka, None, shutdown.clone()).await {
+            Ok(i) => i,
+            Err(e) => {
+                if !args.keep_topics {
+                    common::delete_topics(&args.brokers, &[&raw, &rejected]).await;
+                }
+                return Err(anyhow!(e).context("starting ingest"));
             }
-            return Err(anyhow!(e).context("starting ingest"));
-        }
-    };
+        };
 
     let outcome = drive(args, protocol, &ingest, &raw, &rejected, sim_rt).await;
 

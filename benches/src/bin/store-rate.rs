@@ -381,10 +381,15 @@ async fn benchmark(args: &Args, created: &mut Created) -> Result<()> {
             // Same schema as the processor's databases: its migrations and
             // the registry, as Processor::start applies them.
             let defaults = ProcessorConfig::default();
-            let (mut store, _) =
-                quantrac_processor::store::Store::open(&url, &defaults.storage).await?;
+            let (mut store, _) = quantrac_processor::store::Store::open(
+                &url,
+                &defaults.database,
+                &defaults.storage.schema(),
+                defaults.storage.write_method,
+            )
+            .await?;
             store
-                .sync_registry(&quantrac_processor::registry::Registry::load(&registry)?)
+                .sync_registry(&quantrac_proto::registry::Registry::load(&registry)?)
                 .await?;
             drop(store);
             settle(&args.database_url).await?;
@@ -465,9 +470,14 @@ async fn processor_load(
     let shutdown = CancellationToken::new();
     let cpu0 = common::cpu_sample(&[]);
     let t0 = Instant::now();
-    let processor = Processor::start(config, None, shutdown.clone())
-        .await
-        .context("starting the processor")?;
+    let processor = Processor::start(
+        config,
+        quantrac_processor::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the processor")?;
     let startup = t0.elapsed().as_secs_f64();
     let watched = async {
         let mut first_batch = None;
@@ -772,7 +782,7 @@ fn write_csv(path: &Path, prefix: &str, stations: u64, per_station: u64) -> Resu
     let end = Utc::now() - chrono::Duration::minutes(10);
     let source = SourceProtocol::TcpHj212 as i32;
     let measuring = quantrac_proto::v1::DeviceStatus::Measuring as i32;
-    let valid = quantrac_processor::validate::QcFlag::Valid.as_str();
+    let valid = quantrac_proto::qc::QcFlag::Valid.as_str();
     for k in 0..per_station {
         for s in 0..stations {
             let sample = sample(prefix, s, k, per_station, end)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use quantrac_processor::{Processor, ProcessorConfig};
+use quantrac_processor::{Edge, Processor, ProcessorConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -23,14 +23,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    quantrac_proto::process::init_tracing(args.json_logs, "info,rdkafka=warn");
+    quantrac_plumbing::process::init_tracing(args.json_logs, "info,rdkafka=warn");
     let config = ProcessorConfig::load(args.config.as_deref())?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
     let shutdown = CancellationToken::new();
-    let processor = Processor::start(config, Some(metrics), shutdown.clone()).await?;
-    tokio::spawn(quantrac_proto::process::stop_on_signals(shutdown));
+    let processor = Processor::start(config, Edge::Kafka, Some(metrics), shutdown.clone()).await?;
+    tokio::spawn(quantrac_plumbing::process::stop_on_signals(shutdown));
     processor.wait().await?;
     tracing::info!("processor stopped");
     Ok(())

@@ -21,6 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
+#[path = "alerting_common/mod.rs"]
 mod common;
 use common::{alerting_config, cod, env, fresh_database, registry, unique};
 
@@ -111,7 +112,7 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
     pconfig.kafka.rejected_topic = rejected.clone();
     pconfig.batch.max_wait = Duration::from_millis(20);
     let stop = CancellationToken::new();
-    let processor = Processor::start(pconfig, None, stop.clone())
+    let processor = Processor::start(pconfig, quantrac_processor::Edge::Kafka, None, stop.clone())
         .await
         .expect("processor");
 
@@ -152,7 +153,7 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
     let first_group = unique("g");
     let alerting = Alerting::start(
         alerting_config(&first_group),
-        None,
+        quantrac_alerting::Edge::Kafka,
         None,
         alerting_stop.clone(),
     )
@@ -268,7 +269,7 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
     let alerting_stop = CancellationToken::new();
     let alerting = Alerting::start(
         alerting_config(&first_group),
-        None,
+        quantrac_alerting::Edge::Kafka,
         None,
         alerting_stop.clone(),
     )
@@ -303,7 +304,7 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
     let alerting_stop = CancellationToken::new();
     let alerting = Alerting::start(
         alerting_config(&unique("g2")),
-        None,
+        quantrac_alerting::Edge::Kafka,
         None,
         alerting_stop.clone(),
     )

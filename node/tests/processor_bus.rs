@@ -3,6 +3,7 @@
 //! only after its readings are committed; bad input lands in
 //! `rejected_readings` with its raw bytes and reason.
 
+#[path = "processor_common/mod.rs"]
 mod common;
 
 use std::time::Duration;
@@ -43,10 +44,10 @@ async fn station_is_answered_after_its_reading_is_committed() {
 
     let ingest_stop = CancellationToken::new();
     let processor_stop = CancellationToken::new();
-    let (tx, rx) = quantrac_proto::bus::channel(16);
-    let processor = Processor::start_with(
+    let (tx, rx) = quantrac_plumbing::bus::channel(16);
+    let processor = Processor::start(
         pconfig,
-        Some(quantrac_processor::local::LocalBus {
+        quantrac_processor::Edge::Bus(quantrac_processor::local::LocalBus {
             input: rx,
             stored: None,
         }),
@@ -55,9 +56,14 @@ async fn station_is_answered_after_its_reading_is_committed() {
     )
     .await
     .expect("processor");
-    let ingest = Ingest::start_with(iconfig, Some(tx), None, ingest_stop.clone())
-        .await
-        .expect("ingest");
+    let ingest = Ingest::start(
+        iconfig,
+        quantrac_ingest::Edge::Bus(tx),
+        None,
+        ingest_stop.clone(),
+    )
+    .await
+    .expect("ingest");
     let client = db(&db_url).await;
     let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
         .await

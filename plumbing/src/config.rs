@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -43,9 +44,56 @@ pub fn load<T: Default + Serialize + DeserializeOwned>(
         figment = figment.merge(Toml::file(path));
     }
     Ok(figment
-        .merge(Env::prefixed(env_prefix).split("__"))
-        .extract()
+        .merge(RawEnv(Env::prefixed(env_prefix).split("__")))
+        .extract_lossy()
         .map_err(Box::new)?)
+}
+
+/// Environment variables as text. Figment's own `Env` guesses a type from
+/// each value, so `...__PASSWORDS__X=123456` became a number and a string
+/// field refused it. Here a value stays text (an array or table written in
+/// figment's syntax is still parsed), and `extract_lossy` reads a numeric or
+/// boolean field from that text.
+struct RawEnv(Env);
+
+impl Provider for RawEnv {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, raw) in self.0.iter() {
+            let value = match raw.parse::<Value>() {
+                Ok(v @ (Value::Array(..) | Value::Dict(..))) => v,
+                _ => Value::from(raw),
+            };
+            let path: Vec<&str> = key.as_str().split('.').collect();
+            insert(&mut dict, &path, value);
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Puts `value` at `path` (`section.field`) in `dict`, creating tables.
+fn insert(dict: &mut Dict, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert((*last).to_owned(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if entry.as_dict().is_none() {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert(inner, rest, value);
+            }
+        }
+    }
 }
 
 /// A TOML text over the defaults, without the environment (for tests).
@@ -100,6 +148,38 @@ mod tests {
                 c.section.label, "default",
                 "untouched fields keep their default"
             );
+            Ok(())
+        });
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct WithMap {
+        passwords: std::collections::BTreeMap<String, String>,
+        flag: bool,
+        list: Vec<u32>,
+    }
+
+    // An environment override of a text field takes any text, digits too
+    // ("found unsigned int, expected a string" before).
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn environment_text_stays_text_and_numbers_still_parse() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("QUANTRAC_SAMPLE__SECTION__LABEL", "123456");
+            jail.set_env("QUANTRAC_SAMPLE__SECTION__N", "7");
+            jail.set_env("QUANTRAC_SAMPLE__NAME", "true");
+            let c: Sample = load(None, "QUANTRAC_SAMPLE__").map_err(|e| e.to_string())?;
+            assert_eq!(c.section.label, "123456");
+            assert_eq!(c.section.n, 7);
+            assert_eq!(c.name, "true");
+            jail.set_env("QUANTRAC_MAP__PASSWORDS__ST01", "123456");
+            jail.set_env("QUANTRAC_MAP__FLAG", "true");
+            jail.set_env("QUANTRAC_MAP__LIST", "[1, 2]");
+            let m: WithMap = load(None, "QUANTRAC_MAP__").map_err(|e| e.to_string())?;
+            assert_eq!(m.passwords.get("st01").map(String::as_str), Some("123456"));
+            assert!(m.flag);
+            assert_eq!(m.list, vec![1, 2]);
             Ok(())
         });
     }

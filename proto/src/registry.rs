@@ -12,7 +12,7 @@
 //! as a whole when loaded, so that the processor never starts on a registry
 //! that would make it judge readings wrongly. Loading also completes it:
 //! units get their canonical spelling, each parameter accepts its HJ 212
-//! code (from [`quantrac_proto::domain::PARAMETERS`]) as an alias, and each
+//! code (from [`crate::domain::PARAMETERS`]) as an alias, and each
 //! limit names its parameter by canonical code.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,8 +20,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::domain::{StationKind, parameter_by_code};
 use chrono::NaiveDate;
-use quantrac_proto::domain::{StationKind, parameter_by_code};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -451,7 +451,7 @@ impl PermitLimit {
 
 /// `wastewater` / `stack` for the proto crate's [`StationKind`].
 mod kind_serde {
-    use quantrac_proto::domain::StationKind;
+    use crate::domain::StationKind;
     use serde::{Deserialize, Deserializer, Serializer};
 
     const NAMES: &[&str] = &["wastewater", "stack"];

@@ -20,11 +20,34 @@ pub struct BusRecord {
     pub payload: Bytes,
 }
 
+/// Why the receiver did not make a batch durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    /// The receiver tried and failed; `retryable` says whether sending the
+    /// same records again later can succeed (the database was down) or not.
+    #[error("the records were not stored: {reason}")]
+    NotStored { reason: String, retryable: bool },
+    /// The receiver stopped before answering; the records may be resent
+    /// after a restart.
+    #[error("the receiver stopped before storing the records")]
+    Stopped,
+}
+
+impl BusError {
+    /// Whether sending the same records again later can help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BusError::NotStored { retryable, .. } => *retryable,
+            BusError::Stopped => true,
+        }
+    }
+}
+
 /// Records handed over together, and where to say they are safe (or why not).
 #[derive(Debug)]
 pub struct BusBatch {
     pub records: Vec<BusRecord>,
-    pub done: oneshot::Sender<Result<(), String>>,
+    pub done: oneshot::Sender<Result<(), BusError>>,
 }
 
 pub type BusSender = mpsc::Sender<BusBatch>;

@@ -1,6 +1,7 @@
 //! Versioned SQL migrations, applied at start.
 //!
-//! Each migration is a file under `processor/migrations/`; one that depends
+//! Each migration is a file under `db/migrations/` (the readings and
+//! registry tables, 0001-0002; alerting's tables, 0003-0005); one that depends
 //! on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
 //! run one by one (a continuous aggregate cannot be created inside a
@@ -9,10 +10,42 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use crate::config::{StorageConfig, TimescaleMode};
-use crate::store::StoreError;
+use crate::{DbError as StoreError, describe};
+
+/// Whether to use TimescaleDB features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimescaleMode {
+    /// Use them when the extension is available.
+    Auto,
+    /// Require them: refuse to start without the extension.
+    On,
+    /// Plain PostgreSQL schema even if the extension exists.
+    Off,
+}
+
+/// What the schema's owner (the processor) decides about storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaOptions {
+    pub timescale: TimescaleMode,
+    /// TimescaleDB: compress chunks older than this.
+    pub compress_after: Duration,
+    /// TimescaleDB: drop chunks older than this.
+    pub retention: Duration,
+}
+
+impl Default for SchemaOptions {
+    fn default() -> Self {
+        Self {
+            timescale: TimescaleMode::Auto,
+            compress_after: Duration::from_secs(7 * 86_400),
+            retention: Duration::from_secs(5 * 365 * 86_400),
+        }
+    }
+}
 
 struct Migration {
     version: i32,
@@ -98,7 +131,7 @@ async fn timescale_available(client: &Client) -> Result<bool, StoreError> {
 /// Applies pending migrations and (on TimescaleDB) sets the policies.
 /// Several services may start at once (the processor and alerting both
 /// migrate): a session-level advisory lock makes them take turns.
-pub async fn migrate(client: &Client, storage: &StorageConfig) -> Result<SchemaInfo, StoreError> {
+pub async fn migrate(client: &Client, storage: &SchemaOptions) -> Result<SchemaInfo, StoreError> {
     const LOCK: i64 = 0x7175_616e_7472_6163; // "quantrac"
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
@@ -120,7 +153,7 @@ pub async fn migrate_tables(client: &Client) -> Result<SchemaInfo, StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
         .await?;
-    let result = migrate_locked(client, &StorageConfig::default(), false).await;
+    let result = migrate_locked(client, &SchemaOptions::default(), false).await;
     if let Err(e) = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK])
         .await
@@ -132,7 +165,7 @@ pub async fn migrate_tables(client: &Client) -> Result<SchemaInfo, StoreError> {
 
 async fn migrate_locked(
     client: &Client,
-    storage: &StorageConfig,
+    storage: &SchemaOptions,
     owner: bool,
 ) -> Result<SchemaInfo, StoreError> {
     let timescale = match storage.timescale {
@@ -199,7 +232,7 @@ async fn migrate_locked(
                     "migration {} ({}): {}: {}",
                     m.version,
                     m.name,
-                    crate::store::describe(&e),
+                    describe(&e),
                     statement.trim()
                 ))
             })?;
@@ -223,7 +256,7 @@ fn interval(d: Duration) -> String {
 }
 
 /// Compression and retention follow the configuration at every start.
-async fn set_policies(client: &Client, storage: &StorageConfig) -> Result<(), StoreError> {
+async fn set_policies(client: &Client, storage: &SchemaOptions) -> Result<(), StoreError> {
     let sql = format!(
         "SELECT remove_compression_policy('readings', if_exists => TRUE);
          SELECT add_compression_policy('readings', {compress});
@@ -233,13 +266,10 @@ async fn set_policies(client: &Client, storage: &StorageConfig) -> Result<(), St
         retention = interval(storage.retention),
     );
     for s in statements(&sql) {
-        client.batch_execute(&s).await.map_err(|e| {
-            StoreError::Schema(format!(
-                "policy: {}: {}",
-                crate::store::describe(&e),
-                s.trim()
-            ))
-        })?;
+        client
+            .batch_execute(&s)
+            .await
+            .map_err(|e| StoreError::Schema(format!("policy: {}: {}", describe(&e), s.trim())))?;
     }
     Ok(())
 }

@@ -11,11 +11,11 @@ use prost::Message;
 use quantrac_alerting::engine::Engine;
 use quantrac_alerting::rules::RulesConfig;
 use quantrac_alerting::warmup;
+use quantrac_plumbing::bus::{BusBatch, BusRecord, BusSender};
 use quantrac_processor::local::LocalBus;
-use quantrac_processor::registry::Registry;
 use quantrac_processor::{Processor, ProcessorConfig};
 use quantrac_proto::Sample;
-use quantrac_proto::bus::{BusBatch, BusRecord, BusSender};
+use quantrac_proto::registry::Registry;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
 use quantrac_proto::v1::{
     Alert, AlertState, SourceProtocol, StoredReadingBatch, SubscribeAlertsRequest,
@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
+#[path = "alerting_common/mod.rs"]
 mod common;
 use common::{cod, fresh_database, registry, rules, start_single_node, unique};
 
@@ -43,10 +44,10 @@ async fn start_processor(
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
     config.kafka.brokers = "127.0.0.1:1".into(); // would fail if used
     config.batch.max_wait = Duration::from_millis(20);
-    let (tx, rx) = quantrac_proto::bus::channel(16);
-    let processor = Processor::start_with(
+    let (tx, rx) = quantrac_plumbing::bus::channel(16);
+    let processor = Processor::start(
         config,
-        Some(LocalBus {
+        quantrac_processor::Edge::Bus(LocalBus {
             input: rx,
             stored: Some(stored),
         }),

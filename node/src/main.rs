@@ -42,7 +42,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    quantrac_proto::process::init_tracing(args.json_logs, "info");
+    quantrac_plumbing::process::init_tracing(args.json_logs, "info");
     let mut ingest_config = IngestConfig::load(args.ingest_config.as_deref())?;
     let processor_config = ProcessorConfig::load(args.processor_config.as_deref())?;
     let alerting_config = AlertingConfig::load(args.alerting_config.as_deref())?;
@@ -58,18 +58,18 @@ async fn main() -> anyhow::Result<()> {
     let ingest_stop = CancellationToken::new();
     let processor_stop = CancellationToken::new();
     let alerting_stop = CancellationToken::new();
-    let (bus_tx, bus_rx) = quantrac_proto::bus::channel(args.bus_capacity);
+    let (bus_tx, bus_rx) = quantrac_plumbing::bus::channel(args.bus_capacity);
     let (stored_tx, stored_rx) = tokio::sync::mpsc::channel(args.bus_capacity);
     let alerting = Alerting::start(
         alerting_config,
-        Some(stored_rx),
+        quantrac_alerting::Edge::Bus(stored_rx),
         Some(metrics.clone()),
         alerting_stop.clone(),
     )
     .await?;
-    let processor = Processor::start_with(
+    let processor = Processor::start(
         processor_config,
-        Some(LocalBus {
+        quantrac_processor::Edge::Bus(LocalBus {
             input: bus_rx,
             stored: Some(stored_tx),
         }),
@@ -77,14 +77,14 @@ async fn main() -> anyhow::Result<()> {
         processor_stop.clone(),
     )
     .await?;
-    let ingest = Ingest::start_with(
+    let ingest = Ingest::start(
         ingest_config,
-        Some(bus_tx),
+        quantrac_ingest::Edge::Bus(bus_tx),
         Some(metrics),
         ingest_stop.clone(),
     )
     .await?;
-    tokio::spawn(quantrac_proto::process::stop_on_signals(
+    tokio::spawn(quantrac_plumbing::process::stop_on_signals(
         ingest_stop.clone(),
     ));
     let watch = |stop: CancellationToken| {

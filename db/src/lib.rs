@@ -1,0 +1,160 @@
+//! The database every service shares: PostgreSQL, or TimescaleDB when the
+//! extension is there.
+//!
+//! A tour:
+//! - this file: [`connect`] with connect and statement timeouts
+//!   ([`ConnectOptions`]), and [`DbError`], which says whether a retry can
+//!   help and whose fault a failure is ([`Fault`]).
+//! - [`schema`]: every versioned migration, the processor's tables and
+//!   alerting's alike (`db/migrations/`), applied at start under an
+//!   advisory lock; TimescaleDB and plain variants.
+//! - [`readings`]: [`ReadingRow`], the one definition of a `readings` row:
+//!   the processor writes it (binary COPY or `unnest`, idempotent on
+//!   station, parameter, measured_at), alerting's warm-up and the query
+//!   side read it back.
+//! - [`registry`]: the station registry written to its tables.
+//!
+//! Architecture invariant: no service logic here. A function takes a client
+//! or a transaction and does one thing to the tables; deciding when, and
+//! what to do on failure, is the caller's.
+
+pub mod readings;
+pub mod registry;
+pub mod schema;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, NoTls};
+
+pub use readings::{ReadingRow, WriteMethod};
+pub use schema::{SchemaInfo, SchemaOptions, TimescaleMode};
+
+/// Whose fault a failure is, so a caller knows what to do with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The server or the network: connection lost, server restarting or
+    /// short of resources, a serialization conflict, a timeout. Retry.
+    Infrastructure,
+    /// The data: a value the server refuses (out of its range, a broken
+    /// constraint). Retrying the same data fails again: set it aside.
+    Input,
+    /// The deployment: credentials, a missing database or extension, a
+    /// schema that does not match. An operator must act.
+    Deployment,
+    /// Anything else: a bug here.
+    Internal,
+}
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {}", describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("schema: {0}")]
+    Schema(String),
+    #[error("stored {what} cannot be read back: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+impl DbError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            DbError::Postgres(e) => fault_of(e),
+            DbError::Schema(_) => Fault::Deployment,
+            DbError::Corrupt { .. } => Fault::Internal,
+        }
+    }
+
+    /// Whether waiting can help (connection trouble, server restarting).
+    pub fn is_transient(&self) -> bool {
+        self.fault() == Fault::Infrastructure
+    }
+}
+
+/// The server's message when there is one: tokio-postgres's own Display
+/// says only "db error".
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!(
+            "{} ({}){}",
+            d.message(),
+            d.code().code(),
+            d.detail().map(|x| format!(": {x}")).unwrap_or_default()
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// Whose fault a tokio-postgres error is, from its SQLSTATE class.
+pub fn fault_of(e: &tokio_postgres::Error) -> Fault {
+    if e.is_closed() {
+        return Fault::Infrastructure;
+    }
+    let Some(db) = e.as_db_error() else {
+        // No server answer: I/O, a timeout, the connection refused.
+        return Fault::Infrastructure;
+    };
+    let code = db.code().code();
+    match code.get(..2).unwrap_or("") {
+        // 08 connection, 53 resources, 57 operator intervention (shutdown,
+        // statement timeout), 40 serialization failure or deadlock.
+        "08" | "53" | "57" | "40" => Fault::Infrastructure,
+        // 22 data exception, 23 integrity constraint violation.
+        "22" | "23" => Fault::Input,
+        // 28 authorization, 3D no such database, 42 undefined object or
+        // privilege, 0A feature not supported (a server without COPY).
+        "28" | "3D" | "42" | "0A" => Fault::Deployment,
+        _ => Fault::Internal,
+    }
+}
+
+/// Whether a tokio-postgres error may go away by waiting.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    fault_of(e) == Fault::Infrastructure
+}
+
+/// How long connecting and each statement may take. A database that stops
+/// answering must turn into an error a service can act on (retry, report
+/// unhealthy), never into a task waiting for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectOptions {
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Zero: no limit.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            // Long enough for a migration on a large table.
+            statement_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Connects to `url` with the timeouts of `options`; the connection runs on
+/// its own task, and a closed client is how callers learn it broke.
+pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Client, DbError> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.connect_timeout(options.connect_timeout);
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "database connection closed");
+        }
+    });
+    if !options.statement_timeout.is_zero() {
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}",
+                options.statement_timeout.as_millis()
+            ))
+            .await?;
+    }
+    Ok(client)
+}

@@ -1,0 +1,300 @@
+//! The `readings` table: [`ReadingRow`] is its one definition. The
+//! processor writes rows ([`write`], idempotent on the natural key station,
+//! parameter, measured_at: invariant 2) with the rejected readings of the
+//! same batch ([`insert_rejected`]); alerting's warm-up reads them back
+//! ([`since`]).
+
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt, pin_mut};
+use quantrac_proto::domain::{DeviceStatus, from_timestamp, to_timestamp};
+use quantrac_proto::qc::QcFlag;
+use quantrac_proto::v1::{self, RejectedReading};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Transaction};
+
+use crate::DbError;
+
+/// One stored reading: canonical parameter code and unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadingRow {
+    pub station_id: String,
+    /// Canonical code from the registry.
+    pub parameter: String,
+    /// In the canonical unit.
+    pub value: f64,
+    /// Canonical unit.
+    pub unit: String,
+    pub measured_at: DateTime<Utc>,
+    pub status: DeviceStatus,
+    pub device_flag: String,
+    pub qc_flag: QcFlag,
+    /// `v1::SourceProtocol` as sent.
+    pub source: i32,
+    pub received_at: Option<DateTime<Utc>>,
+    pub ingest_id: String,
+}
+
+impl ReadingRow {
+    /// The form on `readings.valid` and the engine's input.
+    pub fn to_stored(&self) -> v1::StoredReading {
+        v1::StoredReading {
+            station_id: self.station_id.clone(),
+            parameter: self.parameter.clone(),
+            value: self.value,
+            unit: self.unit.clone(),
+            measured_at: Some(to_timestamp(self.measured_at)),
+            status: v1::DeviceStatus::from(self.status) as i32,
+            device_flag: self.device_flag.clone(),
+            qc_flag: self.qc_flag.as_str().to_owned(),
+            source: self.source,
+            received_at: self.received_at.map(to_timestamp),
+            ingest_id: self.ingest_id.clone(),
+        }
+    }
+}
+
+/// How a batch reaches the table; see `benches/` for the measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMethod {
+    /// Binary COPY straight into `readings`; through a staging table and
+    /// `INSERT ... SELECT ... ON CONFLICT DO NOTHING` when the batch meets
+    /// stored rows.
+    Copy,
+    /// One `INSERT ... SELECT FROM unnest($1, $2, ...) ON CONFLICT DO
+    /// NOTHING` with array parameters (for servers without COPY).
+    Unnest,
+}
+
+const COLUMNS: &str = "station_id, parameter, measured_at, value, unit, status, device_flag, qc_flag, source, received_at, ingest_id";
+
+const TYPES: [Type; 11] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::INT2,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT2,
+    Type::TIMESTAMPTZ,
+    Type::UUID,
+];
+
+fn status_code(s: DeviceStatus) -> i16 {
+    v1::DeviceStatus::from(s) as i16
+}
+
+fn status_of(code: i16) -> Option<DeviceStatus> {
+    match v1::DeviceStatus::try_from(i32::from(code)).ok()? {
+        v1::DeviceStatus::Measuring => Some(DeviceStatus::Measuring),
+        v1::DeviceStatus::Calibrating => Some(DeviceStatus::Calibrating),
+        v1::DeviceStatus::Error => Some(DeviceStatus::Error),
+        v1::DeviceStatus::Unspecified => None,
+    }
+}
+
+fn ingest_uuid(s: &str) -> Option<uuid::Uuid> {
+    uuid::Uuid::parse_str(s).ok()
+}
+
+fn source_code(source: i32) -> i16 {
+    i16::try_from(source).unwrap_or(0)
+}
+
+/// Writes `rows` inside `tx`; the number of new rows (the others were
+/// stored already: a redelivery or a replay).
+pub async fn write(
+    tx: &mut Transaction<'_>,
+    rows: &[ReadingRow],
+    method: WriteMethod,
+) -> Result<u64, DbError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    match method {
+        WriteMethod::Copy => copy_readings(tx, rows).await,
+        WriteMethod::Unnest => unnest_readings(tx, rows).await,
+    }
+}
+
+/// Binary COPY of `rows` into `table`; the rows the server took.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    table: &str,
+    rows: &[ReadingRow],
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = tx
+        .copy_in(&format!("COPY {table} ({COLUMNS}) FROM STDIN BINARY"))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &TYPES);
+    pin_mut!(writer);
+    for r in rows {
+        let status = status_code(r.status);
+        let source = source_code(r.source);
+        let qc = r.qc_flag.as_str();
+        let id = ingest_uuid(&r.ingest_id);
+        let row: [&(dyn ToSql + Sync); 11] = [
+            &r.station_id,
+            &r.parameter,
+            &r.measured_at,
+            &r.value,
+            &r.unit,
+            &status,
+            &r.device_flag,
+            &qc,
+            &source,
+            &r.received_at,
+            &id,
+        ];
+        writer.as_mut().write(&row).await?;
+    }
+    writer.finish().await
+}
+
+/// Readings by COPY. Most batches hold only new readings: they are copied
+/// straight into `readings`, inside a savepoint. A batch that meets a row
+/// already stored (a replay, a logger resending) is rolled back to the
+/// savepoint and goes the slower way, through a staging table and
+/// `INSERT ... ON CONFLICT DO NOTHING`. The straight path does half the
+/// server's work per row (measured in benches/README.md).
+async fn copy_readings(tx: &mut Transaction<'_>, rows: &[ReadingRow]) -> Result<u64, DbError> {
+    let direct = tx.savepoint("direct_copy").await?;
+    match copy_rows(&direct, "readings", rows).await {
+        Ok(n) => {
+            direct.commit().await?;
+            return Ok(n);
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            direct.rollback().await?;
+            metrics::counter!("processor_copy_fallbacks_total").increment(1);
+            tracing::debug!(
+                readings = rows.len(),
+                "batch holds stored readings; copying through staging"
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tx.batch_execute(
+        "CREATE TEMP TABLE IF NOT EXISTS readings_staging \
+         (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+    )
+    .await?;
+    copy_rows(tx, "readings_staging", rows).await?;
+    let n = tx
+        .execute(
+            &format!(
+                "INSERT INTO readings ({COLUMNS}) SELECT {COLUMNS} FROM readings_staging \
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(n)
+}
+
+async fn unnest_readings(tx: &Transaction<'_>, rows: &[ReadingRow]) -> Result<u64, DbError> {
+    let station: Vec<&str> = rows.iter().map(|r| r.station_id.as_str()).collect();
+    let parameter: Vec<&str> = rows.iter().map(|r| r.parameter.as_str()).collect();
+    let measured_at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.measured_at).collect();
+    let value: Vec<f64> = rows.iter().map(|r| r.value).collect();
+    let unit: Vec<&str> = rows.iter().map(|r| r.unit.as_str()).collect();
+    let status: Vec<i16> = rows.iter().map(|r| status_code(r.status)).collect();
+    let flag: Vec<&str> = rows.iter().map(|r| r.device_flag.as_str()).collect();
+    let qc: Vec<&str> = rows.iter().map(|r| r.qc_flag.as_str()).collect();
+    let source: Vec<i16> = rows.iter().map(|r| source_code(r.source)).collect();
+    let received: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.received_at).collect();
+    let ids: Vec<Option<uuid::Uuid>> = rows.iter().map(|r| ingest_uuid(&r.ingest_id)).collect();
+    let n = tx
+        .execute(
+            &format!(
+                "INSERT INTO readings ({COLUMNS}) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[], \
+                 $6::int2[], $7::text[], $8::text[], $9::int2[], $10::timestamptz[], $11::uuid[]) \
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[&station, &parameter, &measured_at, &value, &unit, &status, &flag, &qc, &source, &received, &ids],
+        )
+        .await?;
+    Ok(n)
+}
+
+/// Rejected readings (raw bytes + reason: invariant 3), skipping replays
+/// by their key; the number of new rows.
+pub async fn insert_rejected(
+    tx: &Transaction<'_>,
+    rejected: &[RejectedReading],
+) -> Result<u64, DbError> {
+    if rejected.is_empty() {
+        return Ok(0);
+    }
+    let key: Vec<&str> = rejected.iter().map(|r| r.key.as_str()).collect();
+    let reason: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
+    let detail: Vec<&str> = rejected.iter().map(|r| r.detail.as_str()).collect();
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let station: Vec<Option<String>> = rejected.iter().map(|r| nonempty(&r.station_id)).collect();
+    let parameter: Vec<Option<String>> = rejected.iter().map(|r| nonempty(&r.parameter)).collect();
+    let measured_at: Vec<Option<DateTime<Utc>>> = rejected
+        .iter()
+        .map(|r| r.measured_at.as_ref().and_then(from_timestamp))
+        .collect();
+    let raw: Vec<&[u8]> = rejected.iter().map(|r| r.raw.as_slice()).collect();
+    let topic: Vec<&str> = rejected.iter().map(|r| r.source_topic.as_str()).collect();
+    let partition: Vec<i32> = rejected.iter().map(|r| r.source_partition).collect();
+    let offset: Vec<i64> = rejected.iter().map(|r| r.source_offset).collect();
+    let n = tx
+        .execute(
+            "INSERT INTO rejected_readings \
+             (key, reason, detail, station_id, parameter, measured_at, raw, source_topic, source_partition, source_offset) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
+             $7::bytea[], $8::text[], $9::int4[], $10::int8[]) \
+             ON CONFLICT (key) DO NOTHING",
+            &[&key, &reason, &detail, &station, &parameter, &measured_at, &raw, &topic, &partition, &offset],
+        )
+        .await?;
+    Ok(n)
+}
+
+fn from_row(r: &tokio_postgres::Row) -> Result<ReadingRow, DbError> {
+    let corrupt = |detail: String| DbError::Corrupt {
+        what: "reading",
+        detail,
+    };
+    let code: i16 = r.try_get(5)?;
+    let status = status_of(code).ok_or_else(|| corrupt(format!("device status {code}")))?;
+    let qc: String = r.try_get(7)?;
+    let qc_flag = qc.parse().map_err(|e| corrupt(format!("{e}")))?;
+    Ok(ReadingRow {
+        station_id: r.try_get(0)?,
+        parameter: r.try_get(1)?,
+        value: r.try_get(3)?,
+        unit: r.try_get(4)?,
+        measured_at: r.try_get(2)?,
+        status,
+        device_flag: r.try_get(6)?,
+        qc_flag,
+        source: i32::from(r.try_get::<_, i16>(8)?),
+        received_at: r.try_get(9)?,
+        ingest_id: r.try_get(10)?,
+    })
+}
+
+/// Stored readings measured at or after `since`, in measurement order,
+/// streamed (a day of a large fleet does not fit comfortably in memory).
+pub async fn since(
+    client: &Client,
+    since: DateTime<Utc>,
+) -> Result<impl Stream<Item = Result<ReadingRow, DbError>> + use<>, DbError> {
+    let rows = client
+        .query_raw(
+            "SELECT station_id, parameter, measured_at, value, unit, status, device_flag, qc_flag, \
+             source, received_at, coalesce(ingest_id::text, '') FROM readings \
+             WHERE measured_at >= $1 ORDER BY measured_at",
+            [since],
+        )
+        .await?;
+    Ok(rows.map(|row| from_row(&row?)))
+}
