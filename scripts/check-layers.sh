@@ -4,7 +4,9 @@
 #     service crate, in any dependency kind (normal, dev or build);
 #   - a shared crate (proto, db, plumbing) depends on a service crate or on
 #     the single-node crate;
-#   - the contract crate depends on anything of the project's.
+#   - the contract crate depends on anything of the project's;
+#   - the test-support crate depends on more than the contract (a service's
+#     tests must not pull in another service through it).
 # Reads `cargo metadata`, so it sees exactly what cargo builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +16,13 @@ python3 - /tmp/quantrac-metadata.json <<'PY'
 import json, sys
 meta = json.load(open(sys.argv[1]))
 services = {"quantrac-ingest", "quantrac-processor", "quantrac-alerting"}
-shared = {"quantrac-proto", "quantrac-db", "quantrac-plumbing"}
+shared = {"quantrac-proto", "quantrac-db", "quantrac-plumbing", "quantrac-testkit"}
 composers = {"quantrac-node"}
 allowed_below = {
     "quantrac-proto": set(),
     "quantrac-db": {"quantrac-proto"},
     "quantrac-plumbing": set(),
+    "quantrac-testkit": {"quantrac-proto"},
 }
 problems = []
 for pkg in meta["packages"]:

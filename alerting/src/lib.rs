@@ -160,10 +160,6 @@ impl Alerting {
         shutdown: CancellationToken,
     ) -> Result<Self, AlertingError> {
         config.validate()?;
-        let local = match edge {
-            Edge::Kafka => None,
-            Edge::Bus(rx) => Some(rx),
-        };
         let config = Arc::new(config);
         let registry = Arc::new(quantrac_proto::registry::Registry::load(&config.registry)?);
         let rules = rules::RulesConfig::load(&config.rules)?;
@@ -175,115 +171,32 @@ impl Alerting {
         let open = service::open_records(store::open_alerts(&db).await?);
         let restored = open.len();
         engine.restore(open);
-        // Windows: from the topic, up to what this group already evaluated;
-        // in single-node mode from the database, up to the watermarks.
-        let mut pending = Vec::new();
-        if local.is_none() {
-            let c = Arc::clone(&config);
-            let readings = tokio::task::spawn_blocking(move || warmup::evaluated_readings(&c))
-                .await
-                .map_err(|e| AlertingError::Task(e.to_string()))??;
-            for r in &readings {
-                engine.warm_up(r);
+        let (input, producer, pending) = match edge {
+            Edge::Kafka => {
+                warm_up_from_kafka(&mut engine, &config, restored).await?;
+                let producer = alerts_producer(&config)?;
+                (service::Input::Kafka, Some(producer), Vec::new())
             }
-            tracing::info!(
-                open_alerts = restored,
-                warm_up_readings = readings.len(),
-                "alerting engine restored"
-            );
-        } else {
-            let w =
-                warmup::from_database(&mut engine, &db, config.warm_up, chrono::Utc::now()).await?;
-            tracing::info!(
-                open_alerts = restored,
-                warm_up_readings = w.warmed,
-                judged_again = w.judged,
-                alert_changes = w.events.len(),
-                "alerting engine restored"
-            );
-            pending = w.events;
-        }
+            // Single-node mode runs without Kafka: no `alerts` topic there.
+            Edge::Bus(rx) => {
+                let pending = warm_up_from_database(&mut engine, &config, &db, restored).await?;
+                (service::Input::Bus(rx), None, pending)
+            }
+        };
 
-        // Single-node mode runs without Kafka: no `alerts` topic there.
-        let producer: Option<rdkafka::producer::FutureProducer> = if local.is_some() {
-            None
-        } else {
-            let cc = quantrac_plumbing::kafka::producer_config(
-                &config.kafka.brokers,
-                &config.kafka.properties,
-                &[("linger.ms", "0".into())],
-            );
-            Some(quantrac_plumbing::kafka::create(&cc, "producer")?)
-        };
-        let (live, _) = broadcast::channel(1_024);
         let mut tasks = JoinSet::new();
-        let webhooks = if config.webhooks.urls.is_empty() {
-            None
-        } else {
-            let (tx, rx) = mpsc::channel(config.webhooks.queue);
-            let (wh, stop) = (config.webhooks.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                notify::webhook_worker(wh, rx, stop).await;
-                Ok(())
-            });
-            Some(tx)
-        };
+        let (live, _) = broadcast::channel(1_024);
+        let webhooks = webhook_queue(&config, &mut tasks, &shutdown);
         let notifier = notify::Notifier::new(
             producer,
             config.kafka.alerts_topic.clone(),
             live.clone(),
             webhooks,
         );
-        // Outbox: changes recorded but not published before a crash.
-        let unpublished = store::unnotified(&db).await?;
-        if !unpublished.is_empty() {
-            tracing::info!(
-                count = unpublished.len(),
-                "publishing alert changes left unpublished"
-            );
-            notifier.notify(&unpublished, &shutdown).await?;
-            store::mark_notified(&db, &unpublished).await?;
-        }
+        publish_outbox(&db, &notifier, &shutdown).await?;
         let (commands_tx, commands) = mpsc::channel(64);
+        let grpc_addr = serve_grpc(&config, live, commands_tx, &mut tasks, &shutdown).await?;
 
-        let read_db = Arc::new(store::connect(&config.database_url).await?);
-        let (newest_tx, newest) = tokio::sync::watch::channel(0);
-        {
-            let (url, stop) = (config.database_url.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                live::follow(url, newest_tx, stop).await;
-                Ok(())
-            });
-        }
-        let grpc = grpc::AlertGrpc {
-            db: read_db,
-            live,
-            newest,
-            commands: commands_tx,
-            shutdown: shutdown.clone(),
-        };
-        let listener = TcpListener::bind(config.grpc_listen)
-            .await
-            .map_err(|source| AlertingError::Bind {
-                addr: config.grpc_listen,
-                source,
-            })?;
-        let grpc_addr = listener
-            .local_addr()
-            .map_err(|e| AlertingError::Server(e.to_string()))?;
-        {
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                tonic::transport::Server::builder()
-                    .add_service(AlertServiceServer::new(grpc))
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(listener),
-                        stop.cancelled_owned(),
-                    )
-                    .await
-                    .map_err(|e| AlertingError::Server(e.to_string()))
-            });
-        }
         let http = quantrac_plumbing::http::Server::bind(config.http_listen).await?;
         let http_addr = http.addr;
         let health = Arc::new(Health::default());
@@ -299,11 +212,10 @@ impl Alerting {
             db,
             notifier,
             commands,
-            local,
             pending,
             health,
         };
-        tasks.spawn(task.run(shutdown.clone()));
+        tasks.spawn(task.run(input, shutdown.clone()));
         tracing::info!(%grpc_addr, %http_addr, "alerting started");
         Ok(Self {
             grpc_addr,
@@ -323,4 +235,139 @@ impl Alerting {
         )
         .await
     }
+}
+
+/// Windows from `readings.valid`, up to what this consumer group already
+/// evaluated.
+async fn warm_up_from_kafka(
+    engine: &mut engine::Engine,
+    config: &Arc<AlertingConfig>,
+    restored: usize,
+) -> Result<(), AlertingError> {
+    let c = Arc::clone(config);
+    let readings = tokio::task::spawn_blocking(move || warmup::evaluated_readings(&c))
+        .await
+        .map_err(|e| AlertingError::Task(e.to_string()))??;
+    for r in &readings {
+        engine.warm_up(r);
+    }
+    tracing::info!(
+        open_alerts = restored,
+        warm_up_readings = readings.len(),
+        "alerting engine restored"
+    );
+    Ok(())
+}
+
+/// Windows from the database, up to the watermarks; returns the changes
+/// from judging what was stored after them (single-node mode).
+async fn warm_up_from_database(
+    engine: &mut engine::Engine,
+    config: &AlertingConfig,
+    db: &tokio_postgres::Client,
+    restored: usize,
+) -> Result<Vec<alert::AlertEvent>, AlertingError> {
+    let w = warmup::from_database(engine, db, config.warm_up, chrono::Utc::now()).await?;
+    tracing::info!(
+        open_alerts = restored,
+        warm_up_readings = w.warmed,
+        judged_again = w.judged,
+        alert_changes = w.events.len(),
+        "alerting engine restored"
+    );
+    Ok(w.events)
+}
+
+fn alerts_producer(
+    config: &AlertingConfig,
+) -> Result<rdkafka::producer::FutureProducer, AlertingError> {
+    let cc = quantrac_plumbing::kafka::producer_config(
+        &config.kafka.brokers,
+        &config.kafka.properties,
+        &[("linger.ms", "0".into())],
+    );
+    Ok(quantrac_plumbing::kafka::create(&cc, "producer")?)
+}
+
+/// The webhook worker's bounded queue, when webhooks are configured.
+fn webhook_queue(
+    config: &AlertingConfig,
+    tasks: &mut JoinSet<Result<(), AlertingError>>,
+    shutdown: &CancellationToken,
+) -> Option<mpsc::Sender<quantrac_proto::v1::Alert>> {
+    if config.webhooks.urls.is_empty() {
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(config.webhooks.queue);
+    let (wh, stop) = (config.webhooks.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        notify::webhook_worker(wh, rx, stop).await;
+        Ok(())
+    });
+    Some(tx)
+}
+
+/// The outbox: changes recorded but not published before a crash.
+async fn publish_outbox(
+    db: &tokio_postgres::Client,
+    notifier: &notify::Notifier,
+    shutdown: &CancellationToken,
+) -> Result<(), AlertingError> {
+    let unpublished = store::unnotified(db).await?;
+    if !unpublished.is_empty() {
+        tracing::info!(
+            count = unpublished.len(),
+            "publishing alert changes left unpublished"
+        );
+        notifier.notify(&unpublished, shutdown).await?;
+        store::mark_notified(db, &unpublished).await?;
+    }
+    Ok(())
+}
+
+/// Binds and serves the gRPC alert service; returns its address.
+async fn serve_grpc(
+    config: &AlertingConfig,
+    live: broadcast::Sender<quantrac_proto::v1::Alert>,
+    commands: mpsc::Sender<grpc::Command>,
+    tasks: &mut JoinSet<Result<(), AlertingError>>,
+    shutdown: &CancellationToken,
+) -> Result<SocketAddr, AlertingError> {
+    let read_db = Arc::new(store::connect(&config.database_url).await?);
+    let (newest_tx, newest) = tokio::sync::watch::channel(0);
+    {
+        let (url, stop) = (config.database_url.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            live::follow(url, newest_tx, stop).await;
+            Ok(())
+        });
+    }
+    let grpc = grpc::AlertGrpc {
+        db: read_db,
+        live,
+        newest,
+        commands,
+        shutdown: shutdown.clone(),
+    };
+    let listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|source| AlertingError::Bind {
+            addr: config.grpc_listen,
+            source,
+        })?;
+    let grpc_addr = listener
+        .local_addr()
+        .map_err(|e| AlertingError::Server(e.to_string()))?;
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(AlertServiceServer::new(grpc))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop.cancelled_owned(),
+            )
+            .await
+            .map_err(|e| AlertingError::Server(e.to_string()))
+    });
+    Ok(grpc_addr)
 }

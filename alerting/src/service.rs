@@ -34,13 +34,19 @@ pub(crate) struct EngineTask {
     pub db: Client,
     pub notifier: Notifier,
     pub commands: mpsc::Receiver<Command>,
-    /// Readings from the processor in single-node mode (instead of Kafka).
-    pub local: Option<mpsc::Receiver<StoredReadingBatch>>,
     /// Alert changes from judging, at start, readings stored but maybe not
     /// judged before a crash (single-node mode).
     pub pending: Vec<AlertEvent>,
     /// What `/health` reports of this task.
     pub health: Arc<crate::Health>,
+}
+
+/// The engine's input edge: `readings.valid` on Kafka, or the processor's
+/// stored batches on the in-process bus (single-node mode).
+#[derive(Debug)]
+pub(crate) enum Input {
+    Kafka,
+    Bus(mpsc::Receiver<StoredReadingBatch>),
 }
 
 fn modified(path: &PathBuf) -> Option<SystemTime> {
@@ -179,85 +185,98 @@ impl EngineTask {
     }
 
     /// Runs the task; `/health` says it stopped once it returns.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AlertingError> {
+    pub async fn run(self, input: Input, shutdown: CancellationToken) -> Result<(), AlertingError> {
         let health = Arc::clone(&self.health);
-        let result = self.run_inner(shutdown).await;
+        let result = self.run_inner(input, shutdown).await;
         health.set_engine_running(false);
         result
     }
 
-    async fn run_inner(mut self, shutdown: CancellationToken) -> Result<(), AlertingError> {
-        let consumer: Option<StreamConsumer> = if self.local.is_some() {
-            None
-        } else {
-            let cc = quantrac_plumbing::kafka::committing_consumer_config(
-                &self.config.kafka.brokers,
-                &self.config.kafka.properties,
-                &self.config.kafka.group_id,
-                &self.config.node_id,
-                self.config.kafka.session_timeout,
-            );
-            let c: StreamConsumer = quantrac_plumbing::kafka::create(&cc, "consumer")?;
-            c.subscribe(&[&self.config.kafka.valid_topic])
-                .map_err(|e| quantrac_plumbing::kafka::KafkaError::operation("subscribe", e))?;
-            Some(c)
+    async fn run_inner(
+        mut self,
+        input: Input,
+        shutdown: CancellationToken,
+    ) -> Result<(), AlertingError> {
+        let mut clock = Clock::new(&self.config);
+        let outcome = match input {
+            Input::Bus(rx) => self.run_bus(rx, &mut clock, &shutdown).await,
+            Input::Kafka => self.run_kafka(&mut clock, &shutdown).await,
         };
-        let mut tick = tokio::time::interval(self.config.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut rules_modified = modified(&self.config.rules);
-        let mut local = self.local.take();
-        if local.is_some() {
-            let pending = std::mem::take(&mut self.pending);
-            match self.apply(pending, &shutdown).await {
-                Err(AlertingError::ShuttingDown) => return Ok(()),
-                r => {
-                    r?;
-                }
-            }
-            let all: Vec<(String, chrono::DateTime<Utc>)> = self
-                .engine
-                .watermarks()
-                .map(|(s, t)| (s.to_owned(), t))
-                .collect();
-            self.save_watermarks(all).await;
+        match outcome {
+            Err(AlertingError::ShuttingDown) => Ok(()),
+            r => r,
         }
+    }
+
+    /// Single-node mode: stored batches from the processor's bus.
+    async fn run_bus(
+        &mut self,
+        mut rx: mpsc::Receiver<StoredReadingBatch>,
+        clock: &mut Clock,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AlertingError> {
+        // Judged at start: readings stored but maybe not judged before a
+        // crash; then every station's line moves up to what is judged.
+        let pending = std::mem::take(&mut self.pending);
+        self.apply(pending, shutdown).await?;
+        let all: Vec<(String, chrono::DateTime<Utc>)> = self
+            .engine
+            .watermarks()
+            .map(|(s, t)| (s.to_owned(), t))
+            .collect();
+        self.save_watermarks(all).await;
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => break,
-                Some(command) = self.commands.recv() => match self.command(command, &shutdown).await {
-                    Err(AlertingError::ShuttingDown) => break,
-                    r => r?,
-                },
-                _ = tick.tick() => {
-                    let now_modified = modified(&self.config.rules);
-                    if now_modified != rules_modified {
-                        rules_modified = now_modified;
-                        match RulesConfig::load(&self.config.rules) {
-                            Ok(rules) => {
-                                self.engine.reload(rules);
-                                tracing::info!(path = %self.config.rules.display(), "rules reloaded");
-                            }
-                            Err(e) => tracing::error!(error = %e, "rules file refused; keeping the previous rules"),
-                        }
-                    }
-                    let events = self.engine.tick(Utc::now());
-                    match self.apply(events, &shutdown).await {
-                        Err(AlertingError::ShuttingDown) => break,
-                        r => { r?; }
-                    }
-                }
-                Some(batch) = async { match local.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                () = shutdown.cancelled() => return Ok(()),
+                Some(command) = self.commands.recv() => self.command(command, shutdown).await?,
+                _ = clock.tick.tick() => self.on_tick(clock, shutdown).await?,
+                Some(batch) = rx.recv() => {
                     let events = self.evaluate(&batch);
-                    match self.apply(events, &shutdown).await {
-                        Err(AlertingError::ShuttingDown) => break,
-                        r => { r?; }
-                    }
+                    self.apply(events, shutdown).await?;
                     // Only now, with the changes recorded: the line up to
                     // which a restart rebuilds instead of judging again.
                     let marks = self.batch_watermarks(&batch);
                     self.save_watermarks(marks).await;
                 }
-                m = async { match consumer.as_ref() { Some(c) => c.recv().await, None => std::future::pending().await } } => {
+            }
+        }
+    }
+
+    /// Kafka: `readings.valid`, the offset stored once the changes a batch
+    /// makes are recorded and notified.
+    async fn run_kafka(
+        &mut self,
+        clock: &mut Clock,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AlertingError> {
+        let cc = quantrac_plumbing::kafka::committing_consumer_config(
+            &self.config.kafka.brokers,
+            &self.config.kafka.properties,
+            &self.config.kafka.group_id,
+            &self.config.node_id,
+            self.config.kafka.session_timeout,
+        );
+        let consumer: StreamConsumer = quantrac_plumbing::kafka::create(&cc, "consumer")?;
+        consumer
+            .subscribe(&[&self.config.kafka.valid_topic])
+            .map_err(|e| quantrac_plumbing::kafka::KafkaError::operation("subscribe", e))?;
+        let result = self.consume(&consumer, clock, shutdown).await;
+        let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+        result
+    }
+
+    async fn consume(
+        &mut self,
+        consumer: &StreamConsumer,
+        clock: &mut Clock,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AlertingError> {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                Some(command) = self.commands.recv() => self.command(command, shutdown).await?,
+                _ = clock.tick.tick() => self.on_tick(clock, shutdown).await?,
+                m = consumer.recv() => {
                     let m = match m {
                         Ok(m) => m,
                         Err(e) => { tracing::warn!(error = %e, "Kafka consumer error"); continue; }
@@ -269,22 +288,55 @@ impl EngineTask {
                             Vec::new()
                         }
                     };
-                    match self.apply(events, &shutdown).await {
-                        Err(AlertingError::ShuttingDown) => break,
-                        r => { r?; }
-                    }
-                    if let Some(c) = consumer.as_ref()
-                        && let Err(e) = c.store_offset_from_message(&m)
-                    {
+                    self.apply(events, shutdown).await?;
+                    if let Err(e) = consumer.store_offset_from_message(&m) {
                         tracing::info!(error = %e, "offset not stored (partition revoked)");
                     }
                 }
             }
         }
-        if let Some(c) = consumer.as_ref() {
-            let _ = c.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+    }
+
+    /// The wall clock: rule-file reloads, then time-driven changes (data
+    /// gaps, averages closing).
+    async fn on_tick(
+        &mut self,
+        clock: &mut Clock,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AlertingError> {
+        let now_modified = modified(&self.config.rules);
+        if now_modified != clock.rules_modified {
+            clock.rules_modified = now_modified;
+            match RulesConfig::load(&self.config.rules) {
+                Ok(rules) => {
+                    self.engine.reload(rules);
+                    tracing::info!(path = %self.config.rules.display(), "rules reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "rules file refused; keeping the previous rules")
+                }
+            }
         }
+        let events = self.engine.tick(Utc::now());
+        self.apply(events, shutdown).await?;
         Ok(())
+    }
+}
+
+/// The engine's clock and what it watches between ticks.
+struct Clock {
+    tick: tokio::time::Interval,
+    rules_modified: Option<SystemTime>,
+}
+
+impl Clock {
+    fn new(config: &AlertingConfig) -> Self {
+        let mut tick = tokio::time::interval(config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Clock {
+            tick,
+            rules_modified: modified(&config.rules),
+        }
     }
 }
 

@@ -231,10 +231,7 @@ async fn hj212_reply_waits_for_kafka() {
             conns.push(s);
         }
     });
-    let topics = Topics {
-        raw: unique("never.raw"),
-        rejected: unique("never.rejected"),
-    };
+    let topics = Topics::named(&unique("never"));
     let mut config = test_config(&topics, &unique("n"));
     config.kafka.brokers = silent_addr.to_string();
     config.kafka.message_timeout = Duration::from_secs(3);

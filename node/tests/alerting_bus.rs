@@ -24,7 +24,6 @@ use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-#[path = "alerting_common/mod.rs"]
 mod common;
 use common::{cod, fresh_database, registry, rules, start_single_node, unique};
 

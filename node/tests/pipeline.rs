@@ -5,73 +5,19 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-use prost::Message;
 use quantrac_alerting::Alerting;
 use quantrac_processor::{Processor, ProcessorConfig};
-use quantrac_proto::Sample;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
-use quantrac_proto::v1::{
-    AcknowledgeAlertRequest, Alert, AlertState, SourceProtocol, SubscribeAlertsRequest,
-};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use quantrac_proto::v1::{AcknowledgeAlertRequest, Alert, AlertState, SubscribeAlertsRequest};
+use quantrac_testkit::env::kafka_brokers as brokers;
+use quantrac_testkit::kafka::{create as create_kafka_topics, produce};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-#[path = "alerting_common/mod.rs"]
 mod common;
-use common::{alerting_config, cod, env, fresh_database, registry, unique};
+use common::{alerting_config, cod, fresh_database, registry, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn brokers() -> String {
-    env("QUANTRAC_KAFKA_BROKERS", "127.0.0.1:19092")
-}
-
-async fn create_topics(names: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin");
-    let new: Vec<_> = names
-        .iter()
-        .map(|n| NewTopic::new(n, 3, TopicReplication::Fixed(1)))
-        .collect();
-    for r in admin
-        .create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        )
-        .await
-        .expect("Kafka reachable")
-    {
-        r.expect("topic");
-    }
-}
-
-async fn produce(topic: &str, samples: &[Sample]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("producer");
-    for s in samples {
-        let b = s
-            .clone()
-            .into_batch(SourceProtocol::TcpJson, Utc::now(), "test");
-        producer
-            .send(
-                FutureRecord::to(topic)
-                    .key(&b.station_id)
-                    .payload(&b.encode_to_vec()),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("produced");
-    }
-}
 
 async fn next(stream: &mut tonic::Streaming<Alert>) -> Alert {
     tokio::time::timeout(WAIT, stream.message())
@@ -95,7 +41,7 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
         format!("{base}.rejected"),
         format!("{base}.alerts"),
     );
-    create_topics(&[&raw, &valid, &rejected, &alerts]).await;
+    create_kafka_topics(&[&raw, &valid, &rejected, &alerts], 3).await;
     let station = unique("AL");
     let registry = registry(&station);
 

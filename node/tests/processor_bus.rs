@@ -3,7 +3,6 @@
 //! only after its readings are committed; bad input lands in
 //! `rejected_readings` with its raw bytes and reason.
 
-#[path = "processor_common/mod.rs"]
 mod common;
 
 use std::time::Duration;

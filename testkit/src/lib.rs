@@ -49,7 +49,10 @@ mod tests {
         let a = unique_ident("qt");
         let b = unique_ident("qt");
         assert_ne!(a, b);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{a}");
+        assert!(
+            a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{a}"
+        );
         assert!(unique("t").starts_with("t-"));
     }
 }

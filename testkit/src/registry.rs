@@ -36,10 +36,7 @@ impl Outfalls {
 
     /// Measure only these of pH, TSS, COD, NH4.
     pub fn measuring(mut self, parameters: &[&'static str]) -> Self {
-        self.parameters = ALL
-            .into_iter()
-            .filter(|p| parameters.contains(p))
-            .collect();
+        self.parameters = ALL.into_iter().filter(|p| parameters.contains(p)).collect();
         self
     }
 

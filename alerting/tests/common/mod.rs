@@ -1,91 +1,26 @@
-//! What the alerting integration tests share: service addresses, fresh
-//! databases, a one-station registry and COD samples.
-#![allow(dead_code)] // each test file uses a part
+//! What the alerting integration tests share beyond `quantrac-testkit`:
+//! alerting's test configuration and starting it on the in-process bus.
+#![allow(dead_code, unused_imports)] // each test file uses a part
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::Utc;
 use quantrac_alerting::{Alerting, AlertingConfig};
-use quantrac_proto::domain::DeviceStatus;
 use quantrac_proto::v1::StoredReadingBatch;
-use quantrac_proto::{Sample, SampleValue};
+pub use quantrac_testkit::db::fresh_database;
+pub use quantrac_testkit::env::var as env;
+pub use quantrac_testkit::samples::cod;
+pub use quantrac_testkit::unique;
 use tokio::sync::mpsc;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-pub fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.into())
-}
-
-pub fn unique(prefix: &str) -> String {
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    format!("{prefix}_{}", &id[id.len() - 10..])
-}
-
-pub async fn fresh_database() -> String {
-    let admin = env(
-        "QUANTRAC_DATABASE_URL",
-        "postgres://quantrac:quantrac@127.0.0.1:15432/quantrac",
-    );
-    let name = unique("qa");
-    let (client, conn) = tokio_postgres::connect(&admin, NoTls)
-        .await
-        .expect("PostgreSQL reachable");
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
-    let (base, _) = admin.rsplit_once('/').expect("url with a database");
-    format!("{base}/{name}")
-}
-
+/// A registry with the one outfall `station`, measuring COD hourly.
 pub fn registry(station: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[[stations]]
-id = "{station}"
-name = "Test outfall"
-facility = "Test facility"
-industrial_zone = "KCN Hòa Hiệp"
-province = "Phú Yên"
-latitude = 13.0
-longitude = 109.3
-kind = "wastewater"
-parameters = [
-  {{ code = "COD", unit = "mg/L", range_min = 0, range_max = 1000, expected_interval = "1h" }},
-]
-limits = [
-  {{ parameter = "COD", max = 150, regulation = "QCVN 40:2011/BTNMT", column = "B", coefficients = {{ Kq = 0.9, Kf = 1.1 }}, effective_from = 2012-01-01 }},
-]
-"#
-    );
-    let path = std::env::temp_dir().join(format!("{}.toml", unique("registry")));
-    std::fs::write(&path, text).expect("write registry");
-    path
-}
-
-/// COD samples 5 minutes apart ending `minutes_ago` minutes ago.
-pub fn cod(station: &str, values: &[f64], minutes_ago: i64) -> Vec<Sample> {
-    let n = values.len() as i64;
-    let end = Utc::now() - chrono::Duration::minutes(minutes_ago);
-    let end = chrono::DateTime::from_timestamp(end.timestamp() / 300 * 300, 0).expect("time");
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Sample {
-            station_id: station.into(),
-            measured_at: end - chrono::Duration::minutes(5 * (n - 1 - i as i64)),
-            values: vec![SampleValue {
-                parameter: "COD".into(),
-                value: *v,
-                unit: "mg/L".into(),
-                status: DeviceStatus::Measuring,
-                device_flag: "00".into(),
-            }],
-        })
-        .collect()
+    quantrac_testkit::registry::Outfalls::one(station)
+        .measuring(&["COD"])
+        .expected_interval("1h")
+        .write()
+        .expect("write registry")
 }
 
 pub fn rules() -> PathBuf {

@@ -27,6 +27,8 @@ use quantrac_proto::v1::SubscribeAlertsRequest;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
 use quantrac_proto::wire::json;
 use quantrac_proto::{Sample, SampleValue};
+use quantrac_testkit::registry::Outfalls;
+use quantrac_testkit::{unique, unique_ident};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -54,44 +56,12 @@ struct Args {
     connections: usize,
 }
 
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.into())
-}
-
-fn unique(prefix: &str) -> String {
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    format!("{prefix}_{}", &id[id.len() - 8..])
-}
-
+/// `stations` + 1 outfalls (the last one carries the probes), each
+/// parameter expected hourly.
 fn registry(prefix: &str, stations: usize) -> Result<PathBuf> {
-    let mut text = String::new();
-    for i in 0..=stations {
-        text.push_str(&format!(
-            r#"
-[[stations]]
-id = "{prefix}-{i}"
-name = "Bench outfall {i}"
-facility = "Bench"
-industrial_zone = "KCN Hòa Hiệp"
-province = "Phú Yên"
-latitude = 13.0
-longitude = 109.3
-kind = "wastewater"
-parameters = [
-  {{ code = "pH",  unit = "pH",   range_min = 0, range_max = 14,   expected_interval = "1h" }},
-  {{ code = "TSS", unit = "mg/L", range_min = 0, range_max = 1000, expected_interval = "1h" }},
-  {{ code = "COD", unit = "mg/L", range_min = 0, range_max = 1000, expected_interval = "1h" }},
-  {{ code = "NH4", unit = "mg/L", range_min = 0, range_max = 100,  expected_interval = "1h" }},
-]
-limits = [
-  {{ parameter = "COD", max = 150, regulation = "QCVN 40:2011/BTNMT", column = "B", effective_from = 2012-01-01 }},
-]
-"#
-        ));
-    }
-    let path = std::env::temp_dir().join(format!("{}.toml", unique("bench-registry")));
-    std::fs::write(&path, text)?;
-    Ok(path)
+    Ok(Outfalls::numbered(prefix, stations + 1)
+        .expected_interval("1h")
+        .write()?)
 }
 
 fn sample(station: &str, at: chrono::DateTime<Utc>, cod: f64, jitter: f64) -> Sample {
@@ -155,26 +125,12 @@ async fn background(
 }
 
 async fn run_once(args: &Args, rate: u64) -> Result<Vec<f64>> {
-    let brokers = env("QUANTRAC_KAFKA_BROKERS", "127.0.0.1:19092");
-    let admin_url = env(
-        "QUANTRAC_DATABASE_URL",
-        "postgres://quantrac:quantrac@127.0.0.1:15432/quantrac",
-    );
-    let db_name = unique("bench_alert");
-    let (client, conn) = tokio_postgres::connect(&admin_url, NoTls)
+    let brokers = quantrac_testkit::env::kafka_brokers();
+    let admin_url = quantrac_testkit::env::database_url();
+    let db_name = unique_ident("bench_alert");
+    let db_url = quantrac_testkit::db::create_database(&admin_url, &db_name)
         .await
-        .context("PostgreSQL")?;
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE DATABASE {db_name}"))
-        .await?;
-    let db_url = format!(
-        "{}/{db_name}",
-        admin_url
-            .rsplit_once('/')
-            .map(|(b, _)| b)
-            .unwrap_or(&admin_url)
-    );
+        .context("PostgreSQL: CREATE DATABASE")?;
     let base = unique("bench-alert");
     let (raw, valid, rejected, alerts) = (
         format!("{base}.raw"),
@@ -330,9 +286,12 @@ async fn run_once(args: &Args, rate: u64) -> Result<Vec<f64>> {
     let _ = ingest.wait().await;
     let _ = processor.wait().await;
     let _ = alerting.wait().await;
-    let _ = client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-        .await;
+    if let Ok((client, conn)) = tokio_postgres::connect(&admin_url, NoTls).await {
+        tokio::spawn(conn);
+        let _ = client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+            .await;
+    }
     if latencies.is_empty() {
         bail!("no probe produced an alert");
     }

@@ -488,7 +488,7 @@ async fn measure(
     protocol: Protocol,
     sim_rt: &tokio::runtime::Handle,
 ) -> Result<RunResult> {
-    let name = common::unique(&format!("bench-ingest-{protocol}"), '-');
+    let name = quantrac_testkit::unique(&format!("bench-ingest-{protocol}"));
     let raw = format!("{name}.raw");
     let rejected = format!("{name}.rejected");
     common::create_topics(
@@ -759,7 +759,7 @@ struct Scan {
 fn reader(brokers: &str, topic: &str, partitions: i32) -> Result<StreamConsumer> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", common::unique("bench-reader", '-'))
+        .set("group.id", quantrac_testkit::unique("bench-reader"))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .create()

@@ -32,6 +32,7 @@ use quantrac_processor::{Processor, ProcessorConfig};
 use quantrac_proto::domain::DeviceStatus;
 use quantrac_proto::v1::SourceProtocol;
 use quantrac_proto::{Sample, SampleValue};
+use quantrac_testkit::registry::Outfalls;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_postgres::NoTls;
@@ -220,8 +221,8 @@ async fn benchmark(args: &Args, created: &mut Created) -> Result<()> {
     let n = n_samples * READINGS_PER_SAMPLE;
     let defaults = ProcessorConfig::default();
     let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let name = common::unique("bench-store", '-');
-    let prefix = common::unique("BS", '-').to_uppercase();
+    let name = quantrac_testkit::unique("bench-store");
+    let prefix = quantrac_testkit::unique("BS").to_uppercase();
 
     println!("store-rate: readings topic -> PostgreSQL, processor vs psql COPY");
     println!(
@@ -278,8 +279,11 @@ async fn benchmark(args: &Args, created: &mut Created) -> Result<()> {
 
     // Registry, topic, records.
     let registry = work_dir.join(format!("{name}-registry.toml"));
-    std::fs::write(&registry, registry_text(&prefix, args.stations))
-        .with_context(|| format!("writing {}", registry.display()))?;
+    std::fs::write(
+        &registry,
+        Outfalls::numbered(&prefix, usize::try_from(args.stations)?).toml(),
+    )
+    .with_context(|| format!("writing {}", registry.display()))?;
     created.files.push(registry.clone());
     let raw = format!("{name}.raw");
     let valid = format!("{name}.valid");
@@ -322,10 +326,10 @@ async fn benchmark(args: &Args, created: &mut Created) -> Result<()> {
             let db = fresh_database(&args.database_url).await?;
             created.databases.push(db.clone());
             let url = database_url_for(&args.database_url, &db)?;
-            let group = common::unique("bench-store-group", '-');
+            let group = quantrac_testkit::unique("bench-store-group");
             created.groups.push(group.clone());
             let mut config = ProcessorConfig {
-                node_id: common::unique("bench-store-proc", '-'),
+                node_id: quantrac_testkit::unique("bench-store-proc"),
                 database_url: url.clone(),
                 registry: registry.clone(),
                 ..Default::default()
@@ -674,38 +678,6 @@ fn report(loads: &[Load], repeat: usize, max_other: f64) {
     );
 }
 
-/// A registry of `stations` wastewater stations `<prefix>-<i>`, the same
-/// shape as the processor tests'.
-fn registry_text(prefix: &str, stations: u64) -> String {
-    let mut text = String::new();
-    for i in 0..stations {
-        text.push_str(&format!(
-            r#"
-[[stations]]
-id = "{prefix}-{i}"
-name = "Bench outfall {i}"
-facility = "Bench facility"
-industrial_zone = "KCN Hòa Hiệp"
-province = "Phú Yên"
-latitude = 13.0
-longitude = 109.3
-kind = "wastewater"
-parameters = [
-  {{ code = "pH",  unit = "pH",   range_min = 0, range_max = 14 }},
-  {{ code = "TSS", unit = "mg/L", range_min = 0, range_max = 1000 }},
-  {{ code = "COD", unit = "mg/L", range_min = 0, range_max = 1000 }},
-  {{ code = "NH4", unit = "mg/L", range_min = 0, range_max = 100 }},
-]
-limits = [
-  {{ parameter = "COD", max = 150, regulation = "QCVN 40:2011/BTNMT", column = "B", coefficients = {{ Kq = 0.9, Kf = 1.1 }}, effective_from = 2012-01-01 }},
-  {{ parameter = "pH", min = 5.5, max = 9, regulation = "QCVN 40:2011/BTNMT", column = "B", effective_from = 2012-01-01 }},
-]
-"#
-        ));
-    }
-    text
-}
-
 /// Sample `k` of station `s`: 5 minutes apart, ending 10 minutes ago, whole
 /// seconds, values inside the registry's ranges.
 fn sample(prefix: &str, s: u64, k: u64, per_station: u64, end: DateTime<Utc>) -> Result<Sample> {
@@ -857,7 +829,7 @@ async fn count_readings(url: &str) -> Result<u64> {
 
 /// `CREATE DATABASE` next to the admin database; returns the name.
 async fn fresh_database(admin_url: &str) -> Result<String> {
-    let name = common::unique("qt_bench", '_');
+    let name = quantrac_testkit::unique_ident("qt_bench");
     connect(admin_url)
         .await?
         .batch_execute(&format!("CREATE DATABASE {name}"))

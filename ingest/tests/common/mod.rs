@@ -12,63 +12,16 @@ use prost::Message;
 use quantrac_ingest::IngestConfig;
 use quantrac_proto::v1::{ReadingBatch, RejectedInput};
 use quantrac_proto::{Sample, SampleValue, domain::DeviceStatus};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message as _;
-
-pub fn kafka_brokers() -> String {
-    std::env::var("QUANTRAC_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
-}
-
-pub fn mqtt_url() -> String {
-    std::env::var("QUANTRAC_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:11883".into())
-}
+pub use quantrac_testkit::env::{kafka_brokers, mqtt_url};
+use quantrac_testkit::kafka::read_where;
+pub use quantrac_testkit::kafka::{Topics, create_topics};
+pub use quantrac_testkit::unique;
 
 pub fn mqtt_station_credentials() -> (String, String) {
     (
         std::env::var("QUANTRAC_MQTT_STATION_USER").unwrap_or_else(|_| "station-demo".into()),
         std::env::var("QUANTRAC_MQTT_STATION_PASSWORD").unwrap_or_else(|_| "demo-secret".into()),
     )
-}
-
-/// A short random suffix for topic, node and station names.
-pub fn unique(prefix: &str) -> String {
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    format!("{prefix}-{}", &id[id.len() - 10..])
-}
-
-/// Topics of one test.
-pub struct Topics {
-    pub raw: String,
-    pub rejected: String,
-}
-
-pub async fn create_topics(name: &str) -> Topics {
-    let topics = Topics {
-        raw: format!("{name}.raw"),
-        rejected: format!("{name}.rejected"),
-    };
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .create()
-        .expect("admin client");
-    let new = [
-        NewTopic::new(&topics.raw, 3, TopicReplication::Fixed(1)),
-        NewTopic::new(&topics.rejected, 3, TopicReplication::Fixed(1)),
-    ];
-    let results = admin
-        .create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        )
-        .await
-        .expect("Kafka reachable: is deploy/services.sh start done?");
-    for r in results {
-        r.expect("topic created");
-    }
-    topics
 }
 
 /// An ingest config for a test: given topics, its own node id, TCP and HTTP
@@ -93,35 +46,17 @@ pub fn test_config(topics: &Topics, node: &str) -> IngestConfig {
     c
 }
 
-fn consumer(topic: &str) -> StreamConsumer {
-    let c: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", unique("test-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    c.subscribe(&[topic]).expect("subscribe");
-    c
-}
-
 /// Reads records from the start of `topic` until `n` are read or `within`
 /// passes; returns (key, payload) pairs.
 pub async fn read_records(topic: &str, n: usize, within: Duration) -> Vec<(String, Vec<u8>)> {
-    let c = consumer(topic);
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while out.len() < n {
-        match tokio::time::timeout_at(deadline, c.recv()).await {
-            Err(_) => break,
-            Ok(Err(e)) => panic!("Kafka consumer error: {e}"),
-            Ok(Ok(m)) => out.push((
-                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                m.payload().unwrap_or_default().to_vec(),
-            )),
-        }
-    }
-    out
+    read_where(
+        topic,
+        n,
+        within,
+        |k, v| (String::from_utf8_lossy(k).into_owned(), v.to_vec()),
+        |_| true,
+    )
+    .await
 }
 
 pub async fn read_batches(topic: &str, n: usize, within: Duration) -> Vec<ReadingBatch> {
@@ -136,28 +71,18 @@ pub async fn read_batches_where(
     within: Duration,
     keep: impl Fn(&ReadingBatch) -> bool,
 ) -> Vec<ReadingBatch> {
-    let c = consumer(topic);
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while out.len() < n {
-        match tokio::time::timeout_at(deadline, c.recv()).await {
-            Err(_) => break,
-            Ok(Err(e)) => panic!("Kafka consumer error: {e}"),
-            Ok(Ok(m)) => {
-                let b =
-                    ReadingBatch::decode(m.payload().unwrap_or_default()).expect("a ReadingBatch");
-                assert_eq!(
-                    m.key().unwrap_or_default(),
-                    b.station_id.as_bytes(),
-                    "record key is the station id"
-                );
-                if keep(&b) {
-                    out.push(b);
-                }
-            }
-        }
-    }
-    out
+    read_where(
+        topic,
+        n,
+        within,
+        |key, payload| {
+            let b = ReadingBatch::decode(payload).expect("a ReadingBatch");
+            assert_eq!(key, b.station_id.as_bytes(), "record key is the station id");
+            b
+        },
+        keep,
+    )
+    .await
 }
 
 pub async fn read_rejected(topic: &str, n: usize, within: Duration) -> Vec<RejectedInput> {
@@ -170,23 +95,14 @@ pub async fn read_rejected_where(
     within: Duration,
     keep: impl Fn(&RejectedInput) -> bool,
 ) -> Vec<RejectedInput> {
-    let c = consumer(topic);
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while out.len() < n {
-        match tokio::time::timeout_at(deadline, c.recv()).await {
-            Err(_) => break,
-            Ok(Err(e)) => panic!("Kafka consumer error: {e}"),
-            Ok(Ok(m)) => {
-                let r = RejectedInput::decode(m.payload().unwrap_or_default())
-                    .expect("a RejectedInput");
-                if keep(&r) {
-                    out.push(r);
-                }
-            }
-        }
-    }
-    out
+    read_where(
+        topic,
+        n,
+        within,
+        |_, payload| RejectedInput::decode(payload).expect("a RejectedInput"),
+        keep,
+    )
+    .await
 }
 
 /// A wastewater sample at a whole second.

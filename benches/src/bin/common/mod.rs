@@ -20,11 +20,6 @@ pub fn random_u64() -> u64 {
     RandomState::new().hash_one((nanos, std::process::id()))
 }
 
-/// `<prefix><sep><10 hex digits>`: topics use `-`, databases `_`.
-pub fn unique(prefix: &str, sep: char) -> String {
-    format!("{prefix}{sep}{:010x}", random_u64() & 0xff_ffff_ffff)
-}
-
 /// Milliseconds since the Unix epoch (the clock Kafka timestamps use).
 pub fn epoch_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
