@@ -1,90 +1,17 @@
-//! What the single-node tests share beyond `quantrac-testkit`: the
-//! processor's and alerting's test configurations.
+//! What the single-node tests share: `quantrac-testkit`, plus the
+//! processor's and alerting's own test configurations, read from those
+//! crates' test helpers rather than copied.
 #![allow(dead_code, unused_imports)] // each test file uses a part
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+#[path = "../../../alerting/tests/common/mod.rs"]
+mod alerting_common;
+#[path = "../../../processor/tests/common/mod.rs"]
+mod processor_common;
 
-use quantrac_alerting::{Alerting, AlertingConfig};
-use quantrac_processor::ProcessorConfig;
-use quantrac_proto::v1::StoredReadingBatch;
+pub use alerting_common::{alerting_config, registry, rules, start_single_node};
+pub use processor_common::{registry_file, test_config};
 pub use quantrac_testkit::db::{connect as db, count, fresh_database, wait_for_count};
 pub use quantrac_testkit::env::{kafka_brokers, var as env};
 pub use quantrac_testkit::kafka::{Topics, create_topics};
 pub use quantrac_testkit::samples::{cod, outfalls as samples};
 pub use quantrac_testkit::unique;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-/// A registry file with `stations` wastewater outfalls `<prefix>-<i>`.
-pub fn registry_file(prefix: &str, stations: usize) -> PathBuf {
-    quantrac_testkit::registry::Outfalls::numbered(prefix, stations)
-        .write()
-        .expect("write registry")
-}
-
-pub fn test_config(db_url: &str, topics: &Topics, registry: PathBuf) -> ProcessorConfig {
-    let mut c = ProcessorConfig {
-        node_id: unique("proc"),
-        database_url: db_url.to_owned(),
-        registry,
-        ..Default::default()
-    };
-    c.http.listen = "127.0.0.1:0".parse().expect("addr");
-    c.kafka.brokers = kafka_brokers();
-    c.kafka.group_id = unique("group");
-    c.kafka.raw_topic = topics.raw.clone();
-    c.kafka.valid_topic = topics.valid.clone();
-    c.kafka.rejected_topic = topics.rejected.clone();
-    c.batch.max_wait = Duration::from_millis(50);
-    c
-}
-
-/// A registry with the one outfall `station`, measuring COD hourly.
-pub fn registry(station: &str) -> PathBuf {
-    quantrac_testkit::registry::Outfalls::one(station)
-        .measuring(&["COD"])
-        .expected_interval("1h")
-        .write()
-        .expect("write registry")
-}
-
-pub fn rules() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules.toml")
-}
-
-/// Alerting on `db_url` with the sample rules, on free ports, ticking fast;
-/// Kafka left at an address that fails if used.
-pub fn alerting_config(db_url: &str, registry: &Path) -> AlertingConfig {
-    let mut c = AlertingConfig {
-        node_id: unique("node"),
-        database_url: db_url.to_owned(),
-        registry: registry.to_owned(),
-        rules: rules(),
-        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        tick: Duration::from_millis(200),
-        ..Default::default()
-    };
-    c.kafka.brokers = "127.0.0.1:1".into();
-    c
-}
-
-/// Alerting in single-node mode: stored batches come through the returned
-/// sender instead of Kafka.
-pub async fn start_single_node(
-    db_url: &str,
-    registry: &Path,
-    stop: &CancellationToken,
-) -> (Alerting, mpsc::Sender<StoredReadingBatch>) {
-    let (tx, rx) = mpsc::channel(16);
-    let alerting = Alerting::start(
-        alerting_config(db_url, registry),
-        quantrac_alerting::Edge::Bus(rx),
-        None,
-        stop.clone(),
-    )
-    .await
-    .expect("alerting");
-    (alerting, tx)
-}
