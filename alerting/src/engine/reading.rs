@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, FixedOffset, Utc};
 use quantrac_proto::domain::from_timestamp;
+use quantrac_proto::qc::QcFlag;
 use quantrac_proto::registry::{Registry, Station};
 use quantrac_proto::v1::StoredReading;
 
@@ -157,10 +158,12 @@ fn judge_series(
         book.clear(list, t, mode, out);
     }
 
-    let qc = r.qc_flag.trim();
-    let non_measuring = matches!(qc, "calibrating" | "maintenance" | "device_error");
-    let measuring = matches!(qc, "valid" | "manual" | "above_range");
-    let valid = qc == "valid" && r.value.is_finite();
+    // A flag this build does not know counts as neither measuring nor
+    // down, and is not judged.
+    let qc = r.qc_flag.parse::<QcFlag>().ok();
+    let non_measuring = qc.is_some_and(QcFlag::is_instrument_down);
+    let measuring = qc.is_some_and(QcFlag::is_measuring);
+    let valid = qc == Some(QcFlag::Valid) && r.value.is_finite();
 
     // Instrument status (in-order stream).
     if in_order && info.rules.status.enabled {
@@ -171,7 +174,7 @@ fn judge_series(
             t,
             non_measuring,
             measuring,
-            qc,
+            r.qc_flag.trim(),
             offset,
             mode,
             out,
