@@ -17,7 +17,7 @@
 //! | `hj212.bad_field` | a field is not `key=value`, is duplicated, or `Flag` is not a number |
 //! | `hj212.missing_field` | `CN`, `MN`, `CP` (or `DataTime` in a data packet) is missing |
 //! | `hj212.not_data` | [`Packet::sample`] on a packet that is not CN 2011/2051/2061/2031 |
-//! | `hj212.bad_time` | `DataTime` is not `yyyyMMddHHmmss` |
+//! | `hj212.bad_time` | `DataTime` is not `yyyyMMddHHmmss` (or `yyyyMMddHHmmssSSS`) |
 //! | `hj212.bad_value` | a value is not a finite number |
 //! | `hj212.bad_flag` | a value flag (`-Flag`) is not one of N F M S D C T B |
 //! | `hj212.empty` | a data packet without any value |
@@ -212,8 +212,22 @@ pub fn encode(packet: &Packet) -> Vec<u8> {
     out
 }
 
+/// `yyyyMMddHHmmss`, or with milliseconds `yyyyMMddHHmmssSSS` as many
+/// loggers send it.
 fn parse_time(s: &str, offset: FixedOffset) -> Option<DateTime<Utc>> {
-    let naive = super::parse_compact_time(s)?;
+    let (seconds, millis) = match s.len() {
+        14 => (s, 0),
+        17 => {
+            let (seconds, ms) = s.split_at_checked(14)?;
+            if !ms.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (seconds, ms.parse::<u32>().ok()?)
+        }
+        _ => return None,
+    };
+    let naive = super::parse_compact_time(seconds)?
+        .checked_add_signed(chrono::TimeDelta::milliseconds(i64::from(millis)))?;
     Some(
         naive
             .and_local_timezone(offset)
@@ -693,5 +707,27 @@ mod tests {
             sample_reason("DataTime=20250115100000;w01018-Avg=1"),
             "hj212.empty"
         );
+    }
+
+    /// Real loggers send DataTime (and QN) with milliseconds: 17 digits.
+    #[test]
+    fn seventeen_digit_data_time_keeps_its_milliseconds() {
+        let p = decode(&frame(
+            "QN=20240712101500123;ST=32;CN=2011;PW=123456;MN=M17;Flag=5;CP=&&DataTime=20240712101500123;w01018-Rtd=41.2,w01018-Flag=N&&",
+        ))
+        .unwrap();
+        let s = p.sample(vn()).unwrap();
+        let want = chrono::DateTime::parse_from_rfc3339("2024-07-12T10:15:00.123+07:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(s.measured_at, want);
+        // 15 or 16 digits are neither form.
+        for t in ["202407121015001", "2024071210150012"] {
+            assert_eq!(
+                sample_reason(&format!("DataTime={t};w01018-Rtd=1")),
+                "hj212.bad_time",
+                "{t}"
+            );
+        }
     }
 }
