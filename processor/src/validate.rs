@@ -2,7 +2,8 @@
 //! pipeline can run it on every reading and tests can run it on anything.
 //!
 //! [`validate`] maps the wire parameter code onto the registry's canonical
-//! code, converts the value into the canonical unit, checks time and range,
+//! code (HJ 212-2017 and 2005-edition codes are aliases), converts the value
+//! into the canonical unit, checks time and range,
 //! and derives the QC flag from the device status. It either returns the
 //! [`Normalised`] reading to store or a [`Rejection`] whose `reason` is one
 //! of this bounded set (stable: used as metric labels and stored with the
@@ -21,6 +22,13 @@
 //! | `out_of_range` | a measured value outside the instrument's range |
 //!
 //! Checks run in that order, so a reading has exactly one reason.
+//!
+//! Units: a reading's own unit, when it has one. HJ 212 packets carry none:
+//! a value under HJ 212 is in the unit the station's registry entry names
+//! (`hj212_unit`, what its logger is configured to send), else the unit the
+//! standard's code table fixes for the code (w00000 L/s, a00000 m³/s, gas
+//! concentrations mg/m³ at 273.15 K, converted to QCVN's 25 °C). Only where
+//! neither applies is a missing unit the parameter's own.
 //!
 //! Status → QC flag: measuring → `valid` (HJ 212 flag `S` → `manual`, `T` →
 //! `above_range`); calibrating → `calibrating` (HJ 212 `M` →
@@ -144,11 +152,20 @@ pub fn validate(
             format!("value {} is not a finite number", reading.value),
         ));
     }
-    // Most readings come in the canonical unit, or none (HJ 212).
-    let value = if reading.unit.is_empty() || reading.unit == spec.unit {
+    // HJ 212 carries no units: the value is in the unit the station's
+    // logger is registered to send, else the standard's unit for its code.
+    // Elsewhere a missing unit is the parameter's own.
+    let sent_unit = if reading.source == v1::SourceProtocol::TcpHj212 as i32 {
+        spec.hj212_unit_for(&reading.parameter)
+    } else if reading.unit.is_empty() {
+        &spec.unit
+    } else {
+        &reading.unit
+    };
+    let value = if sent_unit == spec.unit {
         reading.value
     } else {
-        units::convert(reading.value, &reading.unit, &spec.unit, &spec.code).map_err(|e| {
+        units::convert(reading.value, sent_unit, &spec.unit, &spec.code).map_err(|e| {
             reject(
                 RejectReason::UnitNotConvertible,
                 format!("{}: {}", spec.code, e),
@@ -316,6 +333,67 @@ mod tests {
         assert_eq!(n.source, v1::SourceProtocol::TcpCircular10 as i32);
         assert_eq!(n.received_at, Some(now()));
         assert_eq!(n.ingest_id, reading().ingest_id);
+    }
+
+    fn hj212(station: &str, code: &str, value: f64) -> v1::Reading {
+        v1::Reading {
+            station_id: station.into(),
+            parameter: code.into(),
+            value,
+            unit: String::new(),
+            device_flag: "N".into(),
+            source: v1::SourceProtocol::TcpHj212 as i32,
+            ..reading()
+        }
+    }
+
+    /// HJ 212's code table: w00000 in L/s, a00000 in m³/s, gas
+    /// concentrations in mg/m³ at 273.15 K; stored in the registry's units.
+    #[test]
+    fn hj212_values_are_read_in_the_standards_units() {
+        let flow = accepted(&hj212("PY-AP-WW01", "w00000", 10.0));
+        assert_eq!(
+            (flow.parameter.as_str(), flow.unit.as_str()),
+            ("Flow", "m3/h")
+        );
+        assert!((flow.value - 36.0).abs() < 1e-9, "{}", flow.value);
+
+        let gas = accepted(&hj212("PY-HH-ST01", "a00000", 20.0));
+        assert!((gas.value - 72_000.0).abs() < 1e-6, "{}", gas.value);
+
+        let so2 = accepted(&hj212("PY-HH-ST01", "a21026", 450.0));
+        assert_eq!(so2.unit, "mg/Nm3");
+        assert!(
+            (so2.value - 450.0 * 273.15 / 298.15).abs() < 1e-9,
+            "{}",
+            so2.value
+        );
+
+        // 2005-edition codes too.
+        let cod = accepted(&hj212("PY-AP-WW01", "011", 42.0));
+        assert_eq!((cod.parameter.as_str(), cod.value), ("COD", 42.0));
+        let flow05 = accepted(&hj212("PY-AP-WW01", "B01", 10.0));
+        assert!((flow05.value - 36.0).abs() < 1e-9);
+    }
+
+    /// A station whose logger is configured for m³/h says so in the registry.
+    #[test]
+    fn hj212_unit_from_the_registry_wins() {
+        let text = SAMPLE.replacen(
+            r#"{ code = "Flow", unit = "m3/h",  range_min = 0, range_max = 500,  expected_interval = "5m" },"#,
+            r#"{ code = "Flow", unit = "m3/h",  range_min = 0, range_max = 500,  expected_interval = "5m", hj212_unit = "m3/h" },"#,
+            1,
+        );
+        assert_ne!(text, SAMPLE, "the sample registry changed shape");
+        let registry = Registry::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+        let n = validate(
+            &hj212("PY-AP-WW01", "w00000", 10.0),
+            &registry,
+            now(),
+            &ValidationConfig::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n.value, 10.0);
     }
 
     #[test]

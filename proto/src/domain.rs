@@ -160,6 +160,14 @@ pub struct ParameterInfo {
     pub code: &'static str,
     /// HJ 212-2017 pollutant code.
     pub hj212_code: &'static str,
+    /// The same pollutant's code in HJ/T 212-2005, which older loggers
+    /// still send; `""` where the catalogue does not hold one (only the
+    /// codes in the domain notes are built in).
+    pub hj212_2005_code: &'static str,
+    /// The unit HJ 212's code table fixes for the code. Packets carry no
+    /// units, so a value under the code is in this unit unless the
+    /// station's registry entry says its logger sends another.
+    pub hj212_unit: &'static str,
     pub name: &'static str,
     /// Unit the station normally sends (and the processor stores).
     pub unit: &'static str,
@@ -172,6 +180,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "Flow",
         hj212_code: "w00000",
+        hj212_2005_code: "B01",
+        hj212_unit: "L/s",
         name: "Wastewater flow",
         unit: "m3/h",
         kind: StationKind::Wastewater,
@@ -179,6 +189,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "pH",
         hj212_code: "w01001",
+        hj212_2005_code: "001",
+        hj212_unit: "pH",
         name: "pH",
         unit: "pH",
         kind: StationKind::Wastewater,
@@ -186,6 +198,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "Temp",
         hj212_code: "w01010",
+        hj212_2005_code: "",
+        hj212_unit: "°C",
         name: "Water temperature",
         unit: "°C",
         kind: StationKind::Wastewater,
@@ -193,6 +207,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "TSS",
         hj212_code: "w01012",
+        hj212_2005_code: "003",
+        hj212_unit: "mg/L",
         name: "Total suspended solids",
         unit: "mg/L",
         kind: StationKind::Wastewater,
@@ -200,6 +216,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "COD",
         hj212_code: "w01018",
+        hj212_2005_code: "011",
+        hj212_unit: "mg/L",
         name: "Chemical oxygen demand",
         unit: "mg/L",
         kind: StationKind::Wastewater,
@@ -207,6 +225,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "NH4",
         hj212_code: "w21003",
+        hj212_2005_code: "060",
+        hj212_unit: "mg/L",
         name: "Ammonium (as N)",
         unit: "mg/L",
         kind: StationKind::Wastewater,
@@ -214,6 +234,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "TN",
         hj212_code: "w21001",
+        hj212_2005_code: "",
+        hj212_unit: "mg/L",
         name: "Total nitrogen",
         unit: "mg/L",
         kind: StationKind::Wastewater,
@@ -221,6 +243,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "TP",
         hj212_code: "w21011",
+        hj212_2005_code: "",
+        hj212_unit: "mg/L",
         name: "Total phosphorus",
         unit: "mg/L",
         kind: StationKind::Wastewater,
@@ -228,6 +252,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "Flow",
         hj212_code: "a00000",
+        hj212_2005_code: "B02",
+        hj212_unit: "m3/s",
         name: "Flue-gas flow",
         unit: "m3/h",
         kind: StationKind::Stack,
@@ -235,6 +261,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "Temp",
         hj212_code: "a01012",
+        hj212_2005_code: "",
+        hj212_unit: "°C",
         name: "Flue-gas temperature",
         unit: "°C",
         kind: StationKind::Stack,
@@ -242,6 +270,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "P",
         hj212_code: "a01013",
+        hj212_2005_code: "",
+        hj212_unit: "kPa",
         name: "Flue-gas pressure",
         unit: "kPa",
         kind: StationKind::Stack,
@@ -249,6 +279,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "O2",
         hj212_code: "a19001",
+        hj212_2005_code: "",
+        hj212_unit: "%",
         name: "Oxygen (excess)",
         unit: "%",
         kind: StationKind::Stack,
@@ -256,6 +288,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "PM",
         hj212_code: "a34013",
+        hj212_2005_code: "01",
+        hj212_unit: "mg/m3@0C",
         name: "Dust",
         unit: "mg/Nm3",
         kind: StationKind::Stack,
@@ -263,6 +297,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "SO2",
         hj212_code: "a21026",
+        hj212_2005_code: "02",
+        hj212_unit: "mg/m3@0C",
         name: "Sulphur dioxide",
         unit: "mg/Nm3",
         kind: StationKind::Stack,
@@ -270,6 +306,8 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "NOx",
         hj212_code: "a21002",
+        hj212_2005_code: "03",
+        hj212_unit: "mg/m3@0C",
         name: "Nitrogen oxides (as NO2)",
         unit: "mg/Nm3",
         kind: StationKind::Stack,
@@ -277,15 +315,30 @@ pub const PARAMETERS: &[ParameterInfo] = &[
     ParameterInfo {
         code: "CO",
         hj212_code: "a21005",
+        hj212_2005_code: "",
+        hj212_unit: "mg/m3@0C",
         name: "Carbon monoxide",
         unit: "mg/Nm3",
         kind: StationKind::Stack,
     },
 ];
 
-/// Looks a parameter up by its HJ 212 code.
+/// Looks a parameter up by its HJ 212 code, 2017 or 2005 edition.
 pub fn parameter_by_hj212(code: &str) -> Option<&'static ParameterInfo> {
-    PARAMETERS.iter().find(|p| p.hj212_code == code)
+    PARAMETERS
+        .iter()
+        .find(|p| p.hj212_code == code)
+        .or_else(|| {
+            PARAMETERS
+                .iter()
+                .find(|p| !p.hj212_2005_code.is_empty() && p.hj212_2005_code == code)
+        })
+}
+
+/// The unit HJ 212's code table fixes for `code` (2017 or 2005 edition),
+/// or `None` for a code the catalogue does not know.
+pub fn hj212_standard_unit(code: &str) -> Option<&'static str> {
+    parameter_by_hj212(code).map(|p| p.hj212_unit)
 }
 
 /// Looks a parameter up by Circular 10 code and station kind (`Flow` and

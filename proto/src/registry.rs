@@ -295,6 +295,12 @@ pub struct ParameterSpec {
     /// How often the station promises a value (gap detection).
     #[serde(with = "humantime_serde", default = "default_interval")]
     pub expected_interval: Duration,
+    /// The unit this station's logger sends under HJ 212, when it is not
+    /// the standard's unit for the code (flow in m³/h is common). HJ 212
+    /// packets carry no units; without this, a value under a known code is
+    /// read in the standard's unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hj212_unit: Option<String>,
 }
 
 impl ParameterSpec {
@@ -348,12 +354,34 @@ impl ParameterSpec {
                     self.unit, info.name, info.unit
                 )));
             }
-            if !self.aliases.iter().any(|a| a == info.hj212_code) {
-                self.aliases.push(info.hj212_code.to_owned());
+            for code in [info.hj212_code, info.hj212_2005_code] {
+                if !code.is_empty() && !self.aliases.iter().any(|a| a == code) {
+                    self.aliases.push(code.to_owned());
+                }
             }
+        }
+        if let Some(sent) = &self.hj212_unit {
+            let canonical = units::canonical(sent)
+                .ok_or_else(|| err(format!("unknown hj212_unit {sent:?}")))?;
+            if units::convert(1.0, canonical, unit, &self.code).is_err() {
+                return Err(err(format!(
+                    "hj212_unit {sent:?} cannot be converted to the unit {unit:?}"
+                )));
+            }
+            self.hj212_unit = Some(canonical.to_owned());
         }
         unit.clone_into(&mut self.unit);
         Ok(())
+    }
+
+    /// The unit a value this station sent under HJ 212 code `code` is in:
+    /// what the registry says its logger sends, else the standard's unit
+    /// for a code the catalogue knows, else this parameter's unit.
+    pub fn hj212_unit_for(&self, code: &str) -> &str {
+        self.hj212_unit
+            .as_deref()
+            .or_else(|| crate::domain::hj212_standard_unit(code.trim()))
+            .unwrap_or(&self.unit)
     }
 }
 
@@ -625,8 +653,10 @@ parameters = [
         assert_eq!(s.kind, StationKind::Wastewater);
         let cod = s.parameter("COD").unwrap_or_else(|| panic!("COD"));
         assert_eq!(cod.unit, "mg/L");
-        assert_eq!(cod.aliases, ["w01018"]);
+        // HJ 212-2017 and HJ/T 212-2005 codes.
+        assert_eq!(cod.aliases, ["w01018", "011"]);
         assert_eq!(s.parameter("w01018").map(|p| p.code.as_str()), Some("COD"));
+        assert_eq!(s.parameter("011").map(|p| p.code.as_str()), Some("COD"));
         assert_eq!(s.parameter(" cod ").map(|p| p.code.as_str()), Some("COD"));
         assert_eq!(s.parameter("PH").map(|p| p.code.as_str()), Some("pH"));
         assert_eq!(s.parameter("T").map(|p| p.unit.as_str()), Some("°C"));

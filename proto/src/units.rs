@@ -108,6 +108,9 @@ const fn unit(
     }
 }
 
+/// mg/m³ at 273.15 K in mg/Nm³ at QCVN's 298.15 K (same pressure).
+const STANDARD_STATE_CN: f64 = 273.15 / 298.15;
+
 /// 0 °F in kelvin.
 const FAHRENHEIT_ZERO_K: f64 = 273.15 - 32.0 * 5.0 / 9.0;
 
@@ -124,6 +127,10 @@ static UNITS: &[Unit] = &[
     unit("mg/Nm3", NormalMassConcentration, 1.0, &["mg/nm3"]),
     unit("g/Nm3", NormalMassConcentration, 1e3, &["g/nm3"]),
     unit("µg/Nm3", NormalMassConcentration, 1e-3, &["ug/nm3"]),
+    // HJ 212's gas concentrations: per m³ at the Chinese standard state
+    // (273.15 K, 101.325 kPa). The same mass fills 298.15/273.15 times the
+    // volume at QCVN's 25 °C, so the concentration there is lower.
+    unit("mg/m3@0C", NormalMassConcentration, STANDARD_STATE_CN, &["mg/m3@0c", "mg/nm3@0c", "mg/m3@273k", "mg/nm3@273k", "mg/m3(0c)", "mg/nm3(0c)"]),
     unit("ppm", VolumeFraction, 1.0, &["ppm", "ppmv", "ppm(v)"]),
     unit("ppb", VolumeFraction, 1e-3, &["ppb", "ppbv"]),
     unit("m3/h", Flow, 1.0, &["m3/h", "m3/hr", "m3/giờ", "m3/gio"]),
@@ -210,8 +217,9 @@ pub fn known_units() -> impl Iterator<Item = &'static str> {
 /// Converts `value` from unit `from` to unit `to`. `parameter` is the
 /// canonical parameter code, used for the molar mass of ppm conversions.
 ///
-/// An empty `from` means the value is already in the canonical unit (HJ 212
-/// carries no units), so it is returned unchanged once `to` is known.
+/// An empty `from` means the value is already in `to` (callers decide what
+/// a missing unit means before calling), so it is returned unchanged once
+/// `to` is known.
 pub fn convert(value: f64, from: &str, to: &str, parameter: &str) -> Result<f64, UnitError> {
     let unknown = |u: &str| UnitError::Unknown {
         from: from.to_owned(),
@@ -454,5 +462,16 @@ mod tests {
             convert(1.0, "", "bogus", "COD"),
             Err(UnitError::Unknown { .. })
         ));
+    }
+
+    #[test]
+    fn chinese_standard_state_to_qcvn_normal_conditions() {
+        // 450 mg/m3 at 0 °C is 412.3 mg/Nm3 at 25 °C.
+        let v = conv(450.0, "mg/m3@0C", "mg/Nm3");
+        assert!((v - 450.0 * 273.15 / 298.15).abs() < 1e-9, "{v}");
+        assert!(close(conv(v, "mg/Nm3", "mg/m3@0C"), 450.0));
+        assert_eq!(canonical("mg/Nm3@0°C"), Some("mg/m3@0C"));
+        // Still not the stack's actual conditions.
+        assert!(convert(1.0, "mg/m3@0C", "mg/m3", "SO2").is_err());
     }
 }

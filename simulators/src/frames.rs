@@ -6,6 +6,7 @@ use bytes::Bytes;
 use chrono::{DateTime, FixedOffset, Utc};
 use quantrac_proto::Sample;
 use quantrac_proto::domain::parameter_by_code;
+use quantrac_proto::units;
 use quantrac_proto::wire::{circular10, hj212, json};
 
 use crate::model::{PROVINCE_FILE_NAME, Station};
@@ -49,13 +50,21 @@ pub fn mqtt_payload(station: &Station, sample: &Sample) -> Vec<u8> {
     }
 }
 
-/// The sample with HJ 212 pollutant codes in place of Circular 10 codes:
-/// `Packet::from_sample` writes parameter codes as given.
+/// The sample as an HJ 212 logger sends it: the standard's pollutant codes
+/// in place of Circular 10 codes, each value in the standard's unit for
+/// its code (flow in L/s or m³/s, gas concentrations at 273.15 K), and no
+/// units (packets carry none). `Packet::from_sample` writes values as given.
 pub fn with_hj212_codes(station: &Station, sample: &Sample) -> Sample {
     let mut sample = sample.clone();
     for v in &mut sample.values {
         if let Some(p) = parameter_by_code(&v.parameter, station.kind) {
+            // The catalogue's units always convert to the standard's; were
+            // one not to, the value goes as it is and the processor says so.
+            if let Ok(x) = units::convert(v.value, &v.unit, p.hj212_unit, p.code) {
+                v.value = x;
+            }
             v.parameter = p.hj212_code.to_owned();
+            v.unit.clear();
         }
     }
     sample
@@ -308,9 +317,18 @@ mod tests {
             codes,
             ["w00000", "w01001", "w01010", "w01012", "w01018", "w21003"]
         );
+        // Flow goes in L/s (HJ 212's unit for w00000); the rest as measured.
         let values: Vec<_> = back.values.iter().map(|v| v.value).collect();
-        let sent: Vec<_> = sample.values.iter().map(|v| v.value).collect();
-        assert_eq!(values, sent);
+        let mut sent: Vec<_> = sample.values.iter().map(|v| v.value).collect();
+        assert_eq!(sample.values[0].unit, "m3/h");
+        sent[0] /= 3.6;
+        assert_eq!(values.len(), sent.len());
+        for (got, want) in values.iter().zip(&sent) {
+            assert!(
+                (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::{SinkExt, StreamExt};
 use quantrac_proto::Sample;
 use quantrac_proto::domain::parameter_by_hj212;
+use quantrac_proto::units;
 use quantrac_proto::wire::{circular10, hj212, json};
 use quantrac_simulators::frames::vn_offset;
 use quantrac_simulators::{
@@ -76,18 +77,26 @@ async fn run(sim: Simulator) -> Result<Stats, Box<dyn std::error::Error>> {
 }
 
 /// A sample as comparable across formats: Circular 10 codes, no units
-/// (HJ 212 carries none), value bits and status.
-type Key = (String, DateTime<Utc>, Vec<(String, u64, &'static str)>);
+/// (HJ 212 carries none), the value in the catalogue's unit to 6 decimals
+/// (HJ 212 sends the standard's unit, so its values come back through a
+/// conversion) and status.
+type Key = (String, DateTime<Utc>, Vec<(String, i64, &'static str)>);
 
 fn key(s: &Sample) -> Key {
     let values = s
         .values
         .iter()
         .map(|v| {
-            let code = parameter_by_hj212(&v.parameter).map_or(v.parameter.as_str(), |p| p.code);
+            let (code, value) = match parameter_by_hj212(&v.parameter) {
+                Some(p) => (
+                    p.code,
+                    units::convert(v.value, p.hj212_unit, p.unit, p.code).expect("convertible"),
+                ),
+                None => (v.parameter.as_str(), v.value),
+            };
             (
                 code.to_owned(),
-                v.value.to_bits(),
+                (value * 1e6).round() as i64,
                 v.status.circular10_code(),
             )
         })
