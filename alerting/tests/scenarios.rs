@@ -234,7 +234,7 @@ fn ph_range_both_ways_with_margin() {
 }
 
 #[test]
-fn only_valid_readings_are_judged() {
+fn only_valid_readings_and_saturated_analysers_are_judged() {
     let mut e = engine(ONLY_LIMIT);
     let mut ev = Vec::new();
     for (i, qc) in [
@@ -242,7 +242,6 @@ fn only_valid_readings_are_judged() {
         "device_error",
         "maintenance",
         "manual",
-        "above_range",
         "bogus",
     ]
     .iter()
@@ -254,6 +253,70 @@ fn only_valid_readings_are_judged() {
     ev.extend(e.observe(&valid("COD", at(5, 0), f64::NAN), at(5, 0)));
     assert!(of(&ev, RuleKind::LimitExceeded).is_empty(), "{ev:#?}");
     assert!(of(&ev, RuleKind::AverageExceeded).is_empty(), "{ev:#?}");
+}
+
+/// A saturated analyser (`above_range`, HJ 212 flag T) says "at least this
+/// much": past Cmax it opens the limit alert, saying so.
+#[test]
+fn a_saturated_analyser_past_the_limit_opens_an_exceedance() {
+    let mut e = engine(ONLY_LIMIT);
+    let ev = feed(
+        &mut e,
+        &[reading("S1", "COD", at(4, 0), 1000.0, "above_range")],
+    );
+    let o = opened(&ev);
+    assert_eq!(o.len(), 1, "{ev:#?}");
+    assert_eq!(o[0].alert.key.rule, RuleKind::LimitExceeded);
+    assert_eq!(
+        (o[0].alert.observed_value, o[0].alert.limit_value),
+        (1000.0, 100.0)
+    );
+    let m = &o[0].alert.message;
+    assert!(m.contains("COD ≥ 1000"), "{m}");
+    assert!(m.contains("analyser saturated"), "{m}");
+}
+
+/// A lower bound below the limit proves nothing either way: it opens
+/// nothing and does not resolve an open exceedance.
+#[test]
+fn a_saturated_value_below_the_limit_neither_opens_nor_clears() {
+    let mut e = engine(ONLY_LIMIT);
+    let ev = feed(
+        &mut e,
+        &[reading("S1", "COD", at(4, 0), 60.0, "above_range")],
+    );
+    assert!(opened(&ev).is_empty(), "{ev:#?}");
+
+    let ev = feed(&mut e, &[valid("COD", at(4, 5), 300.0)]);
+    assert_eq!(opened(&ev).len(), 1, "{ev:#?}");
+    let ev = feed(
+        &mut e,
+        &[reading("S1", "COD", at(4, 10), 20.0, "above_range")],
+    );
+    assert!(
+        ev.iter()
+            .all(|x| !matches!(x.change, Change::Resolved { .. })),
+        "{ev:#?}"
+    );
+    // A valid value back inside still clears it.
+    let ev = feed(&mut e, &[valid("COD", at(4, 15), 20.0)]);
+    assert_eq!(changes(&ev, RuleKind::LimitExceeded).len(), 1, "{ev:#?}");
+}
+
+/// A window holding a saturated value has a lower-bound average: it can
+/// open the average alert and says so.
+#[test]
+fn a_window_with_a_saturated_value_is_a_lower_bound() {
+    let mut e = engine(ONLY_AVERAGES);
+    let mut readings: Vec<_> = (0..11).map(|i| valid("COD", at(4, 5 * i), 60.0)).collect();
+    readings.push(reading("S1", "COD", at(4, 55), 1000.0, "above_range"));
+    readings.push(valid("COD", at(5, 0), 60.0)); // closes 04:00-05:00
+    let ev = feed(&mut e, &readings);
+    let avg = of(&ev, RuleKind::AverageExceeded);
+    assert_eq!(avg.len(), 1, "{ev:#?}");
+    let m = &avg[0].alert.message;
+    assert!(m.contains("≥ 138.33"), "{m}");
+    assert!(m.contains("analyser saturated"), "{m}");
 }
 
 #[test]

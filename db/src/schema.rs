@@ -1,7 +1,8 @@
 //! Versioned SQL migrations, applied at start.
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
-//! registry tables, 0001-0002; alerting's tables, 0003-0005); one that depends
+//! registry tables and their aggregates, 0001-0002 and 0006; alerting's
+//! tables, 0003-0005); one that depends
 //! on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
 //! run one by one (a continuous aggregate cannot be created inside a
@@ -85,6 +86,14 @@ const MIGRATIONS: &[Migration] = &[
         name: "alert_watermarks",
         plain: include_str!("../migrations/0005_alert_watermarks.sql"),
         timescale: None,
+    },
+    Migration {
+        version: 6,
+        name: "aggregates_lower_bound",
+        plain: include_str!("../migrations/0006_aggregates_lower_bound.plain.sql"),
+        timescale: Some(include_str!(
+            "../migrations/0006_aggregates_lower_bound.timescale.sql"
+        )),
     },
 ];
 

@@ -19,11 +19,11 @@
 //! | `too_old` | measured before the retention period: it would be dropped at once |
 //! | `non_finite` | NaN or infinite value (also after unit conversion) |
 //! | `unit_not_convertible` | the unit is unknown or not convertible to the canonical one |
-//! | `out_of_range` | a measured value outside the instrument's range |
+//! | `out_of_range` | a measured value that cannot be one: pH outside 0-14, below the instrument's range by more than 1% of it, or a manual entry outside it |
 //!
 //! Checks run in that order, so a reading has exactly one reason.
 //!
-//! Units: a reading's own unit, when it has one. HJ 212 packets carry none:
+//! Units: a reading's own unit, when it names one. HJ 212 packets name none:
 //! a value under HJ 212 is in the unit the station's registry entry names
 //! (`hj212_unit`, what its logger is configured to send), else the unit the
 //! standard's code table fixes for the code (w00000 L/s, a00000 m³/s, gas
@@ -36,8 +36,10 @@
 //! applies to measured values only (`valid`, `manual`): loggers send 0 or
 //! -9999 while calibrating or in error, and those readings are stored, with
 //! their flag, because a long calibration is itself something to see. A
-//! value the analyser itself flags `T` (above its range) is stored too: it
-//! says "at least this much", which an officer needs more than a rejection.
+//! measured value above the instrument's range, and a value the analyser
+//! itself flags `T`, are stored as `above_range`: the analyser is saturated
+//! and the value says "at least this much", which the alerting engine
+//! judges as a lower bound. An officer needs that more than a rejection.
 
 use std::time::Duration;
 
@@ -49,7 +51,7 @@ use thiserror::Error;
 
 use quantrac_db::ReadingRow;
 pub use quantrac_proto::qc::{QcFlag, RejectReason};
-use quantrac_proto::registry::Registry;
+use quantrac_proto::registry::{ParameterSpec, Registry};
 use quantrac_proto::units;
 
 /// Time bounds a reading must fall in.
@@ -152,15 +154,16 @@ pub fn validate(
             format!("value {} is not a finite number", reading.value),
         ));
     }
-    // HJ 212 carries no units: the value is in the unit the station's
-    // logger is registered to send, else the standard's unit for its code.
-    // Elsewhere a missing unit is the parameter's own.
-    let sent_unit = if reading.source == v1::SourceProtocol::TcpHj212 as i32 {
-        spec.hj212_unit_for(&reading.parameter)
-    } else if reading.unit.is_empty() {
-        &spec.unit
-    } else {
+    // A unit the reading names is its unit. HJ 212 packets name none: the
+    // value is in the unit the station's logger is registered to send,
+    // else the standard's unit for its code. Elsewhere a missing unit is
+    // the parameter's own.
+    let sent_unit = if !reading.unit.is_empty() {
         &reading.unit
+    } else if reading.source == v1::SourceProtocol::TcpHj212 as i32 {
+        spec.hj212_unit_for(&reading.parameter)
+    } else {
+        &spec.unit
     };
     let value = if sent_unit == spec.unit {
         reading.value
@@ -184,16 +187,11 @@ pub fn validate(
         ));
     }
 
-    let qc_flag = QcFlag::from_status(status, &reading.device_flag);
-    if qc_flag.is_measured() && !(spec.range_min..=spec.range_max).contains(&value) {
-        return Err(reject(
-            RejectReason::OutOfRange,
-            format!(
-                "{} = {value} {} is outside the instrument range [{}, {}]",
-                spec.code, spec.unit, spec.range_min, spec.range_max
-            ),
-        ));
-    }
+    let qc_flag = range_check(
+        QcFlag::from_status(status, &reading.device_flag),
+        spec,
+        value,
+    )?;
 
     Ok(Normalised {
         station_id: station.id.clone(),
@@ -208,6 +206,46 @@ pub fn validate(
         received_at: reading.received_at.as_ref().and_then(from_timestamp),
         ingest_id: reading.ingest_id.clone(),
     })
+}
+
+/// Below the range's low end by more than this share of the range is not
+/// zero drift: a negative concentration like that is not physical.
+const BELOW_RANGE_TOLERANCE: f64 = 0.01;
+
+/// The instrument range, for measured values. Above the range the analyser
+/// is saturated: the value is kept as `above_range`, a lower bound, which
+/// is evidence of an exceedance, not noise. Rejected only what cannot be a
+/// measurement: pH outside 0-14, or below the range's low end by more than
+/// [`BELOW_RANGE_TOLERANCE`] of the range (`-9999` error codes, negative
+/// concentrations); manual entries are not an analyser's, so its range
+/// bounds them both ways.
+fn range_check(qc: QcFlag, spec: &ParameterSpec, value: f64) -> Result<QcFlag, Rejection> {
+    if !qc.is_measured() {
+        return Ok(qc);
+    }
+    let outside = |what: &str| {
+        reject(
+            RejectReason::OutOfRange,
+            format!(
+                "{} = {value} {} is {what} (instrument range [{}, {}])",
+                spec.code, spec.unit, spec.range_min, spec.range_max
+            ),
+        )
+    };
+    if spec.unit == "pH" && !(0.0..=14.0).contains(&value) {
+        return Err(outside("not a pH"));
+    }
+    let tolerance = BELOW_RANGE_TOLERANCE * (spec.range_max - spec.range_min);
+    if value < spec.range_min - tolerance {
+        return Err(outside("below the instrument range"));
+    }
+    if value > spec.range_max {
+        return match qc {
+            QcFlag::Valid => Ok(QcFlag::AboveRange),
+            _ => Err(outside("above the instrument range")),
+        };
+    }
+    Ok(qc)
 }
 
 /// The measurement time, within `[now - retention, now + max_future]`.
@@ -521,25 +559,49 @@ mod tests {
     }
 
     #[test]
-    fn out_of_range_is_inclusive_and_after_conversion() {
+    fn range_after_conversion_saturation_kept_impossible_refused() {
         let at = |value: f64, unit: &str| v1::Reading {
             value,
             unit: unit.into(),
             ..reading()
         };
         assert_eq!(accepted(&at(0.0, "mg/L")).value, 0.0);
-        assert_eq!(accepted(&at(1000.0, "mg/L")).value, 1000.0);
+        assert_eq!(accepted(&at(1000.0, "mg/L")).qc_flag, QcFlag::Valid);
+        // Above the range: the analyser is saturated, the value a lower
+        // bound, kept.
+        let saturated = accepted(&at(1000.5, "mg/L"));
         assert_eq!(
-            rejected(&at(1000.5, "mg/L")).reason,
+            (saturated.value, saturated.qc_flag),
+            (1000.5, QcFlag::AboveRange)
+        );
+        // 1.5 g/L is 1500 mg/L: above the 0-1000 mg/L analyser.
+        let saturated = accepted(&at(1.5, "g/L"));
+        assert_eq!(
+            (saturated.value, saturated.qc_flag),
+            (1500.0, QcFlag::AboveRange)
+        );
+        // Zero drift is kept; beyond 1% of the range below zero it is not
+        // a concentration.
+        assert_eq!(accepted(&at(-0.1, "mg/L")).qc_flag, QcFlag::Valid);
+        assert_eq!(accepted(&at(-10.0, "mg/L")).qc_flag, QcFlag::Valid);
+        assert_eq!(
+            rejected(&at(-10.5, "mg/L")).reason,
             RejectReason::OutOfRange
         );
-        assert_eq!(rejected(&at(-0.1, "mg/L")).reason, RejectReason::OutOfRange);
-        // 1.5 g/L is 1500 mg/L: above the 0-1000 mg/L analyser.
-        assert_eq!(rejected(&at(1.5, "g/L")).reason, RejectReason::OutOfRange);
         assert_eq!(
             rejected(&at(-9999.0, "mg/L")).reason,
             RejectReason::OutOfRange
         );
+        // pH outside 0-14 is no pH.
+        let ph = |value: f64| v1::Reading {
+            parameter: "pH".into(),
+            value,
+            unit: "pH".into(),
+            ..reading()
+        };
+        assert_eq!(rejected(&ph(14.2)).reason, RejectReason::OutOfRange);
+        assert_eq!(rejected(&ph(-0.1)).reason, RejectReason::OutOfRange);
+        assert_eq!(accepted(&ph(14.0)).qc_flag, QcFlag::Valid);
         // Manual entries are measurements too.
         let manual = v1::Reading {
             device_flag: "S".into(),

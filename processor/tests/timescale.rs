@@ -154,6 +154,13 @@ async fn timescale_schema_policies_aggregates_and_compression() {
         999.0,
         QcFlag::Calibrating,
     );
+    // A saturated analyser's value counts as a lower bound.
+    batch[10] = reading(
+        &station,
+        hour + chrono::Duration::minutes(50),
+        1200.0,
+        QcFlag::AboveRange,
+    );
     let first = store.write(&batch, &[]).await.expect("write");
     let second = store.write(&batch, &[]).await.expect("write again");
     assert_eq!((first.inserted, first.duplicates), (12, 0));
@@ -170,15 +177,22 @@ async fn timescale_schema_policies_aggregates_and_compression() {
         .await
         .expect("client")
         .query_one(
-            "SELECT avg, min, max, valid_count, total_count FROM readings_hourly WHERE station_id = $1 AND bucket = $2",
+            "SELECT avg, min, max, valid_count, total_count, above_range_count FROM readings_hourly WHERE station_id = $1 AND bucket = $2",
             &[&station, &hour],
         )
         .await
         .expect("hourly row");
-    let (avg, min, max, valid, total): (f64, f64, f64, i64, i64) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    assert_eq!((min, max, valid, total), (40.0, 50.0, 11, 12));
-    assert!((avg - 45.0).abs() < 1e-9, "{avg}");
+    let (avg, min, max, valid, total, above): (f64, f64, f64, i64, i64, i64) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    );
+    // 40..49 valid and 1200 above range; the calibration value left out.
+    assert_eq!((min, max, valid, total, above), (40.0, 1200.0, 10, 12, 1));
+    assert!((avg - (445.0 + 1200.0) / 11.0).abs() < 1e-9, "{avg}");
 
     // Compression: readings older than compress_after end up in compressed
     // chunks once the policy runs; a replay into them adds nothing.

@@ -83,7 +83,9 @@ fn describe(limit: &PermitLimit) -> String {
     s
 }
 
-/// Limit exceeded and early warning on one valid value measured at `t`.
+/// Limit exceeded and early warning on one value measured at `t`. With
+/// `at_least` the value is a saturated analyser's lower bound: it opens an
+/// alert when even it is past an upper bound, and never clears one.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn value_rules(
     info: &SeriesInfo,
@@ -92,19 +94,24 @@ pub(super) fn value_rules(
     limit: &PermitLimit,
     t: DateTime<Utc>,
     v: f64,
+    at_least: bool,
     offset: FixedOffset,
     mode: Mode,
     out: &mut Vec<AlertEvent>,
 ) {
     let h = info.rules.hysteresis;
     let permit = Bounds::of(limit);
+    // A lower bound proves only an upper bound broken.
+    let proves = |bound: f64| !at_least || v > bound;
     if info.rules.single_limit.enabled {
         let list = state.incidents.entry(RuleKind::LimitExceeded).or_default();
-        if let Some(bound) = permit.crossed(v) {
-            let f = limit_finding(info, limit, t, v, bound, offset);
-            book.breach(list, f, info, mode, out);
-        } else if permit.cleared(v, h, &permit) {
-            book.clear(list, t, mode, out);
+        match permit.crossed(v) {
+            Some(bound) if proves(bound) => {
+                let f = limit_finding(info, limit, t, v, bound, at_least, offset);
+                book.breach(list, f, info, mode, out);
+            }
+            None if !at_least && permit.cleared(v, h, &permit) => book.clear(list, t, mode, out),
+            _ => {}
         }
     }
     let frac = info.rules.early_warning.fraction;
@@ -112,13 +119,28 @@ pub(super) fn value_rules(
         let warn = permit.warning(frac);
         let list = state.incidents.entry(RuleKind::EarlyWarning).or_default();
         match warn.crossed(v) {
-            Some(threshold) if permit.crossed(v).is_none() => {
-                let f = warning_finding(info, limit, t, v, threshold, frac, offset);
+            Some(threshold) if permit.crossed(v).is_none() && proves(threshold) => {
+                let f = warning_finding(info, limit, t, v, threshold, frac, at_least, offset);
                 book.breach(list, f, info, mode, out);
             }
-            _ if warn.cleared(v, h, &permit) => book.clear(list, t, mode, out),
+            _ if !at_least && warn.cleared(v, h, &permit) => book.clear(list, t, mode, out),
             _ => {}
         }
+    }
+}
+
+/// How a value reads in a message: `= 42` or, for a saturated analyser's
+/// lower bound, `≥ 2000`.
+fn shown(v: f64, at_least: bool) -> String {
+    format!("{} {}", if at_least { "≥" } else { "=" }, num(v))
+}
+
+/// The note a message carries when its value is a lower bound.
+fn saturation_note(at_least: bool) -> &'static str {
+    if at_least {
+        " [máy đo quá thang, giá trị thực ít nhất bằng số đo / analyser saturated: the true value is at least this]"
+    } else {
+        ""
     }
 }
 
@@ -128,6 +150,7 @@ fn limit_finding(
     t: DateTime<Utc>,
     v: f64,
     bound: f64,
+    at_least: bool,
     offset: FixedOffset,
 ) -> Finding {
     Finding {
@@ -137,15 +160,16 @@ fn limit_finding(
         observed: v,
         limit: bound,
         message: format!(
-            "Vượt quy chuẩn / limit exceeded: {} = {} {} {} {} ({}), trạm {}, lúc {} (giờ địa phương)",
+            "Vượt quy chuẩn / limit exceeded: {} {} {} {} {} ({}), trạm {}, lúc {} (giờ địa phương){}",
             info.parameter,
-            num(v),
+            shown(v, at_least),
             info.unit,
             if v > bound { ">" } else { "<" },
             num(bound),
             describe(limit),
             info.station,
-            local_time(t, offset)
+            local_time(t, offset),
+            saturation_note(at_least)
         ),
         window_end: Some(t),
         opened_at: t,
@@ -153,6 +177,7 @@ fn limit_finding(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn warning_finding(
     info: &SeriesInfo,
     limit: &PermitLimit,
@@ -160,6 +185,7 @@ fn warning_finding(
     v: f64,
     threshold: f64,
     frac: f64,
+    at_least: bool,
     offset: FixedOffset,
 ) -> Finding {
     Finding {
@@ -169,15 +195,16 @@ fn warning_finding(
         observed: v,
         limit: threshold,
         message: format!(
-            "Cảnh báo sớm / early warning: {} = {} {} vượt ngưỡng cảnh báo {} ({}% giới hạn; {}), trạm {}, lúc {}",
+            "Cảnh báo sớm / early warning: {} {} {} vượt ngưỡng cảnh báo {} ({}% giới hạn; {}), trạm {}, lúc {}{}",
             info.parameter,
-            num(v),
+            shown(v, at_least),
             info.unit,
             num(threshold),
             num(frac * 100.0),
             describe(limit),
             info.station,
-            local_time(t, offset)
+            local_time(t, offset),
+            saturation_note(at_least)
         ),
         window_end: Some(t),
         opened_at: t,
@@ -283,6 +310,7 @@ fn judge_window(
         len,
         end,
         avg,
+        lower_bound: b.lower_bound,
         period: format!(
             "{} từ {} ({} / {} giá trị)",
             format_len(len),
@@ -303,6 +331,9 @@ struct WindowAverage<'a> {
     len: Duration,
     end: DateTime<Utc>,
     avg: f64,
+    /// A saturated analyser's value is in the window: the average is a
+    /// lower bound, which can show an upper limit broken but never kept.
+    lower_bound: bool,
     /// The window and its count of values, as messages show them.
     period: String,
 }
@@ -318,7 +349,8 @@ impl WindowAverage<'_> {
         let h = rules.hysteresis;
         let frac = rules.early_warning.fraction;
         let warn = permit.warning(frac);
-        if let Some(bound) = permit.crossed(avg) {
+        let proves = |bound: f64| !self.lower_bound || avg > bound;
+        if let Some(bound) = permit.crossed(avg).filter(|b| proves(*b)) {
             book.window_alert(
                 self.key(RuleKind::AverageExceeded),
                 self.exceeded(bound),
@@ -328,7 +360,8 @@ impl WindowAverage<'_> {
                 out,
             );
         } else if frac > 0.0
-            && let Some(threshold) = warn.crossed(avg)
+            && permit.crossed(avg).is_none()
+            && let Some(threshold) = warn.crossed(avg).filter(|t| proves(*t))
         {
             book.window_alert(
                 self.key(RuleKind::EarlyWarning),
@@ -339,7 +372,11 @@ impl WindowAverage<'_> {
                 out,
             );
         }
-        // A complete window back inside resolves the earlier ones.
+        // A complete window back inside resolves the earlier ones; a lower
+        // bound cannot show it is inside.
+        if self.lower_bound {
+            return;
+        }
         if permit.cleared(avg, h, &permit) {
             self.resolve_earlier(RuleKind::AverageExceeded, book, mode, out);
         }
@@ -380,15 +417,16 @@ impl WindowAverage<'_> {
             RuleKind::AverageExceeded,
             bound,
             format!(
-                "Trung bình vượt quy chuẩn / average exceeded: {} trung bình {} = {} {} {} {} ({}), trạm {}",
+                "Trung bình vượt quy chuẩn / average exceeded: {} trung bình {} {} {} {} {} ({}), trạm {}{}",
                 info.parameter,
                 period,
-                num(avg),
+                shown(avg, self.lower_bound),
                 info.unit,
                 if avg > bound { ">" } else { "<" },
                 num(bound),
                 describe(limit),
-                info.station
+                info.station,
+                saturation_note(self.lower_bound)
             ),
         )
     }
@@ -399,14 +437,15 @@ impl WindowAverage<'_> {
             RuleKind::EarlyWarning,
             threshold,
             format!(
-                "Cảnh báo sớm / early warning: {} trung bình {} = {} {} vượt ngưỡng cảnh báo {} ({}), trạm {}",
+                "Cảnh báo sớm / early warning: {} trung bình {} {} {} vượt ngưỡng cảnh báo {} ({}), trạm {}{}",
                 info.parameter,
                 period,
-                num(avg),
+                shown(avg, self.lower_bound),
                 info.unit,
                 num(threshold),
                 describe(limit),
-                info.station
+                info.station,
+                saturation_note(self.lower_bound)
             ),
         )
     }

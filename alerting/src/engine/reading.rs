@@ -164,6 +164,8 @@ fn judge_series(
     let non_measuring = qc.is_some_and(QcFlag::is_instrument_down);
     let measuring = qc.is_some_and(QcFlag::is_measuring);
     let valid = qc == Some(QcFlag::Valid) && r.value.is_finite();
+    // The analyser is past its range: the true value is at least this.
+    let at_least = qc == Some(QcFlag::AboveRange) && r.value.is_finite();
 
     // Instrument status (in-order stream).
     if in_order && info.rules.status.enabled {
@@ -181,18 +183,22 @@ fn judge_series(
         );
     }
 
-    if valid {
-        judge_value(info, state, book, reading, offset, mode, out);
+    if valid || at_least {
+        judge_value(info, state, book, reading, at_least, offset, mode, out);
     }
     close_windows(s, book, registry, settings, None, mode, out);
 }
 
-/// The rules on a valid value.
+/// The rules on a valid value, or on a lower bound (`at_least`: the
+/// analyser was saturated). A lower bound can show a limit broken, never
+/// kept, and says nothing of how the value changes.
+#[allow(clippy::too_many_arguments)]
 fn judge_value(
     info: &SeriesInfo,
     state: &mut SeriesState,
     book: &mut Book,
     reading: &Admitted<'_>,
+    at_least: bool,
     offset: FixedOffset,
     mode: Mode,
     out: &mut Vec<AlertEvent>,
@@ -203,15 +209,15 @@ fn judge_value(
 
     // Limit and early warning on the value (late readings too).
     if let Some(limit) = limit {
-        value_rules(info, state, book, limit, t, v, offset, mode, out);
+        value_rules(info, state, book, limit, t, v, at_least, offset, mode, out);
     }
 
     // Window averages.
     if info.rules.averages.enabled {
-        state.add_to_windows(t, v, offset);
+        state.add_to_windows(t, v, at_least, offset);
     }
 
-    if reading.in_order {
+    if reading.in_order && !at_least {
         // Sudden change.
         sudden_change(info, state, book, t, v, offset, mode, out);
         state.prev_valid = Some((t, v));

@@ -35,6 +35,8 @@ pub(super) struct Bucket {
     /// Started before the first reading warm-up gave for its series: its
     /// readings are not all here, so it never opens or resolves anything.
     pub(super) partial: bool,
+    /// Holds a saturated analyser's value: the average is a lower bound.
+    pub(super) lower_bound: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -143,7 +145,13 @@ impl SeriesState {
     }
 
     /// Adds a valid value measured at `t` to its bucket in every window.
-    pub(super) fn add_to_windows(&mut self, t: DateTime<Utc>, v: f64, offset: FixedOffset) {
+    pub(super) fn add_to_windows(
+        &mut self,
+        t: DateTime<Utc>,
+        v: f64,
+        at_least: bool,
+        offset: FixedOffset,
+    ) {
         for set in &mut self.windows {
             let start = bucket_start(t, set.len, offset);
             let b = set.buckets.entry(start).or_insert_with(|| Bucket {
@@ -152,6 +160,7 @@ impl SeriesState {
             });
             b.sum += v;
             b.count += 1;
+            b.lower_bound |= at_least;
             if b.judged {
                 b.dirty = true;
             }
