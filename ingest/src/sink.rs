@@ -47,6 +47,8 @@ enum Backend {
 pub struct Sink {
     backend: Backend,
     permits: Arc<Semaphore>,
+    /// The semaphore's size: the most permits one send may hold.
+    window: u32,
     status: Arc<Status>,
 }
 
@@ -64,6 +66,7 @@ impl Sink {
         Self {
             backend: Backend::Bus(sender),
             permits: Arc::new(Semaphore::new(max_in_flight)),
+            window: window(max_in_flight),
             status,
         }
     }
@@ -97,6 +100,7 @@ impl Sink {
         Ok(Self {
             backend: Backend::Kafka(producer),
             permits: Arc::new(Semaphore::new(max_in_flight)),
+            window: window(max_in_flight),
             status,
         })
     }
@@ -107,10 +111,16 @@ impl Sink {
     ///
     /// Records are enqueued in order before this returns, so two calls made
     /// one after the other keep their order within a partition.
+    ///
+    /// One send holds a permit per record, but never more than the whole
+    /// window: a message with more records than `max_in_flight` (one
+    /// Circular 10 file of 10,900 lines) waits for the window to empty and
+    /// then fills it, instead of waiting for permits that do not exist,
+    /// which stalled every station for good.
     pub async fn send(&self, records: &[OutRecord]) -> Result<Acks, SinkError> {
         let n = u32::try_from(records.len().max(1)).unwrap_or(u32::MAX);
         let permit = Arc::clone(&self.permits)
-            .acquire_many_owned(n)
+            .acquire_many_owned(n.min(self.window))
             .await
             .map_err(|_| SinkError::Closed)?;
         let started = Instant::now();
@@ -173,6 +183,12 @@ impl Sink {
             tracing::warn!(error = %e, "Kafka flush on shutdown did not finish");
         }
     }
+}
+
+/// The window as tokio counts permits (at least 1: a zero window would
+/// never let anything through).
+fn window(max_in_flight: usize) -> u32 {
+    u32::try_from(max_in_flight.max(1)).unwrap_or(u32::MAX)
 }
 
 enum Pending {
@@ -241,5 +257,53 @@ impl Acks {
             .record(started.elapsed().as_secs_f64());
         status.kafka_result(result.is_ok());
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn records(n: usize) -> Vec<OutRecord> {
+        (0..n)
+            .map(|i| OutRecord {
+                topic: Arc::from("readings.raw"),
+                key: Bytes::from_static(b"S"),
+                payload: Bytes::from(i.to_string()),
+            })
+            .collect()
+    }
+
+    /// A message with more records than the in-flight window goes through
+    /// (it used to wait for ever for permits that did not exist), and the
+    /// next one still gets in after it.
+    #[tokio::test]
+    async fn a_message_larger_than_the_window_is_sent_and_others_follow() {
+        let (tx, mut rx) = quantrac_plumbing::bus::channel(4);
+        let status = Arc::new(Status::default());
+        let sink = Sink::bus(tx, 10, status);
+        // The other end stores every batch at once.
+        let stored = tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(batch) = rx.recv().await {
+                n += batch.records.len();
+                let _ = batch.done.send(Ok(()));
+            }
+            n
+        });
+        let within = Duration::from_secs(5);
+        let big = tokio::time::timeout(within, sink.send(&records(25)))
+            .await
+            .expect("a 25-record message enters a window of 10")
+            .expect("sent");
+        big.wait().await.expect("acknowledged");
+        let small = tokio::time::timeout(within, sink.send(&records(3)))
+            .await
+            .expect("the window is free again")
+            .expect("sent");
+        small.wait().await.expect("acknowledged");
+        drop(sink);
+        assert_eq!(stored.await.expect("receiver"), 28);
     }
 }
