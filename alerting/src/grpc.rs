@@ -34,9 +34,43 @@ pub struct Command {
     pub reply: oneshot::Sender<Result<Alert, Status>>,
 }
 
+/// The gRPC service's read connection, opened again once it is lost (a
+/// database restart), so that subscriptions recover instead of failing for
+/// good with "connection closed".
+#[derive(Debug)]
+pub struct ReadDb {
+    url: String,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl ReadDb {
+    pub fn new(url: String, client: Client) -> Self {
+        ReadDb {
+            url,
+            client: tokio::sync::Mutex::new(Some(Arc::new(client))),
+        }
+    }
+
+    /// The open connection, or a new one when it was closed.
+    pub async fn get(&self) -> Result<Arc<Client>, Status> {
+        let mut slot = self.client.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(c));
+        }
+        let c = Arc::new(
+            store::connect(&self.url)
+                .await
+                .map_err(|e| Status::unavailable(format!("database: {e}")))?,
+        );
+        tracing::info!("gRPC read connection to the database reopened");
+        *slot = Some(Arc::clone(&c));
+        Ok(c)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AlertGrpc {
-    pub db: Arc<Client>,
+    pub db: Arc<ReadDb>,
     pub live: broadcast::Sender<Alert>,
     /// The newest sequence committed by any instance (see `live`).
     pub newest: watch::Receiver<u64>,
@@ -71,7 +105,7 @@ impl AlertService for AlertGrpc {
         let newest = self.newest.clone();
         let db = Arc::clone(&self.db);
         let last = if filter.after_sequence == 0 {
-            store::last_sequence(&db)
+            store::last_sequence(&*db.get().await?)
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))?
         } else {
@@ -142,7 +176,7 @@ impl AlertGrpc {
 /// difference is read from the history.
 async fn feed(
     filter: SubscribeAlertsRequest,
-    db: Arc<Client>,
+    db: Arc<ReadDb>,
     mut live: broadcast::Receiver<Alert>,
     mut newest: watch::Receiver<u64>,
     mut last: u64,
@@ -155,7 +189,14 @@ async fn feed(
     loop {
         if catch_up {
             loop {
-                let page = match store::events_after(&db, last, PAGE).await {
+                let client = match db.get().await {
+                    Ok(c) => c,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let page = match store::events_after(&client, last, PAGE).await {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;

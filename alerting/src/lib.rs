@@ -333,7 +333,10 @@ async fn serve_grpc(
     tasks: &mut JoinSet<Result<(), AlertingError>>,
     shutdown: &CancellationToken,
 ) -> Result<SocketAddr, AlertingError> {
-    let read_db = Arc::new(store::connect(&config.database_url).await?);
+    let read_db = Arc::new(grpc::ReadDb::new(
+        config.database_url.clone(),
+        store::connect(&config.database_url).await?,
+    ));
     let (newest_tx, newest) = tokio::sync::watch::channel(0);
     {
         let (url, stop) = (config.database_url.clone(), shutdown.clone());

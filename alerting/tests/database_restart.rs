@@ -1,0 +1,126 @@
+//! Alerting against the real PostgreSQL when the database drops every
+//! connection (what a restart does to its clients): the gRPC service opens
+//! its read connection again, so subscribers are served again, and a
+//! resumed subscription reads the history recorded after the drop.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::v1::alert_service_client::AlertServiceClient;
+use quantrac_proto::v1::{
+    AcknowledgeAlertRequest, Alert, AlertState, DeviceStatus, StoredReading, StoredReadingBatch,
+    SubscribeAlertsRequest,
+};
+use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{fresh_database, registry, start_single_node, unique};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn cod(station: &str, value: f64) -> StoredReadingBatch {
+    let at = Utc::now() - chrono::Duration::minutes(10);
+    let at = chrono::DateTime::from_timestamp(at.timestamp() / 300 * 300, 0).expect("time");
+    StoredReadingBatch {
+        station_id: station.into(),
+        readings: vec![StoredReading {
+            station_id: station.into(),
+            parameter: "COD".into(),
+            value,
+            unit: "mg/L".into(),
+            measured_at: Some(to_timestamp(at)),
+            status: DeviceStatus::Measuring as i32,
+            device_flag: "00".into(),
+            qc_flag: "valid".into(),
+            source: 0,
+            received_at: Some(to_timestamp(Utc::now())),
+            ingest_id: uuid::Uuid::now_v7().to_string(),
+        }],
+    }
+}
+
+async fn next(stream: &mut tonic::Streaming<Alert>) -> Result<Alert, tonic::Status> {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("a message in time")
+        .map(|m| m.expect("stream not ended"))
+}
+
+#[tokio::test]
+async fn subscribers_are_served_again_after_the_database_drops_connections() {
+    let db_url = fresh_database().await;
+    let station = unique("DBR");
+    let reg = registry(&station);
+    let stop = CancellationToken::new();
+    let (alerting, bus) = start_single_node(&db_url, &reg, &stop).await;
+    let mut client = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))
+        .await
+        .expect("grpc");
+    let mut live = client
+        .subscribe(SubscribeAlertsRequest::default())
+        .await
+        .expect("subscribe")
+        .into_inner();
+    bus.send(cod(&station, 300.0)).await.expect("bus");
+    let opened = next(&mut live).await.expect("the opening");
+    assert_eq!(
+        (opened.rule.as_str(), opened.state()),
+        ("limit_exceeded", AlertState::Open)
+    );
+
+    // What a database restart does to every client of this database.
+    let admin = quantrac_testkit::db::connect(&db_url).await;
+    let dropped: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+            &[],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(dropped >= 2, "alerting's connections dropped: {dropped}");
+
+    // A new subscription (it reads the newest sequence first). The first
+    // call may still meet the dropped connection; it must not stay broken.
+    let mut subscribed = Err(tonic::Status::unknown("not tried"));
+    for _ in 0..20 {
+        subscribed = client.subscribe(SubscribeAlertsRequest::default()).await;
+        if subscribed.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = subscribed.as_ref().err().map(ToString::to_string);
+    assert!(subscribed.is_ok(), "subscribe after the drop: {status:?}");
+
+    // A subscription resumed after the opening reads the history, and the
+    // acknowledgement recorded after the drop arrives on it.
+    let mut resumed = client
+        .subscribe(SubscribeAlertsRequest {
+            after_sequence: opened.sequence,
+            ..Default::default()
+        })
+        .await
+        .expect("resume")
+        .into_inner();
+    client
+        .acknowledge(AcknowledgeAlertRequest {
+            alert_id: opened.id.clone(),
+            officer: "officer-1".into(),
+            note: "seen".into(),
+        })
+        .await
+        .expect("acknowledge after the drop");
+    let acked = next(&mut resumed)
+        .await
+        .expect("the history after the drop");
+    assert_eq!(
+        (acked.id.as_str(), acked.state()),
+        (opened.id.as_str(), AlertState::Acknowledged)
+    );
+
+    stop.cancel();
+    alerting.wait().await.expect("clean stop");
+}
