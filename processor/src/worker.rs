@@ -12,10 +12,15 @@ use crate::ProcessorError;
 use crate::config::{BatchConfig, ProcessorConfig};
 use crate::pipeline::{self, Checked, InRecord};
 use crate::status::Status;
-use crate::store::Store;
+use crate::store::{Store, WriteOutcome};
+use crate::validate::Normalised;
 use crate::validate::ValidationConfig;
+use prost::Message as _;
+use quantrac_db::DbError as StoreError;
+use quantrac_proto::domain::to_timestamp;
 use quantrac_proto::qc::RejectReason;
 use quantrac_proto::registry::Registry;
+use quantrac_proto::v1::RejectedReading;
 
 #[derive(Debug)]
 pub struct Worker {
@@ -83,7 +88,26 @@ impl Worker {
                     }
                     backoff = (backoff * 2).min(self.batch.max_backoff);
                 }
-                Err(e) => return Err(ProcessorError::Store(e)),
+                // Not the database's state but a row it refuses: find the
+                // row, keep it as rejected, store the rest. Failing the
+                // batch would stop this partition for good (a crash loop).
+                Err(e) => {
+                    tracing::error!(error = %e, readings = checked.valid.len(), "database refused the batch; isolating the refused rows");
+                    match self.isolate(&mut checked).await {
+                        Ok(o) => break o,
+                        // The database went away meanwhile: retry the
+                        // whole batch (writes are idempotent).
+                        Err(e) if e.is_transient() => {
+                            self.status.set_db_failing(true);
+                            tokio::select! {
+                                () = shutdown.cancelled() => return Err(ProcessorError::ShuttingDown),
+                                () = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(self.batch.max_backoff);
+                        }
+                        Err(e) => return Err(ProcessorError::Store(e)),
+                    }
+                }
             }
         };
         #[allow(clippy::cast_precision_loss)]
@@ -102,6 +126,127 @@ impl Worker {
             "batch committed"
         );
         Ok(checked)
+    }
+}
+
+impl Worker {
+    /// Writes a batch the database refused as a whole: its rejections
+    /// first, then its readings by halves, down to single rows; a reading
+    /// refused alone moves to `checked.rejected` as `storage_refused`.
+    /// Earlier writes are committed and idempotent, so a transient error
+    /// part-way is retried by writing the whole batch again.
+    async fn isolate(&mut self, checked: &mut Checked) -> Result<WriteOutcome, StoreError> {
+        let mut outcome = WriteOutcome::default();
+        let mut refused_rejections = Vec::new();
+        for r in &checked.rejected {
+            match self.store.write(&[], std::slice::from_ref(r)).await {
+                Ok(o) => outcome.rejected += o.rejected,
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => refused_rejections.push((r.clone(), e.to_string())),
+            }
+        }
+        // A rejection the database refuses keeps its raw bytes and reason,
+        // without the fields that can be out of its range.
+        for (mut r, error) in refused_rejections {
+            r.measured_at = None;
+            r.rejected_at = None;
+            r.detail = format!("{} (stored without its times: {error})", r.detail);
+            match self.store.write(&[], std::slice::from_ref(&r)).await {
+                Ok(o) => outcome.rejected += o.rejected,
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    metrics::counter!("processor_unstorable_total").increment(1);
+                    tracing::error!(error = %e, reason = %r.reason, "a rejection the database refuses even without its times; counted, not stored");
+                }
+            }
+        }
+        let mut pending = vec![std::mem::take(&mut checked.valid)];
+        let mut stored = Vec::new();
+        while let Some(rows) = pending.pop() {
+            match self.store.write(&rows, &[]).await {
+                Ok(o) => {
+                    outcome.inserted += o.inserted;
+                    outcome.duplicates += o.duplicates;
+                    stored.extend(rows);
+                }
+                Err(e) if e.is_transient() => {
+                    checked.valid = stored
+                        .into_iter()
+                        .chain(rows)
+                        .chain(pending.into_iter().flatten())
+                        .collect();
+                    return Err(e);
+                }
+                Err(e) if rows.len() == 1 => {
+                    let refused = refusal(&rows[0], &e);
+                    metrics::counter!("processor_rejected_total", "reason" => RejectReason::StorageRefused.as_str()).increment(1);
+                    tracing::error!(station = %rows[0].station_id, parameter = %rows[0].parameter, error = %e, "reading refused by the database; kept as rejected");
+                    match self.store.write(&[], std::slice::from_ref(&refused)).await {
+                        Ok(o) => outcome.rejected += o.rejected,
+                        Err(e) if e.is_transient() => {
+                            checked.valid = stored
+                                .into_iter()
+                                .chain(rows)
+                                .chain(pending.into_iter().flatten())
+                                .collect();
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            metrics::counter!("processor_unstorable_total").increment(1);
+                            tracing::error!(error = %e, "its rejection is refused too; counted, not stored");
+                        }
+                    }
+                    checked.rejected.push(refused);
+                }
+                Err(_) => {
+                    let mut rows = rows;
+                    let second = rows.split_off(rows.len() / 2);
+                    // Popped last-in first: the first half first, in order.
+                    pending.push(second);
+                    pending.push(rows);
+                }
+            }
+        }
+        checked.valid = stored;
+        Ok(outcome)
+    }
+}
+
+/// A reading the database refused, as a rejection: the reading as it was
+/// validated, the database's reason, and no time (it may be what was
+/// refused).
+fn refusal(row: &Normalised, e: &StoreError) -> RejectedReading {
+    let reading = quantrac_proto::v1::Reading {
+        station_id: row.station_id.clone(),
+        parameter: row.parameter.clone(),
+        value: row.value,
+        unit: row.unit.clone(),
+        measured_at: Some(to_timestamp(row.measured_at)),
+        status: quantrac_proto::v1::DeviceStatus::from(row.status) as i32,
+        device_flag: row.device_flag.clone(),
+        source: row.source,
+        received_at: row.received_at.map(to_timestamp),
+        ingest_id: row.ingest_id.clone(),
+    };
+    RejectedReading {
+        raw: reading.encode_to_vec(),
+        reason: RejectReason::StorageRefused.as_str().to_owned(),
+        detail: e.to_string(),
+        station_id: row.station_id.clone(),
+        parameter: row.parameter.clone(),
+        measured_at: None,
+        // A replay of the same reading finds the same key.
+        key: if row.ingest_id.is_empty() {
+            format!(
+                "{}/{}/{}",
+                row.station_id,
+                row.parameter,
+                row.measured_at.timestamp_micros()
+            )
+        } else {
+            row.ingest_id.clone()
+        },
+        ..Default::default()
     }
 }
 

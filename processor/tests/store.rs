@@ -345,3 +345,92 @@ async fn registry_is_written_to_the_database() {
     shutdown.cancel();
     p.wait().await.expect("stop");
 }
+
+/// A reading the database refuses for good (here a receive time before
+/// PostgreSQL's earliest timestamp) used to fail its batch at every start,
+/// so the processor crash-looped and its partition stopped. Now the refused
+/// reading is kept as `storage_refused`, the rest of its batch and the
+/// batches behind it are stored, and the processor keeps running.
+#[tokio::test]
+async fn a_reading_the_database_refuses_is_rejected_and_the_rest_stored() {
+    let (db_url, topics) = (
+        fresh_database().await,
+        create_topics(&unique("p-poison")).await,
+    );
+    let prefix = unique("PO");
+    let samples = samples(&prefix, 1, 3); // 3 samples x 4 readings
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .expect("producer");
+    for (i, s) in samples.iter().enumerate() {
+        let mut batch = s
+            .clone()
+            .into_batch(SourceProtocol::TcpJson, Utc::now(), "test");
+        if i == 1 {
+            // 5000 BC: chrono holds it, PostgreSQL's range starts at 4713 BC.
+            batch.readings[2].received_at = Some(prost_types::Timestamp {
+                seconds: -220_000_000_000,
+                nanos: 0,
+            });
+        }
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&topics.raw)
+                    .key(&batch.station_id)
+                    .payload(&batch.encode_to_vec()),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("produced");
+    }
+    let shutdown = CancellationToken::new();
+    let p = Processor::start(
+        test_config(&db_url, &topics, registry_file(&prefix, 1)),
+        quantrac_processor::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    let client = db(&db_url).await;
+    assert_eq!(
+        wait_for_count(&client, "SELECT count(*) FROM readings", 11, WAIT).await,
+        11
+    );
+    let refused = wait_for_count(
+        &client,
+        "SELECT count(*) FROM rejected_readings WHERE reason = 'storage_refused'",
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(refused, 1);
+    let raw: Vec<u8> = client
+        .query_one(
+            "SELECT raw FROM rejected_readings WHERE reason = 'storage_refused'",
+            &[],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    let reading = quantrac_proto::v1::Reading::decode(&raw[..]).expect("a Reading");
+    assert_eq!(reading.parameter, "COD");
+    // Still running: a later sample is stored too.
+    let later = samples_after(&prefix, &samples);
+    produce(&topics.raw, &later).await;
+    assert_eq!(
+        wait_for_count(&client, "SELECT count(*) FROM readings", 15, WAIT).await,
+        15
+    );
+    shutdown.cancel();
+    p.wait().await.expect("a clean stop, not a crash");
+}
+
+/// One more sample of the same station, 5 minutes after the last one.
+fn samples_after(prefix: &str, before: &[quantrac_proto::Sample]) -> Vec<quantrac_proto::Sample> {
+    let mut s = before.last().expect("a sample").clone();
+    s.measured_at += chrono::Duration::minutes(5);
+    assert!(s.station_id.starts_with(prefix));
+    vec![s]
+}

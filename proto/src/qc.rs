@@ -131,10 +131,13 @@ pub enum RejectReason {
     OutOfRange,
     /// A Kafka record that is not a `ReadingBatch` at all.
     Undecodable,
+    /// Valid, but the database refused the row for good (a time outside
+    /// its range, say): kept here instead of stopping every batch behind it.
+    StorageRefused,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::UnknownStation,
         RejectReason::UnknownParameter,
         RejectReason::BadStatus,
@@ -145,6 +148,7 @@ impl RejectReason {
         RejectReason::UnitNotConvertible,
         RejectReason::OutOfRange,
         RejectReason::Undecodable,
+        RejectReason::StorageRefused,
     ];
 
     /// The stored form.
@@ -160,6 +164,7 @@ impl RejectReason {
             RejectReason::UnitNotConvertible => "unit_not_convertible",
             RejectReason::OutOfRange => "out_of_range",
             RejectReason::Undecodable => "undecodable",
+            RejectReason::StorageRefused => "storage_refused",
         }
     }
 
