@@ -135,6 +135,11 @@ pub struct StorageConfig {
     /// on plain PostgreSQL an hourly delete) and refused on arrival.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// How often the processor deletes what is past `retention`: readings
+    /// on plain PostgreSQL (TimescaleDB has its policy), rejected readings
+    /// everywhere.
+    #[serde(with = "humantime_serde")]
+    pub cleanup_every: Duration,
 }
 
 impl StorageConfig {
@@ -155,6 +160,7 @@ impl Default for StorageConfig {
             timescale: TimescaleMode::Auto,
             compress_after: Duration::from_secs(7 * 86_400),
             retention: Duration::from_secs(5 * 365 * 86_400),
+            cleanup_every: Duration::from_secs(3_600),
         }
     }
 }
@@ -228,6 +234,9 @@ impl ProcessorConfig {
         }
         if self.storage.retention < Duration::from_secs(86_400) {
             return Err(invalid("storage.retention", "must be at least 1 day"));
+        }
+        if self.storage.cleanup_every.is_zero() {
+            return Err(invalid("storage.cleanup_every", "must be positive"));
         }
         if self.storage.compress_after < Duration::from_secs(3_600) {
             return Err(invalid("storage.compress_after", "must be at least 1 hour"));

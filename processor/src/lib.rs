@@ -16,6 +16,8 @@
 //! - [`consumer`]: the Kafka edge: batch, store, publish, then store offsets.
 //! - [`local`]: the bus edge (single-node mode): the same worker fed by
 //!   ingest over the in-process bus, answering each batch once committed.
+//! - [`retention`]: deletes what is past `storage.retention` where no
+//!   database policy does (readings on plain PostgreSQL, rejected readings).
 //! - [`status`]: counters and `/health`.
 //!
 //! In: `readings.raw` records ([`Edge::Kafka`]) or bus batches
@@ -27,6 +29,7 @@ pub mod config;
 pub mod consumer;
 pub mod local;
 pub mod pipeline;
+pub mod retention;
 pub mod status;
 pub mod store;
 pub mod validate;
@@ -135,6 +138,13 @@ impl Processor {
             let shutdown = shutdown.clone();
             tasks.spawn(async move { Ok(http.serve(health, metrics, shutdown).await?) });
         }
+        tasks.spawn(retention::run(
+            store.sibling(),
+            config.storage.retention,
+            config.storage.cleanup_every,
+            !schema.timescale,
+            shutdown.clone(),
+        ));
         let worker =
             |store| worker::Worker::new(store, Arc::clone(&registry), &config, Arc::clone(&status));
         match edge {

@@ -107,18 +107,37 @@ impl Store {
     /// Plain PostgreSQL has no retention policy: delete old readings in
     /// bounded slices so a long backlog never holds one huge lock.
     pub async fn delete_expired(&mut self, retention: Duration) -> Result<u64, StoreError> {
+        self.delete_before(
+            "DELETE FROM readings WHERE ctid IN \
+             (SELECT ctid FROM readings WHERE measured_at < $1 LIMIT 10000)",
+            retention,
+        )
+        .await
+    }
+
+    /// Rejected readings kept no longer than readings, by when they were
+    /// rejected.
+    pub async fn delete_expired_rejections(
+        &mut self,
+        retention: Duration,
+    ) -> Result<u64, StoreError> {
+        self.delete_before(
+            "DELETE FROM rejected_readings WHERE key IN \
+             (SELECT key FROM rejected_readings WHERE rejected_at < $1 LIMIT 10000)",
+            retention,
+        )
+        .await
+    }
+
+    /// Runs `sql` (deleting at most 10,000 rows older than `$1`) until it
+    /// deletes fewer.
+    async fn delete_before(&mut self, sql: &str, retention: Duration) -> Result<u64, StoreError> {
         let cutoff = Utc::now()
             - chrono::Duration::seconds(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX / 2));
         let client = self.client().await?;
         let mut total = 0;
         loop {
-            let n = client
-                .execute(
-                    "DELETE FROM readings WHERE ctid IN \
-                     (SELECT ctid FROM readings WHERE measured_at < $1 LIMIT 10000)",
-                    &[&cutoff],
-                )
-                .await?;
+            let n = client.execute(sql, &[&cutoff]).await?;
             total += n;
             if n < 10_000 {
                 return Ok(total);

@@ -434,3 +434,86 @@ fn samples_after(prefix: &str, before: &[quantrac_proto::Sample]) -> Vec<quantra
     assert!(s.station_id.starts_with(prefix));
     vec![s]
 }
+
+/// On plain PostgreSQL nothing else deletes old rows: the processor deletes
+/// readings and rejected readings past `storage.retention`, and keeps the
+/// rest.
+#[tokio::test]
+async fn rows_past_retention_are_deleted_on_plain_postgresql() {
+    let (db_url, topics) = (
+        fresh_database().await,
+        create_topics(&unique("p-ret")).await,
+    );
+    let prefix = unique("RT");
+    let mut config = test_config(&db_url, &topics, registry_file(&prefix, 1));
+    config.storage.timescale = quantrac_processor::config::TimescaleMode::Off;
+    config.storage.retention = Duration::from_secs(2 * 86_400);
+    config.storage.cleanup_every = Duration::from_millis(200);
+    // The schema first, without the cleanup running: a processor that
+    // stops at once.
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let mut first = config.clone();
+    first.storage.cleanup_every = Duration::from_secs(3_600);
+    Processor::start(first, quantrac_processor::Edge::Kafka, None, stop)
+        .await
+        .expect("schema")
+        .wait()
+        .await
+        .expect("stopped");
+    let client = db(&db_url).await;
+    let station = format!("{prefix}-0");
+    client
+        .execute(
+            "INSERT INTO readings (station_id, parameter, measured_at, value, unit, status, device_flag, qc_flag, source, ingest_id) \
+             SELECT $1, 'COD', now() - make_interval(days => d), 40, 'mg/L', 1, '00', 'valid', 5, gen_random_uuid() \
+             FROM unnest(ARRAY[1, 3, 10]) AS d",
+            &[&station],
+        )
+        .await
+        .expect("readings");
+    client
+        .execute(
+            "INSERT INTO rejected_readings (key, rejected_at, reason, detail, raw) \
+             SELECT 'k' || d, now() - make_interval(days => d), 'unknown_station', 'test', '\\x00' \
+             FROM unnest(ARRAY[1, 3]) AS d",
+            &[],
+        )
+        .await
+        .expect("rejections");
+    assert_eq!(count(&client, "SELECT count(*) FROM readings").await, 3);
+
+    let shutdown = CancellationToken::new();
+    let p = Processor::start(
+        config,
+        quantrac_processor::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    // Polls until only the rows within 2 days are left.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let left = loop {
+        let left = (
+            count(&client, "SELECT count(*) FROM readings").await,
+            count(&client, "SELECT count(*) FROM rejected_readings").await,
+        );
+        if left == (1, 1) || tokio::time::Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(left, (1, 1), "(readings, rejected) within retention");
+    let newest: bool = client
+        .query_one(
+            "SELECT measured_at > now() - interval '2 days' FROM readings",
+            &[],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert!(newest, "the recent reading is the one kept");
+    shutdown.cancel();
+    p.wait().await.expect("stop");
+}

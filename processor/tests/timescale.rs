@@ -55,6 +55,7 @@ async fn timescale_schema_policies_aggregates_and_compression() {
         timescale: TimescaleMode::On,
         compress_after: Duration::from_secs(7 * 86_400),
         retention: Duration::from_secs(365 * 86_400),
+        ..Default::default()
     };
     let (mut store, info) = tokio::time::timeout(
         Duration::from_secs(60),

@@ -1,0 +1,60 @@
+//! Storage that stays bounded: what TimescaleDB's retention policy does for
+//! `readings`, done by the processor where no policy runs (plain
+//! PostgreSQL), and the same horizon for `rejected_readings`, which no
+//! policy covers anywhere.
+//!
+//! Every `storage.cleanup_every`, in slices of 10,000 rows so a long
+//! backlog never holds one big lock. Several processors may run it at once:
+//! deleting what another already deleted is harmless.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::ProcessorError;
+use crate::store::Store;
+
+/// Runs until `shutdown`. `readings_too`: plain PostgreSQL (TimescaleDB's
+/// own policy drops whole chunks of `readings`).
+pub async fn run(
+    mut store: Store,
+    retention: Duration,
+    every: Duration,
+    readings_too: bool,
+    shutdown: CancellationToken,
+) -> Result<(), ProcessorError> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        // A failed round is tried again at the next tick: retention is
+        // never worth stopping the processor for.
+        if readings_too {
+            match store.delete_expired(retention).await {
+                Ok(n) => {
+                    metrics::counter!("processor_expired_deleted_total", "table" => "readings")
+                        .increment(n);
+                    if n > 0 {
+                        tracing::info!(rows = n, "readings past retention deleted");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "deleting readings past retention failed"),
+            }
+        }
+        match store.delete_expired_rejections(retention).await {
+            Ok(n) => {
+                metrics::counter!("processor_expired_deleted_total", "table" => "rejected_readings")
+                    .increment(n);
+                if n > 0 {
+                    tracing::info!(rows = n, "rejected readings past retention deleted");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting rejected readings past retention failed")
+            }
+        }
+    }
+}
