@@ -77,7 +77,16 @@ pub fn check(
     let mut out = Checked::default();
     for record in records {
         let coords = format!("{}/{}/{}", record.topic, record.partition, record.offset);
-        let batch = match ReadingBatch::decode(&record.payload[..]) {
+        // An empty payload decodes as an empty batch; a batch without
+        // readings would otherwise vanish without a trace or a count.
+        let decoded = ReadingBatch::decode(&record.payload[..]).and_then(|b| {
+            if b.readings.is_empty() {
+                Err(prost::DecodeError::new("no readings in the record"))
+            } else {
+                Ok(b)
+            }
+        });
+        let batch = match decoded {
             Ok(b) => b,
             Err(e) => {
                 let r = rejection(
@@ -185,4 +194,45 @@ pub fn rejected_records(rejected: &[RejectedReading]) -> Vec<(String, Vec<u8>)> 
             (key, r.encode_to_vec())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: &'static [u8]) -> InRecord {
+        InRecord {
+            topic: Arc::from("readings.raw"),
+            partition: 2,
+            offset: 41,
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    /// Records that carry no reading are counted and kept as undecodable,
+    /// keyed by where they were read, instead of disappearing.
+    #[test]
+    fn a_record_without_readings_is_rejected_not_dropped() {
+        let registry = Registry::new(Vec::new()).expect("empty registry");
+        let empty_batch = ReadingBatch {
+            station_id: "S".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let leaked: &'static [u8] = Box::leak(empty_batch.into_boxed_slice());
+        for payload in [&b""[..], leaked, &b"\xff\xff"[..]] {
+            let checked = check(
+                &[record(payload)],
+                &registry,
+                &ValidationConfig::default(),
+                Utc::now(),
+            );
+            assert!(checked.valid.is_empty());
+            assert_eq!(checked.rejected.len(), 1, "{payload:?}");
+            let r = &checked.rejected[0];
+            assert_eq!(r.reason, RejectReason::Undecodable.as_str());
+            assert_eq!(r.key, "readings.raw/2/41");
+            assert_eq!(r.raw, payload);
+        }
+    }
 }
