@@ -35,6 +35,9 @@ pub struct AlertingConfig {
     #[serde(with = "humantime_serde")]
     pub warm_up: Duration,
     pub webhooks: WebhookConfig,
+    /// Open `Subscribe` streams at most; more are refused with
+    /// RESOURCE_EXHAUSTED. Each holds a task and a buffer of 256 alerts.
+    pub max_subscribers: usize,
 }
 
 impl Default for AlertingConfig {
@@ -50,6 +53,7 @@ impl Default for AlertingConfig {
             tick: Duration::from_secs(5),
             warm_up: Duration::from_secs(26 * 3600),
             webhooks: WebhookConfig::default(),
+            max_subscribers: 256,
         }
     }
 }
@@ -120,6 +124,9 @@ impl AlertingConfig {
                 "database_url",
                 "expected postgres://user:password@host:port/db",
             ));
+        }
+        if self.max_subscribers == 0 {
+            return Err(invalid("max_subscribers", "must be at least 1"));
         }
         if self.tick < Duration::from_millis(100) {
             return Err(invalid("tick", "must be at least 100ms"));

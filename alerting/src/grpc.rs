@@ -78,6 +78,8 @@ pub struct AlertGrpc {
     /// Ends the subscription streams: the server's graceful stop waits for
     /// open streams, and these never end by themselves.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// One permit per open subscription (`max_subscribers`).
+    pub subscribers: Arc<tokio::sync::Semaphore>,
 }
 
 fn matches(filter: &SubscribeAlertsRequest, a: &Alert) -> bool {
@@ -98,6 +100,13 @@ impl AlertService for AlertGrpc {
         &self,
         request: Request<SubscribeAlertsRequest>,
     ) -> Result<Response<AlertStream>, Status> {
+        // Bounded: each stream holds a task and a buffer until it ends.
+        let permit = Arc::clone(&self.subscribers)
+            .try_acquire_owned()
+            .map_err(|_| {
+                metrics::counter!("alerting_subscribe_refused_total").increment(1);
+                Status::resource_exhausted("too many open alert subscriptions; try again later")
+            })?;
         let filter = request.into_inner();
         // Subscribe to live changes before reading the history, so nothing
         // falls between the two; duplicates are skipped by sequence.
@@ -113,11 +122,17 @@ impl AlertService for AlertGrpc {
         };
         let (tx, rx) = mpsc::channel::<Result<Alert, Status>>(256);
         let shutdown = self.shutdown.clone();
+        let gone = tx.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = shutdown.cancelled() => {}
+                // The subscriber went away: noticed now, not at the next
+                // alert change (which may be hours away).
+                () = gone.closed() => {}
                 () = feed(filter, db, live, newest, last, tx) => {}
             }
+            // Its place frees for the next subscriber.
+            drop(permit);
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),

@@ -351,6 +351,7 @@ async fn serve_grpc(
         newest,
         commands,
         shutdown: shutdown.clone(),
+        subscribers: Arc::new(tokio::sync::Semaphore::new(config.max_subscribers)),
     };
     let listener = TcpListener::bind(config.grpc_listen)
         .await

@@ -1,7 +1,10 @@
-//! Alerting against the real PostgreSQL when the database drops every
-//! connection (what a restart does to its clients): the gRPC service opens
-//! its read connection again, so subscribers are served again, and a
-//! resumed subscription reads the history recorded after the drop.
+//! The gRPC alert service under faults, against the real PostgreSQL:
+//! - the database drops every connection (what a restart does to its
+//!   clients): the service opens its read connection again, so subscribers
+//!   are served again, and a resumed subscription reads the history
+//!   recorded after the drop;
+//! - more subscribers than `max_subscribers`: refused, and a place frees
+//!   when a subscriber goes away.
 
 use std::time::Duration;
 
@@ -121,6 +124,57 @@ async fn subscribers_are_served_again_after_the_database_drops_connections() {
         (opened.id.as_str(), AlertState::Acknowledged)
     );
 
+    stop.cancel();
+    alerting.wait().await.expect("clean stop");
+}
+
+/// Subscriptions are bounded: past `max_subscribers` a subscriber is told
+/// RESOURCE_EXHAUSTED, and a place frees when a subscriber goes away.
+#[tokio::test]
+async fn subscriptions_are_bounded_and_free_their_place() {
+    let db_url = fresh_database().await;
+    let station = unique("SUB");
+    let reg = registry(&station);
+    let stop = CancellationToken::new();
+    let mut config = common::alerting_config(&db_url, &reg);
+    config.max_subscribers = 2;
+    let (_bus, rx) = tokio::sync::mpsc::channel(4);
+    let alerting = quantrac_alerting::Alerting::start(
+        config,
+        quantrac_alerting::Edge::Bus(rx),
+        None,
+        stop.clone(),
+    )
+    .await
+    .expect("alerting");
+    let connect = || AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr));
+    let mut a = connect().await.expect("grpc");
+    let first = a
+        .subscribe(SubscribeAlertsRequest::default())
+        .await
+        .expect("first");
+    let second = a
+        .subscribe(SubscribeAlertsRequest::default())
+        .await
+        .expect("second");
+    let refused = a
+        .subscribe(SubscribeAlertsRequest::default())
+        .await
+        .expect_err("a third is refused");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+
+    // A subscriber that goes away (no alert change needed to notice).
+    drop(first);
+    let mut third = Err(tonic::Status::unknown("not tried"));
+    for _ in 0..50 {
+        third = a.subscribe(SubscribeAlertsRequest::default()).await;
+        if third.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(third.is_ok(), "a freed place is taken: {:?}", third.err());
+    drop((second, third));
     stop.cancel();
     alerting.wait().await.expect("clean stop");
 }
