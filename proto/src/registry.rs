@@ -457,6 +457,13 @@ impl PermitLimit {
             return Err(err("column, when given, must be non-empty".into()));
         }
         if !self.coefficients.is_empty() {
+            if coefficients_forbidden(spec) {
+                return Err(err(format!(
+                    "QCVN applies no coefficients to {} (temperature, pH, colour and \
+                     coliform are judged against C itself)",
+                    spec.code
+                )));
+            }
             if self.max.is_none() || self.min.is_some() {
                 return Err(err(
                     "coefficients scale a maximum only; a range or minimum uses C alone".into(),
@@ -475,6 +482,17 @@ impl PermitLimit {
         }
         Ok(spec.code.clone())
     }
+}
+
+/// Parameters whose limit QCVN 40 (and its successors) apply without the
+/// Kq/Kf coefficients: temperature, pH, colour and coliform. Known by the
+/// unit (already canonical here) or, for coliform, by the code.
+fn coefficients_forbidden(spec: &ParameterSpec) -> bool {
+    let code = spec.code.to_ascii_lowercase();
+    matches!(spec.unit.as_str(), "°C" | "K" | "°F" | "pH" | "Pt/Co")
+        || ["coliform", "colour", "color"]
+            .iter()
+            .any(|c| code.contains(c))
 }
 
 /// `wastewater` / `stack` for the proto crate's [`StationKind`].
@@ -804,6 +822,18 @@ effective_from = 2015-01-01
             (limit("parameter = \"pH\"\nmin = 9\nmax = 6"), "below max"),
             (
                 limit("parameter = \"pH\"\nmin = 6\nmax = 9\ncoefficients = { Kq = 1.0 }"),
+                "no coefficients to pH",
+            ),
+            (
+                limit("parameter = \"pH\"\nmax = 9\ncoefficients = { Kq = 1.0 }"),
+                "no coefficients to pH",
+            ),
+            (
+                limit("parameter = \"T\"\nmax = 40\ncoefficients = { Kq = 0.9, Kf = 1.1 }"),
+                "no coefficients to Temp",
+            ),
+            (
+                limit("parameter = \"COD\"\nmin = 1\nmax = 150\ncoefficients = { Kq = 1.0 }"),
                 "maximum only",
             ),
             (
@@ -822,6 +852,28 @@ effective_from = 2015-01-01
             let e = error(&text);
             assert!(e.contains(want), "wanted {want:?} in: {e}");
         }
+    }
+
+    /// Coliform registers in MPN/100 mL; its limit takes no coefficients.
+    #[test]
+    fn coliform_registers_and_takes_no_coefficients() {
+        let with_coliform = |coefficients: &str| {
+            one_station(&format!(
+                "[[stations.limits]]\nparameter = \"Coliform\"\nmax = 5000\n{coefficients}regulation = \"QCVN 40:2011/BTNMT\"\ncolumn = \"B\"\neffective_from = 2020-01-01\n"
+            ))
+            .replace(
+                "  { code = \"pH\"",
+                "  { code = \"Coliform\", unit = \"MPN/100 mL\", range_min = 0, range_max = 100000 },\n  { code = \"pH\"",
+            )
+        };
+        let r = load(&with_coliform(""));
+        let s = r.station("T-1").unwrap_or_else(|| panic!("T-1"));
+        assert_eq!(
+            s.parameter("Coliform").map(|p| p.unit.as_str()),
+            Some("MPN/100mL")
+        );
+        let e = error(&with_coliform("coefficients = { Kq = 0.9 }\n"));
+        assert!(e.contains("no coefficients to Coliform"), "{e}");
     }
 
     #[test]

@@ -62,6 +62,9 @@ enum Quantity {
     Percent,
     /// Platinum-cobalt colour units.
     Colour,
+    /// Most probable number of coliform bacteria per 100 mL (QCVN 40's
+    /// coliform limit).
+    Microbial,
 }
 
 impl Quantity {
@@ -77,6 +80,7 @@ impl Quantity {
             Quantity::Ph => "pH",
             Quantity::Percent => "percent",
             Quantity::Colour => "colour",
+            Quantity::Microbial => "bacteria count",
         }
     }
 }
@@ -155,6 +159,7 @@ static UNITS: &[Unit] = &[
     unit("pH", Ph, 1.0, &["ph", "-"]),
     unit("%", Percent, 1.0, &["%", "%vol", "vol%", "%v/v", "%(v/v)"]),
     unit("Pt/Co", Colour, 1.0, &["pt/co", "pt-co", "ptco", "mgpt/l", "hazen", "tcu"]),
+    unit("MPN/100mL", Microbial, 1.0, &["mpn/100ml", "mpn/100"]),
 ];
 
 /// Molar masses (g/mol) of the gases a stack reports in ppm, by canonical
@@ -473,5 +478,12 @@ mod tests {
         assert_eq!(canonical("mg/Nm3@0°C"), Some("mg/m3@0C"));
         // Still not the stack's actual conditions.
         assert!(convert(1.0, "mg/m3@0C", "mg/m3", "SO2").is_err());
+    }
+
+    #[test]
+    fn coliform_counts() {
+        assert_eq!(canonical("MPN/100 ml"), Some("MPN/100mL"));
+        assert!(close(conv(3000.0, "mpn/100ml", "MPN/100mL"), 3000.0));
+        assert!(convert(1.0, "MPN/100mL", "mg/L", "Coliform").is_err());
     }
 }
