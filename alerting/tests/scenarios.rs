@@ -1345,6 +1345,14 @@ fn sample_rules_file_loads_and_runs_against_the_sample_registry() {
     );
     let ww01 = rules.for_reading("PY-HH-WW01", "COD");
     assert_eq!(ww01.early_warning.fraction, 0.7);
+    // Effluent at 32-35 °C is ordinary here: warn at 38 °C, not 32.
+    assert_eq!(
+        rules
+            .for_reading("PY-AP-WW01", "Temp")
+            .early_warning
+            .fraction,
+        0.95
+    );
     assert_eq!(ww01.gap.factor, 6.0);
     assert_eq!(ww01.sudden_change.max_rise_per_hour, Some(60.0));
     assert!(!rules.for_reading("PY-AP-WW02", "pH").averages.enabled);
