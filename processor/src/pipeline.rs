@@ -79,13 +79,11 @@ pub fn check(
         let coords = format!("{}/{}/{}", record.topic, record.partition, record.offset);
         // An empty payload decodes as an empty batch; a batch without
         // readings would otherwise vanish without a trace or a count.
-        let decoded = ReadingBatch::decode(&record.payload[..]).and_then(|b| {
-            if b.readings.is_empty() {
-                Err(prost::DecodeError::new("no readings in the record"))
-            } else {
-                Ok(b)
-            }
-        });
+        let decoded = match ReadingBatch::decode(&record.payload[..]) {
+            Ok(b) if b.readings.is_empty() => Err("no readings in the record".to_owned()),
+            Ok(b) => Ok(b),
+            Err(e) => Err(e.to_string()),
+        };
         let batch = match decoded {
             Ok(b) => b,
             Err(e) => {
@@ -94,7 +92,7 @@ pub fn check(
                     record.payload.to_vec(),
                     coords,
                     RejectReason::Undecodable.as_str(),
-                    e.to_string(),
+                    e,
                     now,
                 );
                 out.rejected.push(r);
