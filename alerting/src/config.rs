@@ -89,12 +89,15 @@ impl Default for KafkaConfig {
 pub struct WebhookConfig {
     /// `http://` URLs that receive every alert change as a JSON POST.
     pub urls: Vec<String>,
-    /// Attempts per notification before it is counted as failed.
+    /// Failed attempts after which a failure is counted and logged as an
+    /// error; delivery goes on trying (nothing is dropped), and the URL's
+    /// later changes wait behind it.
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Notifications waiting for delivery; when full, the oldest waits
-    /// are not dropped: the engine waits (back-pressure).
+    /// No longer used: deliveries are read from `alert_events` in the
+    /// database, per URL, not from a queue. Accepted so that existing
+    /// configuration files still load.
     pub queue: usize,
 }
 

@@ -186,16 +186,22 @@ impl Alerting {
 
         let mut tasks = JoinSet::new();
         let (live, _) = broadcast::channel(1_024);
-        let webhooks = webhook_queue(&config, &mut tasks, &shutdown);
-        let notifier = notify::Notifier::new(
-            producer,
-            config.kafka.alerts_topic.clone(),
-            live.clone(),
-            webhooks,
-        );
+        let notifier =
+            notify::Notifier::new(producer, config.kafka.alerts_topic.clone(), live.clone());
         publish_outbox(&db, &notifier, &shutdown).await?;
+        // Every instance's recorded changes, as the newest sequence.
+        let (newest_tx, newest) = tokio::sync::watch::channel(0);
+        {
+            let (url, stop) = (config.database_url.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                live::follow(url, newest_tx, stop).await;
+                Ok(())
+            });
+        }
+        start_webhooks(&config, &db, &newest, &mut tasks, &shutdown).await?;
         let (commands_tx, commands) = mpsc::channel(64);
-        let grpc_addr = serve_grpc(&config, live, commands_tx, &mut tasks, &shutdown).await?;
+        let grpc_addr =
+            serve_grpc(&config, live, newest, commands_tx, &mut tasks, &shutdown).await?;
 
         let http = quantrac_plumbing::http::Server::bind(config.http_listen).await?;
         let http_addr = http.addr;
@@ -289,22 +295,30 @@ fn alerts_producer(
     Ok(quantrac_plumbing::kafka::create(&cc, "producer")?)
 }
 
-/// The webhook worker's bounded queue, when webhooks are configured.
-fn webhook_queue(
+/// One delivery task per webhook URL, each reading `alert_events` after
+/// its cursor (set before the engine records anything).
+async fn start_webhooks(
     config: &AlertingConfig,
+    db: &tokio_postgres::Client,
+    newest: &tokio::sync::watch::Receiver<u64>,
     tasks: &mut JoinSet<Result<(), AlertingError>>,
     shutdown: &CancellationToken,
-) -> Option<mpsc::Sender<quantrac_proto::v1::Alert>> {
-    if config.webhooks.urls.is_empty() {
-        return None;
+) -> Result<(), AlertingError> {
+    notify::init_webhook_cursors(db, &config.webhooks.urls).await?;
+    for url in &config.webhooks.urls {
+        let task = notify::deliver_webhooks(
+            url.clone(),
+            config.webhooks.clone(),
+            config.database_url.clone(),
+            newest.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            task.await;
+            Ok(())
+        });
     }
-    let (tx, rx) = mpsc::channel(config.webhooks.queue);
-    let (wh, stop) = (config.webhooks.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        notify::webhook_worker(wh, rx, stop).await;
-        Ok(())
-    });
-    Some(tx)
+    Ok(())
 }
 
 /// The outbox: changes recorded but not published before a crash.
@@ -329,6 +343,7 @@ async fn publish_outbox(
 async fn serve_grpc(
     config: &AlertingConfig,
     live: broadcast::Sender<quantrac_proto::v1::Alert>,
+    newest: tokio::sync::watch::Receiver<u64>,
     commands: mpsc::Sender<grpc::Command>,
     tasks: &mut JoinSet<Result<(), AlertingError>>,
     shutdown: &CancellationToken,
@@ -337,14 +352,6 @@ async fn serve_grpc(
         config.database_url.clone(),
         store::connect(&config.database_url).await?,
     ));
-    let (newest_tx, newest) = tokio::sync::watch::channel(0);
-    {
-        let (url, stop) = (config.database_url.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            live::follow(url, newest_tx, stop).await;
-            Ok(())
-        });
-    }
     let grpc = grpc::AlertGrpc {
         db: read_db,
         live,

@@ -1,7 +1,10 @@
 //! Telling the world about alert changes that were recorded: the Kafka
 //! `alerts` topic (key = alert id; not in single-node mode, which runs
-//! without Kafka), the live gRPC subscribers (a broadcast channel), and
-//! webhooks (a bounded queue drained by a worker that retries with backoff).
+//! without Kafka) and the live gRPC subscribers (a broadcast channel), from
+//! [`Notifier`]; and webhooks, from [`deliver_webhooks`]: one task per URL
+//! that reads `alert_events` after that URL's cursor in the database, so a
+//! crash, a burst or a dead endpoint loses nothing and one dead URL delays
+//! only itself.
 
 use std::time::Duration;
 
@@ -12,11 +15,12 @@ use prost::Message;
 use quantrac_proto::domain::from_timestamp;
 use quantrac_proto::v1;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::AlertingError;
 use crate::config::WebhookConfig;
+use crate::store::{self, AlertStoreError};
 
 #[derive(Clone)]
 pub struct Notifier {
@@ -24,7 +28,6 @@ pub struct Notifier {
     producer: Option<FutureProducer>,
     topic: String,
     live: broadcast::Sender<v1::Alert>,
-    webhooks: Option<mpsc::Sender<v1::Alert>>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -40,13 +43,11 @@ impl Notifier {
         producer: Option<FutureProducer>,
         topic: String,
         live: broadcast::Sender<v1::Alert>,
-        webhooks: Option<mpsc::Sender<v1::Alert>>,
     ) -> Self {
         Self {
             producer,
             topic,
             live,
-            webhooks,
         }
     }
 
@@ -84,15 +85,6 @@ impl Notifier {
             }
             // No live subscriber is fine.
             let _ = self.live.send(alert.clone());
-            // Webhooks never hold the engine up: the alert is already in the
-            // database and on Kafka; a full queue (a dead endpoint) drops
-            // the webhook copy and counts it.
-            if let Some(tx) = &self.webhooks
-                && tx.try_send(alert.clone()).is_err()
-            {
-                metrics::counter!("alerting_notification_failures_total", "channel" => "webhook_queue_full").increment(1);
-                tracing::warn!(alert = alert.id, "webhook queue full; webhook copy dropped");
-            }
         }
         Ok(())
     }
@@ -158,42 +150,146 @@ async fn post(url: &str, body: &[u8], timeout: Duration) -> Result<(), String> {
         .map_err(|_| "timed out".to_owned())?
 }
 
-/// Delivers every alert change to every URL, retrying with exponential
-/// backoff up to `max_attempts`; a notification that still fails is logged
-/// and counted (the alert itself is safe in the database and on Kafka).
-pub async fn webhook_worker(
+/// Marks where a URL seen for the first time starts: at the newest event
+/// (a new endpoint is not sent the whole history). Run before the engine
+/// records anything, so nothing recorded after start is missed.
+pub async fn init_webhook_cursors(
+    db: &tokio_postgres::Client,
+    urls: &[String],
+) -> Result<(), AlertStoreError> {
+    for url in urls {
+        db.execute(
+            "INSERT INTO webhook_cursors (url, delivered_through) \
+             SELECT $1, coalesce(max(sequence), 0) FROM alert_events \
+             ON CONFLICT (url) DO NOTHING",
+            &[url],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Delivers every alert change recorded after `url`'s cursor, in sequence
+/// order, moving the cursor after each success; retries a failing endpoint
+/// with backoff for as long as it fails (counting a failure each
+/// `max_attempts`). One task per URL; across alerting instances one holds
+/// the URL (a PostgreSQL advisory lock), the others wait to take over.
+pub async fn deliver_webhooks(
+    url: String,
     config: WebhookConfig,
-    mut rx: mpsc::Receiver<v1::Alert>,
+    database_url: String,
+    mut newest: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) {
-    while let Some(alert) = tokio::select! {
-        () = shutdown.cancelled() => None,
-        a = rx.recv() => a,
-    } {
-        let body = webhook_json(&alert).to_string().into_bytes();
-        for url in &config.urls {
-            let mut backoff = Duration::from_millis(200);
-            for attempt in 1..=config.max_attempts {
-                match post(url, &body, config.timeout).await {
-                    Ok(()) => break,
-                    Err(e) if attempt == config.max_attempts => {
-                        metrics::counter!("alerting_notification_failures_total", "channel" => "webhook").increment(1);
-                        tracing::error!(
-                            url,
-                            alert = alert.id,
-                            error = e,
-                            "webhook delivery failed; giving up"
-                        );
-                    }
-                    Err(e) => {
-                        tracing::warn!(url, alert = alert.id, attempt, error = e, retry_in = ?backoff, "webhook delivery failed");
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(60));
-                    }
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match deliver_connected(&url, &config, &database_url, &mut newest, &shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(url, error = %e, retry_in = ?backoff, "webhook delivery lost its database connection");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
                 }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Delivery on one connection; `Ok` on shutdown.
+async fn deliver_connected(
+    url: &str,
+    config: &WebhookConfig,
+    database_url: &str,
+    newest: &mut watch::Receiver<u64>,
+    shutdown: &CancellationToken,
+) -> Result<(), AlertStoreError> {
+    let db = store::connect(database_url).await?;
+    // One deliverer per URL: the lock is the session's, so it goes with a
+    // crashed instance's connection and another instance takes over.
+    loop {
+        let held: bool = db
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('quantrac-webhook'), hashtext($1))",
+                &[&url],
+            )
+            .await?
+            .get(0);
+        if held {
+            break;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+    let mut listening = true;
+    loop {
+        let through: i64 = db
+            .query_one(
+                "SELECT delivered_through FROM webhook_cursors WHERE url = $1",
+                &[&url],
+            )
+            .await?
+            .get(0);
+        let page = store::events_after(&db, u64::try_from(through).unwrap_or(0), 100).await?;
+        if page.is_empty() {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                changed = newest.changed(), if listening => listening = changed.is_ok(),
+                // Also polls: the change feed may be down.
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        for alert in page {
+            if !post_until_delivered(url, &alert, config, shutdown).await {
+                return Ok(());
+            }
+            db.execute(
+                "UPDATE webhook_cursors SET delivered_through = $2, delivered_at = now() \
+                 WHERE url = $1 AND delivered_through < $2",
+                &[&url, &i64::try_from(alert.sequence).unwrap_or(i64::MAX)],
+            )
+            .await?;
+            metrics::counter!("alerting_webhooks_delivered_total").increment(1);
+        }
+    }
+}
+
+/// Posts until the endpoint accepts; `false` when shutting down first.
+async fn post_until_delivered(
+    url: &str,
+    alert: &v1::Alert,
+    config: &WebhookConfig,
+    shutdown: &CancellationToken,
+) -> bool {
+    let body = webhook_json(alert).to_string().into_bytes();
+    let mut backoff = Duration::from_millis(200);
+    let mut attempt: u32 = 0;
+    loop {
+        match post(url, &body, config.timeout).await {
+            Ok(()) => return true,
+            Err(e) => {
+                attempt += 1;
+                if attempt.is_multiple_of(config.max_attempts) {
+                    metrics::counter!("alerting_notification_failures_total", "channel" => "webhook").increment(1);
+                    tracing::error!(
+                        url,
+                        alert = alert.id,
+                        attempts = attempt,
+                        error = e,
+                        "webhook endpoint still failing; delivery keeps trying, later changes wait behind this one"
+                    );
+                } else {
+                    tracing::warn!(url, alert = alert.id, attempt, error = e, retry_in = ?backoff, "webhook delivery failed");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return false,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
             }
         }
     }

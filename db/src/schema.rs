@@ -2,7 +2,7 @@
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
 //! registry tables and their aggregates, 0001-0002 and 0006; alerting's
-//! tables, 0003-0005); one that depends
+//! tables, 0003-0005 and 0007); one that depends
 //! on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
 //! run one by one (a continuous aggregate cannot be created inside a
@@ -94,6 +94,12 @@ const MIGRATIONS: &[Migration] = &[
         timescale: Some(include_str!(
             "../migrations/0006_aggregates_lower_bound.timescale.sql"
         )),
+    },
+    Migration {
+        version: 7,
+        name: "webhook_cursors",
+        plain: include_str!("../migrations/0007_webhook_cursors.sql"),
+        timescale: None,
     },
 ];
 

@@ -1,0 +1,132 @@
+//! Webhook delivery against the real PostgreSQL and a real HTTP endpoint:
+//! an endpoint that is down while an alert opens, and an alerting instance
+//! that stops before the endpoint comes back. The notification used to be
+//! marked done once queued and was lost with the queue; it now arrives,
+//! once, after the restart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use quantrac_alerting::{Alerting, Edge};
+use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::v1::{DeviceStatus, StoredReading, StoredReadingBatch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{alerting_config, fresh_database, registry, unique};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn cod(station: &str, value: f64) -> StoredReadingBatch {
+    let at = Utc::now() - chrono::Duration::minutes(10);
+    let at = chrono::DateTime::from_timestamp(at.timestamp() / 300 * 300, 0).expect("time");
+    StoredReadingBatch {
+        station_id: station.into(),
+        readings: vec![StoredReading {
+            station_id: station.into(),
+            parameter: "COD".into(),
+            value,
+            unit: "mg/L".into(),
+            measured_at: Some(to_timestamp(at)),
+            status: DeviceStatus::Measuring as i32,
+            device_flag: "00".into(),
+            qc_flag: "valid".into(),
+            source: 0,
+            received_at: Some(to_timestamp(Utc::now())),
+            ingest_id: uuid::Uuid::now_v7().to_string(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_down_across_a_restart_is_delivered_once() {
+    let db_url = fresh_database().await;
+    let station = unique("WH");
+    let reg = registry(&station);
+
+    // The endpoint: 503 while `down`, else every body to `delivered`.
+    let down = Arc::new(AtomicBool::new(true));
+    let refused = Arc::new(AtomicU32::new(0));
+    let (delivered_tx, mut delivered) = mpsc::unbounded_channel::<serde_json::Value>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+    let app = {
+        let (down, refused) = (Arc::clone(&down), Arc::clone(&refused));
+        axum::Router::new().route(
+            "/alerts",
+            axum::routing::post(move |body: String| {
+                let (down, refused, tx) = (down.clone(), refused.clone(), delivered_tx.clone());
+                async move {
+                    if down.load(Ordering::SeqCst) {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let _ = tx.send(serde_json::from_str(&body).expect("webhook JSON"));
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut config = alerting_config(&db_url, &reg);
+    config.webhooks.urls = vec![url];
+
+    // First instance: the alert opens while the endpoint refuses.
+    let stop = CancellationToken::new();
+    let (bus, rx) = mpsc::channel(4);
+    let first = Alerting::start(config.clone(), Edge::Bus(rx), None, stop.clone())
+        .await
+        .expect("alerting");
+    bus.send(cod(&station, 300.0)).await.expect("bus");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while refused.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused.load(Ordering::SeqCst) > 0, "delivery was attempted");
+    stop.cancel();
+    first.wait().await.expect("clean stop");
+    assert!(
+        delivered.try_recv().is_err(),
+        "nothing delivered while down"
+    );
+
+    // The endpoint is back; a new instance delivers what was recorded.
+    down.store(false, Ordering::SeqCst);
+    let stop = CancellationToken::new();
+    let (_bus, rx) = mpsc::channel(4);
+    let second = Alerting::start(config, Edge::Bus(rx), None, stop.clone())
+        .await
+        .expect("alerting again");
+    let posted = tokio::time::timeout(WAIT, delivered.recv())
+        .await
+        .expect("the webhook after the restart")
+        .expect("endpoint running");
+    assert_eq!(posted["rule"], "limit_exceeded");
+    assert_eq!(posted["state"], "ALERT_STATE_OPEN");
+    assert_eq!(posted["station_id"], station.as_str());
+    // Once: the cursor moved past it (read back from the database).
+    let db = quantrac_testkit::db::connect(&db_url).await;
+    let through = posted["sequence"].as_i64().expect("sequence");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let cursor: i64 = db
+            .query_one("SELECT delivered_through FROM webhook_cursors", &[])
+            .await
+            .expect("cursor")
+            .get(0);
+        if cursor >= through || tokio::time::Instant::now() > deadline {
+            assert_eq!(cursor, through);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    second.wait().await.expect("clean stop");
+    assert!(delivered.try_recv().is_err(), "delivered once");
+}
