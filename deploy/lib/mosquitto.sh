@@ -98,6 +98,11 @@ mosquitto_write_config() {
     # Sessions of ingest nodes that never come back (tests, renamed nodes)
     # would queue messages forever.
     echo "persistent_client_expiration 1d"
+    # Refuse packets over 1 MiB at the door: ingest reads up to 4 x its
+    # mqtt.max_payload_bytes (256 KiB by default) and refuses what is over
+    # the limit; a packet over what it reads would break its connection and
+    # be redelivered by the persistent session for ever.
+    echo "max_packet_size 1048576"
     echo ""
     echo "log_dest file $MOSQ_LOG"
     echo "log_type error"

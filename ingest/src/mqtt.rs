@@ -25,6 +25,7 @@ use crate::decode;
 use crate::intake::{Intake, Prepared, source_label};
 use crate::sink::Acks;
 use quantrac_proto::v1::SourceProtocol;
+use quantrac_proto::wire::WireError;
 
 /// Host and port from `mqtt://host:port`.
 pub fn broker_address(url: &str) -> Result<(String, u16), String> {
@@ -69,7 +70,12 @@ pub async fn run(
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(mc.keep_alive)
-        .set_max_packet_size(mc.max_payload_bytes + 1024, 64 * 1024);
+        // Read up to 4x the payload limit, so that a message over the limit
+        // is refused here (rejected, PUBACKed) instead of breaking the
+        // connection: the persistent session would redeliver it at every
+        // reconnect, for ever. The broker caps packets below this (deploy:
+        // Mosquitto `max_packet_size` 1 MiB = 4 x the default limit).
+        .set_max_packet_size(read_limit(mc.max_payload_bytes), 64 * 1024);
     let filter = match &mc.shared_group {
         Some(group) => format!("$share/{group}/{}", mc.topic),
         None => mc.topic.clone(),
@@ -97,6 +103,7 @@ pub async fn run(
     ));
     let intake_stage = {
         let (intake, shutdown, backlog) = (intake.clone(), shutdown.clone(), Arc::clone(&backlog));
+        let max_payload = mc.max_payload_bytes;
         tokio::spawn(async move {
             loop {
                 let publish = tokio::select! {
@@ -104,7 +111,8 @@ pub async fn run(
                     p = publish_rx.recv() => match p { Some(p) => p, None => break },
                 };
                 backlog.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(pending) = prepare(&intake, offset, publish, &shutdown).await else {
+                let Some(pending) = prepare(&intake, offset, max_payload, publish, &shutdown).await
+                else {
                     break;
                 };
                 tokio::select! {
@@ -203,14 +211,32 @@ pub async fn run(
 }
 
 /// Decodes one message and hands its records to Kafka. `None` on shutdown.
+/// The largest packet ingest reads from the broker: 4x the payload limit
+/// plus room for the topic and header.
+fn read_limit(max_payload: usize) -> usize {
+    max_payload.saturating_mul(4).saturating_add(1024)
+}
+
 async fn prepare(
     intake: &Intake,
     offset: chrono::FixedOffset,
+    max_payload: usize,
     publish: Publish,
     shutdown: &CancellationToken,
 ) -> Option<PendingAck> {
     let topic = publish.topic.clone();
     let (source, station, decoded) = match decode::station_from_topic(&topic) {
+        Ok(station) if publish.payload.len() > max_payload => (
+            SourceProtocol::Unspecified,
+            station.to_owned(),
+            Err(WireError::new(
+                "mqtt.too_large",
+                format!(
+                    "{} bytes, over mqtt.max_payload_bytes = {max_payload}; the first {max_payload} kept",
+                    publish.payload.len()
+                ),
+            )),
+        ),
         Ok(station) => {
             let (source, r) = decode::mqtt_payload(station, &publish.payload, offset);
             (source, station.to_owned(), r)
@@ -218,9 +244,12 @@ async fn prepare(
         Err(e) => (SourceProtocol::Unspecified, String::new(), Err(e)),
     };
     intake.received(source);
+    // A refused message keeps at most the payload limit as evidence: a
+    // rejected record must fit on Kafka.
+    let kept = &publish.payload[..publish.payload.len().min(max_payload)];
     let prepared = match decoded {
         Ok(samples) => intake.accept(source, samples),
-        Err(e) => intake.reject(source, &topic, &station, &publish.payload, e),
+        Err(e) => intake.reject(source, &topic, &station, kept, e),
     };
     let acks = tokio::select! {
         () = shutdown.cancelled() => return None,

@@ -20,6 +20,8 @@ async fn publish_all(messages: &[(String, Vec<u8>)]) {
     let (user, pw) = mqtt_station_credentials();
     let mut o = MqttOptions::new(unique("station"), host, port);
     o.set_credentials(user, pw);
+    // Large enough for the over-the-limit message test.
+    o.set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut el) = AsyncClient::new(o, 64);
     // Queue from a task: the event loop below must turn meanwhile.
     let publisher = {
@@ -262,6 +264,51 @@ async fn a_burst_larger_than_every_bound_flows_through() {
         2_000,
         "every message of the burst reached Kafka"
     );
+    shutdown.cancel();
+    ingest.wait().await.expect("stop");
+    forget_session(&node).await;
+}
+
+/// A message over `mqtt.max_payload_bytes` (but under what the broker
+/// takes) is refused, kept cut at the limit, and acknowledged, and the
+/// station's next message arrives. It used to break ingest's connection and
+/// come back with the persistent session at every reconnect, for ever.
+#[tokio::test]
+async fn a_message_over_the_payload_limit_is_refused_and_the_next_arrives() {
+    let topics = create_topics(&unique("t-big")).await;
+    let node = unique("n");
+    let mut config = test_config(&topics, &node);
+    config.mqtt.enabled = true;
+    config.tcp.enabled = false;
+    let limit = config.mqtt.max_payload_bytes;
+    let shutdown = CancellationToken::new();
+    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, shutdown.clone())
+        .await
+        .expect("start");
+    let status = ingest.status.clone();
+    eventually("MQTT connected", || status.snapshot().mqtt_connected).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let station = unique("BIG");
+    let s = sample(
+        &station,
+        Utc.with_ymd_and_hms(2025, 6, 1, 2, 0, 0)
+            .single()
+            .expect("t"),
+        42.0,
+    );
+    let topic = format!("stations/{station}/readings");
+    let big = vec![b' '; limit + 100 * 1024];
+    publish_all(&[(topic.clone(), big), (topic, json::encode(&s))]).await;
+
+    let batches = read_batches_where(&topics.raw, 1, WAIT, |b| b.station_id == station).await;
+    assert_eq!(batches.len(), 1, "the next message arrived");
+    assert_eq!(batch_to_sample(&batches[0]), s);
+    let rejected =
+        read_rejected_where(&topics.rejected, 1, WAIT, |r| r.station_id == station).await;
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].reason, "mqtt.too_large");
+    assert_eq!(rejected[0].raw.len(), limit);
     shutdown.cancel();
     ingest.wait().await.expect("stop");
     forget_session(&node).await;
