@@ -8,40 +8,14 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-use quantrac_proto::domain::to_timestamp;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
-use quantrac_proto::v1::{
-    AcknowledgeAlertRequest, Alert, AlertState, DeviceStatus, StoredReading, StoredReadingBatch,
-    SubscribeAlertsRequest,
-};
+use quantrac_proto::v1::{AcknowledgeAlertRequest, Alert, AlertState, SubscribeAlertsRequest};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{fresh_database, registry, start_single_node, unique};
+use common::{fresh_database, registry, start_single_node, stored_cod, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn cod(station: &str, value: f64) -> StoredReadingBatch {
-    let at = Utc::now() - chrono::Duration::minutes(10);
-    let at = chrono::DateTime::from_timestamp(at.timestamp() / 300 * 300, 0).expect("time");
-    StoredReadingBatch {
-        station_id: station.into(),
-        readings: vec![StoredReading {
-            station_id: station.into(),
-            parameter: "COD".into(),
-            value,
-            unit: "mg/L".into(),
-            measured_at: Some(to_timestamp(at)),
-            status: DeviceStatus::Measuring as i32,
-            device_flag: "00".into(),
-            qc_flag: "valid".into(),
-            source: 0,
-            received_at: Some(to_timestamp(Utc::now())),
-            ingest_id: uuid::Uuid::now_v7().to_string(),
-        }],
-    }
-}
 
 async fn next(stream: &mut tonic::Streaming<Alert>) -> Result<Alert, tonic::Status> {
     tokio::time::timeout(WAIT, stream.message())
@@ -65,7 +39,9 @@ async fn subscribers_are_served_again_after_the_database_drops_connections() {
         .await
         .expect("subscribe")
         .into_inner();
-    bus.send(cod(&station, 300.0)).await.expect("bus");
+    bus.send(stored_cod(&station, 300.0, 10))
+        .await
+        .expect("bus");
     let opened = next(&mut live).await.expect("the opening");
     assert_eq!(
         (opened.rule.as_str(), opened.state()),

@@ -4,40 +4,15 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use quantrac_alerting::Alerting;
-use quantrac_proto::domain::to_timestamp;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
-use quantrac_proto::v1::{
-    Alert, AlertState, DeviceStatus, StoredReading, StoredReadingBatch, SubscribeAlertsRequest,
-};
+use quantrac_proto::v1::{Alert, AlertState, SubscribeAlertsRequest};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{fresh_database, registry, start_single_node as start, unique};
+use common::{fresh_database, registry, start_single_node as start, stored_cod as cod, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn cod(station: &str, value: f64, minutes_ago: i64) -> StoredReadingBatch {
-    let at = Utc::now() - chrono::Duration::minutes(minutes_ago);
-    let at = chrono::DateTime::from_timestamp(at.timestamp() / 300 * 300, 0).expect("time");
-    StoredReadingBatch {
-        station_id: station.into(),
-        readings: vec![StoredReading {
-            station_id: station.into(),
-            parameter: "COD".into(),
-            value,
-            unit: "mg/L".into(),
-            measured_at: Some(to_timestamp(at)),
-            status: DeviceStatus::Measuring as i32,
-            device_flag: "00".into(),
-            qc_flag: "valid".into(),
-            source: 0,
-            received_at: Some(to_timestamp(Utc::now())),
-            ingest_id: uuid::Uuid::now_v7().to_string(),
-        }],
-    }
-}
 
 async fn subscribe(alerting: &Alerting) -> tonic::Streaming<Alert> {
     let mut client = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))

@@ -8,38 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
 use quantrac_alerting::{Alerting, Edge};
-use quantrac_proto::domain::to_timestamp;
-use quantrac_proto::v1::{DeviceStatus, StoredReading, StoredReadingBatch};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{alerting_config, fresh_database, registry, unique};
+use common::{alerting_config, fresh_database, registry, stored_cod, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn cod(station: &str, value: f64) -> StoredReadingBatch {
-    let at = Utc::now() - chrono::Duration::minutes(10);
-    let at = chrono::DateTime::from_timestamp(at.timestamp() / 300 * 300, 0).expect("time");
-    StoredReadingBatch {
-        station_id: station.into(),
-        readings: vec![StoredReading {
-            station_id: station.into(),
-            parameter: "COD".into(),
-            value,
-            unit: "mg/L".into(),
-            measured_at: Some(to_timestamp(at)),
-            status: DeviceStatus::Measuring as i32,
-            device_flag: "00".into(),
-            qc_flag: "valid".into(),
-            source: 0,
-            received_at: Some(to_timestamp(Utc::now())),
-            ingest_id: uuid::Uuid::now_v7().to_string(),
-        }],
-    }
-}
 
 #[tokio::test]
 async fn a_webhook_down_across_a_restart_is_delivered_once() {
@@ -83,7 +59,9 @@ async fn a_webhook_down_across_a_restart_is_delivered_once() {
     let first = Alerting::start(config.clone(), Edge::Bus(rx), None, stop.clone())
         .await
         .expect("alerting");
-    bus.send(cod(&station, 300.0)).await.expect("bus");
+    bus.send(stored_cod(&station, 300.0, 10))
+        .await
+        .expect("bus");
     let deadline = tokio::time::Instant::now() + WAIT;
     while refused.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

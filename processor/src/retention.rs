@@ -30,31 +30,26 @@ pub async fn run(
             () = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        // A failed round is tried again at the next tick: retention is
-        // never worth stopping the processor for.
         if readings_too {
-            match store.delete_expired(retention).await {
-                Ok(n) => {
-                    metrics::counter!("processor_expired_deleted_total", "table" => "readings")
-                        .increment(n);
-                    if n > 0 {
-                        tracing::info!(rows = n, "readings past retention deleted");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "deleting readings past retention failed"),
+            report("readings", store.delete_expired(retention).await);
+        }
+        report(
+            "rejected_readings",
+            store.delete_expired_rejections(retention).await,
+        );
+    }
+}
+
+/// Counts and logs one table's round. A failed round is tried again at the
+/// next tick: retention is never worth stopping the processor for.
+fn report(table: &'static str, deleted: Result<u64, crate::store::StoreError>) {
+    match deleted {
+        Ok(n) => {
+            metrics::counter!("processor_expired_deleted_total", "table" => table).increment(n);
+            if n > 0 {
+                tracing::info!(table, rows = n, "rows past retention deleted");
             }
         }
-        match store.delete_expired_rejections(retention).await {
-            Ok(n) => {
-                metrics::counter!("processor_expired_deleted_total", "table" => "rejected_readings")
-                    .increment(n);
-                if n > 0 {
-                    tracing::info!(rows = n, "rejected readings past retention deleted");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "deleting rejected readings past retention failed")
-            }
-        }
+        Err(e) => tracing::warn!(table, error = %e, "deleting rows past retention failed"),
     }
 }

@@ -170,11 +170,7 @@ impl Worker {
                     stored.extend(rows);
                 }
                 Err(e) if e.is_transient() => {
-                    checked.valid = stored
-                        .into_iter()
-                        .chain(rows)
-                        .chain(pending.into_iter().flatten())
-                        .collect();
+                    checked.valid = restored(stored, rows, pending);
                     return Err(e);
                 }
                 Err(e) if rows.len() == 1 => {
@@ -184,11 +180,7 @@ impl Worker {
                     match self.store.write(&[], std::slice::from_ref(&refused)).await {
                         Ok(o) => outcome.rejected += o.rejected,
                         Err(e) if e.is_transient() => {
-                            checked.valid = stored
-                                .into_iter()
-                                .chain(rows)
-                                .chain(pending.into_iter().flatten())
-                                .collect();
+                            checked.valid = restored(stored, rows, pending);
                             return Err(e);
                         }
                         Err(e) => {
@@ -210,6 +202,20 @@ impl Worker {
         checked.valid = stored;
         Ok(outcome)
     }
+}
+
+/// Every reading of a batch being isolated, for the whole batch to be
+/// written again after a transient error.
+fn restored(
+    stored: Vec<Normalised>,
+    current: Vec<Normalised>,
+    pending: Vec<Vec<Normalised>>,
+) -> Vec<Normalised> {
+    stored
+        .into_iter()
+        .chain(current)
+        .chain(pending.into_iter().flatten())
+        .collect()
 }
 
 /// A reading the database refused, as a rejection: the reading as it was

@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::Utc;
 use quantrac_alerting::{Alerting, AlertingConfig};
-use quantrac_proto::v1::StoredReadingBatch;
+use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::v1::{DeviceStatus, StoredReading, StoredReadingBatch};
 pub use quantrac_testkit::db::fresh_database;
 pub use quantrac_testkit::env::var as env;
 pub use quantrac_testkit::samples::cod;
@@ -61,4 +63,27 @@ pub async fn start_single_node(
     .await
     .expect("alerting");
     (alerting, tx)
+}
+
+/// A stored COD reading of `station`, as the processor hands it to alerting
+/// on the bus: on the 5-minute grid, `minutes_ago` minutes ago.
+pub fn stored_cod(station: &str, value: f64, minutes_ago: i64) -> StoredReadingBatch {
+    let at = Utc::now() - chrono::Duration::minutes(minutes_ago);
+    let at = chrono::DateTime::from_timestamp(at.timestamp() / 300 * 300, 0).expect("time");
+    StoredReadingBatch {
+        station_id: station.into(),
+        readings: vec![StoredReading {
+            station_id: station.into(),
+            parameter: "COD".into(),
+            value,
+            unit: "mg/L".into(),
+            measured_at: Some(to_timestamp(at)),
+            status: DeviceStatus::Measuring as i32,
+            device_flag: "00".into(),
+            qc_flag: "valid".into(),
+            source: 0,
+            received_at: Some(to_timestamp(Utc::now())),
+            ingest_id: uuid::Uuid::now_v7().to_string(),
+        }],
+    }
 }
