@@ -13,11 +13,15 @@
 //!   station, parameter, measured_at), alerting's warm-up and the query
 //!   side read it back.
 //! - [`registry`]: the station registry written to its tables.
+//! - [`access`]: people's bearer tokens (digests, roles, expiry), checked
+//!   by every gRPC service; [`Reconnecting`], the connection a long-lived
+//!   reader keeps.
 //!
 //! Architecture invariant: no service logic here. A function takes a client
 //! or a transaction and does one thing to the tables; deciding when, and
 //! what to do on failure, is the caller's.
 
+pub mod access;
 pub mod readings;
 pub mod registry;
 pub mod schema;
@@ -157,4 +161,37 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Client, DbEr
             .await?;
     }
     Ok(client)
+}
+
+/// A connection opened again once it is lost (a database restart), so a
+/// long-lived reader such as a gRPC service recovers instead of answering
+/// "connection closed" for good.
+#[derive(Debug)]
+pub struct Reconnecting {
+    url: String,
+    options: ConnectOptions,
+    slot: tokio::sync::Mutex<Option<std::sync::Arc<Client>>>,
+}
+
+impl Reconnecting {
+    /// Starts with `client` when given, else connects at the first `get`.
+    pub fn new(url: String, options: ConnectOptions, client: Option<Client>) -> Self {
+        Reconnecting {
+            url,
+            options,
+            slot: tokio::sync::Mutex::new(client.map(std::sync::Arc::new)),
+        }
+    }
+
+    /// The open connection, or a new one when it was closed.
+    pub async fn get(&self) -> Result<std::sync::Arc<Client>, DbError> {
+        let mut slot = self.slot.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(std::sync::Arc::clone(c));
+        }
+        let c = std::sync::Arc::new(connect(&self.url, &self.options).await?);
+        tracing::info!("database connection reopened");
+        *slot = Some(std::sync::Arc::clone(&c));
+        Ok(c)
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
 //! registry tables and their aggregates, 0001-0002 and 0006; alerting's
-//! tables, 0003-0005 and 0007); one that depends
-//! on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
+//! tables, 0003-0005 and 0007; people's access tokens, 0008); one that
+//! depends on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
 //! run one by one (a continuous aggregate cannot be created inside a
 //! transaction block), so an interrupted migration is simply run again; its
@@ -99,6 +99,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "webhook_cursors",
         plain: include_str!("../migrations/0007_webhook_cursors.sql"),
+        timescale: None,
+    },
+    Migration {
+        version: 8,
+        name: "access_tokens",
+        plain: include_str!("../migrations/0008_access_tokens.sql"),
         timescale: None,
     },
 ];
