@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The pipeline with simulated stations, from a fresh clone: starts Kafka,
-# Mosquitto and PostgreSQL, builds and starts ingest, the processor and
-# alerting, runs simulated stations against them and shows readings
+# Mosquitto and PostgreSQL, builds and starts ingest, the processor,
+# alerting and the query service, runs simulated stations against them and shows readings
 # arriving in the database and the alerts they raise. Ctrl-C stops everything
 # it started (the services keep running; `deploy/services.sh stop` stops them).
 #
@@ -26,7 +26,7 @@ deploy/services.sh start kafka mosquitto postgres
 eval "$(deploy/services.sh env)"
 
 step "build"
-cargo build --bins -p quantrac-ingest -p quantrac-processor -p quantrac-alerting -p quantrac-simulators
+cargo build --bins -p quantrac-ingest -p quantrac-processor -p quantrac-alerting -p quantrac-query -p quantrac-simulators
 
 pids=()
 cleanup() {
@@ -58,7 +58,19 @@ for url in http://127.0.0.1:9464/health http://127.0.0.1:9465/health http://127.
   done
   curl -fsS "$url" >/dev/null || { echo "not healthy: $url"; tail -20 "$logs"/*.log; exit 1; }
 done
-echo "metrics: ingest :9464, processor :9465, alerting :9466 (/metrics); alerts over gRPC on 127.0.0.1:50051"
+
+# The query service reads the schema the processor applied (it is healthy
+# by now), and an analyst's and an officer's token for the client.
+target/debug/quantrac-query --config deploy/query.toml >"$logs/query.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 30); do curl -fsS http://127.0.0.1:9467/health >/dev/null 2>&1 && break; sleep 1; done
+curl -fsS http://127.0.0.1:9467/health >/dev/null || { echo "not healthy: query"; tail -20 "$logs/query.log"; exit 1; }
+target/debug/quantrac token issue --identity analyst@demo --role analyst --expires 1d >"$logs/analyst.token"
+target/debug/quantrac token issue --identity officer@demo --role officer --expires 1d >"$logs/officer.token"
+echo "metrics: ingest :9464, processor :9465, alerting :9466, query :9467 (/metrics)"
+echo "gRPC: alerts on 127.0.0.1:50051, queries on 127.0.0.1:50052; try, in another shell:"
+echo "  export QUANTRAC_TOKEN=\$(cat $logs/analyst.token)"
+echo "  target/debug/quantrac latest; target/debug/quantrac alerts --state open"
 
 step "simulated stations: $STATIONS stations, ${SPEEDUP}x, $SAMPLES samples each"
 NO_COLOR=1 target/debug/quantrac-sim --stations "$STATIONS" --speedup "$SPEEDUP" --samples "$SAMPLES" \
@@ -98,3 +110,6 @@ while kill -0 "$sim" 2>/dev/null; do
 done
 step "simulator finished"
 tail -n 5 "$logs/sim.log"
+step "what an analyst sees: the latest values and the open alerts (quantrac latest / alerts)"
+QUANTRAC_TOKEN=$(cat "$logs/analyst.token") target/debug/quantrac latest | head -20 || true
+QUANTRAC_TOKEN=$(cat "$logs/analyst.token") target/debug/quantrac alerts --state open --limit 10 || true

@@ -2,11 +2,16 @@
 //! subscription (filter by zone, station, severity; resume after a
 //! sequence number without missing or repeating a change), and
 //! acknowledge / resolve.
+//!
+//! Every call carries a bearer token (`quantrac_db::access`): subscribing
+//! needs an analyst's, acknowledging and resolving an officer's, and the
+//! action is attributed to the token's identity, never to a typed name.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use quantrac_db::access::{self, AccessError, Identity, Role};
 use quantrac_proto::v1::alert_service_server::AlertService;
 use quantrac_proto::v1::{
     AcknowledgeAlertRequest, Alert, ResolveAlertRequest, SubscribeAlertsRequest,
@@ -38,33 +43,23 @@ pub struct Command {
 /// database restart), so that subscriptions recover instead of failing for
 /// good with "connection closed".
 #[derive(Debug)]
-pub struct ReadDb {
-    url: String,
-    client: tokio::sync::Mutex<Option<Arc<Client>>>,
-}
+pub struct ReadDb(quantrac_db::Reconnecting);
 
 impl ReadDb {
     pub fn new(url: String, client: Client) -> Self {
-        ReadDb {
+        ReadDb(quantrac_db::Reconnecting::new(
             url,
-            client: tokio::sync::Mutex::new(Some(Arc::new(client))),
-        }
+            quantrac_db::ConnectOptions::default(),
+            Some(client),
+        ))
     }
 
     /// The open connection, or a new one when it was closed.
     pub async fn get(&self) -> Result<Arc<Client>, Status> {
-        let mut slot = self.client.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(Arc::clone(c));
-        }
-        let c = Arc::new(
-            store::connect(&self.url)
-                .await
-                .map_err(|e| Status::unavailable(format!("database: {e}")))?,
-        );
-        tracing::info!("gRPC read connection to the database reopened");
-        *slot = Some(Arc::clone(&c));
-        Ok(c)
+        self.0
+            .get()
+            .await
+            .map_err(|e| Status::unavailable(format!("database: {e}")))
     }
 }
 
@@ -100,6 +95,7 @@ impl AlertService for AlertGrpc {
         &self,
         request: Request<SubscribeAlertsRequest>,
     ) -> Result<Response<AlertStream>, Status> {
+        self.caller(&request, Role::Analyst, "Subscribe").await?;
         // Bounded: each stream holds a task and a buffer until it ends.
         let permit = Arc::clone(&self.subscribers)
             .try_acquire_owned()
@@ -143,33 +139,69 @@ impl AlertService for AlertGrpc {
         &self,
         request: Request<AcknowledgeAlertRequest>,
     ) -> Result<Response<Alert>, Status> {
+        let who = self.caller(&request, Role::Officer, "Acknowledge").await?;
         let r = request.into_inner();
-        self.act(Action::Acknowledge, r.alert_id, r.officer, r.note)
-            .await
+        self.act(Action::Acknowledge, r.alert_id, who, r.note).await
     }
 
     async fn resolve(
         &self,
         request: Request<ResolveAlertRequest>,
     ) -> Result<Response<Alert>, Status> {
+        let who = self.caller(&request, Role::Officer, "Resolve").await?;
         let r = request.into_inner();
-        self.act(Action::Resolve, r.alert_id, r.officer, r.note)
-            .await
+        self.act(Action::Resolve, r.alert_id, who, r.note).await
     }
 }
 
 impl AlertGrpc {
-    /// Hands an officer's action to the engine task and waits for its answer.
+    /// Who calls, if their token grants `needs`. A refusal is counted and
+    /// logged with its reason (never the token).
+    async fn caller<T>(
+        &self,
+        request: &Request<T>,
+        needs: Role,
+        method: &'static str,
+    ) -> Result<Identity, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let client = self.db.get().await?;
+        match access::authorize(
+            &client,
+            access::bearer_token(header),
+            needs,
+            chrono::Utc::now(),
+        )
+        .await
+        {
+            Ok(who) => Ok(who),
+            Err(AccessError::Db(e)) => Err(Status::unavailable(format!("database: {e}"))),
+            Err(e) => {
+                let reason = e.reason();
+                metrics::counter!("alerting_access_refused_total", "reason" => reason).increment(1);
+                tracing::warn!(method, reason, error = %e, "call refused");
+                Err(match e {
+                    AccessError::Forbidden { .. } => Status::permission_denied(e.to_string()),
+                    other => Status::unauthenticated(format!(
+                        "{other}: send `authorization: Bearer <token>` (`quantrac token issue`)"
+                    )),
+                })
+            }
+        }
+    }
+
+    /// Hands an officer's action to the engine task and waits for its
+    /// answer; the token's identity is the actor.
     async fn act(
         &self,
         action: Action,
         alert_id: String,
-        officer: String,
+        who: Identity,
         note: String,
     ) -> Result<Response<Alert>, Status> {
-        if officer.trim().is_empty() {
-            return Err(Status::invalid_argument("officer is required"));
-        }
+        let officer = who.name;
         let stopped = || Status::unavailable("alerting engine stopped");
         let (reply, answer) = oneshot::channel();
         self.commands

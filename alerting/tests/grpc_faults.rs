@@ -8,12 +8,12 @@
 
 use std::time::Duration;
 
-use quantrac_proto::v1::alert_service_client::AlertServiceClient;
+use quantrac_db::access::Role;
 use quantrac_proto::v1::{AcknowledgeAlertRequest, Alert, AlertState, SubscribeAlertsRequest};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{fresh_database, registry, start_single_node, stored_cod, unique};
+use common::{alert_client, fresh_database, registry, start_single_node, stored_cod, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -31,9 +31,7 @@ async fn subscribers_are_served_again_after_the_database_drops_connections() {
     let reg = registry(&station);
     let stop = CancellationToken::new();
     let (alerting, bus) = start_single_node(&db_url, &reg, &stop).await;
-    let mut client = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))
-        .await
-        .expect("grpc");
+    let mut client = alert_client(alerting.grpc_addr, &db_url, "officer-1", Role::Officer).await;
     let mut live = client
         .subscribe(SubscribeAlertsRequest::default())
         .await
@@ -123,8 +121,7 @@ async fn subscriptions_are_bounded_and_free_their_place() {
     )
     .await
     .expect("alerting");
-    let connect = || AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr));
-    let mut a = connect().await.expect("grpc");
+    let mut a = alert_client(alerting.grpc_addr, &db_url, "analyst-1", Role::Analyst).await;
     let first = a
         .subscribe(SubscribeAlertsRequest::default())
         .await

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use quantrac_alerting::Alerting;
-use quantrac_proto::v1::alert_service_client::AlertServiceClient;
+use quantrac_db::access::Role;
 use quantrac_proto::v1::{Alert, AlertState, SubscribeAlertsRequest};
 use tokio_util::sync::CancellationToken;
 
@@ -14,10 +14,9 @@ use common::{fresh_database, registry, start_single_node as start, stored_cod as
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn subscribe(alerting: &Alerting) -> tonic::Streaming<Alert> {
-    let mut client = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))
-        .await
-        .expect("grpc");
+async fn subscribe(alerting: &Alerting, db_url: &str) -> tonic::Streaming<Alert> {
+    let mut client =
+        common::alert_client(alerting.grpc_addr, db_url, "analyst", Role::Analyst).await;
     client
         .subscribe(SubscribeAlertsRequest::default())
         .await
@@ -53,8 +52,8 @@ async fn a_subscriber_on_either_instance_sees_both_instances_changes() {
     let stop = CancellationToken::new();
     let (a, a_in) = start(&db_url, &registry, &stop).await;
     let (b, b_in) = start(&db_url, &registry, &stop).await;
-    let mut on_a = subscribe(&a).await;
-    let mut on_b = subscribe(&b).await;
+    let mut on_a = subscribe(&a, &db_url).await;
+    let mut on_b = subscribe(&b, &db_url).await;
 
     // Instance A judges one exceedance, then instance B another (a later
     // incident of the same series, as after a partition moved).

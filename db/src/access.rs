@@ -82,6 +82,29 @@ pub enum AccessError {
     Db(#[from] DbError),
 }
 
+impl AccessError {
+    /// A short label for counters and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AccessError::Missing => "missing",
+            AccessError::Unknown => "unknown",
+            AccessError::Expired { .. } => "expired",
+            AccessError::Revoked { .. } => "revoked",
+            AccessError::Forbidden { .. } => "forbidden",
+            AccessError::Db(_) => "database",
+            AccessError::UnknownRole(_) | AccessError::EmptyIdentity => "invalid",
+        }
+    }
+}
+
+/// The token of an `authorization` header's value `Bearer <token>`.
+pub fn bearer_token(header: Option<&str>) -> Option<&str> {
+    let (scheme, token) = header?.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
 impl From<tokio_postgres::Error> for AccessError {
     fn from(e: tokio_postgres::Error) -> Self {
         AccessError::Db(DbError::Postgres(e))
@@ -234,6 +257,15 @@ mod tests {
             assert_eq!(r.as_str().parse::<Role>().ok(), Some(r));
         }
         assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn bearer_header() {
+        assert_eq!(bearer_token(None), None);
+        assert_eq!(bearer_token(Some("Bearer qtk_abc")), Some("qtk_abc"));
+        assert_eq!(bearer_token(Some("bearer  qtk_abc ")), Some("qtk_abc"));
+        assert_eq!(bearer_token(Some("Basic qtk_abc")), None);
+        assert_eq!(bearer_token(Some("qtk_abc")), None);
     }
 
     #[test]

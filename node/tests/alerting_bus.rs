@@ -213,9 +213,12 @@ async fn a_reading_stored_but_not_judged_before_a_stop_is_alerted_at_start() {
     //    the first incident is not opened again.
     let alerting_stop = CancellationToken::new();
     let (alerting, _idle) = start_single_node(&db_url, &registry, &alerting_stop).await;
-    let mut client = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))
-        .await
-        .expect("grpc");
+    let mut client = AlertServiceClient::with_interceptor(
+        quantrac_testkit::grpc::channel(alerting.grpc_addr).await,
+        quantrac_testkit::grpc::Bearer::new(
+            &token(&db_url, quantrac_db::access::Role::Officer).await,
+        ),
+    );
     let mut stream = client
         .subscribe(SubscribeAlertsRequest {
             after_sequence: u64::try_from(first).expect("positive"),
@@ -252,4 +255,18 @@ async fn a_reading_stored_but_not_judged_before_a_stop_is_alerted_at_start() {
     }
     alerting_stop.cancel();
     alerting.wait().await.expect("alerting stopped cleanly");
+}
+
+/// A token of `role` issued in the database at `db_url`.
+async fn token(db_url: &str, role: quantrac_db::access::Role) -> String {
+    let db = quantrac_testkit::db::connect(db_url).await;
+    quantrac_db::access::issue(
+        &db,
+        &format!("{role}@test"),
+        role,
+        chrono::Utc::now() + chrono::Duration::hours(1),
+    )
+    .await
+    .expect("issue a token")
+    .secret
 }

@@ -105,9 +105,12 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
     )
     .await
     .expect("alerting");
-    let mut client = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))
-        .await
-        .expect("grpc");
+    let mut client = AlertServiceClient::with_interceptor(
+        quantrac_testkit::grpc::channel(alerting.grpc_addr).await,
+        quantrac_testkit::grpc::Bearer::new(
+            &token(&db_url, quantrac_db::access::Role::Officer).await,
+        ),
+    );
     let mut stream = client
         .subscribe(SubscribeAlertsRequest {
             after_sequence: 0,
@@ -160,9 +163,10 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
             break a;
         }
     };
+    // Attributed to the token's identity, not to the name typed.
     assert_eq!(
         (seen.state(), seen.acknowledged_by.as_str()),
-        (AlertState::Acknowledged, "can-bo-1")
+        (AlertState::Acknowledged, "officer@test")
     );
 
     // 3. Values back well below the limit resolve it.
@@ -265,9 +269,12 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
 
     // 5. A subscriber resuming after the first change gets every later one,
     //    in order, once.
-    let mut client = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))
-        .await
-        .expect("grpc");
+    let mut client = AlertServiceClient::with_interceptor(
+        quantrac_testkit::grpc::channel(alerting.grpc_addr).await,
+        quantrac_testkit::grpc::Bearer::new(
+            &token(&db_url, quantrac_db::access::Role::Officer).await,
+        ),
+    );
     let mut resumed = client
         .subscribe(SubscribeAlertsRequest {
             after_sequence: opened.sequence,
@@ -303,4 +310,18 @@ async fn exceedance_to_grpc_stream_with_lifecycle_replay_and_resume() {
     alerting.wait().await.expect("stop");
     stop.cancel();
     processor.wait().await.expect("stop");
+}
+
+/// A token of `role` issued in the database at `db_url`.
+async fn token(db_url: &str, role: quantrac_db::access::Role) -> String {
+    let db = quantrac_testkit::db::connect(db_url).await;
+    quantrac_db::access::issue(
+        &db,
+        &format!("{role}@test"),
+        role,
+        chrono::Utc::now() + chrono::Duration::hours(1),
+    )
+    .await
+    .expect("issue a token")
+    .secret
 }

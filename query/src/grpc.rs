@@ -57,24 +57,12 @@ impl QueryGrpc {
 
 /// The token of an `authorization: Bearer <token>` header.
 pub fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
-    let value = metadata.get("authorization")?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
+    access::bearer_token(metadata.get("authorization")?.to_str().ok())
 }
 
 /// A refused call: counted and logged with its reason (never the token).
 pub fn refused(method: &'static str, e: AccessError) -> Status {
-    let reason = match &e {
-        AccessError::Missing => "missing",
-        AccessError::Unknown => "unknown",
-        AccessError::Expired { .. } => "expired",
-        AccessError::Revoked { .. } => "revoked",
-        AccessError::Forbidden { .. } => "forbidden",
-        AccessError::Db(_) => "database",
-        AccessError::UnknownRole(_) | AccessError::EmptyIdentity => "invalid",
-    };
+    let reason = e.reason();
     metrics::counter!("query_access_refused_total", "reason" => reason).increment(1);
     match e {
         AccessError::Forbidden { .. } => {
@@ -970,16 +958,6 @@ mod tests {
         for bad in ["zz", "abc", "3a", "41"] {
             assert!(decode_token(bad).is_err(), "{bad} accepted");
         }
-    }
-
-    #[test]
-    fn bearer_header() {
-        let mut m = tonic::metadata::MetadataMap::new();
-        assert_eq!(bearer(&m), None);
-        m.insert("authorization", "Bearer qtk_abc".parse().expect("value"));
-        assert_eq!(bearer(&m), Some("qtk_abc"));
-        m.insert("authorization", "Basic qtk_abc".parse().expect("value"));
-        assert_eq!(bearer(&m), None);
     }
 
     #[test]

@@ -12,13 +12,15 @@
 //! - [`registry`]: station registry files (wastewater outfalls with
 //!   permits);
 //! - [`samples`]: readings to send;
-//! - [`process`]: a child process that dies with the test.
+//! - [`process`]: a child process that dies with the test;
+//! - [`grpc`]: clients that send a bearer token on every call.
 //!
 //! Helpers panic with a message that says what to start: a test that cannot
 //! reach its services has nothing else useful to do.
 
 pub mod db;
 pub mod env;
+pub mod grpc;
 pub mod kafka;
 pub mod process;
 pub mod registry;

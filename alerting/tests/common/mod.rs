@@ -87,3 +87,31 @@ pub fn stored_cod(station: &str, value: f64, minutes_ago: i64) -> StoredReadingB
         }],
     }
 }
+
+/// A gRPC alert client carrying a new token of `role` for `identity`,
+/// issued in the database at `db_url` (alerting migrates it at start).
+pub async fn alert_client(
+    addr: std::net::SocketAddr,
+    db_url: &str,
+    identity: &str,
+    role: quantrac_db::access::Role,
+) -> AlertClient {
+    let db = quantrac_testkit::db::connect(db_url).await;
+    let token =
+        quantrac_db::access::issue(&db, identity, role, Utc::now() + chrono::Duration::hours(1))
+            .await
+            .expect("issue a token")
+            .secret;
+    let channel = quantrac_testkit::grpc::channel(addr).await;
+    quantrac_proto::v1::alert_service_client::AlertServiceClient::with_interceptor(
+        channel,
+        quantrac_testkit::grpc::Bearer::new(&token),
+    )
+}
+
+pub type AlertClient = quantrac_proto::v1::alert_service_client::AlertServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        quantrac_testkit::grpc::Bearer,
+    >,
+>;

@@ -196,7 +196,22 @@ async fn run_once(args: &Args, rate: u64) -> Result<Vec<f64>> {
     let ingest = Ingest::start(i, quantrac_ingest::Edge::Kafka, None, stop.clone()).await?;
     let addr = ingest.tcp_addr.context("tcp")?;
 
-    let mut grpc = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr)).await?;
+    let token = {
+        let db = quantrac_db::connect(&db_url, &quantrac_db::ConnectOptions::default()).await?;
+        let until = chrono::Utc::now() + chrono::Duration::hours(1);
+        quantrac_db::access::issue(
+            &db,
+            "alert-latency",
+            quantrac_db::access::Role::Analyst,
+            until,
+        )
+        .await?
+        .secret
+    };
+    let mut grpc = AlertServiceClient::with_interceptor(
+        quantrac_testkit::grpc::channel(alerting.grpc_addr).await,
+        quantrac_testkit::grpc::Bearer::new(&token),
+    );
     let mut stream = grpc
         .subscribe(SubscribeAlertsRequest::default())
         .await?

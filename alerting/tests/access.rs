@@ -1,0 +1,112 @@
+//! Who may do what to alerts, against the real PostgreSQL: without a
+//! token nothing; an analyst reads but cannot acknowledge or resolve; an
+//! officer's action is attributed to the token's identity, whatever name
+//! the request types.
+
+use std::time::Duration;
+
+use quantrac_db::access::Role;
+use quantrac_proto::v1::alert_service_client::AlertServiceClient;
+use quantrac_proto::v1::{
+    AcknowledgeAlertRequest, AlertState, ResolveAlertRequest, SubscribeAlertsRequest,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+mod common;
+use common::{alert_client, fresh_database, registry, start_single_node, stored_cod, unique};
+
+#[tokio::test]
+async fn manual_actions_need_an_officer_and_name_the_token_holder() {
+    let db_url = fresh_database().await;
+    let station = unique("ACC");
+    let reg = registry(&station);
+    let stop = CancellationToken::new();
+    let (alerting, bus) = start_single_node(&db_url, &reg, &stop).await;
+
+    // No token: not even a subscription.
+    let mut anonymous = AlertServiceClient::connect(format!("http://{}", alerting.grpc_addr))
+        .await
+        .expect("grpc");
+    let e = anonymous
+        .subscribe(SubscribeAlertsRequest::default())
+        .await
+        .expect_err("anonymous subscribe");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+
+    let mut analyst =
+        alert_client(alerting.grpc_addr, &db_url, "analyst@dost", Role::Analyst).await;
+    let mut live = analyst
+        .subscribe(SubscribeAlertsRequest::default())
+        .await
+        .expect("an analyst subscribes")
+        .into_inner();
+    bus.send(stored_cod(&station, 300.0, 10))
+        .await
+        .expect("bus");
+    let opened = tokio::time::timeout(Duration::from_secs(30), live.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("an alert");
+    assert_eq!(opened.state(), AlertState::Open);
+
+    // An anonymous resolve, and an analyst's, leave the exceedance open.
+    let e = anonymous
+        .resolve(ResolveAlertRequest {
+            alert_id: opened.id.clone(),
+            officer: "officer.lan".into(),
+            note: "silence it".into(),
+        })
+        .await
+        .expect_err("anonymous resolve");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    let e = analyst
+        .acknowledge(AcknowledgeAlertRequest {
+            alert_id: opened.id.clone(),
+            officer: "officer.lan".into(),
+            note: String::new(),
+        })
+        .await
+        .expect_err("analyst acknowledge");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    let db = quantrac_testkit::db::connect(&db_url).await;
+    let state: String = db
+        .query_one("SELECT state FROM alerts WHERE id = $1", &[&opened.id])
+        .await
+        .expect("alert")
+        .get(0);
+    assert_eq!(state, "open");
+
+    // An officer's acknowledgement is theirs, not the typed name's.
+    let mut officer = alert_client(
+        alerting.grpc_addr,
+        &db_url,
+        "lan.nguyen@dost",
+        Role::Officer,
+    )
+    .await;
+    let acked = officer
+        .acknowledge(AcknowledgeAlertRequest {
+            alert_id: opened.id.clone(),
+            officer: "someone.else".into(),
+            note: "calling the plant".into(),
+        })
+        .await
+        .expect("officer acknowledges")
+        .into_inner();
+    assert_eq!(acked.state(), AlertState::Acknowledged);
+    assert_eq!(acked.acknowledged_by, "lan.nguyen@dost");
+    let actor: String = db
+        .query_one(
+            "SELECT actor FROM alert_events WHERE alert_id = $1 AND change = 'acknowledged'",
+            &[&opened.id],
+        )
+        .await
+        .expect("event")
+        .get(0);
+    assert_eq!(actor, "lan.nguyen@dost");
+
+    stop.cancel();
+    alerting.wait().await.expect("clean stop");
+}
