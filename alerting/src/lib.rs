@@ -374,7 +374,9 @@ async fn serve_grpc(
         tonic::transport::Server::builder()
             .add_service(AlertServiceServer::new(grpc))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // No Nagle: a small answer waited for the client's delayed ACK,
+                // 40 ms on every call.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 stop.cancelled_owned(),
             )
             .await

@@ -173,7 +173,10 @@ impl Query {
                             .max_encoding_message_size(64 << 20),
                     )
                     .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        // No Nagle: a small answer waited for the client's delayed ACK,
+                        // 40 ms on every call.
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
                         stop.cancelled_owned(),
                     )
                     .await
