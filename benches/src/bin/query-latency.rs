@@ -15,7 +15,6 @@
 //!
 //! `cargo run --release -p quantrac-benches --bin query-latency`
 
-#[allow(dead_code)]
 mod common;
 
 use std::time::Instant;
