@@ -105,20 +105,64 @@ fn source_code(source: i32) -> i16 {
     i16::try_from(source).unwrap_or(0)
 }
 
-/// Writes `rows` inside `tx`; the number of new rows (the others were
-/// stored already: a redelivery or a replay).
+/// What a write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// New rows in `readings`.
+    pub inserted: u64,
+    /// Readings for a stored (station, parameter, time) with a different
+    /// value, unit or status, newly kept in `reading_conflicts`.
+    pub conflicts: u64,
+}
+
+/// Writes `rows` inside `tx`. Rows already stored are not written again:
+/// an identical one (a redelivery, a replay, a logger resending) is a
+/// duplicate; a different one is kept as a conflict.
 pub async fn write(
     tx: &mut Transaction<'_>,
     rows: &[ReadingRow],
     method: WriteMethod,
-) -> Result<u64, DbError> {
+) -> Result<Written, DbError> {
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Written::default());
     }
     match method {
         WriteMethod::Copy => copy_readings(tx, rows).await,
         WriteMethod::Unnest => unnest_readings(tx, rows).await,
     }
+}
+
+/// Keeps as conflicts the rows of `source` (a relation with the
+/// `readings` columns) that disagree with what is stored for their key.
+/// Run after the insert, so a batch's own rows are compared too.
+async fn record_conflicts(
+    tx: &Transaction<'_>,
+    source: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let n = tx
+        .execute(
+            &format!(
+                "INSERT INTO reading_conflicts (station_id, parameter, measured_at, stored_value, stored_unit, stored_status, \
+                 stored_source, stored_received_at, stored_ingest_id, value, unit, status, source, received_at, ingest_id) \
+                 SELECT r.station_id, r.parameter, r.measured_at, r.value, r.unit, r.status, r.source, r.received_at, r.ingest_id, \
+                        s.value, s.unit, s.status, s.source, s.received_at, s.ingest_id \
+                 FROM {source} JOIN readings r ON r.station_id = s.station_id AND r.parameter = s.parameter \
+                      AND r.measured_at = s.measured_at \
+                 WHERE (r.value, r.unit, r.status) IS DISTINCT FROM (s.value, s.unit, s.status) \
+                 ON CONFLICT DO NOTHING"
+            ),
+            params,
+        )
+        .await?;
+    if n > 0 {
+        metrics::counter!("processor_reading_conflicts_total").increment(n);
+        tracing::warn!(
+            conflicts = n,
+            "readings differ from those already stored for the same station, parameter and time; kept in reading_conflicts"
+        );
+    }
+    Ok(n)
 }
 
 /// Binary COPY of `rows` into `table`; the rows the server took.
@@ -161,12 +205,16 @@ async fn copy_rows(
 /// savepoint and goes the slower way, through a staging table and
 /// `INSERT ... ON CONFLICT DO NOTHING`. The straight path does half the
 /// server's work per row (measured in benches/README.md).
-async fn copy_readings(tx: &mut Transaction<'_>, rows: &[ReadingRow]) -> Result<u64, DbError> {
+async fn copy_readings(tx: &mut Transaction<'_>, rows: &[ReadingRow]) -> Result<Written, DbError> {
     let direct = tx.savepoint("direct_copy").await?;
     match copy_rows(&direct, "readings", rows).await {
         Ok(n) => {
             direct.commit().await?;
-            return Ok(n);
+            // Nothing was stored for these keys: no conflict possible.
+            return Ok(Written {
+                inserted: n,
+                conflicts: 0,
+            });
         }
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
             direct.rollback().await?;
@@ -193,10 +241,14 @@ async fn copy_readings(tx: &mut Transaction<'_>, rows: &[ReadingRow]) -> Result<
             &[],
         )
         .await?;
-    Ok(n)
+    let conflicts = record_conflicts(tx, "readings_staging s", &[]).await?;
+    Ok(Written {
+        inserted: n,
+        conflicts,
+    })
 }
 
-async fn unnest_readings(tx: &Transaction<'_>, rows: &[ReadingRow]) -> Result<u64, DbError> {
+async fn unnest_readings(tx: &Transaction<'_>, rows: &[ReadingRow]) -> Result<Written, DbError> {
     let station: Vec<&str> = rows.iter().map(|r| r.station_id.as_str()).collect();
     let parameter: Vec<&str> = rows.iter().map(|r| r.parameter.as_str()).collect();
     let measured_at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.measured_at).collect();
@@ -208,18 +260,34 @@ async fn unnest_readings(tx: &Transaction<'_>, rows: &[ReadingRow]) -> Result<u6
     let source: Vec<i16> = rows.iter().map(|r| source_code(r.source)).collect();
     let received: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.received_at).collect();
     let ids: Vec<Option<uuid::Uuid>> = rows.iter().map(|r| ingest_uuid(&r.ingest_id)).collect();
+    const INPUT: &str = "unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[], \
+         $6::int2[], $7::text[], $8::text[], $9::int2[], $10::timestamptz[], $11::uuid[])";
+    let params: [&(dyn ToSql + Sync); 11] = [
+        &station,
+        &parameter,
+        &measured_at,
+        &value,
+        &unit,
+        &status,
+        &flag,
+        &qc,
+        &source,
+        &received,
+        &ids,
+    ];
     let n = tx
         .execute(
             &format!(
-                "INSERT INTO readings ({COLUMNS}) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[], \
-                 $6::int2[], $7::text[], $8::text[], $9::int2[], $10::timestamptz[], $11::uuid[]) \
-                 ON CONFLICT DO NOTHING"
+                "INSERT INTO readings ({COLUMNS}) SELECT * FROM {INPUT} ON CONFLICT DO NOTHING"
             ),
-            &[&station, &parameter, &measured_at, &value, &unit, &status, &flag, &qc, &source, &received, &ids],
+            &params,
         )
         .await?;
-    Ok(n)
+    let conflicts = record_conflicts(tx, &format!("{INPUT} AS s ({COLUMNS})"), &params).await?;
+    Ok(Written {
+        inserted: n,
+        conflicts,
+    })
 }
 
 /// Rejected readings (raw bytes + reason: invariant 3), skipping replays

@@ -1,7 +1,7 @@
 //! Versioned SQL migrations, applied at start.
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
-//! registry tables and their aggregates, 0001-0002 and 0006; alerting's
+//! registry tables and their aggregates, 0001-0002, 0006 and 0009; alerting's
 //! tables, 0003-0005 and 0007; people's access tokens, 0008); one that
 //! depends on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
@@ -105,6 +105,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 8,
         name: "access_tokens",
         plain: include_str!("../migrations/0008_access_tokens.sql"),
+        timescale: None,
+    },
+    Migration {
+        version: 9,
+        name: "reading_conflicts",
+        plain: include_str!("../migrations/0009_reading_conflicts.sql"),
         timescale: None,
     },
 ];

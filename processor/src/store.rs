@@ -18,8 +18,10 @@ pub type StoreError = DbError;
 pub struct WriteOutcome {
     /// New rows in `readings`.
     pub inserted: u64,
-    /// Readings already stored (redelivery, replay).
+    /// Readings already stored, identical (redelivery, replay).
     pub duplicates: u64,
+    /// Readings already stored with a different value, kept as conflicts.
+    pub conflicts: u64,
     /// New rows in `rejected_readings`.
     pub rejected: u64,
 }
@@ -88,12 +90,14 @@ impl Store {
         let method = self.method;
         let client = self.client().await?;
         let mut tx = client.transaction().await?;
-        let inserted = quantrac_db::readings::write(&mut tx, readings, method).await?;
+        let written = quantrac_db::readings::write(&mut tx, readings, method).await?;
         let rejected_new = quantrac_db::readings::insert_rejected(&tx, rejected).await?;
         tx.commit().await?;
         Ok(WriteOutcome {
-            inserted,
-            duplicates: readings.len() as u64 - inserted,
+            inserted: written.inserted,
+            duplicates: (readings.len() as u64 - written.inserted)
+                .saturating_sub(written.conflicts),
+            conflicts: written.conflicts,
             rejected: rejected_new,
         })
     }

@@ -122,6 +122,7 @@ impl Worker {
             readings = checked.readings(),
             inserted = outcome.inserted,
             duplicates = outcome.duplicates,
+            conflicts = outcome.conflicts,
             rejected = checked.rejected.len(),
             "batch committed"
         );
@@ -167,6 +168,7 @@ impl Worker {
                 Ok(o) => {
                     outcome.inserted += o.inserted;
                     outcome.duplicates += o.duplicates;
+                    outcome.conflicts += o.conflicts;
                     stored.extend(rows);
                 }
                 Err(e) if e.is_transient() => {
