@@ -39,10 +39,14 @@ pub enum RuleKind {
     InstrumentStatus,
     /// The same value for too many consecutive readings.
     Flatline,
+    /// A second, different value for a (station, parameter, time) already
+    /// judged: a logger correcting itself, or someone writing as the
+    /// station. The first value stays judged; an officer must look.
+    ConflictingValue,
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 7] = [
+    pub const ALL: [RuleKind; 8] = [
         RuleKind::LimitExceeded,
         RuleKind::AverageExceeded,
         RuleKind::EarlyWarning,
@@ -50,6 +54,7 @@ impl RuleKind {
         RuleKind::DataGap,
         RuleKind::InstrumentStatus,
         RuleKind::Flatline,
+        RuleKind::ConflictingValue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +66,7 @@ impl RuleKind {
             RuleKind::DataGap => "data_gap",
             RuleKind::InstrumentStatus => "instrument_status",
             RuleKind::Flatline => "flatline",
+            RuleKind::ConflictingValue => "conflicting_value",
         }
     }
 

@@ -282,6 +282,7 @@ pub struct Severities {
     pub data_gap: Severity,
     pub instrument_status: Severity,
     pub flatline: Severity,
+    pub conflicting_value: Severity,
 }
 
 impl Default for Severities {
@@ -294,6 +295,7 @@ impl Default for Severities {
             data_gap: Severity::Warning,
             instrument_status: Severity::Warning,
             flatline: Severity::Warning,
+            conflicting_value: Severity::Warning,
         }
     }
 }
@@ -308,6 +310,7 @@ impl Severities {
             RuleKind::DataGap => self.data_gap,
             RuleKind::InstrumentStatus => self.instrument_status,
             RuleKind::Flatline => self.flatline,
+            RuleKind::ConflictingValue => self.conflicting_value,
         }
     }
 }
@@ -634,6 +637,7 @@ struct SeverityPatch {
     data_gap: Option<Severity>,
     instrument_status: Option<Severity>,
     flatline: Option<Severity>,
+    conflicting_value: Option<Severity>,
 }
 
 fn set<T: Clone, U>(target: &mut U, from: &Option<T>, f: impl FnOnce(T) -> U) {
@@ -693,6 +697,7 @@ impl RulesPatch {
             set(&mut s.data_gap, &p.data_gap, |v| v);
             set(&mut s.instrument_status, &p.instrument_status, |v| v);
             set(&mut s.flatline, &p.flatline, |v| v);
+            set(&mut s.conflicting_value, &p.conflicting_value, |v| v);
         }
     }
 }

@@ -976,6 +976,37 @@ fn replay_raises_nothing() {
     assert!(e.stats().duplicates >= rs.len() as u64);
 }
 
+/// Issue 8's spoofing: a clean value arrives first for a slot, then the
+/// station's real, exceeding one. The first stays judged, and the second
+/// is not a silent duplicate: it opens a `conflicting_value` alert, once.
+#[test]
+fn a_different_value_for_a_judged_time_is_a_conflict() {
+    let mut e = engine("");
+    let ev = feed(&mut e, &[valid("COD", at(1, 0), 10.0)]);
+    assert!(ev.is_empty(), "{ev:#?}");
+    let ev = feed(&mut e, &[valid("COD", at(1, 0), 300.0)]);
+    let c = of(&ev, RuleKind::ConflictingValue);
+    assert_eq!(c.len(), 1, "{ev:#?}");
+    assert_eq!(c[0].change, Change::Opened);
+    assert_eq!(c[0].alert.key.window_start, at(1, 0));
+    assert_eq!(
+        (c[0].alert.observed_value, c[0].alert.limit_value),
+        (300.0, 10.0)
+    );
+    assert!(
+        of(&ev, RuleKind::LimitExceeded).is_empty(),
+        "the first value stays judged"
+    );
+    // The same conflicting value again, and an identical redelivery of the
+    // first: nothing more.
+    let ev = feed(
+        &mut e,
+        &[valid("COD", at(1, 0), 300.0), valid("COD", at(1, 0), 10.0)],
+    );
+    assert!(ev.is_empty(), "{ev:#?}");
+    assert_eq!(e.stats().conflicts, 2);
+}
+
 #[test]
 fn restart_raises_nothing_twice() {
     let rs = eventful_morning();
@@ -1186,11 +1217,18 @@ fn backlog_interleaved_with_live_data() {
         2,
         "{ev:#?}"
     );
-    // And the whole thing once more: nothing.
+    // And the whole thing once more (a replay: the same values): nothing.
     let mut again = Vec::new();
     let mut t = at(10, 5);
     while t < at(14, 0) {
-        again.extend(e.observe(&valid("COD", t, 150.0), at(14, 30)));
+        let v = if t >= at(11, 0) && t < at(12, 0) {
+            150.0
+        } else if t == at(12, 30) {
+            170.0
+        } else {
+            50.0
+        };
+        again.extend(e.observe(&valid("COD", t, v), at(14, 30)));
         t += mins(5);
     }
     assert!(again.is_empty(), "{again:#?}");

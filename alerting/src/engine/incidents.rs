@@ -240,6 +240,44 @@ impl Book {
         self.open(key, f, info, mode, out);
     }
 
+    /// A second, different value for a time already judged: one alert per
+    /// (series, time), open until an officer resolves it; the first value
+    /// stays the one judged. Warm-up raises nothing (the replayed stream
+    /// holds only what was stored).
+    pub(super) fn conflict(
+        &mut self,
+        info: &SeriesInfo,
+        t: DateTime<Utc>,
+        first: f64,
+        r: &quantrac_proto::v1::StoredReading,
+        mode: Mode,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let key = AlertKey {
+            rule: RuleKind::ConflictingValue,
+            station_id: info.station.clone(),
+            parameter: info.parameter.clone(),
+            window_start: t,
+            window_len: None,
+        };
+        let f = Finding {
+            rule: RuleKind::ConflictingValue,
+            start: t,
+            t,
+            observed: r.value,
+            limit: first,
+            message: format!(
+                "Giá trị mâu thuẫn / conflicting value: {} {} = {} {} arrived for {t}, already judged as {first}; \
+                 the first value stands until an officer decides (see reading_conflicts)",
+                info.station, info.parameter, r.value, r.unit
+            ),
+            window_end: Some(t),
+            opened_at: mode.now_or(t),
+            reference: first,
+        };
+        self.open(key, f, info, mode, out);
+    }
+
     /// The condition is absent at `t`: ends every incident whose last
     /// evidence is older.
     pub(super) fn clear(

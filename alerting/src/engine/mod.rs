@@ -158,6 +158,9 @@ pub struct EngineStats {
     pub readings: u64,
     /// Readings already seen (replay, redelivery): ignored.
     pub duplicates: u64,
+    /// Of those, readings with a value different from the one judged for
+    /// their time: raised as `conflicting_value`.
+    pub conflicts: u64,
     /// Readings older than their series' newest by more than `max_lateness`.
     pub too_late: u64,
     /// Readings measured more than `max_future` after the wall clock.

@@ -58,7 +58,7 @@ impl Engine {
             return;
         }
 
-        let Some(in_order) = self.admit(&r.station_id, &code, t, mode, &settings) else {
+        let Some(in_order) = self.admit(r, &code, t, mode, &settings, out) else {
             return;
         };
         self.stats.readings += 1;
@@ -93,23 +93,31 @@ impl Engine {
     }
 
     /// Seen, too late, or new? `Some(in_order)` when new; the others are
-    /// counted.
+    /// counted, and a seen time with a different value raises a conflict.
     fn admit(
         &mut self,
-        station: &str,
+        r: &StoredReading,
         code: &str,
         t: DateTime<Utc>,
         mode: Mode,
         settings: &EngineSettings,
+        out: &mut Vec<AlertEvent>,
     ) -> Option<bool> {
-        let s = self.series_mut(station, code);
-        match s.state.admit(t, mode, settings.max_lateness) {
+        let s = self.series_mut(&r.station_id, code);
+        match s.state.admit(t, r.value, mode, settings.max_lateness) {
             Admission::TooLate => {
                 self.stats.too_late += 1;
                 None
             }
-            Admission::Duplicate => {
+            Admission::Duplicate { first } => {
                 self.stats.duplicates += 1;
+                if first.to_bits() != r.value.to_bits() && !(first.is_nan() && r.value.is_nan()) {
+                    self.stats.conflicts += 1;
+                    let Engine { series, book, .. } = self;
+                    if let Some(s) = series.get(&(r.station_id.clone(), code.to_owned())) {
+                        book.conflict(&s.info, t, first, r, mode, out);
+                    }
+                }
                 None
             }
             Admission::New { in_order } => Some(in_order),

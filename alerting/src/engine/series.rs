@@ -62,8 +62,9 @@ pub(super) struct SeriesInfo {
 pub(super) struct SeriesState {
     pub(super) newest: Option<DateTime<Utc>>,
     pub(super) last_arrival: Option<DateTime<Utc>>,
-    /// Measurement times seen within `max_lateness` of `newest`, sorted.
-    pub(super) seen: VecDeque<DateTime<Utc>>,
+    /// Measurement times seen within `max_lateness` of `newest`, sorted,
+    /// each with the value first judged for it.
+    pub(super) seen: VecDeque<(DateTime<Utc>, f64)>,
     pub(super) windows: Vec<WindowSet>,
     pub(super) incidents: BTreeMap<RuleKind, Vec<Incident>>,
     pub(super) prev_valid: Option<(DateTime<Utc>, f64)>,
@@ -97,12 +98,13 @@ pub(super) struct StationTrack {
 }
 
 /// A reading's measurement time against the seen set of its series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Admission {
     /// Older than the newest by more than `max_lateness`.
     TooLate,
-    /// Already seen (replay, redelivery).
-    Duplicate,
+    /// Already seen (replay, redelivery); `first` is the value judged
+    /// then, so a different one can be told from a redelivery.
+    Duplicate { first: f64 },
     /// Not seen before; `in_order` when newer than the newest.
     New { in_order: bool },
 }
@@ -114,6 +116,7 @@ impl SeriesState {
     pub(super) fn admit(
         &mut self,
         t: DateTime<Utc>,
+        value: f64,
         mode: Mode,
         max_lateness: Duration,
     ) -> Admission {
@@ -122,11 +125,15 @@ impl SeriesState {
         {
             return Admission::TooLate;
         }
-        let pos = match self.seen.binary_search(&t) {
-            Ok(_) => return Admission::Duplicate,
+        let pos = match self.seen.binary_search_by_key(&t, |e| e.0) {
+            Ok(i) => {
+                return Admission::Duplicate {
+                    first: self.seen[i].1,
+                };
+            }
             Err(pos) => pos,
         };
-        self.seen.insert(pos, t);
+        self.seen.insert(pos, (t, value));
         if self.newest.is_none() && matches!(mode, Mode::WarmUp) {
             self.warm_from = Some(t);
         }
@@ -135,7 +142,7 @@ impl SeriesState {
             self.newest = Some(t);
         }
         let horizon = sub(self.newest.unwrap_or(t), max_lateness);
-        while self.seen.front().is_some_and(|&f| f < horizon) {
+        while self.seen.front().is_some_and(|f| f.0 < horizon) {
             self.seen.pop_front();
         }
         if let Mode::Live(now) = mode {
