@@ -75,6 +75,8 @@ pub struct AlertGrpc {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// One permit per open subscription (`max_subscribers`).
     pub subscribers: Arc<tokio::sync::Semaphore>,
+    /// Manual actions and refused calls go to the audit log.
+    pub audit: Arc<quantrac_db::audit::Auditor>,
 }
 
 fn matches(filter: &SubscribeAlertsRequest, a: &Alert) -> bool {
@@ -182,6 +184,9 @@ impl AlertGrpc {
                 let reason = e.reason();
                 metrics::counter!("alerting_access_refused_total", "reason" => reason).increment(1);
                 tracing::warn!(method, reason, error = %e, "call refused");
+                self.audit
+                    .refused(&e.actor(), method, reason, request.remote_addr())
+                    .await;
                 Err(match e {
                     AccessError::Forbidden { .. } => Status::permission_denied(e.to_string()),
                     other => Status::unauthenticated(format!(
@@ -201,7 +206,7 @@ impl AlertGrpc {
         who: Identity,
         note: String,
     ) -> Result<Response<Alert>, Status> {
-        let officer = who.name;
+        let officer = who.name.clone();
         let stopped = || Status::unavailable("alerting engine stopped");
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -214,7 +219,23 @@ impl AlertGrpc {
             })
             .await
             .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?.map(Response::new)
+        let alert = answer.await.map_err(|_| stopped())??;
+        let action = match action {
+            Action::Acknowledge => "acknowledge",
+            Action::Resolve => "resolve",
+        };
+        // Recorded after the change: a failed action is not an action. The
+        // change stands even if the audit write fails (logged, counted).
+        let _ = self
+            .audit
+            .record(
+                &who.name,
+                action,
+                &alert.id,
+                serde_json::json!({ "token": who.token, "note": alert.note }),
+            )
+            .await;
+        Ok(Response::new(alert))
     }
 }
 

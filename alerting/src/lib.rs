@@ -359,6 +359,10 @@ async fn serve_grpc(
         commands,
         shutdown: shutdown.clone(),
         subscribers: Arc::new(tokio::sync::Semaphore::new(config.max_subscribers)),
+        audit: Arc::new(quantrac_db::audit::Auditor::new(
+            &config.database_url,
+            quantrac_db::ConnectOptions::default(),
+        )),
     };
     let listener = TcpListener::bind(config.grpc_listen)
         .await

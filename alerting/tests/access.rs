@@ -107,6 +107,40 @@ async fn manual_actions_need_an_officer_and_name_the_token_holder() {
         .get(0);
     assert_eq!(actor, "lan.nguyen@dost");
 
+    // The audit log holds the refusals and the action, chained.
+    let entries: Vec<(String, String, String)> = db
+        .query(
+            "SELECT actor, action, target FROM audit_log ORDER BY sequence",
+            &[],
+        )
+        .await
+        .expect("audit")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let refused = |actor: &str, method: &str| {
+        (
+            actor.to_string(),
+            "call_refused".to_string(),
+            method.to_string(),
+        )
+    };
+    assert_eq!(
+        entries,
+        vec![
+            refused("anonymous", "Subscribe"),
+            refused("anonymous", "Resolve"),
+            refused("analyst@dost", "Acknowledge"),
+            (
+                "lan.nguyen@dost".into(),
+                "acknowledge".into(),
+                opened.id.clone()
+            ),
+        ]
+    );
+    let verified = quantrac_db::audit::verify(&db).await.expect("verify");
+    assert_eq!((verified.rows, verified.broken), (4, None));
+
     stop.cancel();
     alerting.wait().await.expect("clean stop");
 }

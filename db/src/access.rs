@@ -83,6 +83,17 @@ pub enum AccessError {
 }
 
 impl AccessError {
+    /// Who a refusal is about, as far as it is known (never a secret).
+    pub fn actor(&self) -> String {
+        match self {
+            AccessError::Forbidden { identity, .. } => identity.clone(),
+            AccessError::Expired { prefix, .. } | AccessError::Revoked { prefix, .. } => {
+                prefix.clone()
+            }
+            _ => "anonymous".into(),
+        }
+    }
+
     /// A short label for counters and logs.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -16,12 +16,14 @@
 //! - [`access`]: people's bearer tokens (digests, roles, expiry), checked
 //!   by every gRPC service; [`Reconnecting`], the connection a long-lived
 //!   reader keeps.
+//! - [`audit`]: the append-only, hash-chained audit log and its check.
 //!
 //! Architecture invariant: no service logic here. A function takes a client
 //! or a transaction and does one thing to the tables; deciding when, and
 //! what to do on failure, is the caller's.
 
 pub mod access;
+pub mod audit;
 pub mod readings;
 pub mod registry;
 pub mod schema;

@@ -2,7 +2,7 @@
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
 //! registry tables and their aggregates, 0001-0002, 0006 and 0009; alerting's
-//! tables, 0003-0005 and 0007; people's access tokens, 0008); one that
+//! tables, 0003-0005 and 0007; people's access tokens, 0008; the audit log, 0010); one that
 //! depends on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
 //! run one by one (a continuous aggregate cannot be created inside a
@@ -111,6 +111,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 9,
         name: "reading_conflicts",
         plain: include_str!("../migrations/0009_reading_conflicts.sql"),
+        timescale: None,
+    },
+    Migration {
+        version: 10,
+        name: "audit_log",
+        plain: include_str!("../migrations/0010_audit_log.sql"),
         timescale: None,
     },
 ];
