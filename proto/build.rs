@@ -11,10 +11,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/quantrac/v1/query.proto",
     ]
     .map(std::path::PathBuf::from);
-    tonic_prost_build::configure().compile_with_config(
-        config,
-        &files,
-        &[std::path::PathBuf::from("proto"), include],
-    )?;
+    // The descriptor set lets a server answer gRPC reflection (grpcurl).
+    let descriptors =
+        std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("quantrac_descriptor.bin");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptors)
+        .compile_with_config(
+            config,
+            &files,
+            &[std::path::PathBuf::from("proto"), include],
+        )?;
     Ok(())
 }

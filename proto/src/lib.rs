@@ -35,6 +35,11 @@ pub use domain::{Sample, SampleValue};
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("quantrac.v1");
+
+    /// The encoded `FileDescriptorSet` of every `.proto` file, for gRPC
+    /// server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("quantrac_descriptor");
 }
 
 /// Kafka topic names, one place for all services.

@@ -28,11 +28,16 @@ use crate::{Pool, QueryError, compliance};
 pub struct QueryGrpc {
     pool: Arc<Pool>,
     limits: Limits,
+    audit: Arc<quantrac_db::audit::Auditor>,
 }
 
 impl QueryGrpc {
-    pub fn new(pool: Arc<Pool>, limits: Limits) -> Self {
-        QueryGrpc { pool, limits }
+    pub fn new(pool: Arc<Pool>, limits: Limits, audit: Arc<quantrac_db::audit::Auditor>) -> Self {
+        QueryGrpc {
+            pool,
+            limits,
+            audit,
+        }
     }
 
     /// The caller's identity if its token grants `needs`, and a connection.
@@ -50,7 +55,13 @@ impl QueryGrpc {
         let token = bearer(request.metadata());
         match access::authorize(&client, token, needs, Utc::now()).await {
             Ok(identity) => Ok((identity, client)),
-            Err(e) => Err(refused(method, e)),
+            Err(AccessError::Db(e)) => Err(db_status(method, &QueryError::Db(e))),
+            Err(e) => {
+                self.audit
+                    .refused(&e.actor(), method, e.reason(), request.remote_addr())
+                    .await;
+                Err(refused(method, e))
+            }
         }
     }
 }

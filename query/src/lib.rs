@@ -14,6 +14,8 @@
 //!   maximum gap.
 //! - [`compliance`]: averages judged against the limit in force at each
 //!   time, sanction bands, coverage.
+//! - [`export`]: CSV and Parquet files of raw readings, one documented
+//!   schema, written page by page.
 //! - [`grpc`]: the `QueryService`: every call checks the caller's bearer
 //!   token and role (`quantrac_db::access`), validates its input and
 //!   answers `InvalidArgument` naming the field.
@@ -23,6 +25,7 @@
 
 pub mod compliance;
 pub mod config;
+pub mod export;
 pub mod fill;
 pub mod grpc;
 pub mod interval;
@@ -154,7 +157,16 @@ impl Query {
         let grpc_addr = listener
             .local_addr()
             .map_err(|e| QueryError::Server(e.to_string()))?;
-        let service = grpc::QueryGrpc::new(Arc::clone(&pool), config.limits.clone());
+        let audit = Arc::new(quantrac_db::audit::Auditor::new(
+            &config.database_url,
+            ConnectOptions::default(),
+        ));
+        let service = grpc::QueryGrpc::new(Arc::clone(&pool), config.limits.clone(), audit);
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(quantrac_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| QueryError::Server(format!("reflection: {e}")))?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<quantrac_proto::v1::query_service_server::QueryServiceServer<grpc::QueryGrpc>>()
@@ -168,6 +180,7 @@ impl Query {
                     .timeout(deadline)
                     .layer(tonic_web::GrpcWebLayer::new())
                     .add_service(health_service)
+                    .add_service(reflection)
                     .add_service(
                         quantrac_proto::v1::query_service_server::QueryServiceServer::new(service)
                             .max_encoding_message_size(64 << 20),

@@ -20,6 +20,7 @@ use quantrac_proto::domain::{from_timestamp, to_timestamp};
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
 use quantrac_proto::v1::query_service_client::QueryServiceClient;
 use quantrac_proto::v1::*;
+use quantrac_query::export::Sink;
 use quantrac_query::interval::local;
 use tonic::transport::Channel;
 
@@ -154,8 +155,11 @@ enum Command {
         #[arg(long, default_value = "")]
         note: String,
     },
-    /// Raw readings to CSV (streamed; progress on stderr).
+    /// Raw readings to CSV or Parquet (streamed; progress on stderr).
     Export {
+        /// csv, or parquet (needs --file).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
         station: String,
         #[arg(long = "parameter", short)]
         parameters: Vec<String>,
@@ -178,6 +182,17 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// The audit log (operator; talks to the database).
+    Audit {
+        #[arg(
+            long,
+            env = "QUANTRAC_DATABASE_URL",
+            default_value = "postgres://quantrac:quantrac@127.0.0.1:15432/quantrac"
+        )]
+        database_url: String,
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Applies the database schema (operator).
     Migrate {
         #[arg(
@@ -190,11 +205,35 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Parquet,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum FillArg {
     None,
     Null,
     Locf,
     Linear,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditAction {
+    /// Checks the hash chain from the first entry; exits 1 if broken.
+    Verify,
+    /// The newest entries.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+/// Who runs an operator command, for the audit log.
+fn operator() -> String {
+    std::env::var("QUANTRAC_OPERATOR")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "operator".into())
 }
 
 #[derive(Subcommand, Debug)]
@@ -404,11 +443,47 @@ async fn run(args: Args) -> Result<()> {
     let mut out = stdout.lock();
     let t = &args.token;
     match args.command {
-        Command::Token {
+        Command::Audit {
             database_url,
             action,
         } => {
             let client =
+                quantrac_db::connect(&database_url, &quantrac_db::ConnectOptions::default())
+                    .await?;
+            match action {
+                AuditAction::Verify => {
+                    let v = quantrac_db::audit::verify(&client).await?;
+                    match v.broken {
+                        None => eprintln!("audit log intact: {} entries, chain verified", v.rows),
+                        Some((seq, why)) => bail!(
+                            "audit log broken at entry {seq}: {why} ({} entries read)",
+                            v.rows
+                        ),
+                    }
+                }
+                AuditAction::List { limit } => {
+                    let mut table =
+                        Table::new(&["sequence", "at", "actor", "action", "target", "detail"]);
+                    for e in quantrac_db::audit::recent(&client, limit).await? {
+                        table.rows.push(vec![
+                            e.sequence.to_string(),
+                            e.at.to_rfc3339(),
+                            e.actor,
+                            e.action,
+                            e.target,
+                            e.detail,
+                        ]);
+                    }
+                    table.print(args.output, &mut out)?;
+                }
+            }
+            return Ok(());
+        }
+        Command::Token {
+            database_url,
+            action,
+        } => {
+            let mut client =
                 quantrac_db::connect(&database_url, &quantrac_db::ConnectOptions::default())
                     .await?;
             match action {
@@ -421,6 +496,14 @@ async fn run(args: Args) -> Result<()> {
                     let until = Utc::now() + chrono::Duration::from_std(*expires)?;
                     let issued =
                         quantrac_db::access::issue(&client, &identity, role, until).await?;
+                    quantrac_db::audit::append(
+                        &mut client,
+                        &operator(),
+                        "token_issue",
+                        &issued.prefix,
+                        &serde_json::json!({ "identity": identity, "role": role.as_str(), "expires_at": issued.expires_at }),
+                    )
+                    .await?;
                     eprintln!(
                         "token {} for {identity} ({role}), valid until {}; shown once, keep it secret:",
                         issued.prefix, issued.expires_at
@@ -431,6 +514,14 @@ async fn run(args: Args) -> Result<()> {
                     if !quantrac_db::access::revoke(&client, &prefix).await? {
                         bail!("no active token {prefix}");
                     }
+                    quantrac_db::audit::append(
+                        &mut client,
+                        &operator(),
+                        "token_revoke",
+                        &prefix,
+                        &serde_json::json!({}),
+                    )
+                    .await?;
                     eprintln!("token {prefix} revoked");
                 }
                 TokenAction::List => {
@@ -815,15 +906,22 @@ async fn run(args: Args) -> Result<()> {
             span,
             file,
             flagged,
+            format,
         } => {
-            let mut sink: Box<dyn Write> = if file == "-" {
+            let out: Box<dyn Write + Send> = if file == "-" {
                 Box::new(std::io::BufWriter::new(std::io::stdout()))
             } else {
                 Box::new(std::io::BufWriter::new(
                     std::fs::File::create(&file).with_context(|| format!("creating {file}"))?,
                 ))
             };
-            writeln!(sink, "{}", EXPORT_HEADER)?;
+            let mut sink = match format {
+                ExportFormat::Csv => Sink::csv(out)?,
+                ExportFormat::Parquet if file == "-" => {
+                    bail!("--format parquet needs --file: a Parquet file is not a stream")
+                }
+                ExportFormat::Parquet => Sink::parquet(out)?,
+            };
             let mut stream = q
                 .stream_series(authed(
                     t,
@@ -843,23 +941,7 @@ async fn run(args: Args) -> Result<()> {
             let mut rows = 0u64;
             let mut shown = Instant::now();
             while let Some(page) = stream.message().await.map_err(status)? {
-                for p in &page.points {
-                    writeln!(
-                        sink,
-                        "{},{},{},{},{},{},{}",
-                        csv(&station),
-                        csv(&p.parameter),
-                        p.measured_at
-                            .as_ref()
-                            .and_then(from_timestamp)
-                            .map(|t| t.to_rfc3339())
-                            .unwrap_or_default(),
-                        p.value,
-                        csv(&p.unit),
-                        csv(&p.qc_flag),
-                        LICENCE
-                    )?;
-                }
+                sink.write(&station, &page.points)?;
                 rows += page.points.len() as u64;
                 if shown.elapsed() > Duration::from_secs(1) {
                     eprint!(
@@ -869,7 +951,7 @@ async fn run(args: Args) -> Result<()> {
                     shown = Instant::now();
                 }
             }
-            sink.flush()?;
+            sink.finish()?;
             eprintln!(
                 "\r{rows} rows exported in {:.1} s{}",
                 started.elapsed().as_secs_f64(),
@@ -884,10 +966,6 @@ async fn run(args: Args) -> Result<()> {
     }
     Ok(())
 }
-
-/// The export's columns: stable, documented in the README.
-const EXPORT_HEADER: &str = "station_id,parameter,measured_at_utc,value,unit,qc_flag,licence";
-const LICENCE: &str = "CC-BY-4.0";
 
 fn alerts_table(alerts: &[Alert]) -> Table {
     let mut table = Table::new(&[
