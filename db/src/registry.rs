@@ -19,12 +19,14 @@ pub async fn sync(client: &mut Client, registry: &Registry) -> Result<(), DbErro
             StationKind::Stack => "stack",
         };
         tx.execute(
+            // The plaintext hj212_password is never written: only the
+            // secret's hash.
             "INSERT INTO stations (id, name, facility, industrial_zone, province, latitude, longitude, kind, \
-             hj212_password, mqtt_username, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now()) \
+             secret_hash, mqtt_username, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now()) \
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, facility = EXCLUDED.facility, \
              industrial_zone = EXCLUDED.industrial_zone, province = EXCLUDED.province, \
              latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude, kind = EXCLUDED.kind, \
-             hj212_password = EXCLUDED.hj212_password, mqtt_username = EXCLUDED.mqtt_username, updated_at = now()",
+             secret_hash = EXCLUDED.secret_hash, hj212_password = NULL, mqtt_username = EXCLUDED.mqtt_username, updated_at = now()",
             &[
                 &s.id,
                 &s.name,
@@ -34,7 +36,7 @@ pub async fn sync(client: &mut Client, registry: &Registry) -> Result<(), DbErro
                 &s.latitude,
                 &s.longitude,
                 &kind,
-                &s.hj212_password,
+                &s.secret_hash,
                 &s.mqtt_username,
             ],
         )

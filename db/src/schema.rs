@@ -1,7 +1,7 @@
 //! Versioned SQL migrations, applied at start.
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
-//! registry tables and their aggregates, 0001-0002, 0006 and 0009; alerting's
+//! registry tables and their aggregates, 0001-0002, 0006, 0009 and 0011; alerting's
 //! tables, 0003-0005 and 0007; people's access tokens, 0008; the audit log, 0010); one that
 //! depends on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
@@ -117,6 +117,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 10,
         name: "audit_log",
         plain: include_str!("../migrations/0010_audit_log.sql"),
+        timescale: None,
+    },
+    Migration {
+        version: 11,
+        name: "station_secret_hash",
+        plain: include_str!("../migrations/0011_station_secret_hash.sql"),
         timescale: None,
     },
 ];

@@ -28,6 +28,7 @@ pub struct IngestConfig {
     pub tcp: TcpConfig,
     pub hj212: Hj212Config,
     pub circular10: Circular10Config,
+    pub auth: AuthConfig,
     /// Upper bound on records handed to Kafka and not yet acknowledged, over
     /// all receivers. When reached, receivers stop reading: senders slow down
     /// and memory stays bounded.
@@ -44,7 +45,37 @@ impl Default for IngestConfig {
             tcp: TcpConfig::default(),
             hj212: Hj212Config::default(),
             circular10: Circular10Config::default(),
+            auth: AuthConfig::default(),
             max_in_flight: 10_000,
+        }
+    }
+}
+
+/// Station credentials (see `credentials`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The station registry whose `secret_hash` per station is the
+    /// credential; re-read when it changes. Unset: no station has one.
+    pub registry: Option<std::path::PathBuf>,
+    /// Refuse readings of stations without a `secret_hash` too. Off by
+    /// default so that stations can be moved to credentials one by one; a
+    /// station with a secret is always checked.
+    pub require_all: bool,
+    /// Failed auth frames after which a TCP connection is closed.
+    pub max_failures: u32,
+    /// How often the registry file is checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub reload_every: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            registry: None,
+            require_all: false,
+            max_failures: 3,
+            reload_every: Duration::from_secs(5),
         }
     }
 }
@@ -246,6 +277,12 @@ impl IngestConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth.max_failures == 0 {
+            return Err(invalid("auth.max_failures", "must be at least 1"));
+        }
+        if self.auth.reload_every < Duration::from_millis(100) {
+            return Err(invalid("auth.reload_every", "must be at least 100ms"));
+        }
         if self.node_id.is_empty() || self.node_id.contains(['/', '+', '#', ' ']) {
             return Err(invalid(
                 "node_id",
@@ -328,6 +365,8 @@ mod tests {
         let text = include_str!("../../deploy/ingest.toml");
         let c = IngestConfig::from_toml(text).expect("deploy/ingest.toml parses");
         assert_eq!(c.tcp.listen.port(), 9212);
+        assert_eq!(c.auth.max_failures, AuthConfig::default().max_failures);
+        assert!(c.auth.registry.is_some());
     }
 
     #[test]

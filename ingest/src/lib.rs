@@ -8,6 +8,8 @@
 //! - [`mqtt`]: persistent-session MQTT receiver with manual, in-order PUBACKs.
 //! - [`tcp`]: HJ 212-2017 / Circular 10 / JSON-lines receiver with bounded
 //!   connections, frame size, timeouts and per-connection pipelining.
+//! - [`credentials`]: each station's secret hash from the registry,
+//!   reloaded on change; checked for HJ 212 `PW` and TCP auth frames.
 //! - [`decode`]: pure functions from received bytes to samples.
 //! - [`intake`]: samples into `ReadingBatch` records, failures into
 //!   `RejectedInput` records (raw bytes + reason) on `ingest.rejected`.
@@ -23,6 +25,7 @@
 //! and can run inside a test.
 
 pub mod config;
+pub mod credentials;
 pub mod decode;
 pub mod intake;
 pub mod mqtt;
@@ -59,6 +62,8 @@ pub enum IngestError {
     Sink(#[from] sink::SinkError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialsError),
     #[error("a receiver task failed: {0}")]
     Task(String),
 }
@@ -112,6 +117,21 @@ impl Ingest {
             Arc::clone(&status),
         );
         let mut tasks = JoinSet::new();
+        let credentials = Arc::new(match &config.auth.registry {
+            Some(path) => credentials::Credentials::load(path, config.auth.require_all)?,
+            None => credentials::Credentials::none(config.auth.require_all),
+        });
+        {
+            let (c, every, stop) = (
+                Arc::clone(&credentials),
+                config.auth.reload_every,
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                credentials::watch(c, every, stop).await;
+                Ok(())
+            });
+        }
 
         let http = quantrac_plumbing::http::Server::bind(config.http.listen).await?;
         let http_addr = http.addr;
@@ -138,6 +158,7 @@ impl Ingest {
             tasks.spawn(tcp::run(
                 Arc::clone(&config),
                 intake.clone(),
+                Arc::clone(&credentials),
                 listener,
                 shutdown.clone(),
             ));

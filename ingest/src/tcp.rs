@@ -15,12 +15,25 @@
 //!   lines, then an empty line; reply `OK <readings>` or
 //!   `ERR <reason> <detail>`.
 //!
+//! Station credentials (`credentials`): a station whose registry entry
+//! has a `secret_hash` is accepted only under its secret. HJ 212 carries
+//! it as `PW`; JSON lines and Circular 10 send an auth frame first on the
+//! connection, once per station the connection carries:
+//! - `{"auth":{"station":"<id>","secret":"<secret>"}}` → `{"ok":true,"auth":"<id>"}`;
+//! - `AUTH <id> <secret>` (a line of its own) → `OK AUTH <id>`.
+//!
+//! A reading of such a station on a connection not authenticated as it is
+//! refused (`auth.required`); a wrong secret is refused (`auth.bad_secret`)
+//! and, after `auth.max_failures` of them, the connection is closed. The
+//! secret is never echoed, logged or kept in the rejected raw bytes.
+//!
 //! Replies keep the order of the frames. A connection may pipeline up to
 //! `pipeline_window` frames ahead of their replies; past that, ingest stops
 //! reading and TCP flow control slows the logger. When Kafka cannot take a
 //! record, JSON and Circular 10 senders get `kafka.unavailable` (resend), HJ
 //! 212 loggers get no reply (they resend by themselves).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +48,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::IngestError;
-use crate::config::{Hj212Config, IngestConfig, TcpConfig, invalid, parse_offset};
+use crate::config::{AuthConfig, Hj212Config, IngestConfig, TcpConfig, invalid, parse_offset};
+use crate::credentials::{Check, Credentials};
 use crate::decode;
 use crate::intake::{Intake, Prepared, Verdict};
 use crate::sink::Acks;
@@ -43,8 +57,13 @@ use crate::sink::Acks;
 /// Most lines one Circular 10 record may have (a station has ~6-10 parameters).
 const MAX_RECORD_LINES: usize = 512;
 
+/// Stations one connection may carry readings for.
+const MAX_STATIONS_PER_CONNECTION: usize = 256;
+
 struct Ctx {
     intake: Intake,
+    credentials: Arc<Credentials>,
+    auth: AuthConfig,
     tcp: TcpConfig,
     hj212: Hj212Config,
     hj212_offset: FixedOffset,
@@ -56,11 +75,14 @@ struct Ctx {
 pub async fn run(
     config: Arc<IngestConfig>,
     intake: Intake,
+    credentials: Arc<Credentials>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let ctx = Arc::new(Ctx {
         intake,
+        credentials,
+        auth: config.auth.clone(),
         tcp: config.tcp.clone(),
         hj212: config.hj212.clone(),
         hj212_offset: parse_offset(&config.hj212.utc_offset)
@@ -122,7 +144,8 @@ pub async fn run(
 struct ReplyJob {
     source: SourceProtocol,
     verdict: Verdict,
-    acks: Acks,
+    /// `None`: nothing was published (a successful auth frame).
+    acks: Option<Acks>,
     on_ack: Option<Vec<u8>>,
     on_failure: Option<Vec<u8>>,
 }
@@ -140,9 +163,17 @@ async fn connection(
     let write_timeout = ctx.tcp.read_timeout;
     let writer = tokio::spawn(async move {
         while let Some(job) = rx.recv().await {
-            let reply = match job.acks.wait().await {
+            let acked = match job.acks {
+                Some(acks) => acks.wait().await,
+                None => Ok(()),
+            };
+            let reply = match acked {
                 Ok(()) => {
-                    intake.acknowledged(job.source, &job.verdict);
+                    if let Verdict::Accepted { readings } = job.verdict
+                        && readings > 0
+                    {
+                        intake.acknowledged(job.source, &job.verdict);
+                    }
                     job.on_ack
                 }
                 Err(e) => {
@@ -167,6 +198,7 @@ async fn connection(
     });
 
     let origin = peer.to_string();
+    let mut auth = ConnAuth::default();
     let mut reader = BufReader::new(rd);
     let mut line = Vec::new();
     let result = loop {
@@ -198,7 +230,22 @@ async fn connection(
             }
             Ok(Ok(LineRead::Line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
             Ok(Ok(LineRead::Line)) if line.starts_with(b"##") => Frame::Hj212(line.clone()),
-            Ok(Ok(LineRead::Line)) if line.starts_with(b"{") => Frame::Json(line.clone()),
+            Ok(Ok(LineRead::Line)) if line.starts_with(b"{") => match json_auth(&line) {
+                Some((station, secret)) => Frame::Auth {
+                    source: SourceProtocol::TcpJson,
+                    station,
+                    secret,
+                },
+                None => Frame::Json(line.clone()),
+            },
+            Ok(Ok(LineRead::Line)) if line.starts_with(b"AUTH ") => {
+                let (station, secret) = text_auth(&line);
+                Frame::Auth {
+                    source: SourceProtocol::TcpCircular10,
+                    station,
+                    secret,
+                }
+            }
             Ok(Ok(LineRead::Line)) => {
                 let header = line.clone();
                 let read = tokio::time::timeout(
@@ -222,15 +269,21 @@ async fn connection(
                 }
             }
         };
-        let Some(job) = handle_frame(ctx, &origin, frame, shutdown).await else {
+        let Some(job) = handle_frame(ctx, &origin, &mut auth, frame, shutdown).await else {
             break Ok(());
         };
+        let close = auth.failures >= ctx.auth.max_failures.max(1);
         let sent = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             r = tx.send(job) => r,
         };
         if sent.is_err() {
             break Ok(()); // writer failed: the peer is gone
+        }
+        if close {
+            tracing::warn!(%peer, failures = auth.failures, "closing a connection after failed auth frames");
+            metrics::counter!("ingest_auth_connections_closed_total").increment(1);
+            break Ok(());
         }
     };
     drop(tx);
@@ -241,10 +294,49 @@ async fn connection(
     }
 }
 
+/// What a connection has proved.
+#[derive(Default)]
+struct ConnAuth {
+    stations: HashSet<String>,
+    failures: u32,
+}
+
+/// `{"auth":{"station":..,"secret":..}}`, if the line is one. A line that
+/// mentions no `"auth"` is not parsed twice.
+fn json_auth(line: &[u8]) -> Option<(String, String)> {
+    if !line.windows(6).any(|w| w == b"\"auth\"") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let a = v.get("auth")?;
+    Some((
+        a.get("station")?.as_str()?.to_owned(),
+        a.get("secret")?.as_str()?.to_owned(),
+    ))
+}
+
+/// `AUTH <station> <secret>`.
+fn text_auth(line: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(line);
+    let mut parts = text.trim().splitn(3, ' ').skip(1);
+    let station = parts.next().unwrap_or("").to_owned();
+    let secret = parts.next().unwrap_or("").trim().to_owned();
+    (station, secret)
+}
+
 enum Frame {
     Hj212(Vec<u8>),
     Json(Vec<u8>),
-    Circular10 { header: Vec<u8>, body: Vec<u8> },
+    /// An auth frame; its secret never leaves this module.
+    Auth {
+        source: SourceProtocol,
+        station: String,
+        secret: String,
+    },
+    Circular10 {
+        header: Vec<u8>,
+        body: Vec<u8>,
+    },
     TooLong(Vec<u8>),
 }
 
@@ -252,21 +344,30 @@ enum Frame {
 async fn handle_frame(
     ctx: &Ctx,
     origin: &str,
+    auth: &mut ConnAuth,
     frame: Frame,
     shutdown: &CancellationToken,
 ) -> Option<ReplyJob> {
     let intake = &ctx.intake;
     let (source, prepared, on_ack, on_failure) = match frame {
+        Frame::Auth {
+            source,
+            station,
+            secret,
+        } => return auth_frame(ctx, origin, auth, source, station, &secret, shutdown).await,
         Frame::Hj212(raw) => {
             intake.received(SourceProtocol::TcpHj212);
-            let (prepared, on_ack) = hj212_frame(ctx, origin, &raw);
+            let (prepared, on_ack) = hj212_frame(ctx, origin, &raw).await;
             (SourceProtocol::TcpHj212, prepared, on_ack, None)
         }
         Frame::Json(raw) => {
             let source = SourceProtocol::TcpJson;
             intake.received(source);
             let prepared = match json::decode(&raw, None) {
-                Ok(s) => intake.accept(source, vec![s]),
+                Ok(s) => match unproven(ctx, auth, std::slice::from_ref(&s)) {
+                    Some(e) => intake.reject(source, origin, &s.station_id, &raw, e),
+                    None => intake.accept(source, vec![s]),
+                },
                 Err(e) => intake.reject(source, origin, "", &raw, e),
             };
             let reply = json_reply(&prepared.verdict);
@@ -277,7 +378,13 @@ async fn handle_frame(
             intake.received(source);
             let (station, decoded) = decode::tcp_circular10(&header, &body, ctx.c10_offset);
             let prepared = match decoded {
-                Ok(samples) => intake.accept(source, samples),
+                Ok(samples) => match unproven(ctx, auth, &samples) {
+                    Some(e) => {
+                        let raw = [header, body].join(&b'\n');
+                        intake.reject(source, origin, &station, &raw, e)
+                    }
+                    None => intake.accept(source, samples),
+                },
                 Err(e) => {
                     let raw = [header, body].join(&b'\n');
                     intake.reject(source, origin, &station, &raw, e)
@@ -321,38 +428,132 @@ async fn handle_frame(
     Some(ReplyJob {
         source,
         verdict: prepared.verdict,
-        acks,
+        acks: Some(acks),
         on_ack,
         on_failure,
     })
 }
 
+/// The refusal for samples of a station that needs its credential and
+/// that this connection has not proved.
+fn unproven(ctx: &Ctx, auth: &ConnAuth, samples: &[quantrac_proto::Sample]) -> Option<WireError> {
+    let s = samples.iter().find(|s| {
+        ctx.credentials.required(&s.station_id) && !auth.stations.contains(&s.station_id)
+    })?;
+    metrics::counter!("ingest_auth_refused_total", "reason" => "required").increment(1);
+    Some(WireError::new(
+        "auth.required",
+        format!(
+            "station {} needs its credential: send an auth frame for it first on this connection",
+            s.station_id
+        ),
+    ))
+}
+
+/// Checks an auth frame. A success publishes nothing; a failure is kept
+/// on `ingest.rejected` with the secret blanked out.
+async fn auth_frame(
+    ctx: &Ctx,
+    origin: &str,
+    auth: &mut ConnAuth,
+    source: SourceProtocol,
+    station: String,
+    secret: &str,
+    shutdown: &CancellationToken,
+) -> Option<ReplyJob> {
+    let check = if station.is_empty() || secret.is_empty() {
+        Check::Wrong
+    } else {
+        ctx.credentials.check(&station, secret).await
+    };
+    let json = source == SourceProtocol::TcpJson;
+    if check == Check::Valid && auth.stations.len() < MAX_STATIONS_PER_CONNECTION {
+        auth.stations.insert(station.clone());
+        let reply = if json {
+            serde_json::json!({ "ok": true, "auth": station }).to_string() + "\n"
+        } else {
+            format!("OK AUTH {station}\n")
+        };
+        return Some(ReplyJob {
+            source,
+            verdict: Verdict::Accepted { readings: 0 },
+            acks: None,
+            on_ack: Some(reply.into_bytes()),
+            on_failure: None,
+        });
+    }
+    auth.failures += 1;
+    let (reason, detail) = match check {
+        Check::NoSecret => (
+            "auth.no_secret",
+            format!("station {station:?} has no credential in the registry"),
+        ),
+        Check::Valid => (
+            "auth.too_many_stations",
+            format!("at most {MAX_STATIONS_PER_CONNECTION} stations per connection"),
+        ),
+        Check::Wrong => (
+            "auth.bad_secret",
+            format!("wrong secret for station {station:?}"),
+        ),
+    };
+    metrics::counter!("ingest_auth_refused_total", "reason" => reason).increment(1);
+    let redacted = if json {
+        serde_json::json!({ "auth": { "station": station, "secret": "<redacted>" } }).to_string()
+    } else {
+        format!("AUTH {station} <redacted>")
+    };
+    let prepared = ctx.intake.reject(
+        source,
+        origin,
+        &station,
+        redacted.as_bytes(),
+        WireError::new(reason, detail),
+    );
+    let reply = if json {
+        json_reply(&prepared.verdict)
+    } else {
+        text_reply(&prepared.verdict)
+    };
+    let acks = tokio::select! {
+        () = shutdown.cancelled() => return None,
+        r = ctx.intake.publish(&prepared) => r.ok()?,
+    };
+    Some(ReplyJob {
+        source,
+        verdict: prepared.verdict,
+        acks: Some(acks),
+        on_ack: Some(reply.clone()),
+        on_failure: Some(reply),
+    })
+}
+
 /// Checks an HJ 212 packet; returns the records and the reply to send once
 /// Kafka has them.
-fn hj212_frame(ctx: &Ctx, origin: &str, raw: &[u8]) -> (Prepared, Option<Vec<u8>>) {
+async fn hj212_frame(ctx: &Ctx, origin: &str, raw: &[u8]) -> (Prepared, Option<Vec<u8>>) {
     let source = SourceProtocol::TcpHj212;
     let intake = &ctx.intake;
+    // What is kept of a refused packet never holds its password.
+    let kept = redact_pw(raw);
     let packet = match hj212::decode(raw) {
         Ok(p) => p,
-        Err(e) => return (intake.reject(source, origin, "", raw, e), None),
+        Err(e) => return (intake.reject(source, origin, "", &kept, e), None),
     };
     let refuse = |code: u16, error: WireError| {
         let reply = packet
             .wants_reply()
             .then(|| hj212::encode(&packet.request_response(code)));
-        (intake.reject(source, origin, &packet.mn, raw, error), reply)
+        (
+            intake.reject(source, origin, &packet.mn, &kept, error),
+            reply,
+        )
     };
-    match ctx.hj212.password_for(&packet.mn) {
-        None => {
-            return refuse(
-                4,
-                WireError::new(
-                    "auth.unknown_station",
-                    format!("device MN={} is not registered", packet.mn),
-                ),
-            );
-        }
-        Some(pw) if !constant_time_eq(pw.as_bytes(), packet.pw.as_bytes()) => {
+    // The registry's secret when the station has one; else the configured
+    // passwords (kept for loggers not moved to credentials yet).
+    match ctx.credentials.check(&packet.mn, &packet.pw).await {
+        Check::Valid => {}
+        Check::Wrong => {
+            metrics::counter!("ingest_auth_refused_total", "reason" => "bad_secret").increment(1);
             return refuse(
                 3,
                 WireError::new(
@@ -361,7 +562,36 @@ fn hj212_frame(ctx: &Ctx, origin: &str, raw: &[u8]) -> (Prepared, Option<Vec<u8>
                 ),
             );
         }
-        Some(_) => {}
+        Check::NoSecret if ctx.credentials.require_all => {
+            return refuse(
+                4,
+                WireError::new(
+                    "auth.no_secret",
+                    format!("device MN={} has no credential in the registry", packet.mn),
+                ),
+            );
+        }
+        Check::NoSecret => match ctx.hj212.password_for(&packet.mn) {
+            None => {
+                return refuse(
+                    4,
+                    WireError::new(
+                        "auth.unknown_station",
+                        format!("device MN={} is not registered", packet.mn),
+                    ),
+                );
+            }
+            Some(pw) if !constant_time_eq(pw.as_bytes(), packet.pw.as_bytes()) => {
+                return refuse(
+                    3,
+                    WireError::new(
+                        "auth.bad_password",
+                        format!("wrong PW for MN={}", packet.mn),
+                    ),
+                );
+            }
+            Some(_) => {}
+        },
     }
     if !packet.is_data() {
         return refuse(
@@ -381,6 +611,26 @@ fn hj212_frame(ctx: &Ctx, origin: &str, raw: &[u8]) -> (Prepared, Option<Vec<u8>
         }
         Err(e) => refuse(100, e),
     }
+}
+
+/// The packet with the value of every `PW=` field replaced by
+/// `<redacted>` (its CRC then no longer matches: the bytes are evidence of
+/// what came, less the secret).
+fn redact_pw(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.windows(3).position(|w| w == b"PW=") {
+        out.extend_from_slice(&rest[..i + 3]);
+        out.extend_from_slice(b"<redacted>");
+        rest = &rest[i + 3..];
+        let end = rest
+            .iter()
+            .position(|&c| c == b';' || c == b'&' || c == b'\r' || c == b'\n')
+            .unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// Password comparison that does not stop at the first differing byte.
@@ -579,6 +829,17 @@ mod tests {
             serde_json::from_slice(&json_reply(&Verdict::Rejected(e))).expect("json");
         assert_eq!(v["ok"], false);
         assert_eq!(v["reason"], "circular10.bad_value");
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_kept_packets() {
+        let raw = b"##0101QN=1;ST=32;CN=2011;PW=s3cret;MN=X;Flag=5;CP=&&DataTime=1&&ABCD\r\n";
+        let kept = redact_pw(raw);
+        let text = String::from_utf8_lossy(&kept);
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("PW=<redacted>;MN=X"), "{text}");
+        assert_eq!(redact_pw(b"PW=abc"), b"PW=<redacted>".to_vec());
+        assert_eq!(redact_pw(b"no password"), b"no password".to_vec());
     }
 
     #[test]

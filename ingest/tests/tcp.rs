@@ -191,16 +191,23 @@ async fn bad_frames_are_rejected_with_reason_and_good_ones_keep_flowing() {
         .iter()
         .find(|r| r.reason == "hj212.crc_mismatch")
         .expect("crc rejection");
+    // The raw bytes are kept (without CRLF), less the password.
+    let sent = String::from_utf8_lossy(&bad_crc[..bad_crc.len() - 2])
+        .replace("PW=test-pw", "PW=<redacted>");
     assert_eq!(
-        crc.raw,
-        bad_crc[..bad_crc.len() - 2],
-        "raw bytes kept (without CRLF)"
+        String::from_utf8_lossy(&crc.raw),
+        sent,
+        "raw bytes kept, password redacted"
     );
     let pw = rejected
         .iter()
         .find(|r| r.reason == "auth.bad_password")
         .expect("pw rejection");
     assert_eq!(pw.station_id, station);
+    assert!(
+        !String::from_utf8_lossy(&pw.raw).contains("nope"),
+        "the tried password is not kept"
+    );
 
     let good = read_batches(&topics.raw, 1, WAIT).await;
     assert_eq!(good.len(), 1);

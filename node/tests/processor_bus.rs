@@ -175,7 +175,13 @@ async fn station_is_answered_after_its_reading_is_committed() {
         .await
         .expect("row")
         .get(0);
-    assert_eq!(raw, bad_crc[..n - 2], "raw bytes kept");
+    // Kept as sent, less the password (PW=pw).
+    let sent = String::from_utf8_lossy(&bad_crc[..n - 2]).replace("PW=pw;", "PW=<redacted>;");
+    assert_eq!(
+        String::from_utf8_lossy(&raw),
+        sent,
+        "raw bytes kept, password redacted"
+    );
 
     ingest_stop.cancel();
     ingest.wait().await.expect("ingest stops");

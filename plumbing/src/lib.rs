@@ -15,6 +15,7 @@
 //!   librdkafka properties are applied first and the settings delivery
 //!   depends on (idempotence, `acks=all`, manual offset store) last, so no
 //!   configuration line can switch them off.
+//! - [`secret`]: station secrets, generated and kept as Argon2id hashes.
 //! - [`bus`]: the bounded in-process bus that stands in for Kafka in
 //!   single-node mode; a batch is answered only once it is durable.
 
@@ -23,3 +24,4 @@ pub mod config;
 pub mod http;
 pub mod kafka;
 pub mod process;
+pub mod secret;

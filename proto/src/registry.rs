@@ -155,6 +155,12 @@ pub struct Station {
     /// default. Redacted from `Debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hj212_password: Option<String>,
+    /// The station's secret, as an Argon2id hash in PHC form (`quantrac
+    /// station-secret` makes one). When set, ingest accepts this station's
+    /// readings only under it: HJ 212 `PW`, or a TCP connection's auth
+    /// frame. The secret itself is never stored. Redacted from `Debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
     /// MQTT user the station connects as, so ingest can refuse a station
     /// publishing under another's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +184,10 @@ impl fmt::Debug for Station {
             .field(
                 "hj212_password",
                 &self.hj212_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "secret_hash",
+                &self.secret_hash.as_ref().map(|_| "<redacted>"),
             )
             .field("mqtt_username", &self.mqtt_username)
             .field("parameters", &self.parameters)
@@ -210,6 +220,15 @@ impl Station {
         };
         if self.id.is_empty() || self.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(station("id must be non-empty, without spaces".into()));
+        }
+        if let Some(h) = &self.secret_hash
+            && !["$argon2id$", "$argon2i$", "$argon2d$"]
+                .iter()
+                .any(|p| h.starts_with(p))
+        {
+            return Err(station(
+                "secret_hash must be an Argon2 hash in PHC form ($argon2id$...); `quantrac station-secret` makes one, never put the secret itself here".into(),
+            ));
         }
         if !(self.latitude.is_finite() && (-90.0..=90.0).contains(&self.latitude)) {
             return Err(station(format!(

@@ -193,6 +193,12 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// A new station secret and its hash: the secret goes into the
+    /// station's logger, the hash into the registry (`secret_hash`).
+    StationSecret {
+        /// The station it is for (printed in the registry line).
+        station: String,
+    },
     /// Applies the database schema (operator).
     Migrate {
         #[arg(
@@ -541,6 +547,20 @@ async fn run(args: Args) -> Result<()> {
                     table.print(args.output, &mut out)?;
                 }
             }
+            return Ok(());
+        }
+        Command::StationSecret { station } => {
+            let secret = quantrac_plumbing::secret::generate();
+            let hash = quantrac_plumbing::secret::hash(&secret)?;
+            eprintln!(
+                "station {station}: configure its logger with the secret below (HJ 212 PW, or the TCP auth frame); \
+                 it is shown once and not stored"
+            );
+            writeln!(out, "{secret}")?;
+            eprintln!(
+                "and put this line in its [[stations]] entry of the registry (ingest reloads it):"
+            );
+            eprintln!("secret_hash = \"{hash}\"");
             return Ok(());
         }
         Command::Migrate { database_url } => {
