@@ -183,7 +183,7 @@ impl AlertGrpc {
             Err(e) => {
                 let reason = e.reason();
                 metrics::counter!("alerting_access_refused_total", "reason" => reason).increment(1);
-                tracing::warn!(method, reason, error = %e, "call refused");
+                tracing::warn!(target: "quantrac::security", method, reason, error = %e, "call refused");
                 self.audit
                     .refused(&e.actor(), method, reason, request.remote_addr())
                     .await;

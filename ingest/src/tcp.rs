@@ -441,6 +441,7 @@ fn unproven(ctx: &Ctx, auth: &ConnAuth, samples: &[quantrac_proto::Sample]) -> O
         ctx.credentials.required(&s.station_id) && !auth.stations.contains(&s.station_id)
     })?;
     metrics::counter!("ingest_auth_refused_total", "reason" => "required").increment(1);
+    tracing::warn!(target: "quantrac::security", station = %s.station_id, reason = "auth.required", "reading of a station not proved on this connection");
     Some(WireError::new(
         "auth.required",
         format!(
@@ -498,6 +499,7 @@ async fn auth_frame(
         ),
     };
     metrics::counter!("ingest_auth_refused_total", "reason" => reason).increment(1);
+    tracing::warn!(target: "quantrac::security", origin, station, reason, failures = auth.failures, "station auth refused");
     let redacted = if json {
         serde_json::json!({ "auth": { "station": station, "secret": "<redacted>" } }).to_string()
     } else {

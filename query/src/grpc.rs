@@ -77,12 +77,12 @@ pub fn refused(method: &'static str, e: AccessError) -> Status {
     metrics::counter!("query_access_refused_total", "reason" => reason).increment(1);
     match e {
         AccessError::Forbidden { .. } => {
-            tracing::warn!(method, reason, error = %e, "call refused");
+            tracing::warn!(target: "quantrac::security", method, reason, error = %e, "call refused");
             Status::permission_denied(e.to_string())
         }
         AccessError::Db(db) => db_status(method, &QueryError::Db(db)),
         other => {
-            tracing::warn!(method, reason, error = %other, "call refused");
+            tracing::warn!(target: "quantrac::security", method, reason, error = %other, "call refused");
             Status::unauthenticated(format!(
                 "{other}: send `authorization: Bearer <token>` (tokens come from `quantrac token issue`)"
             ))
