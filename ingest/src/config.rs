@@ -169,9 +169,13 @@ pub struct TcpConfig {
     pub enabled: bool,
     pub listen: SocketAddr,
     pub max_connections: usize,
+    /// Connections one address may hold at once; more are closed as soon
+    /// as accepted, so one host cannot take every slot.
+    pub max_connections_per_address: usize,
     /// Longest frame (HJ 212 packet, JSON line, Circular 10 record).
     pub max_frame_bytes: usize,
-    /// A frame must complete within this once started.
+    /// A frame must complete within this once its first byte arrived (a
+    /// sender trickling bytes cannot hold a connection for longer).
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
     /// A connection with no frame for this long is closed.
@@ -187,6 +191,7 @@ impl Default for TcpConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9212)),
             max_connections: 1_024,
+            max_connections_per_address: 256,
             max_frame_bytes: 64 * 1024,
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
@@ -277,6 +282,12 @@ impl IngestConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tcp.max_connections_per_address == 0 {
+            return Err(invalid(
+                "tcp.max_connections_per_address",
+                "must be at least 1",
+            ));
+        }
         if self.auth.max_failures == 0 {
             return Err(invalid("auth.max_failures", "must be at least 1"));
         }

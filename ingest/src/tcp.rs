@@ -92,6 +92,7 @@ pub async fn run(
         })?,
     });
     let limit = Arc::new(Semaphore::new(config.tcp.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let tracker = TaskTracker::new();
     let status = Arc::clone(ctx.intake.status());
     status.set_tcp_listening(true);
@@ -115,9 +116,18 @@ pub async fn run(
                 }
             },
         };
+        let Some(slot) = per_address.take(peer.ip(), ctx.tcp.max_connections_per_address) else {
+            // Closed at once: its slot goes back to other senders.
+            metrics::counter!("ingest_tcp_refused_total", "reason" => "per_address").increment(1);
+            tracing::warn!(target: "quantrac::security", %peer, limit = ctx.tcp.max_connections_per_address, "connection refused: too many from this address");
+            drop(stream);
+            drop(permit);
+            continue;
+        };
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
+            let _slot = slot;
             metrics::gauge!("ingest_tcp_connections").increment(1.0);
             if let Err(e) = connection(stream, peer, &ctx, &shutdown).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -138,6 +148,44 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Open connections per address.
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's place in [`PerAddress`], given back on drop.
+struct AddressSlot(Arc<PerAddress>, std::net::IpAddr);
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot(Arc::clone(self), ip))
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .0
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// A reply that goes out once (and if) Kafka acknowledged the frame.
@@ -203,13 +251,29 @@ async fn connection(
     let mut line = Vec::new();
     let result = loop {
         line.clear();
+        // Idle until a frame starts; from its first byte, the whole frame
+        // must arrive within read_timeout.
+        let started = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            r = tokio::time::timeout(ctx.tcp.idle_timeout, reader.fill_buf()) => r,
+        };
+        match started {
+            Err(_) => {
+                tracing::debug!(%peer, "idle timeout");
+                break Ok(());
+            }
+            Ok(Err(e)) => break Err(e),
+            Ok(Ok([])) => break Ok(()),
+            Ok(Ok(_)) => {}
+        }
         let read = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
-            r = tokio::time::timeout(ctx.tcp.idle_timeout, read_line(&mut reader, &mut line, ctx.tcp.max_frame_bytes)) => r,
+            r = tokio::time::timeout(ctx.tcp.read_timeout, read_line(&mut reader, &mut line, ctx.tcp.max_frame_bytes)) => r,
         };
         let frame = match read {
             Err(_) => {
-                tracing::debug!(%peer, "idle timeout");
+                metrics::counter!("ingest_tcp_frame_deadline_total").increment(1);
+                tracing::warn!(target: "quantrac::security", %peer, "frame not complete within tcp.read_timeout; connection closed");
                 break Ok(());
             }
             Ok(Err(e)) => break Err(e),
