@@ -165,6 +165,21 @@ fn decode_token(token: &str) -> Result<Option<(String, DateTime<Utc>)>, Status> 
     Ok(Some((key.to_string(), at)))
 }
 
+/// Rows were read with one more than `size`: when that one came, the page
+/// is cut to `size` and the token names its last row's key; else no token.
+fn cut_page<T>(rows: &mut Vec<T>, size: i64, key: impl Fn(&T) -> (&str, DateTime<Utc>)) -> String {
+    if rows.len() as i64 <= size {
+        return String::new();
+    }
+    rows.truncate(size as usize);
+    rows.last()
+        .map(|r| {
+            let (k, at) = key(r);
+            encode_token(k, at)
+        })
+        .unwrap_or_default()
+}
+
 fn page_size(asked: u32, max: u32) -> Result<i64, Status> {
     match asked {
         0 => Ok(i64::from(1_000.min(max))),
@@ -342,18 +357,14 @@ impl QueryGrpc {
         )
         .await
         .map_err(|e| db_status("GetSeries", &e))?;
-        let mut next_page_token = String::new();
-        if points.len() as i64 > size {
-            points.truncate(size as usize);
-            if let Some(last) = points.last() {
-                let at = last
-                    .measured_at
-                    .as_ref()
-                    .and_then(from_timestamp)
-                    .unwrap_or_default();
-                next_page_token = encode_token(&last.parameter, at);
-            }
-        }
+        let next_page_token = cut_page(&mut points, size, |p| {
+            let at = p
+                .measured_at
+                .as_ref()
+                .and_then(from_timestamp)
+                .unwrap_or_default();
+            (p.parameter.as_str(), at)
+        });
         Ok(GetSeriesResponse {
             points,
             next_page_token,
@@ -837,18 +848,14 @@ impl QueryService for QueryGrpc {
                 read::rejected_page(&client, &r.station_id, start, end, after.as_ref(), size + 1)
                     .await
                     .map_err(|e| db_status(M, &e))?;
-            let mut next_page_token = String::new();
-            if rows.len() as i64 > size {
-                rows.truncate(size as usize);
-                if let Some((key, row)) = rows.last() {
-                    let at = row
-                        .rejected_at
-                        .as_ref()
-                        .and_then(from_timestamp)
-                        .unwrap_or_default();
-                    next_page_token = encode_token(key, at);
-                }
-            }
+            let next_page_token = cut_page(&mut rows, size, |(key, row)| {
+                let at = row
+                    .rejected_at
+                    .as_ref()
+                    .and_then(from_timestamp)
+                    .unwrap_or_default();
+                (key.as_str(), at)
+            });
             Ok(Response::new(ListRejectedResponse {
                 readings: rows.into_iter().map(|(_, r)| r).collect(),
                 next_page_token,
@@ -909,13 +916,8 @@ impl QueryService for QueryGrpc {
             let mut rows = read::alerts_page(&client, &filter, after.as_ref(), size + 1)
                 .await
                 .map_err(|e| db_status(M, &e))?;
-            let mut next_page_token = String::new();
-            if rows.len() as i64 > size {
-                rows.truncate(size as usize);
-                if let Some((id, opened, _)) = rows.last() {
-                    next_page_token = encode_token(id, *opened);
-                }
-            }
+            let next_page_token =
+                cut_page(&mut rows, size, |(id, opened, _)| (id.as_str(), *opened));
             Ok(Response::new(ListAlertsResponse {
                 alerts: rows.into_iter().map(|(_, _, a)| a).collect(),
                 next_page_token,
