@@ -73,8 +73,10 @@ echo "  export QUANTRAC_TOKEN=\$(cat $logs/analyst.token)"
 echo "  target/debug/quantrac latest; target/debug/quantrac alerts --state open"
 
 step "simulated stations: $STATIONS stations, ${SPEEDUP}x, $SAMPLES samples each"
+# The stations prove who they are with the demo secrets whose hashes are in
+# deploy/registry.toml (README, Security).
 NO_COLOR=1 target/debug/quantrac-sim --stations "$STATIONS" --speedup "$SPEEDUP" --samples "$SAMPLES" \
-  --anomaly-scale "$ANOMALY_SCALE" --tcp-addr 127.0.0.1:9212 >"$logs/sim.log" 2>&1 &
+  --anomaly-scale "$ANOMALY_SCALE" --tcp-addr 127.0.0.1:9212 --secrets deploy/demo-secrets.toml >"$logs/sim.log" 2>&1 &
 sim=$!
 pids+=("$sim")
 

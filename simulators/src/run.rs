@@ -198,6 +198,10 @@ impl Simulator {
                         config: Arc::clone(&tcp_config),
                         counters: Arc::clone(&self.counters),
                         name,
+                        stations: stations
+                            .iter()
+                            .map(|&i| self.fleet.stations()[i].id.clone())
+                            .collect(),
                         jitter_key: first.phase().to_bits(),
                     };
                     tasks.spawn(sender.run(rx, stop.clone(), drain));

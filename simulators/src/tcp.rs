@@ -39,8 +39,12 @@ const REFUSALS_WARNED: u32 = 3;
 pub struct TcpConfig {
     /// Ingest's TCP listener, `host:port`.
     pub addr: String,
-    /// `PW` of every HJ 212 packet.
+    /// `PW` of HJ 212 packets of stations without a secret below.
     pub hj212_password: String,
+    /// Each station's secret (ingest's registry holds its hash): HJ 212
+    /// sends it as `PW`; a JSON lines or Circular 10 connection sends an
+    /// auth frame for each of its stations before any data.
+    pub secrets: Arc<std::collections::HashMap<String, String>>,
     /// Frames sent ahead of their replies on one connection.
     pub window: usize,
     /// Stations sharing one connection (of one format); 1 is what real
@@ -59,6 +63,7 @@ impl Default for TcpConfig {
         TcpConfig {
             addr: "127.0.0.1:9212".into(),
             hj212_password: "demo-secret".into(),
+            secrets: Arc::default(),
             window: 32,
             stations_per_connection: 1,
             connect_timeout: Duration::from_secs(5),
@@ -106,6 +111,8 @@ pub(crate) struct TcpLink {
     pub(crate) counters: Arc<Counters>,
     /// For logs: the stations on this connection.
     pub(crate) name: String,
+    /// The ids of the stations on this connection.
+    pub(crate) stations: Vec<String>,
     /// Spreads this link's reconnects among the fleet's.
     pub(crate) jitter_key: u64,
 }
@@ -194,6 +201,9 @@ impl TcpLink {
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
         let mut replies = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_REPLY_LINE));
+        if !self.authenticate(&mut write, &mut replies).await {
+            return End::Reconnect;
+        }
 
         if !st.window.is_empty() {
             let mut buf = BytesMut::new();
@@ -289,6 +299,44 @@ impl TcpLink {
         }
     }
 
+    /// Auth frames for the stations of this connection that have a
+    /// secret, each answered before any data goes (JSON lines and
+    /// Circular 10; HJ 212 carries the secret in every packet).
+    async fn authenticate(
+        &self,
+        write: &mut OwnedWriteHalf,
+        replies: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, LinesCodec>,
+    ) -> bool {
+        if self.format == TcpFormat::Hj212 {
+            return true;
+        }
+        for id in &self.stations {
+            let Some(secret) = self.config.secrets.get(id) else {
+                continue;
+            };
+            let (frame, ok) = match self.format {
+                TcpFormat::Json => (
+                    serde_json::json!({ "auth": { "station": id, "secret": secret } }).to_string() + "\n",
+                    "\"ok\":true",
+                ),
+                _ => (format!("AUTH {id} {secret}\n"), "OK AUTH"),
+            };
+            if !self.write(write, frame.as_bytes()).await {
+                return false;
+            }
+            let reply = timeout(self.config.reply_timeout, replies.next()).await;
+            match reply {
+                Ok(Some(Ok(line))) if line.contains(ok) => {}
+                other => {
+                    self.counters.error();
+                    warn!(link = %self.name, station = %id, reply = ?other, "ingest refused the station's credential; reconnecting");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     fn frame(&self, tx: &Transmission, qn: &mut QnClock) -> Unanswered {
         let station = &self.fleet.stations()[tx.station];
         let qn_time = match self.format {
@@ -300,7 +348,10 @@ impl TcpLink {
                 self.format,
                 station,
                 &tx.sample,
-                &self.config.hj212_password,
+                self.config
+                    .secrets
+                    .get(&station.id)
+                    .unwrap_or(&self.config.hj212_password),
                 qn_time,
             ),
             readings: tx.sample.values.len() as u64,

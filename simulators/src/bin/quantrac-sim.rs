@@ -115,6 +115,12 @@ struct Args {
         hide_env_values = true
     )]
     hj212_password: String,
+    /// Station secrets, a TOML table `"<station id>" = "<secret>"`: HJ 212
+    /// sends a station's as PW, JSON lines and Circular 10 connections send
+    /// an auth frame with it (ingest checks it against the registry's
+    /// secret_hash).
+    #[arg(long, env = "QUANTRAC_SIM_SECRETS")]
+    secrets: Option<std::path::PathBuf>,
     /// TCP frames sent ahead of their replies, per connection.
     #[arg(long, default_value_t = 32)]
     window: usize,
@@ -234,6 +240,14 @@ async fn main() -> anyhow::Result<()> {
         tcp: TcpConfig {
             addr: args.tcp_addr,
             hj212_password: args.hj212_password,
+            secrets: std::sync::Arc::new(match &args.secrets {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    toml::from_str(&text).with_context(|| format!("{}: expected \"<station id>\" = \"<secret>\" lines", path.display()))?
+                }
+                None => std::collections::HashMap::new(),
+            }),
             window: args.window,
             stations_per_connection: args.stations_per_connection,
             reply_timeout: args.reply_timeout,
