@@ -316,7 +316,8 @@ impl TcpLink {
             };
             let (frame, ok) = match self.format {
                 TcpFormat::Json => (
-                    serde_json::json!({ "auth": { "station": id, "secret": secret } }).to_string() + "\n",
+                    serde_json::json!({ "auth": { "station": id, "secret": secret } }).to_string()
+                        + "\n",
                     "\"ok\":true",
                 ),
                 _ => (format!("AUTH {id} {secret}\n"), "OK AUTH"),

@@ -244,7 +244,12 @@ async fn main() -> anyhow::Result<()> {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("reading {}", path.display()))?;
-                    toml::from_str(&text).with_context(|| format!("{}: expected \"<station id>\" = \"<secret>\" lines", path.display()))?
+                    toml::from_str(&text).with_context(|| {
+                        format!(
+                            "{}: expected \"<station id>\" = \"<secret>\" lines",
+                            path.display()
+                        )
+                    })?
                 }
                 None => std::collections::HashMap::new(),
             }),
