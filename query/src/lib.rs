@@ -91,6 +91,15 @@ impl Pool {
         }
     }
 
+    /// Connections in the pool.
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
     pub async fn get(&self) -> Result<Arc<tokio_postgres::Client>, quantrac_db::DbError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         self.connections[i].get().await

@@ -157,6 +157,19 @@ pub async fn station(client: &Client, id: &str) -> Result<Option<String>, QueryE
         .map(|r| r.get(0)))
 }
 
+/// The ids of the stations of a zone (all when `zone` is empty), sorted.
+pub async fn station_ids(client: &Client, zone: &str) -> Result<Vec<String>, QueryError> {
+    Ok(client
+        .query(
+            "SELECT id FROM stations WHERE $1 = '' OR industrial_zone = $1 ORDER BY id",
+            &[&zone],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// A registered parameter of a station.
 #[derive(Debug, Clone)]
 pub struct ParameterRow {

@@ -76,23 +76,32 @@ pub fn end() -> DateTime<Utc> {
     local(2026, 11, 16, 0, 0)
 }
 
-async fn insert(
-    client: &Client,
+/// A stored reading, as the processor writes it.
+fn row(
     station: &str,
     parameter: &str,
     unit: &str,
     at: DateTime<Utc>,
     value: f64,
     qc: &str,
-) {
-    client
-        .execute(
-            "INSERT INTO readings (station_id, parameter, measured_at, value, unit, status, device_flag, qc_flag, source, received_at) \
-             VALUES ($1, $2, $3, $4, $5, 1, 'N', $6, 1, $3)",
-            &[&station, &parameter, &at, &value, &unit, &qc],
-        )
-        .await
-        .expect("insert reading");
+) -> quantrac_db::ReadingRow {
+    quantrac_db::ReadingRow {
+        station_id: station.into(),
+        parameter: parameter.into(),
+        value,
+        unit: unit.into(),
+        measured_at: at,
+        status: if qc == "calibrating" {
+            quantrac_proto::domain::DeviceStatus::Calibrating
+        } else {
+            quantrac_proto::domain::DeviceStatus::Measuring
+        },
+        device_flag: "N".into(),
+        qc_flag: qc.parse().expect("qc flag"),
+        source: 1,
+        received_at: Some(at),
+        ingest_id: String::new(),
+    }
 }
 
 pub async fn load(client: &mut Client) {
@@ -103,6 +112,7 @@ pub async fn load(client: &mut Client) {
     quantrac_db::registry::sync(client, &registry)
         .await
         .expect("registry sync");
+    let mut rows = Vec::new();
     let mut t = start();
     while t < end() {
         let l = t.with_timezone(&quantrac_query::interval::local());
@@ -116,31 +126,33 @@ pub async fn load(client: &mut Client) {
             _ => (Some(120.0), "valid"),
         };
         if let Some(v) = cod {
-            insert(client, "Q-1", "COD", "mg/L", t, v, qc).await;
+            rows.push(row("Q-1", "COD", "mg/L", t, v, qc));
         }
-        insert(client, "Q-1", "Flow", "m3/h", t, 36.0, "valid").await;
-        insert(
-            client,
+        rows.push(row("Q-1", "Flow", "m3/h", t, 36.0, "valid"));
+        rows.push(row(
             "Q-1",
             "pH",
             "pH",
             t,
             7.0 + (t.timestamp() % 7) as f64 / 10.0,
             "valid",
-        )
-        .await;
+        ));
         t += Duration::minutes(5);
     }
-    insert(
-        client,
+    rows.push(row(
         "Q-2",
         "pH",
         "pH",
         local(2026, 11, 15, 9, 0),
         6.5,
         "valid",
-    )
-    .await;
+    ));
+    // Through the processor's own write, which also keeps latest_readings.
+    let mut tx = client.transaction().await.expect("tx");
+    quantrac_db::readings::write(&mut tx, &rows, quantrac_db::WriteMethod::Unnest)
+        .await
+        .expect("write readings");
+    tx.commit().await.expect("commit");
     client
         .execute(
             "INSERT INTO rejected_readings (key, reason, detail, station_id, parameter, measured_at, raw, rejected_at) \
