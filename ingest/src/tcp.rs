@@ -211,15 +211,16 @@ async fn connection(
     let write_timeout = ctx.tcp.read_timeout;
     let writer = tokio::spawn(async move {
         while let Some(job) = rx.recv().await {
+            // A successful auth frame published nothing: nothing to wait
+            // for, and no frame of data to count.
+            let published = job.acks.is_some();
             let acked = match job.acks {
                 Some(acks) => acks.wait().await,
                 None => Ok(()),
             };
             let reply = match acked {
                 Ok(()) => {
-                    if let Verdict::Accepted { readings } = job.verdict
-                        && readings > 0
-                    {
+                    if published {
                         intake.acknowledged(job.source, &job.verdict);
                     }
                     job.on_ack

@@ -219,7 +219,10 @@ async fn bad_frames_are_rejected_with_reason_and_good_ones_keep_flowing() {
             .map(|r| r.value),
         Some(3.0)
     );
-    assert_eq!(ingest.status.snapshot().rejected, 4);
+    let snapshot = ingest.status.snapshot();
+    assert_eq!(snapshot.rejected, 4);
+    // Every frame's record (a rejection too) was acknowledged by Kafka.
+    assert_eq!(snapshot.acknowledged, 5);
     shutdown.cancel();
     ingest.wait().await.expect("clean stop");
 }
