@@ -89,6 +89,12 @@ impl Default for KafkaConfig {
 pub struct WebhookConfig {
     /// `http://` URLs that receive every alert change as a JSON POST.
     pub urls: Vec<String>,
+    /// When set, every POST is signed: `X-Quantrac-Timestamp: <unix
+    /// seconds>` and `X-Quantrac-Signature: sha256=<hex HMAC-SHA256 of
+    /// "<timestamp>.<body>" with this key>`, so the receiver can tell the
+    /// alert came from here and refuse a replay (check the timestamp).
+    /// Set it through QUANTRAC_ALERTING__WEBHOOKS__SECRET.
+    pub secret: Option<WebhookSecret>,
     /// Failed attempts after which a failure is counted and logged as an
     /// error; delivery goes on trying (nothing is dropped), and the URL's
     /// later changes wait behind it.
@@ -101,10 +107,22 @@ pub struct WebhookConfig {
     pub queue: usize,
 }
 
+/// A webhook signing key; never printed.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct WebhookSecret(pub String);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 impl Default for WebhookConfig {
     fn default() -> Self {
         Self {
             urls: Vec::new(),
+            secret: None,
             max_attempts: 8,
             timeout: Duration::from_secs(5),
             queue: 1_000,
@@ -152,6 +170,17 @@ impl AlertingConfig {
                     format!("`{url}`: only http:// URLs (put TLS in front)"),
                 ));
             }
+        }
+        if self
+            .webhooks
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.0.len() < 16)
+        {
+            return Err(invalid(
+                "webhooks.secret",
+                "at least 16 characters (a random key, e.g. 32 hex digits)",
+            ));
         }
         if self.webhooks.max_attempts == 0 || self.webhooks.queue == 0 {
             return Err(invalid(

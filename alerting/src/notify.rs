@@ -116,7 +116,38 @@ pub fn webhook_json(a: &v1::Alert) -> serde_json::Value {
     })
 }
 
-async fn post(url: &str, body: &[u8], timeout: Duration) -> Result<(), String> {
+/// `sha256=<hex>` of HMAC-SHA256(key, "<timestamp>.<body>").
+pub fn signature(key: &str, timestamp: i64, body: &[u8]) -> String {
+    let ts = timestamp.to_string();
+    format!(
+        "sha256={}",
+        hmac_sha256_hex(key.as_bytes(), &[ts.as_bytes(), b".", body])
+    )
+}
+
+/// HMAC-SHA256 (RFC 2104) of the concatenated parts, in hex.
+fn hmac_sha256_hex(key: &[u8], parts: &[&[u8]]) -> String {
+    use hmac::{KeyInit, Mac};
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        // HMAC takes keys of any length.
+        return String::new();
+    };
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn post(
+    url: &str,
+    body: &[u8],
+    timeout: Duration,
+    secret: Option<&str>,
+) -> Result<(), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
     let host = uri.host().ok_or("url without host")?.to_owned();
     let port = uri.port_u16().unwrap_or(80);
@@ -128,9 +159,17 @@ async fn post(url: &str, body: &[u8], timeout: Duration) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let request = Request::post(&uri)
+        let mut request = Request::post(&uri)
             .header(hyper::header::HOST, host.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(key) = secret {
+            // Signed at each attempt: a retry carries a fresh timestamp.
+            let now = chrono::Utc::now().timestamp();
+            request = request
+                .header("x-quantrac-timestamp", now.to_string())
+                .header("x-quantrac-signature", signature(key, now, body));
+        }
+        let request = request
             .body(Full::new(bytes::Bytes::copy_from_slice(body)))
             .map_err(|e| e.to_string())?;
         let response = sender
@@ -269,7 +308,8 @@ async fn post_until_delivered(
     let mut backoff = Duration::from_millis(200);
     let mut attempt: u32 = 0;
     loop {
-        match post(url, &body, config.timeout).await {
+        let secret = config.secret.as_ref().map(|s| s.0.as_str());
+        match post(url, &body, config.timeout, secret).await {
             Ok(()) => return true,
             Err(e) => {
                 attempt += 1;
@@ -292,5 +332,27 @@ async fn post_until_delivered(
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod signature_tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_2() {
+        assert_eq!(
+            hmac_sha256_hex(b"Jefe", &[b"what do ya want ", b"for nothing?"]),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn the_signature_covers_time_and_body() {
+        let s = signature("k", 1_800_000_000, b"{}");
+        assert!(s.starts_with("sha256=") && s.len() == 7 + 64, "{s}");
+        assert_ne!(s, signature("k", 1_800_000_001, b"{}"));
+        assert_ne!(s, signature("k", 1_800_000_000, b"{ }"));
+        assert_ne!(s, signature("k2", 1_800_000_000, b"{}"));
     }
 }

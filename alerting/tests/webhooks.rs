@@ -2,7 +2,8 @@
 //! an endpoint that is down while an alert opens, and an alerting instance
 //! that stops before the endpoint comes back. The notification used to be
 //! marked done once queued and was lost with the queue; it now arrives,
-//! once, after the restart.
+//! once, after the restart, signed (the endpoint accepts only a body whose
+//! HMAC signature and timestamp check out).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -27,6 +28,7 @@ async fn a_webhook_down_across_a_restart_is_delivered_once() {
     let down = Arc::new(AtomicBool::new(true));
     let refused = Arc::new(AtomicU32::new(0));
     let (delivered_tx, mut delivered) = mpsc::unbounded_channel::<serde_json::Value>();
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -35,12 +37,29 @@ async fn a_webhook_down_across_a_restart_is_delivered_once() {
         let (down, refused) = (Arc::clone(&down), Arc::clone(&refused));
         axum::Router::new().route(
             "/alerts",
-            axum::routing::post(move |body: String| {
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
                 let (down, refused, tx) = (down.clone(), refused.clone(), delivered_tx.clone());
                 async move {
                     if down.load(Ordering::SeqCst) {
                         refused.fetch_add(1, Ordering::SeqCst);
                         return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    // What a receiver does: recompute the signature over
+                    // the timestamp and the body, refuse if it differs.
+                    let header = |h: &str| {
+                        headers
+                            .get(h)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    let ts: i64 = header("x-quantrac-timestamp").parse().unwrap_or(0);
+                    let fresh = (chrono::Utc::now().timestamp() - ts).abs() < 300;
+                    if !fresh
+                        || header("x-quantrac-signature")
+                            != quantrac_alerting::notify::signature(KEY, ts, body.as_bytes())
+                    {
+                        return axum::http::StatusCode::UNAUTHORIZED;
                     }
                     let _ = tx.send(serde_json::from_str(&body).expect("webhook JSON"));
                     axum::http::StatusCode::OK
@@ -52,6 +71,7 @@ async fn a_webhook_down_across_a_restart_is_delivered_once() {
 
     let mut config = alerting_config(&db_url, &reg);
     config.webhooks.urls = vec![url];
+    config.webhooks.secret = Some(quantrac_alerting::config::WebhookSecret(KEY.into()));
 
     // First instance: the alert opens while the endpoint refuses.
     let stop = CancellationToken::new();
