@@ -191,6 +191,17 @@ fn page_size(asked: u32, max: u32) -> Result<i64, Status> {
     }
 }
 
+/// Runs a call, counting and timing it.
+async fn observed<T>(
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<Response<T>, Status>>,
+) -> Result<Response<T>, Status> {
+    let started = Instant::now();
+    let result = call.await;
+    observe(method, started, &result);
+    result
+}
+
 /// Counts and times a call.
 fn observe<T>(method: &'static str, started: Instant, r: &Result<T, Status>) {
     let code = match r {
@@ -232,8 +243,18 @@ async fn known_parameters(
     let all = read::parameters(client, station)
         .await
         .map_err(|e| db_status(method, &e))?;
+    select_parameters(&all, station, asked)
+}
+
+/// Of a station's registered parameters `all`, those named in `asked`, or
+/// all of them when none are; `InvalidArgument` for one it does not have.
+fn select_parameters(
+    all: &[read::ParameterRow],
+    station: &str,
+    asked: &[String],
+) -> Result<Vec<read::ParameterRow>, Status> {
     if asked.is_empty() {
-        return Ok(all);
+        return Ok(all.to_vec());
     }
     asked
         .iter()
@@ -422,7 +443,10 @@ impl QueryGrpc {
             wanted = all_limits.iter().map(|l| l.parameter.clone()).collect();
             wanted.dedup();
         }
-        let params = known_parameters(&client, &r.station_id, &wanted, M).await?;
+        let registered = read::parameters(&client, &r.station_id)
+            .await
+            .map_err(|e| db_status(M, &e))?;
+        let params = select_parameters(&registered, &r.station_id, &wanted)?;
         let mut parameters = Vec::with_capacity(params.len());
         for p in &params {
             let b = self
@@ -519,7 +543,9 @@ impl QueryGrpc {
                     .collect(),
             });
         }
-        let daily_volumes = self.daily_volumes(&client, &r.station_id, span).await?;
+        let daily_volumes = self
+            .daily_volumes(&client, &r.station_id, span, &registered)
+            .await?;
         Ok(GetComplianceResponse {
             averaging: averaging.to_string(),
             parameters,
@@ -534,12 +560,10 @@ impl QueryGrpc {
         client: &Client,
         station: &str,
         span: (DateTime<Utc>, DateTime<Utc>),
+        registered: &[read::ParameterRow],
     ) -> Result<Vec<DailyVolume>, Status> {
         const M: &str = "GetCompliance";
-        let params = read::parameters(client, station)
-            .await
-            .map_err(|e| db_status(M, &e))?;
-        let Some(flow) = params.iter().find(|p| p.code == "Flow") else {
+        let Some(flow) = registered.iter().find(|p| p.code == "Flow") else {
             return Ok(Vec::new());
         };
         let per_hour = match flow.unit.as_str() {
@@ -687,8 +711,7 @@ impl QueryService for QueryGrpc {
         request: Request<ListStationsRequest>,
     ) -> Result<Response<ListStationsResponse>, Status> {
         const M: &str = "ListStations";
-        let started = Instant::now();
-        let result = async {
+        observed(M, async {
             let (_, client) = self.enter(&request, M, Role::Analyst).await?;
             let r = request.into_inner();
             let at = match r.at.as_ref() {
@@ -698,11 +721,13 @@ impl QueryService for QueryGrpc {
             let stations = read::stations(&client, &r.industrial_zone)
                 .await
                 .map_err(|e| db_status(M, &e))?;
+            let ids: Vec<String> = stations.iter().map(|s| s.id.clone()).collect();
+            let mut all_limits = read::limits_by_station(&client, &ids)
+                .await
+                .map_err(|e| db_status(M, &e))?;
             let mut out = Vec::with_capacity(stations.len());
             for station in stations {
-                let limits = read::limits(&client, &station.id)
-                    .await
-                    .map_err(|e| db_status(M, &e))?;
+                let limits = all_limits.remove(&station.id).unwrap_or_default();
                 let mut in_force: Vec<PermitLimit> = Vec::new();
                 for l in limits {
                     if compliance::local_midnight(l.effective_from) > at {
@@ -725,10 +750,8 @@ impl QueryService for QueryGrpc {
                 });
             }
             Ok(Response::new(ListStationsResponse { stations: out }))
-        }
-        .await;
-        observe(M, started, &result);
-        result
+        })
+        .await
     }
 
     async fn get_series(
@@ -736,16 +759,13 @@ impl QueryService for QueryGrpc {
         request: Request<GetSeriesRequest>,
     ) -> Result<Response<GetSeriesResponse>, Status> {
         const M: &str = "GetSeries";
-        let started = Instant::now();
-        let result = async {
+        observed(M, async {
             let (client, start, end, size, after) = self.series_checked(&request, M).await?;
             self.series_page(&client, request.get_ref(), start, end, after, size)
                 .await
                 .map(Response::new)
-        }
-        .await;
-        observe(M, started, &result);
-        result
+        })
+        .await
     }
 
     async fn stream_series(
@@ -788,10 +808,10 @@ impl QueryService for QueryGrpc {
         &self,
         request: Request<GetAggregatesRequest>,
     ) -> Result<Response<GetAggregatesResponse>, Status> {
-        let started = Instant::now();
-        let result = self.get_aggregates_inner(request).await.map(Response::new);
-        observe("GetAggregates", started, &result);
-        result
+        observed("GetAggregates", async {
+            self.get_aggregates_inner(request).await.map(Response::new)
+        })
+        .await
     }
 
     async fn get_latest(
@@ -799,8 +819,7 @@ impl QueryService for QueryGrpc {
         request: Request<GetLatestRequest>,
     ) -> Result<Response<GetLatestResponse>, Status> {
         const M: &str = "GetLatest";
-        let started = Instant::now();
-        let result = async {
+        observed(M, async {
             let (_, client) = self.enter(&request, M, Role::Analyst).await?;
             let r = request.into_inner();
             let mut stations = r.station_ids;
@@ -828,20 +847,18 @@ impl QueryService for QueryGrpc {
                 points,
                 station_ids,
             }))
-        }
-        .await;
-        observe(M, started, &result);
-        result
+        })
+        .await
     }
 
     async fn get_compliance(
         &self,
         request: Request<GetComplianceRequest>,
     ) -> Result<Response<GetComplianceResponse>, Status> {
-        let started = Instant::now();
-        let result = self.get_compliance_inner(request).await.map(Response::new);
-        observe("GetCompliance", started, &result);
-        result
+        observed("GetCompliance", async {
+            self.get_compliance_inner(request).await.map(Response::new)
+        })
+        .await
     }
 
     async fn list_rejected(
@@ -849,8 +866,7 @@ impl QueryService for QueryGrpc {
         request: Request<ListRejectedRequest>,
     ) -> Result<Response<ListRejectedResponse>, Status> {
         const M: &str = "ListRejected";
-        let started = Instant::now();
-        let result = async {
+        observed(M, async {
             let (_, client) = self.enter(&request, M, Role::Analyst).await?;
             let r = request.into_inner();
             // No registry check: a reading for an unknown station is
@@ -877,10 +893,8 @@ impl QueryService for QueryGrpc {
                 readings: rows.into_iter().map(|(_, r)| r).collect(),
                 next_page_token,
             }))
-        }
-        .await;
-        observe(M, started, &result);
-        result
+        })
+        .await
     }
 
     async fn list_alerts(
@@ -888,8 +902,7 @@ impl QueryService for QueryGrpc {
         request: Request<ListAlertsRequest>,
     ) -> Result<Response<ListAlertsResponse>, Status> {
         const M: &str = "ListAlerts";
-        let started = Instant::now();
-        let result = async {
+        observed(M, async {
             let (_, client) = self.enter(&request, M, Role::Analyst).await?;
             let r = request.into_inner();
             let severities: Vec<String> = match AlertSeverity::try_from(r.min_severity) {
@@ -939,10 +952,8 @@ impl QueryService for QueryGrpc {
                 alerts: rows.into_iter().map(|(_, _, a)| a).collect(),
                 next_page_token,
             }))
-        }
-        .await;
-        observe(M, started, &result);
-        result
+        })
+        .await
     }
 
     async fn get_alert_history(
@@ -950,8 +961,7 @@ impl QueryService for QueryGrpc {
         request: Request<GetAlertHistoryRequest>,
     ) -> Result<Response<GetAlertHistoryResponse>, Status> {
         const M: &str = "GetAlertHistory";
-        let started = Instant::now();
-        let result = async {
+        observed(M, async {
             let (_, client) = self.enter(&request, M, Role::Analyst).await?;
             let id = request.into_inner().alert_id;
             if id.trim().is_empty() {
@@ -965,10 +975,8 @@ impl QueryService for QueryGrpc {
                 Ok(None) => Err(Status::not_found(format!("alert_id: no alert {id:?}"))),
                 Err(e) => Err(db_status(M, &e)),
             }
-        }
-        .await;
-        observe(M, started, &result);
-        result
+        })
+        .await
     }
 }
 

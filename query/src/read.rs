@@ -208,24 +208,35 @@ pub struct LimitRow {
 
 /// Every limit of a station, by parameter and date.
 pub async fn limits(client: &Client, station: &str) -> Result<Vec<LimitRow>, QueryError> {
+    let mut by_station = limits_by_station(client, &[station.to_owned()]).await?;
+    Ok(by_station.remove(station).unwrap_or_default())
+}
+
+/// Every limit of the stations named, by station (one statement).
+pub async fn limits_by_station(
+    client: &Client,
+    stations: &[String],
+) -> Result<std::collections::HashMap<String, Vec<LimitRow>>, QueryError> {
     let rows = client
         .query(
-            "SELECT parameter, effective_from, limit_min, effective_max, regulation, column_name \
-             FROM permit_limits WHERE station_id = $1 ORDER BY parameter, effective_from",
-            &[&station],
+            "SELECT station_id, parameter, effective_from, limit_min, effective_max, regulation, column_name \
+             FROM permit_limits WHERE station_id = ANY($1) ORDER BY station_id, parameter, effective_from",
+            &[&stations],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| LimitRow {
-            parameter: r.get(0),
-            effective_from: r.get(1),
-            limit_min: r.get(2),
-            limit_max: r.get(3),
-            regulation: r.get(4),
-            column: r.get(5),
-        })
-        .collect())
+    let mut out: std::collections::HashMap<String, Vec<LimitRow>> =
+        std::collections::HashMap::new();
+    for r in &rows {
+        out.entry(r.get(0)).or_default().push(LimitRow {
+            parameter: r.get(1),
+            effective_from: r.get(2),
+            limit_min: r.get(3),
+            limit_max: r.get(4),
+            regulation: r.get(5),
+            column: r.get(6),
+        });
+    }
+    Ok(out)
 }
 
 /// Stations (of a zone), with parameters.

@@ -578,38 +578,28 @@ async fn run(args: Args) -> Result<()> {
         }
         _ => {}
     }
+    let resolve = matches!(args.command, Command::Resolve { .. });
     match args.command {
-        Command::Ack { alert_id, note } => {
+        Command::Ack { alert_id, note } | Command::Resolve { alert_id, note } => {
             let mut c = AlertServiceClient::new(channel(&args.alerting_url).await?);
-            let a = c
-                .acknowledge(authed(
-                    t,
-                    AcknowledgeAlertRequest {
-                        alert_id,
-                        officer: String::new(),
-                        note,
-                    },
-                )?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            alerts_table(&[a]).print(args.output, &mut out)?;
-            return Ok(());
-        }
-        Command::Resolve { alert_id, note } => {
-            let mut c = AlertServiceClient::new(channel(&args.alerting_url).await?);
-            let a = c
-                .resolve(authed(
-                    t,
-                    ResolveAlertRequest {
-                        alert_id,
-                        officer: String::new(),
-                        note,
-                    },
-                )?)
-                .await
-                .map_err(status)?
-                .into_inner();
+            // The officer is the token's identity; the field is ignored.
+            let officer = String::new();
+            let answer = if resolve {
+                let r = ResolveAlertRequest {
+                    alert_id,
+                    officer,
+                    note,
+                };
+                c.resolve(authed(t, r)?).await
+            } else {
+                let r = AcknowledgeAlertRequest {
+                    alert_id,
+                    officer,
+                    note,
+                };
+                c.acknowledge(authed(t, r)?).await
+            };
+            let a = answer.map_err(status)?.into_inner();
             alerts_table(&[a]).print(args.output, &mut out)?;
             return Ok(());
         }
