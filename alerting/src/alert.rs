@@ -327,9 +327,13 @@ pub struct AlertRecord {
     pub acknowledged_at: Option<DateTime<Utc>>,
     /// Officer who resolved it by hand; `None` when resolved automatically.
     pub resolved_by: Option<String>,
-    /// The last officer's note (acknowledgement or resolution).
+    /// The last officer's note (acknowledgement, resolution, assignment
+    /// or comment).
     pub note: Option<String>,
     pub industrial_zone: String,
+    /// The officer it is assigned to.
+    #[serde(default)]
+    pub assignee: Option<String>,
 }
 
 impl AlertRecord {
@@ -381,6 +385,35 @@ impl AlertRecord {
         Ok(())
     }
 
+    /// An active alert handed to `assignee` (by an officer).
+    pub fn assign(
+        &mut self,
+        assignee: &str,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), (State, &'static str)> {
+        if !self.state.is_active() {
+            return Err((self.state, "assign"));
+        }
+        self.assignee = Some(assignee.to_owned());
+        self.note = Some(note.to_owned())
+            .filter(|n| !n.is_empty())
+            .or(self.note.take());
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// A comment on an active alert: it becomes the alert's note and a line
+    /// of its history.
+    pub fn comment(&mut self, text: &str, now: DateTime<Utc>) -> Result<(), (State, &'static str)> {
+        if !self.state.is_active() {
+            return Err((self.state, "comment on"));
+        }
+        self.note = Some(text.to_owned());
+        self.updated_at = now;
+        Ok(())
+    }
+
     /// The protobuf form (`sequence` is the event log position, kept by the
     /// service).
     pub fn to_proto(&self, sequence: u64) -> v1::Alert {
@@ -402,6 +435,7 @@ impl AlertRecord {
             note: self.note.clone().unwrap_or_default(),
             industrial_zone: self.industrial_zone.clone(),
             sequence,
+            assignee: self.assignee.clone().unwrap_or_default(),
         }
     }
 
@@ -433,6 +467,7 @@ impl AlertRecord {
             resolved_by: None,
             note: non_empty(&alert.note),
             industrial_zone: alert.industrial_zone.clone(),
+            assignee: non_empty(&alert.assignee),
         })
     }
 }
@@ -451,6 +486,14 @@ pub enum Change {
     Resolved {
         by: Option<String>,
     },
+    /// Handed to an officer, by `by`.
+    Assigned {
+        by: String,
+    },
+    /// A comment in the alert's thread, by `by`.
+    Commented {
+        by: String,
+    },
 }
 
 impl Change {
@@ -461,6 +504,8 @@ impl Change {
             Change::Renotified => "renotified",
             Change::Acknowledged => "acknowledged",
             Change::Resolved { .. } => "resolved",
+            Change::Assigned { .. } => "assigned",
+            Change::Commented { .. } => "commented",
         }
     }
 }

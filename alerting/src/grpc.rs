@@ -14,7 +14,8 @@ use futures::Stream;
 use quantrac_db::access::{self, AccessError, Identity, Role};
 use quantrac_proto::v1::alert_service_server::AlertService;
 use quantrac_proto::v1::{
-    AcknowledgeAlertRequest, Alert, ResolveAlertRequest, SubscribeAlertsRequest,
+    AcknowledgeAlertRequest, Alert, AssignAlertRequest, CommentAlertRequest, ResolveAlertRequest,
+    SubscribeAlertsRequest,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_postgres::Client;
@@ -23,10 +24,25 @@ use tonic::{Request, Response, Status};
 use crate::store;
 
 /// What an officer does to an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Acknowledge,
     Resolve,
+    /// To this officer.
+    Assign(String),
+    /// The command's note is the comment.
+    Comment,
+}
+
+impl Action {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Acknowledge => "acknowledge",
+            Action::Resolve => "resolve",
+            Action::Assign(_) => "assign",
+            Action::Comment => "comment",
+        }
+    }
 }
 
 /// An officer's action, carried to the engine task (which owns the engine).
@@ -154,6 +170,36 @@ impl AlertService for AlertGrpc {
         let r = request.into_inner();
         self.act(Action::Resolve, r.alert_id, who, r.note).await
     }
+
+    async fn assign(
+        &self,
+        request: Request<AssignAlertRequest>,
+    ) -> Result<Response<Alert>, Status> {
+        let who = self.caller(&request, Role::Officer, "Assign").await?;
+        let r = request.into_inner();
+        let assignee = r.assignee.trim();
+        if assignee.is_empty() || assignee.len() > 200 {
+            return Err(Status::invalid_argument(
+                "assignee: an officer's identity is required (at most 200 bytes)",
+            ));
+        }
+        self.act(Action::Assign(assignee.to_owned()), r.alert_id, who, r.note)
+            .await
+    }
+
+    async fn comment(
+        &self,
+        request: Request<CommentAlertRequest>,
+    ) -> Result<Response<Alert>, Status> {
+        let who = self.caller(&request, Role::Officer, "Comment").await?;
+        let r = request.into_inner();
+        if r.text.trim().is_empty() || r.text.len() > 4_000 {
+            return Err(Status::invalid_argument(
+                "text: a comment of 1 to 4,000 bytes is required",
+            ));
+        }
+        self.act(Action::Comment, r.alert_id, who, r.text).await
+    }
 }
 
 impl AlertGrpc {
@@ -207,6 +253,7 @@ impl AlertGrpc {
         note: String,
     ) -> Result<Response<Alert>, Status> {
         let officer = who.name.clone();
+        let label = action.as_str();
         let stopped = || Status::unavailable("alerting engine stopped");
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -220,19 +267,15 @@ impl AlertGrpc {
             .await
             .map_err(|_| stopped())?;
         let alert = answer.await.map_err(|_| stopped())??;
-        let action = match action {
-            Action::Acknowledge => "acknowledge",
-            Action::Resolve => "resolve",
-        };
         // Recorded after the change: a failed action is not an action. The
         // change stands even if the audit write fails (logged, counted).
         let _ = self
             .audit
             .record(
                 &who.name,
-                action,
+                label,
                 &alert.id,
-                serde_json::json!({ "token": who.token, "note": alert.note }),
+                serde_json::json!({ "token": who.token, "note": alert.note, "assignee": alert.assignee }),
             )
             .await;
         Ok(Response::new(alert))

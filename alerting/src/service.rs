@@ -170,6 +170,8 @@ impl EngineTask {
         let result = match action {
             Action::Acknowledge => self.engine.acknowledge(&alert_id, &officer, &note, now),
             Action::Resolve => self.engine.resolve(&alert_id, &officer, &note, now),
+            Action::Assign(to) => self.engine.assign(&alert_id, &officer, &to, &note, now),
+            Action::Comment => self.engine.comment(&alert_id, &officer, &note, now),
         };
         let answer = match result {
             Ok(event) => match self.apply(vec![event], shutdown).await?.pop() {

@@ -106,7 +106,7 @@ pub async fn record(
             _ => {
                 tx.execute(
                     "UPDATE alerts SET state = $2, severity = $3, observed_value = $4, window_end = $5, message = $6, \
-                     updated_at = $7, acknowledged_by = $8, note = $9 WHERE id = $1 AND state <> 'resolved'",
+                     updated_at = $7, acknowledged_by = $8, note = $9, assignee = $10 WHERE id = $1 AND state <> 'resolved'",
                     &[
                         &id,
                         &state,
@@ -117,6 +117,7 @@ pub async fn record(
                         &a.updated_at,
                         &a.acknowledged_by,
                         &a.note,
+                        &a.assignee,
                     ],
                 )
                 .await?
@@ -128,6 +129,7 @@ pub async fn record(
         }
         let actor = match &event.change {
             Change::Resolved { by } => by.clone(),
+            Change::Assigned { by } | Change::Commented { by } => Some(by.clone()),
             Change::Acknowledged => a.acknowledged_by.clone(),
             _ => None,
         };

@@ -8,7 +8,8 @@ use std::time::Duration;
 use quantrac_db::access::Role;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
 use quantrac_proto::v1::{
-    AcknowledgeAlertRequest, AlertState, ResolveAlertRequest, SubscribeAlertsRequest,
+    AcknowledgeAlertRequest, AlertState, AssignAlertRequest, CommentAlertRequest,
+    ResolveAlertRequest, SubscribeAlertsRequest,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -140,6 +141,123 @@ async fn manual_actions_need_an_officer_and_name_the_token_holder() {
     );
     let verified = quantrac_db::audit::verify(&db).await.expect("verify");
     assert_eq!((verified.rows, verified.broken), (4, None));
+
+    stop.cancel();
+    alerting.wait().await.expect("clean stop");
+}
+
+/// Assigning and commenting are an officer's acts like acknowledging: an
+/// analyst is refused, and each lands in the alert's history under the
+/// token holder's name, the assignee on the alert itself.
+#[tokio::test]
+async fn officers_assign_and_comment_and_the_history_names_them() {
+    let db_url = fresh_database().await;
+    let station = unique("ASG");
+    let reg = registry(&station);
+    let stop = CancellationToken::new();
+    let (alerting, bus) = start_single_node(&db_url, &reg, &stop).await;
+    let mut analyst =
+        alert_client(alerting.grpc_addr, &db_url, "analyst@dost", Role::Analyst).await;
+    let mut officer = alert_client(
+        alerting.grpc_addr,
+        &db_url,
+        "lan.nguyen@dost",
+        Role::Officer,
+    )
+    .await;
+    let mut live = analyst
+        .subscribe(SubscribeAlertsRequest::default())
+        .await
+        .expect("subscribe")
+        .into_inner();
+    bus.send(stored_cod(&station, 300.0, 10))
+        .await
+        .expect("bus");
+    let opened = tokio::time::timeout(Duration::from_secs(30), live.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("an alert");
+
+    let e = analyst
+        .assign(AssignAlertRequest {
+            alert_id: opened.id.clone(),
+            assignee: "analyst@dost".into(),
+            note: String::new(),
+        })
+        .await
+        .expect_err("analyst assign");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    let e = officer
+        .assign(AssignAlertRequest {
+            alert_id: opened.id.clone(),
+            assignee: "  ".into(),
+            note: String::new(),
+        })
+        .await
+        .expect_err("nobody");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+
+    let assigned = officer
+        .assign(AssignAlertRequest {
+            alert_id: opened.id.clone(),
+            assignee: "binh.tran@dost".into(),
+            note: "your zone".into(),
+        })
+        .await
+        .expect("assign")
+        .into_inner();
+    assert_eq!(assigned.assignee, "binh.tran@dost");
+    assert_eq!(assigned.state(), AlertState::Open);
+    officer
+        .comment(CommentAlertRequest {
+            alert_id: opened.id.clone(),
+            text: "plant says the aerator tripped".into(),
+        })
+        .await
+        .expect("comment");
+    // The live stream carries both changes, the assignee kept.
+    for _ in 0..2 {
+        let a = tokio::time::timeout(Duration::from_secs(10), live.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("a change");
+        assert_eq!(a.assignee, "binh.tran@dost");
+    }
+
+    let db = quantrac_testkit::db::connect(&db_url).await;
+    let history: Vec<(String, String, String)> = db
+        .query(
+            "SELECT change, actor, note FROM alert_events WHERE alert_id = $1 AND change IN ('assigned', 'commented') ORDER BY sequence",
+            &[&opened.id],
+        )
+        .await
+        .expect("history")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (
+                "assigned".into(),
+                "lan.nguyen@dost".into(),
+                "your zone".into()
+            ),
+            (
+                "commented".into(),
+                "lan.nguyen@dost".into(),
+                "plant says the aerator tripped".into()
+            ),
+        ]
+    );
+    let assignee: Option<String> = db
+        .query_one("SELECT assignee FROM alerts WHERE id = $1", &[&opened.id])
+        .await
+        .expect("alert")
+        .get(0);
+    assert_eq!(assignee.as_deref(), Some("binh.tran@dost"));
 
     stop.cancel();
     alerting.wait().await.expect("clean stop");

@@ -2,7 +2,7 @@
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
 //! registry tables and their aggregates, 0001-0002, 0006, 0009 and 0011; alerting's
-//! tables, 0003-0005 and 0007; people's access tokens, 0008; the audit log, 0010); one that
+//! tables, 0003-0005, 0007 and 0012; people's access tokens, 0008; the audit log, 0010); one that
 //! depends on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
 //! run one by one (a continuous aggregate cannot be created inside a
@@ -123,6 +123,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 11,
         name: "station_secret_hash",
         plain: include_str!("../migrations/0011_station_secret_hash.sql"),
+        timescale: None,
+    },
+    Migration {
+        version: 12,
+        name: "alert_assignee",
+        plain: include_str!("../migrations/0012_alert_assignee.sql"),
         timescale: None,
     },
 ];

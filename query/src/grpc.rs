@@ -180,6 +180,46 @@ fn cut_page<T>(rows: &mut Vec<T>, size: i64, key: impl Fn(&T) -> (&str, DateTime
         .unwrap_or_default()
 }
 
+/// The alerts a `ListAlertsRequest` names (its paging aside).
+fn alert_filter(r: &ListAlertsRequest) -> Result<read::AlertFilter, Status> {
+    let severities: Vec<String> = match AlertSeverity::try_from(r.min_severity) {
+        Ok(AlertSeverity::Info) => vec!["info", "warning", "critical"],
+        Ok(AlertSeverity::Warning) => vec!["warning", "critical"],
+        Ok(AlertSeverity::Critical) => vec!["critical"],
+        Ok(AlertSeverity::Unspecified) => vec![],
+        Err(_) => return Err(invalid("min_severity", "unknown severity")),
+    }
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let states = r
+        .states
+        .iter()
+        .map(|s| match AlertState::try_from(*s) {
+            Ok(AlertState::Open) => Ok("open".to_string()),
+            Ok(AlertState::Acknowledged) => Ok("acknowledged".to_string()),
+            Ok(AlertState::Resolved) => Ok("resolved".to_string()),
+            _ => Err(invalid("states", format!("unknown state {s}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (start, end) = match r.range.as_ref() {
+        None => (None, None),
+        Some(x) => {
+            let (s, e) = range(Some(x), "range")?;
+            (Some(s), Some(e))
+        }
+    };
+    Ok(read::AlertFilter {
+        zone: r.industrial_zone.clone(),
+        station: r.station_id.clone(),
+        rule: r.rule.clone(),
+        severities,
+        states,
+        start,
+        end,
+    })
+}
+
 fn page_size(asked: u32, max: u32) -> Result<i64, Status> {
     match asked {
         0 => Ok(i64::from(1_000.min(max))),
@@ -905,42 +945,7 @@ impl QueryService for QueryGrpc {
         observed(M, async {
             let (_, client) = self.enter(&request, M, Role::Analyst).await?;
             let r = request.into_inner();
-            let severities: Vec<String> = match AlertSeverity::try_from(r.min_severity) {
-                Ok(AlertSeverity::Info) => vec!["info", "warning", "critical"],
-                Ok(AlertSeverity::Warning) => vec!["warning", "critical"],
-                Ok(AlertSeverity::Critical) => vec!["critical"],
-                Ok(AlertSeverity::Unspecified) => vec![],
-                Err(_) => return Err(invalid("min_severity", "unknown severity")),
-            }
-            .into_iter()
-            .map(String::from)
-            .collect();
-            let states = r
-                .states
-                .iter()
-                .map(|s| match AlertState::try_from(*s) {
-                    Ok(AlertState::Open) => Ok("open".to_string()),
-                    Ok(AlertState::Acknowledged) => Ok("acknowledged".to_string()),
-                    Ok(AlertState::Resolved) => Ok("resolved".to_string()),
-                    _ => Err(invalid("states", format!("unknown state {s}"))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let (start, end) = match r.range.as_ref() {
-                None => (None, None),
-                Some(x) => {
-                    let (s, e) = range(Some(x), "range")?;
-                    (Some(s), Some(e))
-                }
-            };
-            let filter = read::AlertFilter {
-                zone: r.industrial_zone,
-                station: r.station_id,
-                rule: r.rule,
-                severities,
-                states,
-                start,
-                end,
-            };
+            let filter = alert_filter(&r)?;
             let size = page_size(r.page_size, self.limits.max_page_size)?;
             let after = decode_token(&r.page_token)?;
             let mut rows = read::alerts_page(&client, &filter, after.as_ref(), size + 1)
@@ -975,6 +980,37 @@ impl QueryService for QueryGrpc {
                 Ok(None) => Err(Status::not_found(format!("alert_id: no alert {id:?}"))),
                 Err(e) => Err(db_status(M, &e)),
             }
+        })
+        .await
+    }
+
+    async fn count_alerts(
+        &self,
+        request: Request<ListAlertsRequest>,
+    ) -> Result<Response<AlertCounts>, Status> {
+        const M: &str = "CountAlerts";
+        observed(M, async {
+            let (_, client) = self.enter(&request, M, Role::Analyst).await?;
+            let filter = alert_filter(request.get_ref())?;
+            read::alert_counts(&client, &filter)
+                .await
+                .map(Response::new)
+                .map_err(|e| db_status(M, &e))
+        })
+        .await
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIResponse>, Status> {
+        const M: &str = "WhoAmI";
+        observed(M, async {
+            let (who, _) = self.enter(&request, M, Role::Analyst).await?;
+            Ok(Response::new(WhoAmIResponse {
+                identity: who.name,
+                role: who.role.as_str().to_owned(),
+            }))
         })
         .await
     }

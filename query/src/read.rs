@@ -495,6 +495,44 @@ pub async fn alerts_page(
         .collect()
 }
 
+/// The alerts `f` matches, counted by state, severity and rule (one
+/// statement, grouping sets).
+pub async fn alert_counts(client: &Client, f: &AlertFilter) -> Result<v1::AlertCounts, QueryError> {
+    let rows = client
+        .query(
+            "SELECT a.state, a.severity, a.rule, count(*), \
+             grouping(a.state), grouping(a.severity), grouping(a.rule) FROM alerts a \
+             WHERE ($1 = '' OR a.industrial_zone = $1) AND ($2 = '' OR a.station_id = $2) AND ($3 = '' OR a.rule = $3) \
+             AND (cardinality($4::text[]) = 0 OR a.severity = ANY($4)) AND (cardinality($5::text[]) = 0 OR a.state = ANY($5)) \
+             AND ($6::timestamptz IS NULL OR a.opened_at >= $6) AND ($7::timestamptz IS NULL OR a.opened_at < $7) \
+             GROUP BY GROUPING SETS ((), (a.state), (a.severity), (a.rule)) ORDER BY 1, 2, 3",
+            &[&f.zone, &f.station, &f.rule, &f.severities, &f.states, &f.start, &f.end],
+        )
+        .await?;
+    let mut out = v1::AlertCounts::default();
+    for r in &rows {
+        let n = u64::try_from(r.get::<_, i64>(3)).unwrap_or(0);
+        let grouped = |i: usize| r.get::<_, i32>(i) == 0;
+        let count = |i: usize| v1::Count {
+            key: r.get::<_, Option<String>>(i).unwrap_or_default(),
+            count: n,
+        };
+        match (grouped(4), grouped(5), grouped(6)) {
+            (false, false, false) => out.total = n,
+            (true, false, false) => {
+                if r.get::<_, Option<String>>(0).as_deref() == Some("open") {
+                    out.unacknowledged = n;
+                }
+                out.by_state.push(count(0));
+            }
+            (false, true, false) => out.by_severity.push(count(1)),
+            (false, false, true) => out.by_rule.push(count(2)),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// An alert as it is now, and each of its changes, oldest first.
 pub async fn alert_history(
     client: &Client,

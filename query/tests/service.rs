@@ -725,6 +725,51 @@ async fn rejected_readings_and_alerts() {
         changes,
         vec![("opened", ""), ("acknowledged", "officer@test")]
     );
+
+    // Counted by state, severity and rule, under the same filter.
+    let counts = c
+        .count_alerts(with_token(&t, ListAlertsRequest::default()))
+        .await
+        .expect("counts")
+        .into_inner();
+    let pairs = |v: &[Count]| {
+        v.iter()
+            .map(|c| (c.key.clone(), c.count))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!((counts.total, counts.unacknowledged), (2, 1));
+    assert_eq!(
+        pairs(&counts.by_state),
+        vec![("acknowledged".into(), 1), ("open".into(), 1)]
+    );
+    assert_eq!(pairs(&counts.by_severity), vec![("critical".into(), 2)]);
+    assert_eq!(pairs(&counts.by_rule), vec![("exceedance".into(), 2)]);
+    let zone = c
+        .count_alerts(with_token(
+            &t,
+            ListAlertsRequest {
+                industrial_zone: "KCN Other".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("zone counts")
+        .into_inner();
+    assert_eq!((zone.total, zone.unacknowledged), (1, 1));
+
+    // Who the token names (a page's login).
+    let me = c
+        .who_am_i(with_token(&t, WhoAmIRequest {}))
+        .await
+        .expect("who am i")
+        .into_inner();
+    assert_eq!(me.role, "analyst");
+    assert_eq!(me.identity, "analyst@test");
+    let e = c
+        .who_am_i(with_token("qt_nonsense", WhoAmIRequest {}))
+        .await
+        .expect_err("a token never issued");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
 }
 
 /// The standard health service answers for the query service, and server

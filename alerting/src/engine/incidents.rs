@@ -95,6 +95,7 @@ impl Book {
             resolved_by: None,
             note: None,
             industrial_zone: info.zone.clone(),
+            assignee: None,
         };
         out.push(AlertEvent {
             change: Change::Opened,

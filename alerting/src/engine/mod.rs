@@ -364,6 +364,56 @@ impl Engine {
         })
     }
 
+    /// An officer hands an active alert to `assignee`.
+    pub fn assign(
+        &mut self,
+        alert_id: &str,
+        officer: &str,
+        assignee: &str,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AlertEvent, EngineError> {
+        let rec = self.record_mut(alert_id)?;
+        rec.assign(assignee, note, now).map_err(|(state, action)| {
+            EngineError::InvalidTransition {
+                id: alert_id.to_owned(),
+                state,
+                action,
+            }
+        })?;
+        Ok(AlertEvent {
+            change: Change::Assigned {
+                by: officer.to_owned(),
+            },
+            alert: rec.clone(),
+            at: now,
+        })
+    }
+
+    /// An officer's comment on an active alert.
+    pub fn comment(
+        &mut self,
+        alert_id: &str,
+        officer: &str,
+        text: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AlertEvent, EngineError> {
+        let rec = self.record_mut(alert_id)?;
+        rec.comment(text, now)
+            .map_err(|(state, action)| EngineError::InvalidTransition {
+                id: alert_id.to_owned(),
+                state,
+                action,
+            })?;
+        Ok(AlertEvent {
+            change: Change::Commented {
+                by: officer.to_owned(),
+            },
+            alert: rec.clone(),
+            at: now,
+        })
+    }
+
     /// Wall-clock work: windows past their end + grace, data gaps,
     /// re-notifications, and forgetting what is older than the horizon.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<AlertEvent> {
