@@ -5,6 +5,8 @@
 #   postgres   PostgreSQL (Debian packages), private cluster in the state dir
 #   timescale  TimescaleDB 2.23 on PGlite (PostgreSQL 17 in WebAssembly, Node.js, npm),
 #              in memory, ONE session shared by all connections (see deploy/README.md)
+#   browser    headless Chromium and ChromeDriver (Debian packages) for the page tests;
+#              installed only, each test starts its own chromedriver
 #
 # Usage: deploy/services.sh COMMAND [SERVICE...]      (default: all services)
 #   install   install packages / download jars (idempotent)
@@ -30,11 +32,13 @@ source "$QUANTRAC_DEPLOY_DIR/lib/mosquitto.sh"
 source "$QUANTRAC_DEPLOY_DIR/lib/postgres.sh"
 # shellcheck source=deploy/lib/timescale.sh
 source "$QUANTRAC_DEPLOY_DIR/lib/timescale.sh"
+# shellcheck source=deploy/lib/browser.sh
+source "$QUANTRAC_DEPLOY_DIR/lib/browser.sh"
 
-ALL_SERVICES=(kafka mosquitto postgres timescale)
+ALL_SERVICES=(kafka mosquitto postgres timescale browser)
 
 usage() {
-  sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -60,7 +64,8 @@ main() {
   if (($#)); then
     for s in "$@"; do
       case $s in
-      kafka | mosquitto | postgres | timescale) services+=("$s") ;;
+      kafka | mosquitto | postgres | timescale | browser) services+=("$s") ;;
+      chromium) services+=(browser) ;;
       pg | postgresql) services+=(postgres) ;;
       mqtt) services+=(mosquitto) ;;
       timescaledb | tsdb) services+=(timescale) ;;

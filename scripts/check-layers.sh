@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails if the crate graph disagrees with the layers in ARCHITECTURE.md:
-#   - a service crate (ingest, processor, alerting, query) depends on another
+#   - a service crate (ingest, processor, alerting, query, console) depends on another
 #     service crate, in any dependency kind (normal, dev or build);
 #   - a shared crate (proto, db, plumbing) depends on a service crate or on
 #     the single-node crate;
@@ -15,7 +15,7 @@ cargo metadata --format-version 1 --no-deps --offline 2>/dev/null >/tmp/quantrac
 python3 - /tmp/quantrac-metadata.json <<'PY'
 import json, sys
 meta = json.load(open(sys.argv[1]))
-services = {"quantrac-ingest", "quantrac-processor", "quantrac-alerting", "quantrac-query"}
+services = {"quantrac-ingest", "quantrac-processor", "quantrac-alerting", "quantrac-query", "quantrac-console"}
 shared = {"quantrac-proto", "quantrac-db", "quantrac-plumbing", "quantrac-testkit"}
 composers = {"quantrac-node"}
 allowed_below = {

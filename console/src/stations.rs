@@ -1,0 +1,679 @@
+//! The station board, one station's page (latest values against limits,
+//! 24-hour charts, camera) and the map.
+//!
+//! A station is *online* when its newest reading is at most 3 expected
+//! intervals old, *late* up to 12 intervals, *silent* after that, and
+//! *never* before its first reading (by measurement time, so a logger
+//! sending its backlog shows as late until it catches up).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Duration, Utc};
+use quantrac_proto::domain::{from_timestamp, to_timestamp};
+use quantrac_proto::v1::{
+    GetLatestRequest, GetSeriesRequest, ListStationsRequest, SeriesPoint, StationInfo, TimeRange,
+};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::alerts::csv_field;
+use crate::chart;
+use crate::html::{esc, notice, page, url};
+use crate::i18n::{Lang, local_time};
+use crate::session::{Ctx, authed, failure, require};
+
+/// Where a station stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    Online,
+    Late,
+    Silent,
+    Never,
+}
+
+impl Status {
+    pub fn key(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Late => "late",
+            Status::Silent => "silent",
+            Status::Never => "never",
+        }
+    }
+
+    /// From the newest measurement time and the station's shortest
+    /// expected interval.
+    pub fn of(last: Option<DateTime<Utc>>, interval: Duration, now: DateTime<Utc>) -> Status {
+        match last {
+            None => Status::Never,
+            Some(t) if now - t <= interval * 3 => Status::Online,
+            Some(t) if now - t <= interval * 12 => Status::Late,
+            Some(_) => Status::Silent,
+        }
+    }
+}
+
+fn interval(info: &StationInfo) -> Duration {
+    info.station
+        .as_ref()
+        .and_then(|s| {
+            s.parameters
+                .iter()
+                .map(|p| p.expected_interval_seconds)
+                .filter(|s| *s > 0)
+                .min()
+        })
+        .map(|s| Duration::seconds(i64::from(s)))
+        .unwrap_or_else(|| Duration::minutes(5))
+}
+
+fn fmt_value(v: f64) -> String {
+    crate::html::num(v)
+}
+
+/// Whether a value breaks the station's limit for its parameter.
+fn over(info: &StationInfo, p: &SeriesPoint) -> bool {
+    info.limits.iter().any(|l| {
+        l.parameter == p.parameter
+            && (l.limit_max.is_some_and(|m| p.value > m)
+                || l.limit_min.is_some_and(|m| p.value < m))
+    })
+}
+
+fn limit_text(info: &StationInfo, parameter: &str) -> String {
+    info.limits
+        .iter()
+        .find(|l| l.parameter == parameter)
+        .map(|l| match (l.limit_min, l.limit_max) {
+            (Some(a), Some(b)) => format!("{}–{}", fmt_value(a), fmt_value(b)),
+            (None, Some(b)) => format!("≤ {}", fmt_value(b)),
+            (Some(a), None) => format!("≥ {}", fmt_value(a)),
+            (None, None) => String::new(),
+        })
+        .unwrap_or_default()
+}
+
+/// Stations and the newest reading of each of their parameters.
+async fn stations_and_latest(
+    state: &AppState,
+    ctx: &Ctx,
+    ids: Vec<String>,
+) -> Result<(Vec<StationInfo>, BTreeMap<String, Vec<SeriesPoint>>), tonic::Status> {
+    let stations = state
+        .query
+        .clone()
+        .list_stations(authed(state, &ctx.token, ListStationsRequest::default()))
+        .await?
+        .into_inner()
+        .stations;
+    let latest = state
+        .query
+        .clone()
+        .get_latest(authed(
+            state,
+            &ctx.token,
+            GetLatestRequest {
+                industrial_zone: String::new(),
+                station_ids: ids,
+            },
+        ))
+        .await?
+        .into_inner();
+    let mut by_station: BTreeMap<String, Vec<SeriesPoint>> = BTreeMap::new();
+    for (station, point) in latest.station_ids.into_iter().zip(latest.points) {
+        by_station.entry(station).or_default().push(point);
+    }
+    Ok((stations, by_station))
+}
+
+fn newest(points: Option<&Vec<SeriesPoint>>) -> Option<DateTime<Utc>> {
+    points?
+        .iter()
+        .filter_map(|p| p.measured_at.as_ref().and_then(from_timestamp))
+        .max()
+}
+
+pub async fn board(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let ctx = match require(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let lang = ctx.lang;
+    let (stations, latest) = match stations_and_latest(&state, &ctx, Vec::new()).await {
+        Ok(x) => x,
+        Err(s) => return failure(lang, Some(&ctx.viewer), &s),
+    };
+    let now = Utc::now();
+    let mut rows = String::new();
+    let mut counts: BTreeMap<Status, usize> = BTreeMap::new();
+    for info in &stations {
+        let Some(st) = info.station.as_ref() else {
+            continue;
+        };
+        let points = latest.get(&st.id);
+        let last = newest(points);
+        let status = Status::of(last, interval(info), now);
+        *counts.entry(status).or_default() += 1;
+        let mut values = String::new();
+        for p in points.into_iter().flatten() {
+            let class = if over(info, p) { "over" } else { "ok" };
+            let _ = write!(
+                values,
+                r#"<span class="v {class}" title="{}">{} {} {}</span> "#,
+                esc(&p.qc_flag),
+                esc(&p.parameter),
+                fmt_value(p.value),
+                esc(&p.unit),
+            );
+        }
+        let _ = write!(
+            rows,
+            r#"<tr class="station {k}" data-station="{id}" data-status="{k}"><td><a href="/stations/{u}">{id}</a></td><td>{name}</td><td>{zone}</td><td><span class="badge {k}">{label}</span></td><td>{seen}</td><td>{values}</td></tr>"#,
+            k = status.key(),
+            id = esc(&st.id),
+            u = url(&st.id),
+            name = esc(&st.name),
+            zone = esc(&st.industrial_zone),
+            label = lang.t(status.key()),
+            seen = last.map(local_time).unwrap_or_default(),
+        );
+    }
+    let mut s = format!("<h1>{}</h1><div class=\"counts\">", lang.t("stations"));
+    for (status, n) in &counts {
+        let _ = write!(
+            s,
+            r#"<span class="count"><span class="badge {k}">{}</span> <b>{n}</b></span> "#,
+            lang.t(status.key()),
+            k = status.key()
+        );
+    }
+    let _ = write!(
+        s,
+        r#"</div><table class="stations"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{rows}</tbody></table>"#,
+        lang.t("station"),
+        lang.t("facility"),
+        lang.t("zone"),
+        lang.t("state"),
+        lang.t("last_seen"),
+        lang.t("latest"),
+    );
+    Html(page(
+        lang,
+        Some(&ctx.viewer),
+        "stations",
+        lang.t("stations"),
+        &s,
+    ))
+    .into_response()
+}
+
+/// Every reading of `station` in `[start, end)`, flagged ones included,
+/// through the query service's pages.
+async fn series(
+    state: &AppState,
+    ctx: &Ctx,
+    station: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    max: usize,
+) -> Result<Vec<SeriesPoint>, tonic::Status> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = state
+            .query
+            .clone()
+            .get_series(authed(
+                state,
+                &ctx.token,
+                GetSeriesRequest {
+                    station_id: station.to_owned(),
+                    parameters: Vec::new(),
+                    range: Some(TimeRange {
+                        start: Some(to_timestamp(start)),
+                        end: Some(to_timestamp(end)),
+                    }),
+                    page_size: 10_000,
+                    page_token: token,
+                    include_flagged: true,
+                },
+            ))
+            .await?
+            .into_inner();
+        out.extend(page.points);
+        if page.next_page_token.is_empty() || out.len() >= max {
+            return Ok(out);
+        }
+        token = page.next_page_token;
+    }
+}
+
+pub async fn detail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let ctx = match require(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let lang = ctx.lang;
+    let (stations, latest) = match stations_and_latest(&state, &ctx, vec![id.clone()]).await {
+        Ok(x) => x,
+        Err(s) => return failure(lang, Some(&ctx.viewer), &s),
+    };
+    let Some(info) = stations
+        .iter()
+        .find(|s| s.station.as_ref().is_some_and(|s| s.id == id))
+    else {
+        return failure(
+            lang,
+            Some(&ctx.viewer),
+            &tonic::Status::not_found(format!("station {id}")),
+        );
+    };
+    let Some(st) = info.station.as_ref() else {
+        return failure(lang, Some(&ctx.viewer), &tonic::Status::not_found(id));
+    };
+    let now = Utc::now();
+    let start = now - Duration::hours(24);
+    let points = match series(&state, &ctx, &id, start, now, 100_000).await {
+        Ok(p) => p,
+        Err(s) => return failure(lang, Some(&ctx.viewer), &s),
+    };
+    let last = newest(latest.get(&id));
+    let status = Status::of(last, interval(info), now);
+    let mut s = format!(
+        r#"<h1>{} · {} <span class="badge {k}" id="station-status">{}</span></h1><p>{} · {} · {} · {}: {}</p>"#,
+        esc(&st.id),
+        esc(&st.name),
+        lang.t(status.key()),
+        esc(&st.facility),
+        esc(&st.industrial_zone),
+        esc(&st.province),
+        lang.t("last_seen"),
+        last.map(local_time)
+            .unwrap_or_else(|| lang.t("never").to_owned()),
+        k = status.key(),
+    );
+    let _ = write!(
+        s,
+        r#"<section class="camera"><h2>{}</h2>{}</section>"#,
+        lang.t("camera"),
+        notice("info", lang.t("no_camera"))
+    );
+    let _ = write!(
+        s,
+        r#"<h2>{}</h2><table class="latest"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>QC</th></tr></thead><tbody>"#,
+        lang.t("latest"),
+        lang.t("parameter"),
+        lang.t("value"),
+        lang.t("limit"),
+        lang.t("since"),
+    );
+    for p in latest.get(&id).into_iter().flatten() {
+        let class = if over(info, p) { "over" } else { "ok" };
+        let _ = write!(
+            s,
+            r#"<tr class="{class}" data-parameter="{pa}"><td>{pa}</td><td class="num">{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            fmt_value(p.value),
+            esc(&p.unit),
+            limit_text(info, &p.parameter),
+            p.measured_at
+                .as_ref()
+                .and_then(from_timestamp)
+                .map(local_time)
+                .unwrap_or_default(),
+            esc(&p.qc_flag),
+            pa = esc(&p.parameter),
+        );
+    }
+    let _ = write!(
+        s,
+        r#"</tbody></table><h2>{} <a class="small" href="/stations/{}/readings.csv?hours=24">CSV</a></h2><p class="legend"><span class="key gap">— —</span> {} · <span class="key flagged">●</span> {} · <span class="key saturated">▲</span> {} · <span class="key limit">- - -</span> {}</p>"#,
+        lang.t("chart_24h"),
+        url(&id),
+        lang.t("gap"),
+        lang.t("flagged"),
+        lang.t("saturated"),
+        lang.t("limit"),
+    );
+    let labels = chart::Labels {
+        limit: lang.t("limit"),
+        flagged: lang.t("flagged"),
+        saturated: lang.t("saturated"),
+    };
+    for p in &st.parameters {
+        let mut pts: Vec<chart::Point> = points
+            .iter()
+            .filter(|x| x.parameter == p.code)
+            .filter_map(|x| {
+                Some(chart::Point {
+                    at: x.measured_at.as_ref().and_then(from_timestamp)?,
+                    value: x.value,
+                    qc_flag: x.qc_flag.clone(),
+                })
+            })
+            .collect();
+        pts.sort_by_key(|x| x.at);
+        let limit = info.limits.iter().find(|l| l.parameter == p.code);
+        let frame = chart::Frame {
+            start,
+            end: now,
+            limit_max: limit.and_then(|l| l.limit_max),
+            limit_min: limit.and_then(|l| l.limit_min),
+            expected_interval: Duration::seconds(i64::from(p.expected_interval_seconds.max(1))),
+            unit: p.canonical_unit.clone(),
+        };
+        let _ = write!(
+            s,
+            r#"<figure class="param" data-parameter="{c}"><figcaption>{c} ({u}) · {n}</figcaption>{svg}</figure>"#,
+            c = esc(&p.code),
+            u = esc(&p.canonical_unit),
+            n = pts.len(),
+            svg = chart::svg(&pts, &frame, &labels),
+        );
+    }
+    Html(page(lang, Some(&ctx.viewer), "stations", &st.id, &s)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Hours {
+    #[serde(default = "day")]
+    hours: i64,
+}
+
+fn day() -> i64 {
+    24
+}
+
+/// A station's readings over the last `hours` (at most 31 days), flagged
+/// ones included with their flag, as CSV.
+pub async fn readings_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Hours>,
+) -> Response {
+    let ctx = match require(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let now = Utc::now();
+    let hours = q.hours.clamp(1, 31 * 24);
+    let points = match series(
+        &state,
+        &ctx,
+        &id,
+        now - Duration::hours(hours),
+        now,
+        1_000_000,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(s) => return failure(ctx.lang, Some(&ctx.viewer), &s),
+    };
+    let mut out =
+        String::from("station_id,parameter,measured_at,measured_at_local,value,unit,qc_flag\n");
+    for p in points {
+        let at = p.measured_at.as_ref().and_then(from_timestamp);
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{}",
+            csv_field(&id),
+            csv_field(&p.parameter),
+            at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            at.map(local_time).unwrap_or_default(),
+            p.value,
+            csv_field(&p.unit),
+            csv_field(&p.qc_flag),
+        );
+    }
+    let disposition = format!(
+        "attachment; filename=\"{}-readings.csv\"",
+        id.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect::<String>()
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        out,
+    )
+        .into_response()
+}
+
+/// Web Mercator pixel coordinates at zoom `z` (256-pixel tiles).
+pub fn mercator(lat: f64, lon: f64, z: u32) -> (f64, f64) {
+    let n = 256.0 * f64::from(1u32 << z);
+    let lat = lat.clamp(-85.0511, 85.0511).to_radians();
+    let x = (lon + 180.0) / 360.0 * n;
+    let y = (1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n;
+    (x, y)
+}
+
+/// The highest zoom (≤ 15) at which every point fits in `w × h` pixels.
+pub fn fit_zoom(points: &[(f64, f64)], w: f64, h: f64) -> u32 {
+    (0..=15)
+        .rev()
+        .find(|&z| {
+            let px: Vec<(f64, f64)> = points
+                .iter()
+                .map(|(la, lo)| mercator(*la, *lo, z))
+                .collect();
+            let (x0, x1) = px
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+            let (y0, y1) = px
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+            x1 - x0 <= w && y1 - y0 <= h
+        })
+        .unwrap_or(0)
+}
+
+/// Stations coloured by status on tiles from `tile_url`, or on a plain
+/// background when none is configured.
+pub fn map_svg(
+    lang: Lang,
+    tile_url: &str,
+    stations: &[(String, String, f64, f64, Status)],
+) -> String {
+    const W: f64 = 960.0;
+    const H: f64 = 600.0;
+    let coords: Vec<(f64, f64)> = stations.iter().map(|s| (s.2, s.3)).collect();
+    let mut s = format!(
+        r#"<svg class="map" viewBox="0 0 {W} {H}" role="img" aria-label="{}"><rect class="sea" width="{W}" height="{H}"/>"#,
+        lang.t("map")
+    );
+    if coords.is_empty() {
+        s.push_str("</svg>");
+        return s;
+    }
+    let z = fit_zoom(&coords, W - 120.0, H - 120.0);
+    let px: Vec<(f64, f64)> = coords
+        .iter()
+        .map(|(la, lo)| mercator(*la, *lo, z))
+        .collect();
+    let cx = (px.iter().map(|p| p.0).fold(f64::MAX, f64::min)
+        + px.iter().map(|p| p.0).fold(f64::MIN, f64::max))
+        / 2.0;
+    let cy = (px.iter().map(|p| p.1).fold(f64::MAX, f64::min)
+        + px.iter().map(|p| p.1).fold(f64::MIN, f64::max))
+        / 2.0;
+    let (ox, oy) = (cx - W / 2.0, cy - H / 2.0);
+    if !tile_url.is_empty() {
+        let tiles = 1i64 << z;
+        for ty in (oy / 256.0).floor() as i64..=((oy + H) / 256.0).floor() as i64 {
+            for tx in (ox / 256.0).floor() as i64..=((ox + W) / 256.0).floor() as i64 {
+                if ty < 0 || ty >= tiles {
+                    continue;
+                }
+                let href = tile_url
+                    .replace("{z}", &z.to_string())
+                    .replace("{x}", &tx.rem_euclid(tiles).to_string())
+                    .replace("{y}", &ty.to_string());
+                let _ = write!(
+                    s,
+                    r#"<image class="tile" href="{}" x="{:.1}" y="{:.1}" width="256" height="256"/>"#,
+                    esc(&href),
+                    tx as f64 * 256.0 - ox,
+                    ty as f64 * 256.0 - oy
+                );
+            }
+        }
+    }
+    for ((id, name, _, _, status), (x, y)) in stations.iter().zip(&px) {
+        let _ = write!(
+            s,
+            r#"<a href="/stations/{u}"><circle class="marker {k}" data-station="{i}" cx="{:.1}" cy="{:.1}" r="8"><title>{i} · {n} · {l}</title></circle></a>"#,
+            x - ox,
+            y - oy,
+            u = url(id),
+            i = esc(id),
+            n = esc(name),
+            k = status.key(),
+            l = lang.t(status.key()),
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+pub async fn map(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let ctx = match require(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let lang = ctx.lang;
+    let (stations, latest) = match stations_and_latest(&state, &ctx, Vec::new()).await {
+        Ok(x) => x,
+        Err(s) => return failure(lang, Some(&ctx.viewer), &s),
+    };
+    let now = Utc::now();
+    let marks: Vec<(String, String, f64, f64, Status)> = stations
+        .iter()
+        .filter_map(|info| {
+            let st = info.station.as_ref()?;
+            let status = Status::of(newest(latest.get(&st.id)), interval(info), now);
+            Some((
+                st.id.clone(),
+                st.name.clone(),
+                st.latitude,
+                st.longitude,
+                status,
+            ))
+        })
+        .collect();
+    let mut s = format!("<h1>{}</h1><p class=\"legend\">", lang.t("map"));
+    for k in [Status::Online, Status::Late, Status::Silent, Status::Never] {
+        let _ = write!(
+            s,
+            r#"<span class="badge {}">{}</span> "#,
+            k.key(),
+            lang.t(k.key())
+        );
+    }
+    s.push_str("</p>");
+    s.push_str(&map_svg(lang, &state.config.tile_url, &marks));
+    Html(page(lang, Some(&ctx.viewer), "map", lang.t("map"), &s)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_follows_the_expected_interval() {
+        let now = DateTime::from_timestamp(1_780_000_000, 0).expect("t");
+        let five = Duration::minutes(5);
+        assert_eq!(Status::of(None, five, now), Status::Never);
+        assert_eq!(
+            Status::of(Some(now - Duration::minutes(15)), five, now),
+            Status::Online
+        );
+        assert_eq!(
+            Status::of(Some(now - Duration::minutes(16)), five, now),
+            Status::Late
+        );
+        assert_eq!(
+            Status::of(Some(now - Duration::minutes(60)), five, now),
+            Status::Late
+        );
+        assert_eq!(
+            Status::of(Some(now - Duration::minutes(61)), five, now),
+            Status::Silent
+        );
+        // An hourly logger is not late at 40 minutes.
+        assert_eq!(
+            Status::of(Some(now - Duration::minutes(40)), Duration::hours(1), now),
+            Status::Online
+        );
+    }
+
+    #[test]
+    fn the_map_places_stations_and_tiles_only_when_configured() {
+        let stations = vec![
+            (
+                "A".to_string(),
+                "a".to_string(),
+                13.08,
+                109.30,
+                Status::Online,
+            ),
+            (
+                "B".to_string(),
+                "b".to_string(),
+                13.45,
+                109.22,
+                Status::Silent,
+            ),
+        ];
+        let plain = map_svg(Lang::Vi, "", &stations);
+        assert_eq!(plain.matches("<circle").count(), 2);
+        assert!(
+            !plain.contains("<image"),
+            "nothing fetched without tile_url"
+        );
+        assert!(plain.contains(r#"class="marker silent""#));
+        let tiled = map_svg(Lang::Vi, "https://tiles.example/{z}/{x}/{y}.png", &stations);
+        assert!(tiled.contains("https://tiles.example/"), "{tiled}");
+        // Both markers are inside the picture.
+        for cap in tiled.split("cx=\"").skip(1) {
+            let x: f64 = cap
+                .split('"')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("cx");
+            assert!((0.0..=960.0).contains(&x), "{x}");
+        }
+        // North is up: B (further north) is drawn above A.
+        let cy = |svg: &str, id: &str| -> f64 {
+            let i = svg.find(&format!("data-station=\"{id}\"")).expect("marker");
+            svg[i..]
+                .split("cy=\"")
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .and_then(|v| v.parse().ok())
+                .expect("cy")
+        };
+        assert!(cy(&plain, "B") < cy(&plain, "A"));
+    }
+
+    #[test]
+    fn mercator_matches_the_tile_scheme() {
+        // Zoom 0: the whole world is one 256-pixel tile; (0, 0) is its centre.
+        let (x, y) = mercator(0.0, 0.0, 0);
+        assert!((x - 128.0).abs() < 1e-9 && (y - 128.0).abs() < 1e-9);
+        // Zoom 1: Hà Nội (21.03 N, 105.85 E) is in tile (1, 0).
+        let (x, y) = mercator(21.03, 105.85, 1);
+        assert_eq!(((x / 256.0) as i32, (y / 256.0) as i32), (1, 0));
+    }
+}
