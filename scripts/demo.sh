@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The pipeline with simulated stations, from a fresh clone: starts Kafka,
 # Mosquitto and PostgreSQL, builds and starts ingest, the processor,
-# alerting and the query service, runs simulated stations against them and shows readings
+# alerting, the query service and the officers' page, runs simulated stations against them and shows readings
 # arriving in the database and the alerts they raise. Ctrl-C stops everything
 # it started (the services keep running; `deploy/services.sh stop` stops them).
 #
@@ -26,7 +26,7 @@ deploy/services.sh start kafka mosquitto postgres
 eval "$(deploy/services.sh env)"
 
 step "build"
-cargo build --bins -p quantrac-ingest -p quantrac-processor -p quantrac-alerting -p quantrac-query -p quantrac-simulators
+cargo build --bins -p quantrac-ingest -p quantrac-processor -p quantrac-alerting -p quantrac-query -p quantrac-console -p quantrac-simulators
 
 pids=()
 cleanup() {
@@ -67,7 +67,14 @@ for _ in $(seq 1 30); do curl -fsS http://127.0.0.1:9467/health >/dev/null 2>&1 
 curl -fsS http://127.0.0.1:9467/health >/dev/null || { echo "not healthy: query"; tail -20 "$logs/query.log"; exit 1; }
 target/debug/quantrac token issue --identity analyst@demo --role analyst --expires 1d >"$logs/analyst.token"
 target/debug/quantrac token issue --identity officer@demo --role officer --expires 1d >"$logs/officer.token"
-echo "metrics: ingest :9464, processor :9465, alerting :9466, query :9467 (/metrics)"
+# The officers' page, over the alerting and query services.
+target/debug/quantrac-console --config deploy/console.toml >"$logs/console.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 30); do curl -fsS http://127.0.0.1:9468/health >/dev/null 2>&1 && break; sleep 1; done
+curl -fsS http://127.0.0.1:9468/health >/dev/null || { echo "not healthy: console"; tail -20 "$logs/console.log"; exit 1; }
+echo "officers' page: http://127.0.0.1:8080/  (log in with the token in $logs/officer.token,"
+echo "  or $logs/analyst.token to look without acting)"
+echo "metrics: ingest :9464, processor :9465, alerting :9466, query :9467, console :9468 (/metrics)"
 echo "gRPC: alerts on 127.0.0.1:50051, queries on 127.0.0.1:50052; try, in another shell:"
 echo "  export QUANTRAC_TOKEN=\$(cat $logs/analyst.token)"
 echo "  target/debug/quantrac latest; target/debug/quantrac alerts --state open"

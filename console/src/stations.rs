@@ -1,10 +1,11 @@
 //! The station board, one station's page (latest values against limits,
 //! 24-hour charts, camera) and the map.
 //!
-//! A station is *online* when its newest reading is at most 3 expected
-//! intervals old, *late* up to 12 intervals, *silent* after that, and
-//! *never* before its first reading (by measurement time, so a logger
-//! sending its backlog shows as late until it catches up).
+//! A station is *online* when it was last heard from (a reading received)
+//! within 3 expected intervals and its newest measurement is that recent
+//! too; *late* when it is heard from but its newest measurement is older (a
+//! logger sending its backlog, a clock behind); *silent* when nothing was
+//! received for 12 intervals; *never* before its first reading.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,14 +46,25 @@ impl Status {
         }
     }
 
-    /// From the newest measurement time and the station's shortest
-    /// expected interval.
-    pub fn of(last: Option<DateTime<Utc>>, interval: Duration, now: DateTime<Utc>) -> Status {
-        match last {
-            None => Status::Never,
-            Some(t) if now - t <= interval * 3 => Status::Online,
-            Some(t) if now - t <= interval * 12 => Status::Late,
-            Some(_) => Status::Silent,
+    /// From the newest measurement time, the last reception and the
+    /// station's shortest expected interval.
+    pub fn of(
+        measured: Option<DateTime<Utc>>,
+        received: Option<DateTime<Utc>>,
+        interval: Duration,
+        now: DateTime<Utc>,
+    ) -> Status {
+        let Some(measured) = measured else {
+            return Status::Never;
+        };
+        // A reading without a reception time was heard when it was measured.
+        let heard = received.unwrap_or(measured).max(measured);
+        if now - heard > interval * 12 {
+            Status::Silent
+        } else if now - measured > interval * 3 {
+            Status::Late
+        } else {
+            Status::Online
         }
     }
 }
@@ -137,6 +149,18 @@ fn newest(points: Option<&Vec<SeriesPoint>>) -> Option<DateTime<Utc>> {
         .max()
 }
 
+fn heard(points: Option<&Vec<SeriesPoint>>) -> Option<DateTime<Utc>> {
+    points?
+        .iter()
+        .filter_map(|p| p.received_at.as_ref().and_then(from_timestamp))
+        .max()
+}
+
+/// A station's status from its latest points.
+fn status_of(info: &StationInfo, points: Option<&Vec<SeriesPoint>>, now: DateTime<Utc>) -> Status {
+    Status::of(newest(points), heard(points), interval(info), now)
+}
+
 pub async fn board(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let ctx = match require(&state, &headers).await {
         Ok(c) => c,
@@ -155,8 +179,8 @@ pub async fn board(State(state): State<AppState>, headers: HeaderMap) -> Respons
             continue;
         };
         let points = latest.get(&st.id);
-        let last = newest(points);
-        let status = Status::of(last, interval(info), now);
+        let last = heard(points).or(newest(points));
+        let status = status_of(info, points, now);
         *counts.entry(status).or_default() += 1;
         let mut values = String::new();
         for p in points.into_iter().flatten() {
@@ -209,6 +233,94 @@ pub async fn board(State(state): State<AppState>, headers: HeaderMap) -> Respons
         &s,
     ))
     .into_response()
+}
+
+/// Where a camera URL points: scheme, host, port, and whether it carries
+/// credentials (`user:pass@`), which are never shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CameraTarget {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    pub has_credentials: bool,
+    /// The URL without its credentials.
+    pub shown: String,
+}
+
+pub fn camera_target(url: &str) -> Option<CameraTarget> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (creds, hostport) = match authority.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, authority),
+    };
+    let default = match scheme {
+        "http" => 80,
+        "https" => 443,
+        "rtsp" => 554,
+        "rtsps" => 322,
+        _ => return None,
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']')?;
+        let port = after.strip_prefix(':').map(str::parse).transpose().ok()?;
+        (h.to_owned(), port.unwrap_or(default))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().ok()?),
+            None => (hostport.to_owned(), default),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some(CameraTarget {
+        scheme: scheme.to_owned(),
+        has_credentials: creds.is_some(),
+        shown: format!("{scheme}://{hostport}{path}"),
+        host,
+        port,
+    })
+}
+
+/// The camera beside the data: a snapshot (http/https without
+/// credentials), the address, and whether it answers a TCP connection
+/// from here within 2 seconds.
+async fn camera_html(lang: Lang, url: &str) -> String {
+    let head = format!(r#"<section class="camera"><h2>{}</h2>"#, lang.t("camera"));
+    let Some(t) = camera_target(url) else {
+        return format!("{head}{}</section>", notice("info", lang.t("no_camera")));
+    };
+    let reachable = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    metrics::counter!("console_camera_checks_total", "reachable" => reachable.to_string())
+        .increment(1);
+    let (class, label) = if reachable {
+        ("online", lang.t("reachable"))
+    } else {
+        ("silent", lang.t("unreachable"))
+    };
+    let mut s = format!(
+        r#"{head}<p><span class="badge {class}" id="camera-status" data-reachable="{reachable}">{label}</span> <a href="{u}" rel="noreferrer">{u}</a></p>"#,
+        u = esc(&t.shown),
+    );
+    if t.scheme.starts_with("http") && !t.has_credentials && reachable {
+        let _ = write!(
+            s,
+            r#"<img class="camera-snapshot" src="{}" alt="{}" loading="lazy" referrerpolicy="no-referrer">"#,
+            esc(&t.shown),
+            lang.t("camera")
+        );
+    }
+    s.push_str("</section>");
+    s
 }
 
 /// Every reading of `station` in `[start, end)`, flagged ones included,
@@ -285,8 +397,8 @@ pub async fn detail(
         Ok(p) => p,
         Err(s) => return failure(lang, Some(&ctx.viewer), &s),
     };
-    let last = newest(latest.get(&id));
-    let status = Status::of(last, interval(info), now);
+    let last = heard(latest.get(&id)).or(newest(latest.get(&id)));
+    let status = status_of(info, latest.get(&id), now);
     let mut s = format!(
         r#"<h1>{} · {} <span class="badge {k}" id="station-status">{}</span></h1><p>{} · {} · {} · {}: {}</p>"#,
         esc(&st.id),
@@ -300,12 +412,7 @@ pub async fn detail(
             .unwrap_or_else(|| lang.t("never").to_owned()),
         k = status.key(),
     );
-    let _ = write!(
-        s,
-        r#"<section class="camera"><h2>{}</h2>{}</section>"#,
-        lang.t("camera"),
-        notice("info", lang.t("no_camera"))
-    );
+    s.push_str(&camera_html(lang, &st.camera_url).await);
     let _ = write!(
         s,
         r#"<h2>{}</h2><table class="latest"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>QC</th></tr></thead><tbody>"#,
@@ -562,7 +669,11 @@ pub async fn map(State(state): State<AppState>, headers: HeaderMap) -> Response 
         .iter()
         .filter_map(|info| {
             let st = info.station.as_ref()?;
-            let status = Status::of(newest(latest.get(&st.id)), interval(info), now);
+            // A station without coordinates cannot be placed.
+            if !(st.latitude.is_finite() && st.longitude.is_finite()) {
+                return None;
+            }
+            let status = status_of(info, latest.get(&st.id), now);
             Some((
                 st.id.clone(),
                 st.name.clone(),
@@ -594,26 +705,19 @@ mod tests {
     fn status_follows_the_expected_interval() {
         let now = DateTime::from_timestamp(1_780_000_000, 0).expect("t");
         let five = Duration::minutes(5);
-        assert_eq!(Status::of(None, five, now), Status::Never);
-        assert_eq!(
-            Status::of(Some(now - Duration::minutes(15)), five, now),
-            Status::Online
-        );
-        assert_eq!(
-            Status::of(Some(now - Duration::minutes(16)), five, now),
-            Status::Late
-        );
-        assert_eq!(
-            Status::of(Some(now - Duration::minutes(60)), five, now),
-            Status::Late
-        );
-        assert_eq!(
-            Status::of(Some(now - Duration::minutes(61)), five, now),
-            Status::Silent
-        );
+        let ago = |m: i64| Some(now - Duration::minutes(m));
+        assert_eq!(Status::of(None, None, five, now), Status::Never);
+        assert_eq!(Status::of(ago(15), ago(15), five, now), Status::Online);
+        assert_eq!(Status::of(ago(16), ago(16), five, now), Status::Late);
+        assert_eq!(Status::of(ago(60), ago(60), five, now), Status::Late);
+        assert_eq!(Status::of(ago(61), ago(61), five, now), Status::Silent);
+        // Sending yesterday's backlog now: heard from, but late.
+        assert_eq!(Status::of(ago(24 * 60), ago(1), five, now), Status::Late);
+        // No reception time recorded: measured time counts as heard.
+        assert_eq!(Status::of(ago(61), None, five, now), Status::Silent);
         // An hourly logger is not late at 40 minutes.
         assert_eq!(
-            Status::of(Some(now - Duration::minutes(40)), Duration::hours(1), now),
+            Status::of(ago(40), ago(40), Duration::hours(1), now),
             Status::Online
         );
     }
@@ -665,6 +769,26 @@ mod tests {
                 .expect("cy")
         };
         assert!(cy(&plain, "B") < cy(&plain, "A"));
+    }
+
+    #[test]
+    fn camera_addresses_and_their_credentials() {
+        let t = camera_target("rtsp://admin:secret@10.0.0.7/stream1").expect("rtsp");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.has_credentials),
+            ("10.0.0.7", 554, true)
+        );
+        assert_eq!(t.shown, "rtsp://10.0.0.7/stream1");
+        let t = camera_target("http://cam.example.vn:8080/snap.jpg").expect("http");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.has_credentials),
+            ("cam.example.vn", 8080, false)
+        );
+        let t = camera_target("https://[2001:db8::1]/s.jpg").expect("v6");
+        assert_eq!((t.host.as_str(), t.port), ("2001:db8::1", 443));
+        assert_eq!(camera_target(""), None);
+        assert_eq!(camera_target("ftp://x/y"), None);
+        assert_eq!(camera_target("http://:80/"), None);
     }
 
     #[test]

@@ -22,11 +22,12 @@ pub async fn sync(client: &mut Client, registry: &Registry) -> Result<(), DbErro
             // The plaintext hj212_password is never written: only the
             // secret's hash.
             "INSERT INTO stations (id, name, facility, industrial_zone, province, latitude, longitude, kind, \
-             secret_hash, mqtt_username, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now()) \
+             secret_hash, mqtt_username, camera_url, contacts, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now()) \
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, facility = EXCLUDED.facility, \
              industrial_zone = EXCLUDED.industrial_zone, province = EXCLUDED.province, \
              latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude, kind = EXCLUDED.kind, \
-             secret_hash = EXCLUDED.secret_hash, hj212_password = NULL, mqtt_username = EXCLUDED.mqtt_username, updated_at = now()",
+             secret_hash = EXCLUDED.secret_hash, hj212_password = NULL, mqtt_username = EXCLUDED.mqtt_username, \
+             camera_url = EXCLUDED.camera_url, contacts = EXCLUDED.contacts, updated_at = now()",
             &[
                 &s.id,
                 &s.name,
@@ -38,6 +39,8 @@ pub async fn sync(client: &mut Client, registry: &Registry) -> Result<(), DbErro
                 &kind,
                 &s.secret_hash,
                 &s.mqtt_username,
+                &s.camera_url,
+                &s.contacts,
             ],
         )
         .await?;

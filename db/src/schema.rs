@@ -1,7 +1,7 @@
 //! Versioned SQL migrations, applied at start.
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
-//! registry tables and their aggregates, 0001-0002, 0006, 0009 and 0011; alerting's
+//! registry tables and their aggregates, 0001-0002, 0006, 0009, 0011 and 0013; alerting's
 //! tables, 0003-0005, 0007 and 0012; people's access tokens, 0008; the audit log, 0010); one that
 //! depends on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
@@ -129,6 +129,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 12,
         name: "alert_assignee",
         plain: include_str!("../migrations/0012_alert_assignee.sql"),
+        timescale: None,
+    },
+    Migration {
+        version: 13,
+        name: "station_camera_contacts",
+        plain: include_str!("../migrations/0013_station_camera_contacts.sql"),
         timescale: None,
     },
 ];

@@ -36,9 +36,24 @@ struct Stack {
 async fn start() -> Stack {
     let db_url = fresh_database().await;
     let station = quantrac_testkit::unique("WEB");
+    // The station's camera: a listener here, so the page finds it reachable.
+    let camera = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("camera");
+    let camera_url = format!(
+        "http://{}/snapshot.jpg",
+        camera.local_addr().expect("camera addr")
+    );
+    tokio::spawn(async move {
+        // Accepts and drops: reachability is a TCP connection.
+        while let Ok((conn, _)) = camera.accept().await {
+            drop(conn);
+        }
+    });
     let registry = quantrac_testkit::registry::Outfalls::one(&station)
         .measuring(&["COD"])
         .expected_interval("1h")
+        .with_lines(&format!("camera_url = \"{camera_url}\""))
         .write()
         .expect("registry");
     let stop = CancellationToken::new();
@@ -302,6 +317,12 @@ async fn officer_sees_a_live_alert_acts_on_it_and_an_analyst_cannot() {
         .await;
     assert_eq!(b.count("figure.param svg.chart").await, 1);
     assert_eq!(b.count("svg.chart line.limit").await, 1);
+    assert_eq!(
+        b.script("return document.getElementById('camera-status').dataset.reachable;")
+            .await,
+        "true"
+    );
+    assert_eq!(b.count("img.camera-snapshot").await, 1);
     b.screenshot(&shot("3-station-board")).await;
 
     // The analyst: the same list, no buttons; a forged form is refused by

@@ -165,6 +165,14 @@ pub struct Station {
     /// publishing under another's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_username: Option<String>,
+    /// The station's camera (the law requires one): an `http(s)://`
+    /// snapshot or stream URL, or `rtsp://`. Shown on the officers' page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_url: Option<String>,
+    /// The facility's contacts (e-mail addresses) told about exceedances,
+    /// lost connection and device faults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<String>,
     pub parameters: Vec<ParameterSpec>,
     #[serde(default)]
     pub limits: Vec<PermitLimit>,
@@ -190,6 +198,8 @@ impl fmt::Debug for Station {
                 &self.secret_hash.as_ref().map(|_| "<redacted>"),
             )
             .field("mqtt_username", &self.mqtt_username)
+            .field("camera_url", &self.camera_url)
+            .field("contacts", &self.contacts)
             .field("parameters", &self.parameters)
             .field("limits", &self.limits)
             .finish()
@@ -244,6 +254,23 @@ impl Station {
         }
         if self.parameters.is_empty() {
             return Err(station("has no parameters".into()));
+        }
+        if let Some(u) = &self.camera_url
+            && !["http://", "https://", "rtsp://", "rtsps://"]
+                .iter()
+                .any(|p| u.starts_with(p) && u.len() > p.len())
+        {
+            return Err(station(format!(
+                "camera_url {u:?} must be an http(s):// or rtsp(s):// address"
+            )));
+        }
+        for c in &self.contacts {
+            let valid = c.split_once('@').is_some_and(|(user, host)| {
+                !user.is_empty() && host.contains('.') && !c.contains(char::is_whitespace)
+            });
+            if !valid {
+                return Err(station(format!("contacts: {c:?} is not an e-mail address")));
+            }
         }
 
         for p in &mut self.parameters {
@@ -805,6 +832,20 @@ effective_from = 2015-01-01
             (
                 one_station("").replace("\"T\"", "\"cod\""),
                 "also names parameter",
+            ),
+            (
+                one_station("").replace(
+                    "kind = \"wastewater\"",
+                    "kind = \"wastewater\"\ncamera_url = \"file:///etc/passwd\"",
+                ),
+                "camera_url",
+            ),
+            (
+                one_station("").replace(
+                    "kind = \"wastewater\"",
+                    "kind = \"wastewater\"\ncontacts = [\"ops at plant\"]",
+                ),
+                "not an e-mail address",
             ),
             (
                 one_station("").replace("\"T\"", "\"w01010\", \"w01010\""),

@@ -248,7 +248,8 @@ pub async fn stations(client: &Client, zone: &str) -> Result<Vec<v1::Station>, Q
                     coalesce(array_agg(p.unit ORDER BY p.code) FILTER (WHERE p.code IS NOT NULL), '{}'), \
                     coalesce(array_agg(p.range_min ORDER BY p.code) FILTER (WHERE p.code IS NOT NULL), '{}'), \
                     coalesce(array_agg(p.range_max ORDER BY p.code) FILTER (WHERE p.code IS NOT NULL), '{}'), \
-                    coalesce(array_agg(p.expected_interval_s ORDER BY p.code) FILTER (WHERE p.code IS NOT NULL), '{}') \
+                    coalesce(array_agg(p.expected_interval_s ORDER BY p.code) FILTER (WHERE p.code IS NOT NULL), '{}'), \
+                    coalesce(s.camera_url, '') \
              FROM stations s LEFT JOIN station_parameters p ON p.station_id = s.id \
              WHERE $1 = '' OR s.industrial_zone = $1 GROUP BY s.id ORDER BY s.id",
             &[&zone],
@@ -272,6 +273,7 @@ pub async fn stations(client: &Client, zone: &str) -> Result<Vec<v1::Station>, Q
                 facility: r.get(2),
                 industrial_zone: r.get(3),
                 province: r.get(4),
+                camera_url: r.get(13),
                 latitude: r.get::<_, Option<f64>>(5).unwrap_or(f64::NAN),
                 longitude: r.get::<_, Option<f64>>(6).unwrap_or(f64::NAN),
                 kind: match kind {

@@ -11,6 +11,7 @@ pub struct Outfalls {
     ids: Vec<String>,
     parameters: Vec<&'static str>,
     expected_interval: Option<String>,
+    extra: String,
 }
 
 const ALL: [&str; 4] = ["pH", "TSS", "COD", "NH4"];
@@ -22,6 +23,7 @@ impl Outfalls {
             ids: (0..count).map(|i| format!("{prefix}-{i}")).collect(),
             parameters: ALL.to_vec(),
             expected_interval: None,
+            extra: String::new(),
         }
     }
 
@@ -31,6 +33,7 @@ impl Outfalls {
             ids: vec![id.to_owned()],
             parameters: ALL.to_vec(),
             expected_interval: None,
+            extra: String::new(),
         }
     }
 
@@ -44,6 +47,13 @@ impl Outfalls {
     /// a silent parameter counts as a data gap.
     pub fn expected_interval(mut self, interval: &str) -> Self {
         self.expected_interval = Some(interval.to_owned());
+        self
+    }
+
+    /// More `key = value` lines for every station (camera_url, contacts).
+    pub fn with_lines(mut self, lines: &str) -> Self {
+        self.extra.push_str(lines);
+        self.extra.push('\n');
         self
     }
 
@@ -75,6 +85,7 @@ impl Outfalls {
         if self.parameters.contains(&"pH") {
             limits.push_str("  { parameter = \"pH\", min = 5.5, max = 9, regulation = \"QCVN 40:2011/BTNMT\", column = \"B\", effective_from = 2012-01-01 },\n");
         }
+        let extra = &self.extra;
         let mut text = String::new();
         for (i, id) in self.ids.iter().enumerate() {
             text.push_str(&format!(
@@ -88,7 +99,7 @@ province = "Phú Yên"
 latitude = 13.0
 longitude = 109.3
 kind = "wastewater"
-parameters = [
+{extra}parameters = [
 {parameters}]
 limits = [
 {limits}]
