@@ -5,6 +5,7 @@
 #   postgres   PostgreSQL (Debian packages), private cluster in the state dir
 #   timescale  TimescaleDB 2.23 on PGlite (PostgreSQL 17 in WebAssembly, Node.js, npm),
 #              in memory, ONE session shared by all connections (see deploy/README.md)
+#   smtp       a local SMTP server (Debian's python3-aiosmtpd) keeping messages in a Maildir
 #   browser    headless Chromium and ChromeDriver (Debian packages) for the page tests;
 #              installed only, each test starts its own chromedriver
 #
@@ -32,13 +33,15 @@ source "$QUANTRAC_DEPLOY_DIR/lib/mosquitto.sh"
 source "$QUANTRAC_DEPLOY_DIR/lib/postgres.sh"
 # shellcheck source=deploy/lib/timescale.sh
 source "$QUANTRAC_DEPLOY_DIR/lib/timescale.sh"
+# shellcheck source=deploy/lib/smtp.sh
+source "$QUANTRAC_DEPLOY_DIR/lib/smtp.sh"
 # shellcheck source=deploy/lib/browser.sh
 source "$QUANTRAC_DEPLOY_DIR/lib/browser.sh"
 
-ALL_SERVICES=(kafka mosquitto postgres timescale browser)
+ALL_SERVICES=(kafka mosquitto postgres timescale smtp browser)
 
 usage() {
-  sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -64,7 +67,8 @@ main() {
   if (($#)); then
     for s in "$@"; do
       case $s in
-      kafka | mosquitto | postgres | timescale | browser) services+=("$s") ;;
+      kafka | mosquitto | postgres | timescale | smtp | browser) services+=("$s") ;;
+      mail) services+=(smtp) ;;
       chromium) services+=(browser) ;;
       pg | postgresql) services+=(postgres) ;;
       mqtt) services+=(mosquitto) ;;

@@ -38,6 +38,150 @@ pub struct AlertingConfig {
     /// Open `Subscribe` streams at most; more are refused with
     /// RESOURCE_EXHAUSTED. Each holds a task and a buffer of 256 alerts.
     pub max_subscribers: usize,
+    /// E-mail to officers and facilities (off while `smtp_url` is empty).
+    pub email: EmailConfig,
+}
+
+/// Who gets e-mail about which alerts, and through which server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// `smtp://host:port` (plain, for a relay on the same host),
+    /// `smtp://host:587?tls=required` (STARTTLS) or `smtps://host:465`.
+    /// Empty: no e-mail.
+    pub smtp_url: String,
+    pub username: Option<String>,
+    /// Give it through QUANTRAC_ALERTING__EMAIL__PASSWORD.
+    pub password: Option<WebhookSecret>,
+    /// The sender, e.g. `Trung tâm quan trắc <quantrac@stnmt.example.vn>`.
+    pub from: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A message still refused after this many attempts (backing off up to
+    /// 10 minutes apart) is marked failed and counted; it stays in the
+    /// outbox to be read.
+    pub max_attempts: u32,
+    /// Officers: alerts of their zones / stations from a severity up.
+    pub subscriptions: Vec<Subscription>,
+    /// Rules whose alerts also go to the station's facility contacts (the
+    /// registry's `contacts`): exceedances, lost connection, device faults
+    /// and long calibrations.
+    pub facility_rules: Vec<String>,
+    /// A critical alert still open (not acknowledged) this long after it
+    /// opened goes to `escalation_to`. Unset: no escalation.
+    #[serde(default, with = "humantime_serde::option")]
+    pub escalation_after: Option<Duration>,
+    pub escalation_to: Vec<String>,
+    /// Local time (Asia/Ho_Chi_Minh), "HH:MM", of the daily digest of open
+    /// alerts sent to each subscription. Unset: no digest.
+    pub digest_at: Option<String>,
+    /// The officers' page, for links in the messages.
+    pub page_url: String,
+}
+
+/// One officer's (or a shared mailbox's) subscription.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    pub address: String,
+    /// Empty: every zone.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Empty: every station (of the zones).
+    #[serde(default)]
+    pub stations: Vec<String>,
+    /// info, warning or critical.
+    #[serde(default = "warning")]
+    pub min_severity: String,
+}
+
+fn warning() -> String {
+    "warning".into()
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: String::new(),
+            username: None,
+            password: None,
+            from: "Quantrac <quantrac@localhost>".into(),
+            timeout: Duration::from_secs(20),
+            max_attempts: 20,
+            subscriptions: Vec::new(),
+            facility_rules: [
+                "limit_exceeded",
+                "average_exceeded",
+                "data_gap",
+                "instrument_status",
+            ]
+            .map(String::from)
+            .to_vec(),
+            escalation_after: Some(Duration::from_secs(30 * 60)),
+            escalation_to: Vec::new(),
+            digest_at: None,
+            page_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+fn is_address(a: &str) -> bool {
+    a.split_once('@')
+        .is_some_and(|(u, h)| !u.is_empty() && h.contains('.') && !a.contains(char::is_whitespace))
+}
+
+impl EmailConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.smtp_url.is_empty() {
+            return Ok(());
+        }
+        if !["smtp://", "smtps://"]
+            .iter()
+            .any(|p| self.smtp_url.starts_with(p))
+        {
+            return Err(invalid(
+                "email.smtp_url",
+                "smtp://host:port, smtp://host:587?tls=required or smtps://host:465",
+            ));
+        }
+        if !self.from.contains('@') {
+            return Err(invalid(
+                "email.from",
+                "an address, e.g. Quantrac <quantrac@example.vn>",
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(invalid("email.max_attempts", "at least 1"));
+        }
+        for s in &self.subscriptions {
+            if !is_address(&s.address) {
+                return Err(invalid(
+                    "email.subscriptions",
+                    format!("{:?} is not an e-mail address", s.address),
+                ));
+            }
+            if !["info", "warning", "critical"].contains(&s.min_severity.as_str()) {
+                return Err(invalid(
+                    "email.subscriptions",
+                    format!("{}: min_severity is info, warning or critical", s.address),
+                ));
+            }
+        }
+        for a in &self.escalation_to {
+            if !is_address(a) {
+                return Err(invalid(
+                    "email.escalation_to",
+                    format!("{a:?} is not an e-mail address"),
+                ));
+            }
+        }
+        if let Some(t) = &self.digest_at
+            && chrono::NaiveTime::parse_from_str(t, "%H:%M").is_err()
+        {
+            return Err(invalid("email.digest_at", "a local time HH:MM"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for AlertingConfig {
@@ -54,6 +198,7 @@ impl Default for AlertingConfig {
             warm_up: Duration::from_secs(26 * 3600),
             webhooks: WebhookConfig::default(),
             max_subscribers: 256,
+            email: EmailConfig::default(),
         }
     }
 }
@@ -182,6 +327,7 @@ impl AlertingConfig {
                 "at least 16 characters (a random key, e.g. 32 hex digits)",
             ));
         }
+        self.email.validate()?;
         if self.webhooks.max_attempts == 0 || self.webhooks.queue == 0 {
             return Err(invalid(
                 "webhooks.max_attempts",

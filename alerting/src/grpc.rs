@@ -14,7 +14,8 @@ use futures::Stream;
 use quantrac_db::access::{self, AccessError, Identity, Role};
 use quantrac_proto::v1::alert_service_server::AlertService;
 use quantrac_proto::v1::{
-    AcknowledgeAlertRequest, Alert, AssignAlertRequest, CommentAlertRequest, ResolveAlertRequest,
+    AcknowledgeAlertRequest, Alert, AssignAlertRequest, CommentAlertRequest,
+    ListMaintenanceRequest, ListMaintenanceResponse, MaintenanceWindow, ResolveAlertRequest,
     SubscribeAlertsRequest,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -199,6 +200,113 @@ impl AlertService for AlertGrpc {
             ));
         }
         self.act(Action::Comment, r.alert_id, who, r.text).await
+    }
+
+    async fn create_maintenance(
+        &self,
+        request: Request<MaintenanceWindow>,
+    ) -> Result<Response<MaintenanceWindow>, Status> {
+        let who = self
+            .caller(&request, Role::Officer, "CreateMaintenance")
+            .await?;
+        let mut w = request.into_inner();
+        let time = |t: &Option<prost_types::Timestamp>, field: &str| {
+            t.as_ref()
+                .and_then(quantrac_proto::domain::from_timestamp)
+                .ok_or_else(|| Status::invalid_argument(format!("{field}: a time is required")))
+        };
+        let (starts, ends) = (
+            time(&w.starts_at, "starts_at")?,
+            time(&w.ends_at, "ends_at")?,
+        );
+        if ends <= starts {
+            return Err(Status::invalid_argument("ends_at: must be after starts_at"));
+        }
+        if ends - starts > chrono::Duration::days(31) {
+            return Err(Status::invalid_argument(
+                "ends_at: a window is at most 31 days (plan a longer one in parts)",
+            ));
+        }
+        if w.station_id.trim().is_empty() || w.reason.trim().is_empty() || w.reason.len() > 1_000 {
+            return Err(Status::invalid_argument(
+                "station_id and reason (at most 1,000 bytes) are required",
+            ));
+        }
+        let client = self.db.get().await?;
+        let known: i64 = client
+            .query_one(
+                "SELECT count(*) FROM stations WHERE id = $1",
+                &[&w.station_id],
+            )
+            .await
+            .map_err(|e| Status::unavailable(format!("database: {e}")))?
+            .get(0);
+        if known == 0 {
+            return Err(Status::not_found(format!(
+                "station_id: no station {:?}",
+                w.station_id
+            )));
+        }
+        let id: i64 = client
+            .query_one(
+                "INSERT INTO maintenance_windows (station_id, starts_at, ends_at, reason, created_by) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                &[&w.station_id, &starts, &ends, &w.reason, &who.name],
+            )
+            .await
+            .map_err(|e| Status::unavailable(format!("database: {e}")))?
+            .get(0);
+        w.id = id;
+        w.created_by = who.name.clone();
+        let _ = self
+            .audit
+            .record(
+                &who.name,
+                "create_maintenance",
+                &w.station_id,
+                serde_json::json!({
+                    "token": who.token, "window": id, "starts_at": starts, "ends_at": ends, "reason": w.reason,
+                }),
+            )
+            .await;
+        Ok(Response::new(w))
+    }
+
+    async fn list_maintenance(
+        &self,
+        request: Request<ListMaintenanceRequest>,
+    ) -> Result<Response<ListMaintenanceResponse>, Status> {
+        self.caller(&request, Role::Analyst, "ListMaintenance")
+            .await?;
+        let r = request.into_inner();
+        let after = r
+            .ending_after
+            .as_ref()
+            .and_then(quantrac_proto::domain::from_timestamp)
+            .unwrap_or_else(chrono::Utc::now);
+        let client = self.db.get().await?;
+        let rows = client
+            .query(
+                "SELECT id, station_id, starts_at, ends_at, reason, created_by FROM maintenance_windows \
+                 WHERE ($1 = '' OR station_id = $1) AND ends_at > $2 ORDER BY starts_at, id LIMIT 1000",
+                &[&r.station_id, &after],
+            )
+            .await
+            .map_err(|e| Status::unavailable(format!("database: {e}")))?;
+        let ts = quantrac_proto::domain::to_timestamp;
+        Ok(Response::new(ListMaintenanceResponse {
+            windows: rows
+                .iter()
+                .map(|r| MaintenanceWindow {
+                    id: r.get(0),
+                    station_id: r.get(1),
+                    starts_at: Some(ts(r.get(2))),
+                    ends_at: Some(ts(r.get(3))),
+                    reason: r.get(4),
+                    created_by: r.get(5),
+                })
+                .collect(),
+        }))
     }
 }
 

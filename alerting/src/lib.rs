@@ -14,6 +14,8 @@
 //! - [`store`]: alerts and their history in the database; a replayed
 //!   incident is dropped there before anyone is notified.
 //! - [`notify`]: the Kafka `alerts` topic, live gRPC subscribers, webhooks.
+//! - [`mail`]: e-mail to officers (subscriptions), facilities (registry
+//!   contacts), escalation and a daily digest, through an outbox table.
 //! - [`live`]: the changes other alerting instances commit, through
 //!   PostgreSQL notifications, for the gRPC subscribers.
 //! - [`grpc`]: the `AlertService`: subscribe (filter, resume after a
@@ -36,6 +38,7 @@ pub mod config;
 pub mod engine;
 pub mod grpc;
 pub mod live;
+pub mod mail;
 pub mod notify;
 pub mod rules;
 pub mod service;
@@ -81,6 +84,8 @@ pub enum AlertingError {
     Server(String),
     #[error("a task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Mail(#[from] mail::MailError),
     #[error("shutting down")]
     ShuttingDown,
 }
@@ -167,7 +172,7 @@ impl Alerting {
         quantrac_db::schema::migrate_tables(&db).await?;
 
         // Rebuild: open alerts, then the recent readings for the windows.
-        let mut engine = engine::Engine::new(rules, registry);
+        let mut engine = engine::Engine::new(rules, Arc::clone(&registry));
         let open = service::open_records(store::open_alerts(&db).await?);
         let restored = open.len();
         engine.restore(open);
@@ -199,6 +204,17 @@ impl Alerting {
             });
         }
         start_webhooks(&config, &db, &newest, &mut tasks, &shutdown).await?;
+        if !config.email.smtp_url.is_empty() {
+            mail::spawn(
+                config.email.clone(),
+                config.database_url.clone(),
+                Arc::clone(&registry),
+                newest.clone(),
+                config.tick,
+                &mut tasks,
+                &shutdown,
+            )?;
+        }
         let (commands_tx, commands) = mpsc::channel(64);
         let grpc_addr =
             serve_grpc(&config, live, newest, commands_tx, &mut tasks, &shutdown).await?;

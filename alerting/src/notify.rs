@@ -283,7 +283,11 @@ async fn deliver_connected(
             continue;
         }
         for alert in page {
-            if !post_until_delivered(url, &alert, config, shutdown).await {
+            // Planned maintenance: the change is kept, not notified.
+            if crate::mail::in_maintenance(&db, &alert).await? {
+                metrics::counter!("alerting_notifications_suppressed_total", "channel" => "webhook")
+                    .increment(1);
+            } else if !post_until_delivered(url, &alert, config, shutdown).await {
                 return Ok(());
             }
             db.execute(

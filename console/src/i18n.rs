@@ -1,7 +1,7 @@
 //! Labels in Vietnamese (the default) and English, and times as officers
 //! read them: Asia/Ho_Chi_Minh (UTC+7, no daylight saving).
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 
 /// The page's language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +113,11 @@ impl Lang {
             "done" => ("Đã ghi nhận", "Done"),
             "select_all" => ("Chọn tất cả", "Select all"),
             "facility" => ("Cơ sở", "Facility"),
+            "maintenance" => ("Bảo trì theo kế hoạch", "Planned maintenance"),
+            "no_maintenance" => ("Không có lịch bảo trì.", "No maintenance planned."),
+            "plan_maintenance" => ("Lên lịch bảo trì", "Plan maintenance"),
+            "starts" => ("Bắt đầu", "Starts"),
+            "hours" => ("Số giờ", "Hours"),
             "kind" => ("Loại", "Kind"),
             "wastewater" => ("Nước thải", "Wastewater"),
             "stack" => ("Khí thải", "Stack"),
@@ -129,14 +134,9 @@ impl Lang {
     }
 }
 
-/// Asia/Ho_Chi_Minh.
-pub fn local_offset() -> FixedOffset {
-    FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset")
-}
-
 /// `2026-12-06 13:05` in local time.
 pub fn local_time(t: DateTime<Utc>) -> String {
-    t.with_timezone(&local_offset())
+    t.with_timezone(&quantrac_proto::domain::local_offset())
         .format("%Y-%m-%d %H:%M")
         .to_string()
 }

@@ -123,6 +123,10 @@ pub fn router(state: AppState) -> Router {
         .route("/stations", get(stations::board))
         .route("/stations/{id}", get(stations::detail))
         .route("/stations/{id}/readings.csv", get(stations::readings_csv))
+        .route(
+            "/stations/{id}/maintenance",
+            post(stations::plan_maintenance),
+        )
         .route("/map", get(stations::map))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))

@@ -16,7 +16,8 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use quantrac_proto::domain::{from_timestamp, to_timestamp};
 use quantrac_proto::v1::{
-    GetLatestRequest, GetSeriesRequest, ListStationsRequest, SeriesPoint, StationInfo, TimeRange,
+    GetLatestRequest, GetSeriesRequest, ListMaintenanceRequest, ListStationsRequest,
+    MaintenanceWindow, SeriesPoint, StationInfo, TimeRange,
 };
 use serde::Deserialize;
 
@@ -323,6 +324,126 @@ async fn camera_html(lang: Lang, url: &str) -> String {
     s
 }
 
+/// The station's planned maintenance (not yet over), and for officers a
+/// form to plan one: alerts measured inside a window are kept but not
+/// notified.
+async fn maintenance_html(state: &AppState, ctx: &Ctx, id: &str) -> Result<String, tonic::Status> {
+    let lang = ctx.lang;
+    let windows = state
+        .alerting
+        .clone()
+        .list_maintenance(authed(
+            state,
+            &ctx.token,
+            ListMaintenanceRequest {
+                station_id: id.to_owned(),
+                ending_after: None,
+            },
+        ))
+        .await?
+        .into_inner()
+        .windows;
+    let mut s = format!(
+        r#"<section class="maintenance"><h2>{}</h2>"#,
+        lang.t("maintenance")
+    );
+    if windows.is_empty() {
+        s.push_str(&notice("info", lang.t("no_maintenance")));
+    } else {
+        s.push_str(r#"<ul id="maintenance-windows">"#);
+        for w in &windows {
+            let t = |x: &Option<prost_types::Timestamp>| {
+                x.as_ref()
+                    .and_then(from_timestamp)
+                    .map(local_time)
+                    .unwrap_or_default()
+            };
+            let _ = write!(
+                s,
+                "<li>{} → {} · {} · {}</li>",
+                t(&w.starts_at),
+                t(&w.ends_at),
+                esc(&w.reason),
+                esc(&w.created_by)
+            );
+        }
+        s.push_str("</ul>");
+    }
+    if ctx.viewer.can_act() {
+        let _ = write!(
+            s,
+            r#"<form method="post" action="/stations/{u}/maintenance" class="act" id="form-maintenance"><label>{from}<input type="datetime-local" name="starts" id="maintenance-starts" required></label><label>{hours}<input type="number" name="hours" id="maintenance-hours" min="1" max="744" value="4" required></label><label>{reason}<input type="text" name="reason" id="maintenance-reason" required></label><button type="submit" id="do-maintenance">{plan}</button></form>"#,
+            u = url(id),
+            from = lang.t("starts"),
+            hours = lang.t("hours"),
+            reason = lang.t("reason"),
+            plan = lang.t("plan_maintenance"),
+        );
+    }
+    s.push_str("</section>");
+    Ok(s)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MaintenanceForm {
+    /// `YYYY-MM-DDTHH:MM`, local time (the browser's datetime-local).
+    starts: String,
+    hours: i64,
+    reason: String,
+}
+
+/// Plans a maintenance window through the alerting service (which checks
+/// the officer's role and audits it).
+pub async fn plan_maintenance(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::Form(form): axum::extract::Form<MaintenanceForm>,
+) -> Response {
+    if !crate::session::same_origin(&headers) {
+        return (axum::http::StatusCode::FORBIDDEN, "cross-site form refused").into_response();
+    }
+    let ctx = match require(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let starts = chrono::NaiveDateTime::parse_from_str(&form.starts, "%Y-%m-%dT%H:%M")
+        .ok()
+        .and_then(|t| {
+            t.and_local_timezone(quantrac_proto::domain::local_offset())
+                .single()
+        })
+        .map(|t| t.with_timezone(&Utc));
+    let Some(starts) = starts else {
+        return failure(
+            ctx.lang,
+            Some(&ctx.viewer),
+            &tonic::Status::invalid_argument("starts: YYYY-MM-DDTHH:MM"),
+        );
+    };
+    let ends = starts + Duration::hours(form.hours.clamp(1, 744));
+    let r = state
+        .alerting
+        .clone()
+        .create_maintenance(authed(
+            &state,
+            &ctx.token,
+            MaintenanceWindow {
+                id: 0,
+                station_id: id.clone(),
+                starts_at: Some(to_timestamp(starts)),
+                ends_at: Some(to_timestamp(ends)),
+                reason: form.reason,
+                created_by: String::new(),
+            },
+        ))
+        .await;
+    match r {
+        Ok(_) => axum::response::Redirect::to(&format!("/stations/{}", url(&id))).into_response(),
+        Err(s) => failure(ctx.lang, Some(&ctx.viewer), &s),
+    }
+}
+
 /// Every reading of `station` in `[start, end)`, flagged ones included,
 /// through the query service's pages.
 async fn series(
@@ -413,6 +534,10 @@ pub async fn detail(
         k = status.key(),
     );
     s.push_str(&camera_html(lang, &st.camera_url).await);
+    match maintenance_html(&state, &ctx, &id).await {
+        Ok(m) => s.push_str(&m),
+        Err(e) => s.push_str(&notice("error", e.message())),
+    }
     let _ = write!(
         s,
         r#"<h2>{}</h2><table class="latest"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>QC</th></tr></thead><tbody>"#,

@@ -2,7 +2,7 @@
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
 //! registry tables and their aggregates, 0001-0002, 0006, 0009, 0011 and 0013; alerting's
-//! tables, 0003-0005, 0007 and 0012; people's access tokens, 0008; the audit log, 0010); one that
+//! tables, 0003-0005, 0007, 0012 and 0014; people's access tokens, 0008; the audit log, 0010); one that
 //! depends on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
 //! run one by one (a continuous aggregate cannot be created inside a
@@ -135,6 +135,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 13,
         name: "station_camera_contacts",
         plain: include_str!("../migrations/0013_station_camera_contacts.sql"),
+        timescale: None,
+    },
+    Migration {
+        version: 14,
+        name: "mail_and_maintenance",
+        plain: include_str!("../migrations/0014_mail_and_maintenance.sql"),
         timescale: None,
     },
 ];

@@ -323,6 +323,34 @@ async fn officer_sees_a_live_alert_acts_on_it_and_an_analyst_cannot() {
         "true"
     );
     assert_eq!(b.count("img.camera-snapshot").await, 1);
+    // Planned maintenance from the station's page: listed, and audited
+    // under the officer.
+    let starts = (Utc::now() + chrono::Duration::hours(1))
+        .with_timezone(&quantrac_proto::domain::local_offset())
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    b.script(&format!(
+        "document.getElementById('maintenance-starts').value = '{starts}'; return true;"
+    ))
+    .await;
+    b.type_into("#maintenance-reason", "thay điện cực COD")
+        .await;
+    b.click_and_wait("#do-maintenance").await;
+    assert!(
+        b.text("#maintenance-windows")
+            .await
+            .contains("thay điện cực COD · lan.nguyen@dost")
+    );
+    let planned: i64 = connect(&s.db_url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE actor = 'lan.nguyen@dost' AND action = 'create_maintenance' AND target = $1",
+            &[&s.station],
+        )
+        .await
+        .expect("audit")
+        .get(0);
+    assert_eq!(planned, 1);
     b.screenshot(&shot("3-station-board")).await;
 
     // The analyst: the same list, no buttons; a forged form is refused by

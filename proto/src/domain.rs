@@ -98,6 +98,11 @@ pub struct Sample {
     pub values: Vec<SampleValue>,
 }
 
+/// Viet Nam's time, Asia/Ho_Chi_Minh: UTC+7 all year (no daylight saving).
+pub fn local_offset() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset")
+}
+
 /// Converts a chrono time into a protobuf timestamp.
 pub fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
