@@ -23,6 +23,7 @@ use quantrac_proto::v1::{
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::export::{Cell, Table};
 use crate::html::{esc, notice, page, url};
 use crate::i18n::{Lang, local_time};
 use crate::session::{Ctx, authed, failure, require, same_origin};
@@ -410,12 +411,12 @@ pub async fn list_page(
     ));
     let _ = write!(
         s,
-        r#"<button type="submit">{}</button> <a class="quick" id="quick-unacked" href="/alerts?state=open">{}</a> <a class="quick" href="/alerts">{}</a> <a href="/alerts/export.csv{}" id="export-csv">{} CSV</a></form>"#,
+        r#"<button type="submit">{}</button> <a class="quick" id="quick-unacked" href="/alerts?state=open">{}</a> <a class="quick" href="/alerts">{}</a> {} <a href="/alerts/export.csv{q}" id="export-csv">CSV</a> · <a href="/alerts/export.xlsx{q}" id="export-xlsx">XLSX</a></form>"#,
         lang.t("filter"),
         lang.t("active_unacked"),
         lang.t("all_alerts"),
-        f.query_string(),
         lang.t("export"),
+        q = f.query_string(),
     );
     let _ = write!(
         s,
@@ -803,90 +804,90 @@ pub async fn bulk_acknowledge(
         .into_response()
 }
 
-/// A CSV field, quoted when it must be.
-pub fn csv_field(s: &str) -> String {
-    // A leading =, +, - or @ would be a formula in a spreadsheet.
-    let s = if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() {
-        format!("'{s}")
-    } else {
-        s.to_owned()
+/// Every alert the filters match (up to 100,000), page by page from the
+/// query service, as a table.
+async fn alerts_table(state: &AppState, ctx: &Ctx, f: &Filter) -> Result<Table, tonic::Status> {
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = state
+            .query
+            .clone()
+            .list_alerts(authed(state, &ctx.token, f.request(1_000, token)))
+            .await?
+            .into_inner();
+        for a in &page.alerts {
+            rows.push(vec![
+                Cell::from(a.id.as_str()),
+                time(&a.opened_at).into(),
+                a.station_id.as_str().into(),
+                a.industrial_zone.as_str().into(),
+                a.parameter.as_str().into(),
+                a.rule.as_str().into(),
+                severity_key(a).into(),
+                state_key(a).into(),
+                a.observed_value.into(),
+                a.limit_value.into(),
+                a.message.as_str().into(),
+                a.acknowledged_by.as_str().into(),
+                a.assignee.as_str().into(),
+                a.note.as_str().into(),
+            ]);
+        }
+        if page.next_page_token.is_empty() || rows.len() >= EXPORT_MAX {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    Ok(Table {
+        name: "alerts".into(),
+        headers: vec![
+            "id",
+            "opened_at_local",
+            "station_id",
+            "industrial_zone",
+            "parameter",
+            "rule",
+            "severity",
+            "state",
+            "observed_value",
+            "limit_value",
+            "message",
+            "acknowledged_by",
+            "assignee",
+            "note",
+        ],
+        rows,
+    })
+}
+
+async fn export(state: AppState, headers: HeaderMap, f: Filter, format: &str) -> Response {
+    let ctx = match require(&state, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
+    match alerts_table(&state, &ctx, &f).await {
+        Ok(t) => t.download(format, "alerts"),
+        Err(s) => failure(ctx.lang, Some(&ctx.viewer), &s),
     }
 }
 
-/// Every alert the filters match (up to 100,000), as CSV, page by page
-/// from the query service.
+/// The alerts the filters match, as CSV.
 pub async fn export_csv(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(f): Query<Filter>,
 ) -> Response {
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let mut out = String::from(
-        "id,opened_at_local,station_id,industrial_zone,parameter,rule,severity,state,observed_value,limit_value,message,acknowledged_by,assignee,note\n",
-    );
-    let mut token = String::new();
-    let mut rows = 0usize;
-    loop {
-        let page = match state
-            .query
-            .clone()
-            .list_alerts(authed(&state, &ctx.token, f.request(1_000, token)))
-            .await
-        {
-            Ok(p) => p.into_inner(),
-            Err(s) => return failure(ctx.lang, Some(&ctx.viewer), &s),
-        };
-        for a in &page.alerts {
-            let fields = [
-                a.id.clone(),
-                time(&a.opened_at),
-                a.station_id.clone(),
-                a.industrial_zone.clone(),
-                a.parameter.clone(),
-                a.rule.clone(),
-                severity_key(a).into(),
-                state_key(a).into(),
-                a.observed_value.to_string(),
-                a.limit_value.to_string(),
-                a.message.clone(),
-                a.acknowledged_by.clone(),
-                a.assignee.clone(),
-                a.note.clone(),
-            ];
-            out.push_str(
-                &fields
-                    .iter()
-                    .map(|x| csv_field(x))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            out.push('\n');
-            rows += 1;
-        }
-        if page.next_page_token.is_empty() || rows >= EXPORT_MAX {
-            break;
-        }
-        token = page.next_page_token;
-    }
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"alerts.csv\"",
-            ),
-        ],
-        out,
-    )
-        .into_response()
+    export(state, headers, f, "csv").await
+}
+
+/// The alerts the filters match, as XLSX.
+pub async fn export_xlsx(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(f): Query<Filter>,
+) -> Response {
+    export(state, headers, f, "xlsx").await
 }
 
 #[cfg(test)]
@@ -916,14 +917,5 @@ mod tests {
             f.with("state", "open").request(1, String::new()).states,
             vec![AlertState::Open as i32]
         );
-    }
-
-    #[test]
-    fn csv_fields_are_quoted_and_never_formulas() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("-12.5"), "-12.5");
     }
 }

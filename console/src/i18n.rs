@@ -113,6 +113,7 @@ impl Lang {
             "done" => ("Đã ghi nhận", "Done"),
             "select_all" => ("Chọn tất cả", "Select all"),
             "facility" => ("Cơ sở", "Facility"),
+            "hourly_averages" => ("Trung bình giờ", "Hourly averages"),
             "maintenance" => ("Bảo trì theo kế hoạch", "Planned maintenance"),
             "no_maintenance" => ("Không có lịch bảo trì.", "No maintenance planned."),
             "plan_maintenance" => ("Lên lịch bảo trì", "Plan maintenance"),

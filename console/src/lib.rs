@@ -16,6 +16,7 @@
 //!   against limits; 24-hour charts that show gaps as gaps), the map.
 //! - [`chart`]: the SVG charts. [`html`]: escaping and the layout.
 //!   [`i18n`]: Vietnamese and English labels, local time (UTC+7).
+//!   [`export`]: tables as CSV or XLSX.
 //!
 //! Nothing is fetched from the internet at run time: the CSS and the one
 //! script are compiled in, charts and the map are SVG drawn here, and map
@@ -24,6 +25,7 @@
 pub mod alerts;
 pub mod chart;
 pub mod config;
+pub mod export;
 pub mod html;
 pub mod i18n;
 pub mod session;
@@ -117,12 +119,13 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts/table", get(alerts::table_fragment))
         .route("/alerts/events", get(alerts::events))
         .route("/alerts/export.csv", get(alerts::export_csv))
+        .route("/alerts/export.xlsx", get(alerts::export_xlsx))
         .route("/alerts/bulk-acknowledge", post(alerts::bulk_acknowledge))
         .route("/alerts/{id}", get(alerts::detail_page))
         .route("/alerts/{id}/{action}", post(alerts::act))
         .route("/stations", get(stations::board))
         .route("/stations/{id}", get(stations::detail))
-        .route("/stations/{id}/readings.csv", get(stations::readings_csv))
+        .route("/stations/{id}/{file}", get(stations::export))
         .route(
             "/stations/{id}/maintenance",
             post(stations::plan_maintenance),

@@ -11,19 +11,19 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use quantrac_proto::domain::{from_timestamp, to_timestamp};
 use quantrac_proto::v1::{
-    GetLatestRequest, GetSeriesRequest, ListMaintenanceRequest, ListStationsRequest,
-    MaintenanceWindow, SeriesPoint, StationInfo, TimeRange,
+    Fill, GetAggregatesRequest, GetLatestRequest, GetSeriesRequest, ListMaintenanceRequest,
+    ListStationsRequest, MaintenanceWindow, SeriesPoint, StationInfo, TimeRange,
 };
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::alerts::csv_field;
 use crate::chart;
+use crate::export::{Cell, Table};
 use crate::html::{esc, notice, page, url};
 use crate::i18n::{Lang, local_time};
 use crate::session::{Ctx, authed, failure, require};
@@ -566,13 +566,15 @@ pub async fn detail(
     }
     let _ = write!(
         s,
-        r#"</tbody></table><h2>{} <a class="small" href="/stations/{}/readings.csv?hours=24">CSV</a></h2><p class="legend"><span class="key gap">— —</span> {} · <span class="key flagged">●</span> {} · <span class="key saturated">▲</span> {} · <span class="key limit">- - -</span> {}</p>"#,
+        r#"</tbody></table><h2>{} <span class="small">{export}: <a href="/stations/{u}/readings.csv?hours=24" id="readings-csv">CSV</a> · <a href="/stations/{u}/readings.xlsx?hours=24" id="readings-xlsx">XLSX</a> · {averages}: <a href="/stations/{u}/averages.csv?hours=24">CSV</a> · <a href="/stations/{u}/averages.xlsx?hours=24" id="averages-xlsx">XLSX</a></span></h2><p class="legend"><span class="key gap">— —</span> {} · <span class="key flagged">●</span> {} · <span class="key saturated">▲</span> {} · <span class="key limit">- - -</span> {}</p>"#,
         lang.t("chart_24h"),
-        url(&id),
         lang.t("gap"),
         lang.t("flagged"),
         lang.t("saturated"),
         lang.t("limit"),
+        u = url(&id),
+        export = lang.t("export"),
+        averages = lang.t("hourly_averages"),
     );
     let labels = chart::Labels {
         limit: lang.t("limit"),
@@ -614,7 +616,7 @@ pub async fn detail(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Hours {
+pub struct Span {
     #[serde(default = "day")]
     hours: i64,
 }
@@ -624,62 +626,160 @@ fn day() -> i64 {
 }
 
 /// A station's readings over the last `hours` (at most 31 days), flagged
-/// ones included with their flag, as CSV.
-pub async fn readings_csv(
+/// ones included with their flag.
+async fn readings_table(
+    state: &AppState,
+    ctx: &Ctx,
+    id: &str,
+    hours: i64,
+) -> Result<Table, tonic::Status> {
+    let now = Utc::now();
+    let hours = hours.clamp(1, 31 * 24);
+    let points = series(state, ctx, id, now - Duration::hours(hours), now, 1_000_000).await?;
+    let rows = points
+        .into_iter()
+        .map(|p| {
+            let at = p.measured_at.as_ref().and_then(from_timestamp);
+            vec![
+                Cell::from(id),
+                p.parameter.into(),
+                at.map(|t| t.to_rfc3339()).unwrap_or_default().into(),
+                at.map(local_time).unwrap_or_default().into(),
+                p.value.into(),
+                p.unit.into(),
+                p.qc_flag.into(),
+            ]
+        })
+        .collect();
+    Ok(Table {
+        name: format!("{id} readings"),
+        headers: vec![
+            "station_id",
+            "parameter",
+            "measured_at",
+            "measured_at_local",
+            "value",
+            "unit",
+            "qc_flag",
+        ],
+        rows,
+    })
+}
+
+/// Hourly averages of every parameter over the last `hours`, from the
+/// query service's aggregates: average, minimum, maximum, readings,
+/// coverage, and whether the hour holds saturated (lower-bound) values.
+async fn averages_table(
+    state: &AppState,
+    ctx: &Ctx,
+    id: &str,
+    hours: i64,
+) -> Result<Table, tonic::Status> {
+    let now = Utc::now();
+    let hours = hours.clamp(1, 31 * 24);
+    let start = now - Duration::hours(hours);
+    let stations = state
+        .query
+        .clone()
+        .list_stations(authed(state, &ctx.token, ListStationsRequest::default()))
+        .await?
+        .into_inner()
+        .stations;
+    let parameters: Vec<String> = stations
+        .iter()
+        .filter_map(|s| s.station.as_ref())
+        .find(|s| s.id == id)
+        .map(|s| s.parameters.iter().map(|p| p.code.clone()).collect())
+        .ok_or_else(|| tonic::Status::not_found(format!("station {id}")))?;
+    let mut rows = Vec::new();
+    for parameter in parameters {
+        let r = state
+            .query
+            .clone()
+            .get_aggregates(authed(
+                state,
+                &ctx.token,
+                GetAggregatesRequest {
+                    station_id: id.to_owned(),
+                    parameter: parameter.clone(),
+                    range: Some(TimeRange {
+                        start: Some(to_timestamp(start)),
+                        end: Some(to_timestamp(now)),
+                    }),
+                    interval: "1h".into(),
+                    functions: ["avg", "min", "max"].map(String::from).to_vec(),
+                    fill: Fill::None as i32,
+                    max_gap_buckets: 0,
+                    include_flagged: false,
+                },
+            ))
+            .await?
+            .into_inner();
+        for b in r.buckets {
+            let v = |i: usize| Cell::from(b.values.get(i).copied());
+            rows.push(vec![
+                Cell::from(id),
+                parameter.as_str().into(),
+                b.start
+                    .as_ref()
+                    .and_then(from_timestamp)
+                    .map(local_time)
+                    .unwrap_or_default()
+                    .into(),
+                v(0),
+                v(1),
+                v(2),
+                r.unit.as_str().into(),
+                (b.count as f64).into(),
+                b.coverage.into(),
+                if b.lower_bound { "yes" } else { "" }.into(),
+            ]);
+        }
+    }
+    Ok(Table {
+        name: format!("{id} hourly"),
+        headers: vec![
+            "station_id",
+            "parameter",
+            "hour_local",
+            "avg",
+            "min",
+            "max",
+            "unit",
+            "readings",
+            "coverage",
+            "lower_bound",
+        ],
+        rows,
+    })
+}
+
+/// `/stations/{id}/{readings|averages}.{csv|xlsx}?hours=N`.
+pub async fn export(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<Hours>,
+    Path((id, file)): Path<(String, String)>,
+    Query(q): Query<Span>,
 ) -> Response {
     let ctx = match require(&state, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let now = Utc::now();
-    let hours = q.hours.clamp(1, 31 * 24);
-    let points = match series(
-        &state,
-        &ctx,
-        &id,
-        now - Duration::hours(hours),
-        now,
-        1_000_000,
-    )
-    .await
-    {
-        Ok(p) => p,
-        Err(s) => return failure(ctx.lang, Some(&ctx.viewer), &s),
+    let Some((what, format)) = file.split_once('.') else {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
     };
-    let mut out =
-        String::from("station_id,parameter,measured_at,measured_at_local,value,unit,qc_flag\n");
-    for p in points {
-        let at = p.measured_at.as_ref().and_then(from_timestamp);
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{}",
-            csv_field(&id),
-            csv_field(&p.parameter),
-            at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-            at.map(local_time).unwrap_or_default(),
-            p.value,
-            csv_field(&p.unit),
-            csv_field(&p.qc_flag),
-        );
+    if format != "csv" && format != "xlsx" {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
     }
-    let disposition = format!(
-        "attachment; filename=\"{}-readings.csv\"",
-        id.chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect::<String>()
-    );
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        out,
-    )
-        .into_response()
+    let table = match what {
+        "readings" => readings_table(&state, &ctx, &id, q.hours).await,
+        "averages" => averages_table(&state, &ctx, &id, q.hours).await,
+        _ => return axum::http::StatusCode::NOT_FOUND.into_response(),
+    };
+    match table {
+        Ok(t) => t.download(format, &format!("{id}-{what}")),
+        Err(s) => failure(ctx.lang, Some(&ctx.viewer), &s),
+    }
 }
 
 /// Web Mercator pixel coordinates at zoom `z` (256-pixel tiles).

@@ -323,6 +323,33 @@ async fn officer_sees_a_live_alert_acts_on_it_and_an_analyst_cannot() {
         "true"
     );
     assert_eq!(b.count("img.camera-snapshot").await, 1);
+    // Spreadsheets from the page: the averages as CSV, the alerts as XLSX.
+    let averages = b
+        .script_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(document.querySelector('a[href$=\"averages.csv?hours=24\"]').href).then(r => r.text()).then(done);",
+        )
+        .await;
+    let averages = averages.as_str().unwrap_or_default().to_owned();
+    assert!(
+        averages.starts_with(
+            "station_id,parameter,hour_local,avg,min,max,unit,readings,coverage,lower_bound\n"
+        ),
+        "{averages}"
+    );
+    assert!(
+        averages.contains(",COD,") && averages.contains(",300,300,300,mg/L,1,"),
+        "{averages}"
+    );
+    let xlsx = b
+        .script_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/alerts/export.xlsx').then(r => r.arrayBuffer()).then(a => { const v = new Uint8Array(a); done([v.length, v[0], v[1]]); });",
+        )
+        .await;
+    assert_eq!(xlsx[1], 0x50, "an XLSX (ZIP) file: {xlsx}");
+    assert_eq!(xlsx[2], 0x4b, "an XLSX (ZIP) file: {xlsx}");
+
     // Planned maintenance from the station's page: listed, and audited
     // under the officer.
     let starts = (Utc::now() + chrono::Duration::hours(1))
