@@ -36,6 +36,8 @@ fn wastewater_sample(code: fn(&'static str, &'static str) -> &'static str) -> Sa
                 unit: unit.to_owned(),
                 status,
                 device_flag: status.circular10_code().to_owned(),
+                report: None,
+                converted: None,
             })
             .collect(),
     }

@@ -65,6 +65,7 @@ fn readings(registry: &Registry, now: DateTime<Utc>) -> Vec<v1::Reading> {
                 } as i32,
                 received_at: Some(to_timestamp(now)),
                 ingest_id: format!("0194b0c8-0000-7000-8000-{i:012}"),
+                ..Default::default()
             }
         })
         .collect()

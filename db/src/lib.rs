@@ -33,7 +33,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, NoTls};
 
-pub use readings::{ReadingRow, WriteMethod};
+pub use readings::{ReadingRow, ReportedRow, WriteMethod};
 pub use schema::{SchemaInfo, SchemaOptions, TimescaleMode};
 
 /// Whose fault a failure is, so a caller knows what to do with it.

@@ -34,6 +34,10 @@ pub struct ReadingRow {
     pub source: i32,
     pub received_at: Option<DateTime<Utc>>,
     pub ingest_id: String,
+    /// HJ 212 `-ZsRtd`: the analyser's converted value, in the canonical unit.
+    pub converted: Option<f64>,
+    /// The code as the station sent it, when not the canonical one.
+    pub wire_code: Option<String>,
 }
 
 impl ReadingRow {
@@ -68,9 +72,9 @@ pub enum WriteMethod {
     Unnest,
 }
 
-const COLUMNS: &str = "station_id, parameter, measured_at, value, unit, status, device_flag, qc_flag, source, received_at, ingest_id";
+const COLUMNS: &str = "station_id, parameter, measured_at, value, unit, status, device_flag, qc_flag, source, received_at, ingest_id, converted, wire_code";
 
-const TYPES: [Type; 11] = [
+const TYPES: [Type; 13] = [
     Type::TEXT,
     Type::TEXT,
     Type::TIMESTAMPTZ,
@@ -82,6 +86,8 @@ const TYPES: [Type; 11] = [
     Type::INT2,
     Type::TIMESTAMPTZ,
     Type::UUID,
+    Type::FLOAT8,
+    Type::TEXT,
 ];
 
 fn status_code(s: DeviceStatus) -> i16 {
@@ -181,7 +187,7 @@ async fn copy_rows(
         let source = source_code(r.source);
         let qc = r.qc_flag.as_str();
         let id = ingest_uuid(&r.ingest_id);
-        let row: [&(dyn ToSql + Sync); 11] = [
+        let row: [&(dyn ToSql + Sync); 13] = [
             &r.station_id,
             &r.parameter,
             &r.measured_at,
@@ -193,6 +199,8 @@ async fn copy_rows(
             &source,
             &r.received_at,
             &id,
+            &r.converted,
+            &r.wire_code,
         ];
         writer.as_mut().write(&row).await?;
     }
@@ -260,9 +268,11 @@ async fn unnest_readings(tx: &Transaction<'_>, rows: &[ReadingRow]) -> Result<Wr
     let source: Vec<i16> = rows.iter().map(|r| source_code(r.source)).collect();
     let received: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.received_at).collect();
     let ids: Vec<Option<uuid::Uuid>> = rows.iter().map(|r| ingest_uuid(&r.ingest_id)).collect();
+    let converted: Vec<Option<f64>> = rows.iter().map(|r| r.converted).collect();
+    let wire: Vec<Option<&str>> = rows.iter().map(|r| r.wire_code.as_deref()).collect();
     const INPUT: &str = "unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[], \
-         $6::int2[], $7::text[], $8::text[], $9::int2[], $10::timestamptz[], $11::uuid[])";
-    let params: [&(dyn ToSql + Sync); 11] = [
+         $6::int2[], $7::text[], $8::text[], $9::int2[], $10::timestamptz[], $11::uuid[], $12::float8[], $13::text[])";
+    let params: [&(dyn ToSql + Sync); 13] = [
         &station,
         &parameter,
         &measured_at,
@@ -274,6 +284,8 @@ async fn unnest_readings(tx: &Transaction<'_>, rows: &[ReadingRow]) -> Result<Wr
         &source,
         &received,
         &ids,
+        &converted,
+        &wire,
     ];
     let n = tx
         .execute(
@@ -347,6 +359,8 @@ fn from_row(r: &tokio_postgres::Row) -> Result<ReadingRow, DbError> {
         source: i32::from(r.try_get::<_, i16>(8)?),
         received_at: r.try_get(9)?,
         ingest_id: r.try_get(10)?,
+        converted: r.try_get(11)?,
+        wire_code: r.try_get(12)?,
     })
 }
 
@@ -359,10 +373,81 @@ pub async fn since(
     let rows = client
         .query_raw(
             "SELECT station_id, parameter, measured_at, value, unit, status, device_flag, qc_flag, \
-             source, received_at, coalesce(ingest_id::text, '') FROM readings \
+             source, received_at, coalesce(ingest_id::text, ''), converted, wire_code FROM readings \
              WHERE measured_at >= $1 ORDER BY measured_at",
             [since],
         )
         .await?;
     Ok(rows.map(|row| from_row(&row?)))
+}
+
+/// A logger's own aggregate (HJ 212 CN 2051 / 2061 / 2031), normalised
+/// like a reading: the row of `reported_aggregates`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedRow {
+    pub station_id: String,
+    pub parameter: String,
+    /// minute, hour or day.
+    pub kind: &'static str,
+    pub period_start: DateTime<Utc>,
+    /// 0 when the record does not say.
+    pub period_seconds: i32,
+    /// In the canonical unit, like `min`, `max` and `converted`.
+    pub avg: f64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// As sent (a cumulative amount, not in the concentration's unit).
+    pub total: Option<f64>,
+    pub converted: Option<f64>,
+    pub unit: String,
+    pub status: DeviceStatus,
+    pub device_flag: String,
+    pub qc_flag: QcFlag,
+    pub source: i32,
+    pub wire_code: Option<String>,
+    pub received_at: Option<DateTime<Utc>>,
+    pub ingest_id: String,
+}
+
+/// Writes reported aggregates inside `tx`; one already stored for its
+/// (station, parameter, kind, period) is a duplicate. The number of new rows.
+pub async fn write_reported(tx: &Transaction<'_>, rows: &[ReportedRow]) -> Result<u64, DbError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let col = |f: fn(&ReportedRow) -> Option<f64>| rows.iter().map(f).collect::<Vec<Option<f64>>>();
+    let station: Vec<&str> = rows.iter().map(|r| r.station_id.as_str()).collect();
+    let parameter: Vec<&str> = rows.iter().map(|r| r.parameter.as_str()).collect();
+    let kind: Vec<&str> = rows.iter().map(|r| r.kind).collect();
+    let start: Vec<DateTime<Utc>> = rows.iter().map(|r| r.period_start).collect();
+    let seconds: Vec<i32> = rows.iter().map(|r| r.period_seconds).collect();
+    let avg: Vec<f64> = rows.iter().map(|r| r.avg).collect();
+    let (min, max, total, converted) = (
+        col(|r| r.min),
+        col(|r| r.max),
+        col(|r| r.total),
+        col(|r| r.converted),
+    );
+    let unit: Vec<&str> = rows.iter().map(|r| r.unit.as_str()).collect();
+    let status: Vec<i16> = rows.iter().map(|r| status_code(r.status)).collect();
+    let flag: Vec<&str> = rows.iter().map(|r| r.device_flag.as_str()).collect();
+    let qc: Vec<&str> = rows.iter().map(|r| r.qc_flag.as_str()).collect();
+    let source: Vec<i16> = rows.iter().map(|r| source_code(r.source)).collect();
+    let wire: Vec<Option<&str>> = rows.iter().map(|r| r.wire_code.as_deref()).collect();
+    let received: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.received_at).collect();
+    let ids: Vec<Option<uuid::Uuid>> = rows.iter().map(|r| ingest_uuid(&r.ingest_id)).collect();
+    let n = tx
+        .execute(
+            "INSERT INTO reported_aggregates (station_id, parameter, kind, period_start, period_seconds, avg, min, max, \
+             total, converted, unit, status, device_flag, qc_flag, source, wire_code, received_at, ingest_id) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], $6::float8[], \
+             $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::text[], $12::int2[], $13::text[], $14::text[], \
+             $15::int2[], $16::text[], $17::timestamptz[], $18::uuid[]) ON CONFLICT DO NOTHING",
+            &[
+                &station, &parameter, &kind, &start, &seconds, &avg, &min, &max, &total, &converted, &unit, &status,
+                &flag, &qc, &source, &wire, &received, &ids,
+            ],
+        )
+        .await?;
+    Ok(n)
 }

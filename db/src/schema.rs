@@ -1,7 +1,7 @@
 //! Versioned SQL migrations, applied at start.
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
-//! registry tables and their aggregates, 0001-0002, 0006, 0009, 0011 and 0013; alerting's
+//! registry tables and their aggregates, 0001-0002, 0006, 0009, 0011, 0013 and 0015; alerting's
 //! tables, 0003-0005, 0007, 0012 and 0014; people's access tokens, 0008; the audit log, 0010); one that
 //! depends on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
@@ -141,6 +141,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 14,
         name: "mail_and_maintenance",
         plain: include_str!("../migrations/0014_mail_and_maintenance.sql"),
+        timescale: None,
+    },
+    Migration {
+        version: 15,
+        name: "record_kinds",
+        plain: include_str!("../migrations/0015_record_kinds.sql"),
         timescale: None,
     },
 ];

@@ -188,3 +188,164 @@ async fn station_is_answered_after_its_reading_is_committed() {
     processor_stop.cancel();
     processor.wait().await.expect("processor stops");
 }
+
+/// A logger sends real-time (CN 2011, with -ZsRtd) and its own hourly
+/// record (CN 2061, -Avg/-Min/-Max/-Cou) for the same hour: both are kept,
+/// the hourly one as a reported aggregate, nothing collides, the code is
+/// kept as sent; the same hourly packet again adds nothing.
+#[tokio::test]
+async fn hourly_records_do_not_collide_with_real_time_values() {
+    let db_url = fresh_database().await;
+    let prefix = unique("RK");
+    let topics = Topics {
+        raw: "readings.raw".into(),
+        valid: "unused".into(),
+        rejected: "unused".into(),
+    };
+    let mut pconfig = test_config(&db_url, &topics, registry_file(&prefix, 1));
+    pconfig.kafka.brokers = "127.0.0.1:1".into();
+    let mut iconfig = IngestConfig {
+        node_id: unique("node"),
+        ..Default::default()
+    };
+    iconfig.mqtt.enabled = false;
+    iconfig.tcp.listen = "127.0.0.1:0".parse().expect("addr");
+    iconfig.http.listen = "127.0.0.1:0".parse().expect("addr");
+    iconfig.kafka.brokers = "127.0.0.1:1".into();
+    iconfig.kafka.readings_topic = topics.raw.clone();
+    iconfig.hj212.default_password = Some("pw".into());
+    let stop = CancellationToken::new();
+    let (tx, rx) = quantrac_plumbing::bus::channel(16);
+    let processor = Processor::start(
+        pconfig,
+        quantrac_processor::Edge::Bus(quantrac_processor::local::LocalBus {
+            input: rx,
+            stored: None,
+        }),
+        None,
+        stop.clone(),
+    )
+    .await
+    .expect("processor");
+    let ingest_stop = CancellationToken::new();
+    let ingest = Ingest::start(
+        iconfig,
+        quantrac_ingest::Edge::Bus(tx),
+        None,
+        ingest_stop.clone(),
+    )
+    .await
+    .expect("ingest");
+    let station = format!("{prefix}-0");
+    // The top of the last full hour, in Viet Nam's time.
+    let vn = chrono::FixedOffset::east_opt(7 * 3600).expect("offset");
+    let hour = chrono::DateTime::from_timestamp((Utc::now().timestamp() / 3600 - 1) * 3600, 0)
+        .expect("hour");
+    let data_time = hour.with_timezone(&vn).format("%Y%m%d%H%M%S").to_string();
+    let packet = |qn: &str, cn: &str, cp: String| {
+        hj212::encode(&hj212::Packet {
+            qn: qn.into(),
+            st: "32".into(),
+            cn: cn.into(),
+            pw: "pw".into(),
+            mn: station.clone(),
+            flag: 5,
+            cp,
+        })
+    };
+    let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
+        .await
+        .expect("connect")
+        .into_split();
+    let mut rd = BufReader::new(rd);
+    let frames = [
+        packet(
+            "20250101000000001",
+            "2011",
+            format!("DataTime={data_time};w01018-Rtd=42.5,w01018-ZsRtd=40.1,w01018-Flag=N"),
+        ),
+        packet(
+            "20250101000000002",
+            "2061",
+            format!(
+                "DataTime={data_time};w01018-Min=30.2,w01018-Avg=44.0,w01018-Max=61.7,w01018-Cou=1.2,w01018-Flag=N"
+            ),
+        ),
+        // The logger resends its hourly record.
+        packet(
+            "20250101000000003",
+            "2061",
+            format!(
+                "DataTime={data_time};w01018-Min=30.2,w01018-Avg=44.0,w01018-Max=61.7,w01018-Cou=1.2,w01018-Flag=N"
+            ),
+        ),
+    ];
+    for f in frames {
+        wr.write_all(&f).await.expect("write");
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, rd.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        assert_eq!(hj212::decode(line.as_bytes()).expect("reply").cn, "9014");
+    }
+    let client = db(&db_url).await;
+    let r = client
+        .query_one(
+            "SELECT value, converted, wire_code FROM readings WHERE station_id = $1 AND parameter = 'COD' AND measured_at = $2",
+            &[&station, &hour],
+        )
+        .await
+        .expect("the real-time value");
+    assert_eq!(
+        (
+            r.get::<_, f64>(0),
+            r.get::<_, Option<f64>>(1),
+            r.get::<_, Option<String>>(2)
+        ),
+        (42.5, Some(40.1), Some("w01018".into()))
+    );
+    let rows = client
+        .query(
+            "SELECT kind, period_seconds, avg, min, max, total, wire_code FROM reported_aggregates \
+             WHERE station_id = $1 AND parameter = 'COD' AND period_start = $2",
+            &[&station, &hour],
+        )
+        .await
+        .expect("the hourly record");
+    assert_eq!(rows.len(), 1, "one hourly record, the resend a duplicate");
+    let a = &rows[0];
+    assert_eq!(
+        (
+            a.get::<_, String>(0),
+            a.get::<_, i32>(1),
+            a.get::<_, f64>(2),
+            a.get::<_, Option<f64>>(3),
+            a.get::<_, Option<f64>>(4),
+            a.get::<_, Option<f64>>(5),
+            a.get::<_, Option<String>>(6),
+        ),
+        (
+            "hour".into(),
+            3600,
+            44.0,
+            Some(30.2),
+            Some(61.7),
+            Some(1.2),
+            Some("w01018".into())
+        )
+    );
+    let readings: i64 = client
+        .query_one(
+            "SELECT count(*) FROM readings WHERE station_id = $1",
+            &[&station],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(readings, 1, "the hourly average is not a reading");
+    ingest_stop.cancel();
+    ingest.wait().await.expect("ingest stop");
+    stop.cancel();
+    processor.wait().await.expect("processor stop");
+}

@@ -9,7 +9,8 @@ use prost::Message;
 use quantrac_proto::domain::to_timestamp;
 use quantrac_proto::v1::{ReadingBatch, RejectedReading, StoredReadingBatch};
 
-use crate::validate::{Normalised, ValidationConfig, validate};
+use crate::validate::{Normalised, Validated, ValidationConfig, validate_any};
+use quantrac_db::ReportedRow;
 use quantrac_proto::qc::RejectReason;
 use quantrac_proto::registry::Registry;
 
@@ -26,12 +27,14 @@ pub struct InRecord {
 #[derive(Debug, Default)]
 pub struct Checked {
     pub valid: Vec<Normalised>,
+    /// Loggers' own minute / hourly / daily records: stored, not judged.
+    pub reported: Vec<ReportedRow>,
     pub rejected: Vec<RejectedReading>,
 }
 
 impl Checked {
     pub fn readings(&self) -> usize {
-        self.valid.len() + self.rejected.len()
+        self.valid.len() + self.reported.len() + self.rejected.len()
     }
 }
 
@@ -126,8 +129,9 @@ pub fn check(
             } else {
                 original
             };
-            match validate(reading, registry, now, cfg) {
-                Ok(n) => out.valid.push(n),
+            match validate_any(reading, registry, now, cfg) {
+                Ok(Validated::Reading(n)) => out.valid.push(n),
+                Ok(Validated::Reported(r)) => out.reported.push(r),
                 Err(e) => {
                     // The ingest id is unique per reading; fall back to the
                     // record's coordinates so a replay finds the same key.

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use quantrac_db::{ConnectOptions, DbError, ReadingRow, SchemaInfo, SchemaOptions, WriteMethod};
+use quantrac_db::{
+    ConnectOptions, DbError, ReadingRow, ReportedRow, SchemaInfo, SchemaOptions, WriteMethod,
+};
 use quantrac_proto::registry::Registry;
 use quantrac_proto::v1::RejectedReading;
 use tokio_postgres::Client;
@@ -100,6 +102,18 @@ impl Store {
             conflicts: written.conflicts,
             rejected: rejected_new,
         })
+    }
+
+    /// Writes loggers' own aggregates (duplicates skipped); the new rows.
+    pub async fn write_reported(&mut self, rows: &[ReportedRow]) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = quantrac_db::readings::write_reported(&tx, rows).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Writes the registry to its tables.

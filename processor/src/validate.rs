@@ -49,7 +49,7 @@ use quantrac_proto::v1;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use quantrac_db::ReadingRow;
+use quantrac_db::{ReadingRow, ReportedRow};
 pub use quantrac_proto::qc::{QcFlag, RejectReason};
 use quantrac_proto::registry::{ParameterSpec, Registry};
 use quantrac_proto::units;
@@ -154,27 +154,15 @@ pub fn validate(
             format!("value {} is not a finite number", reading.value),
         ));
     }
-    // A unit the reading names is its unit. HJ 212 packets name none: the
-    // value is in the unit the station's logger is registered to send,
-    // else the standard's unit for its code. Elsewhere a missing unit is
-    // the parameter's own.
-    let sent_unit = if !reading.unit.is_empty() {
-        &reading.unit
-    } else if reading.source == v1::SourceProtocol::TcpHj212 as i32 {
-        spec.hj212_unit_for(&reading.parameter)
-    } else {
-        &spec.unit
-    };
-    let value = if sent_unit == spec.unit {
-        reading.value
-    } else {
-        units::convert(reading.value, sent_unit, &spec.unit, &spec.code).map_err(|e| {
-            reject(
-                RejectReason::UnitNotConvertible,
-                format!("{}: {}", spec.code, e),
-            )
-        })?
-    };
+    let sent_unit = sent_unit(reading, spec);
+    let convert = |x: f64| to_canonical(x, sent_unit, spec);
+    let value = convert(reading.value)?;
+    // The analyser's converted value is in the measured value's unit; one
+    // that does not convert to a finite number is left out, not refused.
+    let converted = reading
+        .converted
+        .and_then(|c| convert(c).ok())
+        .filter(|c| c.is_finite());
     if !value.is_finite() {
         return Err(reject(
             RejectReason::NonFinite,
@@ -205,7 +193,104 @@ pub fn validate(
         source: reading.source,
         received_at: reading.received_at.as_ref().and_then(from_timestamp),
         ingest_id: reading.ingest_id.clone(),
+        converted,
+        wire_code: (reading.parameter != spec.code).then(|| reading.parameter.clone()),
     })
+}
+
+/// The unit a reading's value is in. A unit the reading names is its unit.
+/// HJ 212 packets name none: the value is in the unit the station's logger
+/// is registered to send, else the standard's unit for its code. Elsewhere
+/// a missing unit is the parameter's own.
+fn sent_unit<'a>(reading: &'a v1::Reading, spec: &'a ParameterSpec) -> &'a str {
+    if !reading.unit.is_empty() {
+        &reading.unit
+    } else if reading.source == v1::SourceProtocol::TcpHj212 as i32 {
+        spec.hj212_unit_for(&reading.parameter)
+    } else {
+        &spec.unit
+    }
+}
+
+fn to_canonical(x: f64, sent_unit: &str, spec: &ParameterSpec) -> Result<f64, Rejection> {
+    if sent_unit == spec.unit {
+        Ok(x)
+    } else {
+        units::convert(x, sent_unit, &spec.unit, &spec.code).map_err(|e| {
+            reject(
+                RejectReason::UnitNotConvertible,
+                format!("{}: {}", spec.code, e),
+            )
+        })
+    }
+}
+
+/// What a validated reading is: a real-time value, or a logger's own
+/// aggregate over a period.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Validated {
+    Reading(Normalised),
+    Reported(ReportedRow),
+}
+
+/// [`validate`] for either kind: a logger's minute / hourly / daily record
+/// is checked like a reading (its average is the value: same unit
+/// conversion, range and flags), its minimum and maximum converted alike.
+pub fn validate_any(
+    reading: &v1::Reading,
+    registry: &Registry,
+    now: DateTime<Utc>,
+    cfg: &ValidationConfig,
+) -> Result<Validated, Rejection> {
+    let kind = match v1::RecordKind::try_from(reading.record) {
+        Ok(v1::RecordKind::Realtime) => {
+            return validate(reading, registry, now, cfg).map(Validated::Reading);
+        }
+        Ok(v1::RecordKind::Minute) => "minute",
+        Ok(v1::RecordKind::Hour) => "hour",
+        Ok(v1::RecordKind::Day) => "day",
+        Err(_) => {
+            return Err(reject(
+                RejectReason::BadStatus,
+                format!(
+                    "record kind {} is not one this processor knows",
+                    reading.record
+                ),
+            ));
+        }
+    };
+    let avg = validate(reading, registry, now, cfg)?;
+    // Minimum and maximum in the average's unit, converted the same way.
+    let spec = registry
+        .station(&reading.station_id)
+        .and_then(|s| s.parameter(&reading.parameter));
+    let canonical = |x: Option<f64>| -> Option<f64> {
+        let spec = spec?;
+        to_canonical(x?, sent_unit(reading, spec), spec)
+            .ok()
+            .filter(|v| v.is_finite())
+    };
+    let (min, max) = (canonical(reading.min), canonical(reading.max));
+    Ok(Validated::Reported(ReportedRow {
+        station_id: avg.station_id,
+        parameter: avg.parameter,
+        kind,
+        period_start: avg.measured_at,
+        period_seconds: i32::try_from(reading.period_seconds).unwrap_or(i32::MAX),
+        avg: avg.value,
+        min,
+        max,
+        total: reading.total.filter(|t| t.is_finite()),
+        converted: avg.converted,
+        unit: avg.unit,
+        status: avg.status,
+        device_flag: avg.device_flag,
+        qc_flag: avg.qc_flag,
+        source: avg.source,
+        wire_code: avg.wire_code,
+        received_at: avg.received_at,
+        ingest_id: avg.ingest_id,
+    }))
 }
 
 /// Below the range's low end by more than this share of the range is not
@@ -333,6 +418,7 @@ mod tests {
             source: v1::SourceProtocol::TcpCircular10 as i32,
             received_at: Some(to_timestamp(now())),
             ingest_id: "0194b0c8-0000-7000-8000-000000000001".into(),
+            ..Default::default()
         }
     }
 

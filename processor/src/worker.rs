@@ -110,11 +110,14 @@ impl Worker {
                 }
             }
         };
+        // The loggers' own aggregates, after the readings: written
+        // idempotently, so a crash in between only writes them on replay.
+        let reported = self.store_reported(&mut checked, shutdown).await?;
         #[allow(clippy::cast_precision_loss)]
         metrics::histogram!("processor_batch_readings").record(checked.readings() as f64);
         self.status.batch_done(
             checked.readings() as u64,
-            outcome.inserted,
+            outcome.inserted + reported,
             outcome.duplicates,
             checked.rejected.len() as u64,
         );
@@ -131,6 +134,55 @@ impl Worker {
 }
 
 impl Worker {
+    /// Stores the batch's reported aggregates, retrying while the database
+    /// is away; a row it refuses is kept as a `storage_refused` rejection
+    /// rather than stopping the partition.
+    async fn store_reported(
+        &mut self,
+        checked: &mut Checked,
+        shutdown: &CancellationToken,
+    ) -> Result<u64, ProcessorError> {
+        let mut backoff = self.batch.min_backoff;
+        loop {
+            match self.store.write_reported(&checked.reported).await {
+                Ok(n) => {
+                    metrics::counter!("processor_reported_stored_total").increment(n);
+                    return Ok(n);
+                }
+                Err(e) if e.is_transient() => {
+                    self.status.set_db_failing(true);
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(ProcessorError::ShuttingDown),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.batch.max_backoff);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "database refused reported aggregates; storing them one by one");
+                    let mut stored = 0;
+                    for row in std::mem::take(&mut checked.reported) {
+                        match self.store.write_reported(std::slice::from_ref(&row)).await {
+                            Ok(n) => {
+                                stored += n;
+                                checked.reported.push(row);
+                            }
+                            Err(e) if e.is_transient() => return Err(ProcessorError::Store(e)),
+                            Err(e) => {
+                                let refused = reported_refusal(&row, &e);
+                                self.store
+                                    .write(&[], std::slice::from_ref(&refused))
+                                    .await
+                                    .map_err(ProcessorError::Store)?;
+                                checked.rejected.push(refused);
+                            }
+                        }
+                    }
+                    return Ok(stored);
+                }
+            }
+        }
+    }
+
     /// Writes a batch the database refused as a whole: its rejections
     /// first, then its readings by halves, down to single rows; a reading
     /// refused alone moves to `checked.rejected` as `storage_refused`.
@@ -220,6 +272,33 @@ fn restored(
         .collect()
 }
 
+/// A reported aggregate the database refused, as a rejection.
+fn reported_refusal(row: &quantrac_db::ReportedRow, e: &StoreError) -> RejectedReading {
+    let reading = quantrac_proto::v1::Reading {
+        station_id: row.station_id.clone(),
+        parameter: row.parameter.clone(),
+        value: row.avg,
+        unit: row.unit.clone(),
+        measured_at: Some(to_timestamp(row.period_start)),
+        source: row.source,
+        ingest_id: row.ingest_id.clone(),
+        min: row.min,
+        max: row.max,
+        total: row.total,
+        ..Default::default()
+    };
+    RejectedReading {
+        raw: reading.encode_to_vec(),
+        reason: RejectReason::StorageRefused.as_str().to_owned(),
+        detail: e.to_string(),
+        station_id: row.station_id.clone(),
+        parameter: row.parameter.clone(),
+        measured_at: None,
+        key: format!("reported/{}", row.ingest_id),
+        ..Default::default()
+    }
+}
+
 /// A reading the database refused, as a rejection: the reading as it was
 /// validated, the database's reason, and no time (it may be what was
 /// refused).
@@ -235,6 +314,7 @@ fn refusal(row: &Normalised, e: &StoreError) -> RejectedReading {
         source: row.source,
         received_at: row.received_at.map(to_timestamp),
         ingest_id: row.ingest_id.clone(),
+        ..Default::default()
     };
     RejectedReading {
         raw: reading.encode_to_vec(),

@@ -21,6 +21,8 @@ fn reading(at: DateTime<Utc>, value: f64, source: i32) -> ReadingRow {
         source,
         received_at: Some(at + Duration::seconds(3)),
         ingest_id: uuid::Uuid::now_v7().to_string(),
+        converted: None,
+        wire_code: None,
     }
 }
 

@@ -34,6 +34,8 @@ fn reading(station: &str, at: DateTime<Utc>, value: f64, qc: QcFlag) -> Normalis
         source: 3,
         received_at: Some(at),
         ingest_id: uuid::Uuid::now_v7().to_string(),
+        converted: None,
+        wire_code: None,
     }
 }
 

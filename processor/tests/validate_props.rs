@@ -157,6 +157,7 @@ fn reading() -> impl Strategy<Value = v1::Reading> {
                     source: v1::SourceProtocol::MqttJson as i32,
                     received_at,
                     ingest_id,
+                    ..Default::default()
                 }
             },
         )

@@ -87,6 +87,66 @@ pub struct SampleValue {
     pub status: DeviceStatus,
     /// The device's own flag, verbatim.
     pub device_flag: String,
+    /// `Some` when the value is not a real-time one but the logger's own
+    /// aggregate over a period (HJ 212 CN 2051 / 2061 / 2031), `value`
+    /// being its average.
+    pub report: Option<Report>,
+    /// HJ 212 `-ZsRtd` / `-ZsAvg`: the value the analyser converted to the
+    /// reference state (dry gas at the reference O₂), kept beside it.
+    pub converted: Option<f64>,
+}
+
+/// The kind of a logger's own aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// HJ 212 CN 2051: over a few minutes (the logger's setting).
+    Minute,
+    /// CN 2061: over an hour.
+    Hour,
+    /// CN 2031: over a day.
+    Day,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Minute => "minute",
+            RecordKind::Hour => "hour",
+            RecordKind::Day => "day",
+        }
+    }
+
+    /// The HJ 212 data command that carries this kind.
+    pub fn from_hj212_cn(cn: &str) -> Option<RecordKind> {
+        match cn {
+            "2051" => Some(RecordKind::Minute),
+            "2061" => Some(RecordKind::Hour),
+            "2031" => Some(RecordKind::Day),
+            _ => None,
+        }
+    }
+
+    /// Its period when the kind fixes one (minutes are the logger's own
+    /// setting, not in the packet: 0).
+    pub fn period_seconds(self) -> u32 {
+        match self {
+            RecordKind::Minute => 0,
+            RecordKind::Hour => 3_600,
+            RecordKind::Day => 86_400,
+        }
+    }
+}
+
+/// A logger's own aggregate of one parameter over a period that starts at
+/// the sample's time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub kind: RecordKind,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// HJ 212 `-Cou`: the cumulative amount over the period (discharged
+    /// volume, emitted mass).
+    pub total: Option<f64>,
 }
 
 /// The values one station measured at one time: what one JSON message, one
@@ -131,6 +191,19 @@ impl Sample {
             .values
             .into_iter()
             .map(|v| v1::Reading {
+                record: v
+                    .report
+                    .as_ref()
+                    .map_or(v1::RecordKind::Realtime, |r| match r.kind {
+                        RecordKind::Minute => v1::RecordKind::Minute,
+                        RecordKind::Hour => v1::RecordKind::Hour,
+                        RecordKind::Day => v1::RecordKind::Day,
+                    }) as i32,
+                period_seconds: v.report.as_ref().map_or(0, |r| r.kind.period_seconds()),
+                min: v.report.as_ref().and_then(|r| r.min),
+                max: v.report.as_ref().and_then(|r| r.max),
+                total: v.report.as_ref().and_then(|r| r.total),
+                converted: v.converted,
                 station_id: self.station_id.clone(),
                 parameter: v.parameter,
                 value: v.value,

@@ -40,6 +40,8 @@ fn sample() -> Sample {
         unit: unit.into(),
         status,
         device_flag: flag.into(),
+        report: None,
+        converted: None,
     };
     Sample {
         station_id: "PY-HH-WW01".into(),

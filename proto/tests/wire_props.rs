@@ -91,6 +91,8 @@ fn sample(
                     unit,
                     status,
                     device_flag,
+                    report: None,
+                    converted: None,
                 })
                 .collect(),
         })
@@ -229,7 +231,14 @@ proptest! {
         let decoded = hj212::decode(&frame).unwrap();
         prop_assert_eq!(&decoded, &p);
         prop_assert_eq!(decoded.wants_reply(), flag & 1 == 1);
-        prop_assert_eq!(decoded.sample(offset).unwrap(), s);
+        // Minute, hourly and daily packets are the logger's aggregates.
+        let mut expected = s.clone();
+        if let Some(kind) = quantrac_proto::domain::RecordKind::from_hj212_cn(cn) {
+            for v in &mut expected.values {
+                v.report = Some(quantrac_proto::domain::Report { kind, min: None, max: None, total: None });
+            }
+        }
+        prop_assert_eq!(decoded.sample(offset).unwrap(), expected);
         let reply = hj212::decode(&hj212::encode(&decoded.data_response())).unwrap();
         prop_assert_eq!((reply.qn.as_str(), reply.cn.as_str(), reply.mn.as_str()), (p.qn.as_str(), "9014", p.mn.as_str()));
     }

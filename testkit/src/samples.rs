@@ -11,6 +11,8 @@ fn measured(parameter: &str, value: f64, unit: &str) -> SampleValue {
         unit: unit.into(),
         status: DeviceStatus::Measuring,
         device_flag: "00".into(),
+        report: None,
+        converted: None,
     }
 }
 

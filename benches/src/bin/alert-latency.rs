@@ -71,6 +71,8 @@ fn sample(station: &str, at: chrono::DateTime<Utc>, cod: f64, jitter: f64) -> Sa
         unit: unit.into(),
         status: DeviceStatus::Measuring,
         device_flag: "00".into(),
+        report: None,
+        converted: None,
     };
     Sample {
         station_id: station.into(),

@@ -690,6 +690,8 @@ fn sample(prefix: &str, s: u64, k: u64, per_station: u64, end: DateTime<Utc>) ->
         unit: unit.into(),
         status: DeviceStatus::Measuring,
         device_flag: "00".into(),
+        report: None,
+        converted: None,
     };
     let kf = k as f64;
     Ok(Sample {

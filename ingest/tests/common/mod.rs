@@ -114,6 +114,8 @@ pub fn sample(station: &str, at: DateTime<Utc>, cod: f64) -> Sample {
             unit: unit.into(),
             status,
             device_flag: flag.into(),
+            report: None,
+            converted: None,
         };
     Sample {
         station_id: station.into(),
@@ -150,6 +152,8 @@ pub fn batch_to_sample(b: &ReadingBatch) -> Sample {
                     _ => DeviceStatus::Measuring,
                 },
                 device_flag: r.device_flag.clone(),
+                report: None,
+                converted: None,
             })
             .collect(),
     }

@@ -172,6 +172,8 @@ pub fn decode_record(
             unit: unit.to_owned(),
             status,
             device_flag: status_code.to_owned(),
+            report: None,
+            converted: None,
         };
         match by_time.get(&measured_at) {
             Some(&at) => {

@@ -28,7 +28,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, FixedOffset, Utc};
 
 use super::WireError;
-use crate::domain::{DeviceStatus, Sample, SampleValue};
+use crate::domain::{DeviceStatus, RecordKind, Report, Sample, SampleValue};
 
 /// Largest data segment the 4 length digits can announce.
 pub const MAX_DATA_LEN: usize = 9999;
@@ -264,14 +264,19 @@ impl Packet {
         if self.cn == "2011" { "Rtd" } else { "Avg" }
     }
 
-    /// Readings of a data packet; station_id = MN; DataTime (yyyyMMddHHmmss)
-    /// is logger-local time at `offset`.
+    /// Readings of a data packet; station_id = MN; DataTime (yyyyMMddHHmmss,
+    /// or with milliseconds) is logger-local time at `offset`.
     ///
-    /// 2011 takes `<code>-Rtd`, the others `<code>-Avg`; `<code>-Flag` gives
-    /// the status via [`DeviceStatus::from_hj212_flag`] and is kept as
-    /// `device_flag` (missing flag = `N`). Other suffixes (`-Min`, `-Max`,
-    /// `-Cou`, `-ZsRtd`, `-SampleTime`, `-EFlag`...) are ignored. Values come
-    /// in payload order; units are empty (HJ 212 implies them by code).
+    /// 2011 (real-time) takes `<code>-Rtd`; 2051 / 2061 / 2031 (the
+    /// logger's minute, hourly and daily aggregates, over the period that
+    /// starts at DataTime) take `<code>-Avg` as the value and keep `-Min`,
+    /// `-Max` and `-Cou` (the period's cumulative amount) in its
+    /// [`Report`]. `-ZsRtd` / `-ZsAvg` (the value converted to the
+    /// reference state) is kept as `converted`. `<code>-Flag` gives the
+    /// status via [`DeviceStatus::from_hj212_flag`] and is kept as
+    /// `device_flag` (missing flag = `N`). Other suffixes (`-SampleTime`,
+    /// `-EFlag`, ...) are ignored. Values come in payload order; units are
+    /// empty (HJ 212 implies them by code).
     pub fn sample(&self, offset: FixedOffset) -> Result<Sample, WireError> {
         if !self.is_data() {
             return Err(err(
@@ -283,9 +288,13 @@ impl Packet {
             return Err(err("hj212.missing_field", "MN is empty"));
         }
         let wanted = self.value_suffix();
+        let converted_suffix = if wanted == "Rtd" { "ZsRtd" } else { "ZsAvg" };
+        let kind = RecordKind::from_hj212_cn(&self.cn);
         let mut time = None;
         let mut values: Vec<(&str, f64)> = Vec::new();
         let mut flags: HashMap<&str, &str> = HashMap::new();
+        // (code, suffix) -> number, for Min / Max / Cou / Zs*.
+        let mut extra: HashMap<(&str, &str), f64> = HashMap::new();
         for item in self.cp.split([';', ',']).filter(|i| !i.is_empty()) {
             let (key, text) = item.split_once('=').ok_or_else(|| {
                 err(
@@ -304,17 +313,25 @@ impl Packet {
             let Some((code, suffix)) = key.rsplit_once('-') else {
                 continue;
             };
-            if suffix == wanted {
-                let value = text
-                    .parse::<f64>()
+            let number = || {
+                text.parse::<f64>()
                     .ok()
                     .filter(|v| v.is_finite())
-                    .ok_or_else(|| err("hj212.bad_value", format!("{key}={text}")))?;
+                    .ok_or_else(|| err("hj212.bad_value", format!("{key}={text}")))
+            };
+            if suffix == wanted {
+                let value = number()?;
                 if code.is_empty() || values.iter().any(|(c, _)| *c == code) {
                     return Err(err("hj212.bad_field", format!("{key} empty or repeated")));
                 }
                 values.push((code, value));
-            } else if suffix == "Flag" && flags.insert(code, text).is_some() {
+            } else if suffix == "Flag" {
+                if flags.insert(code, text).is_some() {
+                    return Err(err("hj212.bad_field", format!("{key} repeated")));
+                }
+            } else if ["Min", "Max", "Cou", converted_suffix].contains(&suffix)
+                && extra.insert((code, suffix), number()?).is_some()
+            {
                 return Err(err("hj212.bad_field", format!("{key} repeated")));
             }
         }
@@ -328,12 +345,20 @@ impl Packet {
                 let flag = flags.get(code).copied().unwrap_or("N");
                 let status = DeviceStatus::from_hj212_flag(flag)
                     .ok_or_else(|| err("hj212.bad_flag", format!("{code}-Flag={flag}")))?;
+                let get = |suffix: &str| extra.get(&(code, suffix)).copied();
                 Ok(SampleValue {
                     parameter: code.to_owned(),
                     value,
                     unit: String::new(),
                     status,
                     device_flag: flag.to_owned(),
+                    report: kind.map(|kind| Report {
+                        kind,
+                        min: get("Min"),
+                        max: get("Max"),
+                        total: get("Cou"),
+                    }),
+                    converted: get(converted_suffix),
                 })
             })
             .collect::<Result<Vec<_>, WireError>>()?;
@@ -393,15 +418,21 @@ impl Packet {
                 .with_timezone(&offset)
                 .format("%Y%m%d%H%M%S")
         );
+        let zs = if cn == "2011" { "ZsRtd" } else { "ZsAvg" };
         for v in &sample.values {
             // Writing into a String cannot fail.
-            let _ = write!(
-                cp,
-                ";{p}-{suffix}={},{p}-Flag={}",
-                v.value,
-                flag_for(v),
-                p = v.parameter
-            );
+            let _ = write!(cp, ";{p}-{suffix}={}", v.value, p = v.parameter);
+            if let Some(r) = v.report.as_ref().filter(|_| cn != "2011") {
+                for (name, x) in [("Min", r.min), ("Max", r.max), ("Cou", r.total)] {
+                    if let Some(x) = x {
+                        let _ = write!(cp, ",{p}-{name}={x}", p = v.parameter);
+                    }
+                }
+            }
+            if let Some(x) = v.converted {
+                let _ = write!(cp, ",{p}-{zs}={x}", p = v.parameter);
+            }
+            let _ = write!(cp, ",{p}-Flag={}", flag_for(v), p = v.parameter);
         }
         Packet {
             qn: qn_time
@@ -523,6 +554,55 @@ mod tests {
         assert_eq!(encode(&p), f);
     }
 
+    /// An hourly packet (CN 2061) is the logger's aggregate over the hour
+    /// from DataTime: its -Avg is the value, -Min/-Max/-Cou its report, and
+    /// -ZsAvg the converted value; a real-time packet (2011) keeps -ZsRtd.
+    /// The shape of the standard's example (HJ 212-2017, appendix C).
+    #[test]
+    fn record_kinds_keep_their_report_and_converted_values() {
+        let cp = "DataTime=20250115100000;a21026-Min=12.1,a21026-Avg=20.4,a21026-Max=35.0,a21026-ZsAvg=28.7,a21026-Cou=1.83,a21026-Flag=N;a00000-Avg=15.2,a00000-Cou=54720";
+        let data =
+            format!("QN=20250115110005123;ST=31;CN=2061;PW=123456;MN=ST01;Flag=5;CP=&&{cp}&&");
+        let f = format!(
+            "##{:04}{data}{:04X}\r\n",
+            data.len(),
+            crc16(data.as_bytes())
+        );
+        let s = decode(f.as_bytes()).unwrap().sample(vn()).unwrap();
+        assert_eq!(
+            s.measured_at,
+            Utc.with_ymd_and_hms(2025, 1, 15, 3, 0, 0).unwrap()
+        );
+        let so2 = &s.values[0];
+        assert_eq!((so2.parameter.as_str(), so2.value), ("a21026", 20.4));
+        assert_eq!(
+            so2.report,
+            Some(Report {
+                kind: RecordKind::Hour,
+                min: Some(12.1),
+                max: Some(35.0),
+                total: Some(1.83),
+            })
+        );
+        assert_eq!(so2.converted, Some(28.7));
+        let flow = &s.values[1];
+        assert_eq!(flow.report.as_ref().and_then(|r| r.total), Some(54720.0));
+        assert_eq!(flow.report.as_ref().and_then(|r| r.min), None);
+
+        let rt = "QN=20250115103500000;ST=31;CN=2011;PW=123456;MN=ST01;Flag=5;CP=&&DataTime=20250115103500;a21026-Rtd=20.4,a21026-ZsRtd=28.7,a21026-Flag=N&&";
+        let f = format!("##{:04}{rt}{:04X}\r\n", rt.len(), crc16(rt.as_bytes()));
+        let s = decode(f.as_bytes()).unwrap().sample(vn()).unwrap();
+        assert_eq!(s.values[0].report, None, "real-time");
+        assert_eq!(s.values[0].converted, Some(28.7));
+
+        for (cn, kind) in [("2051", RecordKind::Minute), ("2031", RecordKind::Day)] {
+            let d = format!("CN={cn};MN=M;CP=&&DataTime=20250115000000;w01018-Avg=40&&");
+            let f = format!("##{:04}{d}{:04X}\r\n", d.len(), crc16(d.as_bytes()));
+            let s = decode(f.as_bytes()).unwrap().sample(vn()).unwrap();
+            assert_eq!(s.values[0].report.as_ref().map(|r| r.kind), Some(kind));
+        }
+    }
+
     #[test]
     fn tolerances() {
         // Lowercase CRC, no CRLF, fields reordered, unknown fields, no QN/Flag.
@@ -599,10 +679,10 @@ mod tests {
         let s = decode(&frame(DATA)).unwrap().sample(vn()).unwrap();
         let qn_time = Utc.with_ymd_and_hms(2025, 1, 15, 3, 35, 1).unwrap()
             + chrono::Duration::milliseconds(42);
-        let p = Packet::from_sample(&s, "2051", "32", "pw", 1, qn_time, vn());
+        let p = Packet::from_sample(&s, "2011", "32", "pw", 1, qn_time, vn());
         assert_eq!(p.qn, "20250115103501042");
         assert!(
-            p.cp.starts_with("DataTime=20250115103500;w01001-Avg=7.12,w01001-Flag=N;"),
+            p.cp.starts_with("DataTime=20250115103500;w01001-Rtd=7.12,w01001-Flag=N;"),
             "{}",
             p.cp
         );

@@ -221,6 +221,8 @@ pub fn decode(payload: &[u8], expected_station: Option<&str>) -> Result<Sample, 
                 unit: v.unit,
                 status,
                 device_flag: v.flag,
+                report: None,
+                converted: None,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -304,6 +306,8 @@ mod tests {
                 unit: "pH".into(),
                 status: DeviceStatus::Measuring,
                 device_flag: "00".into(),
+                report: None,
+                converted: None,
             }]
         );
     }

@@ -101,6 +101,8 @@ fn row(
         source: 1,
         received_at: Some(at),
         ingest_id: String::new(),
+        converted: None,
+        wire_code: None,
     }
 }
 

@@ -531,6 +531,8 @@ impl Station {
             unit: channel.info.unit.to_owned(),
             status,
             device_flag: status.circular10_code().to_owned(),
+            report: None,
+            converted: None,
         }
     }
 
