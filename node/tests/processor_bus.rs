@@ -344,6 +344,81 @@ async fn hourly_records_do_not_collide_with_real_time_values() {
         .expect("count")
         .get(0);
     assert_eq!(readings, 1, "the hourly average is not a reading");
+
+    // Analysts see both, as the station said them.
+    let query_stop = CancellationToken::new();
+    let query = quantrac_query::Query::start(
+        quantrac_query::QueryConfig {
+            database_url: db_url.clone(),
+            grpc_listen: "127.0.0.1:0".parse().expect("addr"),
+            http_listen: "127.0.0.1:0".parse().expect("addr"),
+            ..Default::default()
+        },
+        None,
+        query_stop.clone(),
+    )
+    .await
+    .expect("query");
+    let token = quantrac_db::access::issue(
+        &client,
+        "analyst@test",
+        quantrac_db::access::Role::Analyst,
+        Utc::now() + chrono::Duration::hours(1),
+    )
+    .await
+    .expect("token")
+    .secret;
+    let mut q = quantrac_proto::v1::query_service_client::QueryServiceClient::with_interceptor(
+        quantrac_testkit::grpc::channel(query.grpc_addr).await,
+        quantrac_testkit::grpc::Bearer::new(&token),
+    );
+    let range = Some(quantrac_proto::v1::TimeRange {
+        start: Some(quantrac_proto::domain::to_timestamp(hour)),
+        end: Some(quantrac_proto::domain::to_timestamp(
+            hour + chrono::Duration::hours(1),
+        )),
+    });
+    let series = q
+        .get_series(quantrac_proto::v1::GetSeriesRequest {
+            station_id: station.clone(),
+            range,
+            ..Default::default()
+        })
+        .await
+        .expect("series")
+        .into_inner();
+    assert_eq!(series.points.len(), 1);
+    assert_eq!(
+        (
+            series.points[0].wire_code.as_str(),
+            series.points[0].converted
+        ),
+        ("w01018", Some(40.1))
+    );
+    let reported = q
+        .get_reported(quantrac_proto::v1::GetReportedRequest {
+            station_id: station.clone(),
+            kind: "hour".into(),
+            range,
+            ..Default::default()
+        })
+        .await
+        .expect("reported")
+        .into_inner();
+    assert_eq!(reported.records.len(), 1);
+    let r = &reported.records[0];
+    assert_eq!(
+        (
+            r.parameter.as_str(),
+            r.avg,
+            r.max,
+            r.total,
+            r.wire_code.as_str()
+        ),
+        ("COD", 44.0, Some(61.7), Some(1.2), "w01018")
+    );
+    query_stop.cancel();
+    query.wait().await.expect("query stop");
     ingest_stop.cancel();
     ingest.wait().await.expect("ingest stop");
     stop.cancel();

@@ -1000,6 +1000,38 @@ impl QueryService for QueryGrpc {
         .await
     }
 
+    async fn get_reported(
+        &self,
+        request: Request<GetReportedRequest>,
+    ) -> Result<Response<GetReportedResponse>, Status> {
+        const M: &str = "GetReported";
+        observed(M, async {
+            let (_, client) = self.enter(&request, M, Role::Analyst).await?;
+            let r = request.into_inner();
+            if !["", "minute", "hour", "day"].contains(&r.kind.as_str()) {
+                return Err(invalid("kind", "minute, hour, day or empty"));
+            }
+            known_station(&client, &r.station_id, M).await?;
+            let (start, end) = range(r.range.as_ref(), "range")?;
+            let max = i64::from(self.limits.max_page_size);
+            let mut records = read::reported(
+                &client,
+                &r.station_id,
+                &r.parameters,
+                &r.kind,
+                start,
+                end,
+                max + 1,
+            )
+            .await
+            .map_err(|e| db_status(M, &e))?;
+            let truncated = records.len() as i64 > max;
+            records.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+            Ok(Response::new(GetReportedResponse { records, truncated }))
+        })
+        .await
+    }
+
     async fn who_am_i(
         &self,
         request: Request<WhoAmIRequest>,

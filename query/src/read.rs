@@ -306,8 +306,8 @@ pub(crate) fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(quantrac_proto::domain::to_timestamp(t))
 }
 
-const POINT_COLUMNS: &str =
-    "parameter, measured_at, value, unit, status, qc_flag, source, received_at";
+const POINT_COLUMNS: &str = "parameter, measured_at, value, unit, status, qc_flag, source, received_at, converted, \
+     coalesce(wire_code, parameter) AS wire_code";
 
 fn point(r: &tokio_postgres::Row, at: usize) -> v1::SeriesPoint {
     v1::SeriesPoint {
@@ -319,7 +319,48 @@ fn point(r: &tokio_postgres::Row, at: usize) -> v1::SeriesPoint {
         qc_flag: r.get(at + 5),
         source: i32::from(r.get::<_, i16>(at + 6)),
         received_at: r.get::<_, Option<DateTime<Utc>>>(at + 7).and_then(ts),
+        converted: r.get(at + 8),
+        wire_code: r.get(at + 9),
     }
+}
+
+/// A station's own minute / hourly / daily records in `[start, end)`, by
+/// parameter, kind and period start (at most `limit`).
+pub async fn reported(
+    client: &Client,
+    station: &str,
+    parameters: &[String],
+    kind: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<v1::ReportedAggregate>, QueryError> {
+    let rows = client
+        .query(
+            "SELECT parameter, kind, period_start, period_seconds, avg, min, max, total, converted, unit, qc_flag, \
+             coalesce(wire_code, parameter) FROM reported_aggregates WHERE station_id = $1 \
+             AND (cardinality($2::text[]) = 0 OR parameter = ANY($2)) AND ($3 = '' OR kind = $3) \
+             AND period_start >= $4 AND period_start < $5 ORDER BY parameter, kind, period_start LIMIT $6",
+            &[&station, &parameters, &kind, &start, &end, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| v1::ReportedAggregate {
+            parameter: r.get(0),
+            kind: r.get(1),
+            period_start: ts(r.get(2)),
+            period_seconds: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+            avg: r.get(4),
+            min: r.get(5),
+            max: r.get(6),
+            total: r.get(7),
+            converted: r.get(8),
+            unit: r.get(9),
+            qc_flag: r.get(10),
+            wire_code: r.get(11),
+        })
+        .collect())
 }
 
 /// One page of raw readings, ordered by parameter then time, after the
@@ -366,12 +407,11 @@ pub async fn latest(
     stations: &[String],
 ) -> Result<Vec<(String, v1::SeriesPoint)>, QueryError> {
     let sql = format!(
-        "SELECT sp.station_id, r.{cols} FROM station_parameters sp JOIN stations s ON s.id = sp.station_id \
+        "SELECT sp.station_id, r.* FROM station_parameters sp JOIN stations s ON s.id = sp.station_id \
          CROSS JOIN LATERAL (SELECT {POINT_COLUMNS} FROM readings WHERE station_id = sp.station_id \
            AND parameter = sp.code ORDER BY measured_at DESC LIMIT 1) r \
          WHERE ($1 = '' OR s.industrial_zone = $1) AND (cardinality($2::text[]) = 0 OR sp.station_id = ANY($2)) \
-         ORDER BY sp.station_id, sp.code",
-        cols = POINT_COLUMNS.replace(", ", ", r.")
+         ORDER BY sp.station_id, sp.code"
     );
     let rows = client.query(&sql, &[&zone, &stations]).await?;
     Ok(rows.iter().map(|r| (r.get(0), point(r, 1))).collect())
