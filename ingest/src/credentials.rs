@@ -60,7 +60,11 @@ fn load(path: &Path) -> Result<HashMap<String, String>, CredentialsError> {
         if let Some(h) = &s.secret_hash {
             quantrac_plumbing::secret::check_hash(h)
                 .map_err(|e| CredentialsError(format!("station {}: {e}", s.id)))?;
-            out.insert(s.id.clone(), h.clone());
+            // A station sending under an alias proves itself with the same
+            // secret (the processor stores its readings under its id).
+            for name in std::iter::once(&s.id).chain(&s.aliases) {
+                out.insert(name.clone(), h.clone());
+            }
         }
     }
     Ok(out)

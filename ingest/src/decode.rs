@@ -41,7 +41,8 @@ pub fn mqtt_payload(
     }
     let result = match split_file_name(body) {
         Some((name, rest)) => match circular10::parse_file_name(name) {
-            Ok(f) if f.station == station => circular10::decode_record(rest, station, offset),
+            Ok(f) if f.station == station => circular10::decode_record(rest, station, offset)
+                .and_then(|s| circular10::check_file_time(&f, &s, offset).map(|()| s)),
             Ok(f) => Err(WireError::new(
                 "mqtt.station_mismatch",
                 format!(
@@ -91,7 +92,8 @@ pub fn tcp_circular10(
     };
     match circular10::parse_file_name(name) {
         Ok(f) => {
-            let result = circular10::decode_record(body, &f.station, offset);
+            let result = circular10::decode_record(body, &f.station, offset)
+                .and_then(|s| circular10::check_file_time(&f, &s, offset).map(|()| s));
             (f.station, result)
         }
         Err(e) => (String::new(), Err(e)),
@@ -161,6 +163,29 @@ mod tests {
         );
         assert_eq!(station, "S-9");
         assert_eq!(r.expect("decodes")[0].station_id, "S-9");
+        // A file named for one time holding another is refused, with both.
+        let (_, r) = tcp_circular10(
+            b"PhuYen_HoaHiep_S-9_20250115113500.txt",
+            RECORD.as_bytes(),
+            utc7(),
+        );
+        let e = r.expect_err("an hour apart");
+        assert_eq!(e.reason, "circular10.time_mismatch");
+        assert!(
+            e.detail.contains("20250115113500") && e.detail.contains("20250115103500"),
+            "{}",
+            e.detail
+        );
+        // Within the tolerance: accepted.
+        let (_, r) = tcp_circular10(
+            b"PhuYen_HoaHiep_S-9_20250115103900.txt",
+            RECORD.as_bytes(),
+            utc7(),
+        );
+        assert!(r.is_ok());
+        let with_name = format!("PhuYen_HoaHiep_S1_20250116103500.txt\r\n{RECORD}");
+        let (_, r) = mqtt_payload("S1", with_name.as_bytes(), utc7());
+        assert_eq!(r.map_err(|e| e.reason), Err("circular10.time_mismatch"));
         let (station, r) = tcp_circular10(b"garbage", RECORD.as_bytes(), utc7());
         assert_eq!(station, "");
         assert_eq!(r.map_err(|e| e.reason), Err("circular10.bad_file_name"));

@@ -430,6 +430,37 @@ mod tests {
         check(r).unwrap_or_else(|e| panic!("rejected: {e}"))
     }
 
+    /// A station renamed (a province merger) keeps its old name as an
+    /// alias: its readings land under the registry's id, with the code as
+    /// sent kept when it is not the canonical one.
+    #[test]
+    fn readings_under_an_alias_are_stored_under_the_id() {
+        let registry = Registry::from_toml(&SAMPLE.replace(
+            "id = \"PY-HH-WW01\"",
+            "id = \"PY-HH-WW01\"\naliases = [\"PY-OLD-01\"]",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let r = v1::Reading {
+            station_id: "PY-OLD-01".into(),
+            parameter: "w01018".into(),
+            unit: String::new(),
+            source: v1::SourceProtocol::TcpHj212 as i32,
+            ..reading()
+        };
+        let n = validate(&r, &registry, now(), &ValidationConfig::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n.station_id, "PY-HH-WW01");
+        assert_eq!(
+            (n.parameter.as_str(), n.wire_code.as_deref()),
+            ("COD", Some("w01018"))
+        );
+        assert_eq!(
+            accepted(&reading()).wire_code,
+            None,
+            "canonical code: none kept"
+        );
+    }
+
     fn rejected(r: &v1::Reading) -> Rejection {
         match check(r) {
             Ok(n) => panic!("accepted: {n:?}"),

@@ -100,6 +100,21 @@ impl Registry {
                 });
             }
         }
+        // Other names a station goes by resolve to it; none may name two.
+        for (i, station) in stations.iter().enumerate() {
+            for alias in &station.aliases {
+                if let Some(&other) = by_id.get(alias) {
+                    return Err(RegistryError::Station {
+                        station: station.id.clone(),
+                        problem: format!(
+                            "alias {alias:?} already names station {}",
+                            stations[other].id
+                        ),
+                    });
+                }
+                by_id.insert(alias.clone(), i);
+            }
+        }
         Ok(Registry { stations, by_id })
     }
 
@@ -161,6 +176,11 @@ pub struct Station {
     /// frame. The secret itself is never stored. Redacted from `Debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_hash: Option<String>,
+    /// Other names the station is known by: an old code after a province
+    /// merger, the full Circular 10 identity `Province_Facility_Station`.
+    /// A reading under an alias is stored under `id`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     /// MQTT user the station connects as, so ingest can refuse a station
     /// publishing under another's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,6 +217,7 @@ impl fmt::Debug for Station {
                 "secret_hash",
                 &self.secret_hash.as_ref().map(|_| "<redacted>"),
             )
+            .field("aliases", &self.aliases)
             .field("mqtt_username", &self.mqtt_username)
             .field("camera_url", &self.camera_url)
             .field("contacts", &self.contacts)
@@ -228,8 +249,12 @@ impl Station {
             station: self.id.clone(),
             problem,
         };
-        if self.id.is_empty() || self.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(station("id must be non-empty, without spaces".into()));
+        for name in std::iter::once(&self.id).chain(&self.aliases) {
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(station(format!(
+                    "id and aliases must be non-empty, without spaces ({name:?})"
+                )));
+            }
         }
         if let Some(h) = &self.secret_hash
             && !["$argon2id$", "$argon2i$", "$argon2d$"]
@@ -641,6 +666,22 @@ parameters = [
     }
 
     #[test]
+    fn a_station_answers_to_its_aliases() {
+        let r = load(&one_station("").replace(
+            "kind = \"wastewater\"",
+            "kind = \"wastewater\"\naliases = [\"PhuYen_NhaMayA_T-1\", \"OLD-1\"]",
+        ));
+        for name in ["T-1", "PhuYen_NhaMayA_T-1", "OLD-1"] {
+            assert_eq!(
+                r.station(name).map(|s| s.id.as_str()),
+                Some("T-1"),
+                "{name}"
+            );
+        }
+        assert!(r.station("NhaMayA_T-1").is_none());
+    }
+
+    #[test]
     fn sample_registry_loads() {
         let r = load(SAMPLE);
         assert!(r.len() >= 8, "{} stations", r.len());
@@ -839,6 +880,14 @@ effective_from = 2015-01-01
                     "kind = \"wastewater\"\ncamera_url = \"file:///etc/passwd\"",
                 ),
                 "camera_url",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    one_station(""),
+                    one_station("").replace("id = \"T-1\"", "id = \"T-2\"\naliases = [\"T-1\"]")
+                ),
+                "already names station T-1",
             ),
             (
                 one_station("").replace(

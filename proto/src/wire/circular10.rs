@@ -19,6 +19,7 @@
 //! | `circular10.bad_status` | a status is not `00`, `01` or `02` |
 //! | `circular10.empty` | no line at all |
 //! | `circular10.bad_file_name` | the file name is not `<Province>_<Facility>_<Station>_<yyyyMMddHHmmss>[.txt]` |
+//! | `circular10.time_mismatch` | a line's time is more than [`FILE_TIME_TOLERANCE`] away from the file name's |
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -77,6 +78,41 @@ pub fn file_name(province: &str, facility: &str, station: &str, time: NaiveDateT
         "{province}_{facility}_{station}_{}.txt",
         time.format(TIME_FORMAT)
     )
+}
+
+/// How far a line's time may be from its file name's: the name carries
+/// the measurement time, and a logger writes the file within minutes.
+pub const FILE_TIME_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Checks the record's times against its file name's: a file named for
+/// one time that holds another is refused (kept with its reason), not
+/// stored under a time nobody can vouch for.
+pub fn check_file_time(
+    name: &FileName,
+    samples: &[Sample],
+    offset: FixedOffset,
+) -> Result<(), WireError> {
+    let Some(named) = name.time.and_local_timezone(offset).single() else {
+        return Err(err(
+            "circular10.bad_file_name",
+            format!("file time {} is not a local time", name.time),
+        ));
+    };
+    let named = named.with_timezone(&Utc);
+    for s in samples {
+        if (s.measured_at - named).abs() > FILE_TIME_TOLERANCE {
+            return Err(err(
+                "circular10.time_mismatch",
+                format!(
+                    "the file is named for {}, a line is measured at {} (more than {} minutes apart)",
+                    name.time.format(TIME_FORMAT),
+                    s.measured_at.with_timezone(&offset).format(TIME_FORMAT),
+                    FILE_TIME_TOLERANCE.num_minutes()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Splits a line into at most 6 fields (enough to tell "too many").
