@@ -1480,3 +1480,49 @@ fn alert_ids_parse_back_and_convert_to_proto() {
     assert_eq!(back.state, a.state);
     assert_eq!(back.severity, a.severity);
 }
+
+/// A permit that judges COD on the 1-hour average: one 5-minute value past
+/// Cmax is an early warning (warning severity, worded so), never "limit
+/// exceeded"; the hour's average past it is the exceedance.
+#[test]
+fn a_limit_on_the_hourly_average_is_not_broken_by_one_value() {
+    let text = REGISTRY.replace(
+        r#"{ parameter = "COD", max = 100, regulation = "QCVN 40:2011/BTNMT", column = "B", effective_from = 2020-01-01 },"#,
+        r#"{ parameter = "COD", max = 100, regulation = "QCVN 40:2011/BTNMT", column = "B", effective_from = 2020-01-01, averaging = "1h", permit_number = "12/GP-STNMT" },"#,
+    );
+    assert_ne!(text, REGISTRY, "the limit was rewritten");
+    let registry = Arc::new(Registry::from_toml(&text).unwrap_or_else(|e| panic!("{e}")));
+    let mut e = Engine::new(
+        rules(
+            r#"
+[defaults]
+early_warning.fraction = 0
+flatline.count = 0
+"#,
+        ),
+        registry,
+    );
+    let ev = feed(&mut e, &[valid("COD", at(10, 5), 150.0)]);
+    assert!(of(&ev, RuleKind::LimitExceeded).is_empty(), "{ev:?}");
+    let warn = of(&ev, RuleKind::EarlyWarning);
+    assert_eq!(warn.len(), 1, "{ev:?}");
+    assert_eq!(warn[0].alert.severity, Severity::Warning);
+    assert!(
+        warn[0].alert.message.contains("1-hour average"),
+        "{}",
+        warn[0].alert.message
+    );
+    // The rest of the hour stays high: the hourly average is the exceedance.
+    let mut rest = series("COD", at(10, 10), &[150.0; 10]);
+    rest.push(valid("COD", at(11, 5), 150.0));
+    let ev = feed(&mut e, &rest);
+    assert!(of(&ev, RuleKind::LimitExceeded).is_empty());
+    assert_eq!(
+        of(&ev, RuleKind::AverageExceeded)
+            .iter()
+            .filter(|x| x.change == Change::Opened)
+            .count(),
+        1,
+        "{ev:?}"
+    );
+}

@@ -64,7 +64,8 @@ pub async fn sync(client: &mut Client, registry: &Registry) -> Result<(), DbErro
             let coefficients = serde_json::to_value(&l.coefficients).unwrap_or_default();
             tx.execute(
                 "INSERT INTO permit_limits (station_id, parameter, effective_from, limit_min, limit_max, effective_max, \
-                 regulation, column_name, coefficients) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 regulation, column_name, coefficients, effective_to, permit_number, authority, averaging) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 &[
                     &s.id,
                     &l.parameter,
@@ -75,6 +76,10 @@ pub async fn sync(client: &mut Client, registry: &Registry) -> Result<(), DbErro
                     &l.regulation,
                     &l.column.clone().unwrap_or_default(),
                     &coefficients,
+                    &l.effective_to,
+                    &l.permit_number,
+                    &l.authority,
+                    &l.averaging.as_str(),
                 ],
             )
             .await?;

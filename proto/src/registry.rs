@@ -240,7 +240,11 @@ impl Station {
         let code = &self.parameter(parameter_code)?.code;
         self.limits
             .iter()
-            .filter(|l| l.parameter == *code && l.effective_from <= date)
+            .filter(|l| {
+                l.parameter == *code
+                    && l.effective_from <= date
+                    && l.effective_to.is_none_or(|to| date <= to)
+            })
             .max_by_key(|l| l.effective_from)
     }
 
@@ -481,6 +485,50 @@ pub struct PermitLimit {
     pub coefficients: BTreeMap<String, f64>,
     #[serde(with = "date_serde")]
     pub effective_from: NaiveDate,
+    /// Last day the limit applies (the permit's expiry); none: until a
+    /// newer limit replaces it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_date_serde"
+    )]
+    pub effective_to: Option<NaiveDate>,
+    /// The permit that sets the limit, and who issued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permit_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// What the limit judges: each value (`single`, the default), the 1-hour
+    /// average (`1h`) or the 24-hour average (`24h`). Sources disagree on
+    /// which applies to automatic data (see the registry's comments), so the
+    /// permit says.
+    #[serde(default)]
+    pub averaging: Averaging,
+}
+
+/// The value a limit is judged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Averaging {
+    /// Each value.
+    #[default]
+    #[serde(rename = "single")]
+    Single,
+    /// The 1-hour average.
+    #[serde(rename = "1h")]
+    Hour,
+    /// The 24-hour (local day) average.
+    #[serde(rename = "24h", alias = "day")]
+    Day,
+}
+
+impl Averaging {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Averaging::Single => "single",
+            Averaging::Hour => "1h",
+            Averaging::Day => "24h",
+        }
+    }
 }
 
 impl PermitLimit {
@@ -523,6 +571,9 @@ impl PermitLimit {
         }
         if self.regulation.trim().is_empty() {
             return Err(err("regulation must be named".into()));
+        }
+        if self.effective_to.is_some_and(|to| to < self.effective_from) {
+            return Err(err("effective_to is before effective_from".into()));
         }
         if self.column.as_deref().is_some_and(|c| c.trim().is_empty()) {
             return Err(err("column, when given, must be non-empty".into()));
@@ -618,6 +669,25 @@ mod date_serde {
         };
         NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
             .map_err(|e| D::Error::custom(format!("date {text:?}: {e}")))
+    }
+}
+
+/// An optional plain date (`effective_to`).
+mod opt_date_serde {
+    use chrono::NaiveDate;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(date: &Option<NaiveDate>, s: S) -> Result<S::Ok, S::Error> {
+        match date {
+            Some(d) => super::date_serde::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::date_serde")] NaiveDate);
+        Option::<Wrap>::deserialize(d).map(|o| o.map(|w| w.0))
     }
 }
 
@@ -822,6 +892,36 @@ effective_from = 2015-01-01
         assert!(s.limit_at("nope", date(2030, 1, 1)).is_none());
     }
 
+    /// A permit with a number, an authority, an end date and an averaging
+    /// period: after its last day no limit is in force (until a new one).
+    #[test]
+    fn permits_end_and_say_what_they_judge() {
+        let r = load(&one_station(
+            "[[stations.limits]]\nparameter = \"COD\"\nmax = 75\nregulation = \"QCVN 40:2011/BTNMT\"\n\
+             effective_from = 2020-01-01\neffective_to = 2025-12-31\npermit_number = \"123/GP-UBND\"\n\
+             authority = \"UBND tỉnh Phú Yên\"\naveraging = \"1h\"\n",
+        ));
+        let s = r.station("T-1").expect("station");
+        let l = s
+            .limit_at("COD", date(2025, 12, 31))
+            .expect("in force on its last day");
+        assert_eq!(l.averaging, Averaging::Hour);
+        assert_eq!(l.permit_number.as_deref(), Some("123/GP-UBND"));
+        assert!(s.limit_at("COD", date(2026, 1, 1)).is_none(), "expired");
+        assert!(
+            error(&one_station(
+                "[[stations.limits]]\nparameter = \"COD\"\nmax = 75\nregulation = \"x\"\neffective_from = 2020-01-01\neffective_to = 2019-01-01\n"
+            ))
+            .contains("effective_to is before effective_from")
+        );
+        assert!(
+            error(&one_station(
+                "[[stations.limits]]\nparameter = \"COD\"\nmax = 75\nregulation = \"x\"\neffective_from = 2020-01-01\naveraging = \"2h\"\n"
+            ))
+            .contains("averaging")
+        );
+    }
+
     #[test]
     fn stack_coefficients() {
         let limit = PermitLimit {
@@ -832,6 +932,10 @@ effective_from = 2015-01-01
             column: Some("B".into()),
             coefficients: [("Kp".to_owned(), 0.9), ("Kv".to_owned(), 1.0)].into(),
             effective_from: date(2020, 1, 1),
+            effective_to: None,
+            permit_number: None,
+            authority: None,
+            averaging: Averaging::Single,
         };
         assert!((limit.cmax().unwrap_or_default() - 450.0).abs() < 1e-9);
         let no_max = PermitLimit {

@@ -145,6 +145,10 @@ mod tests {
             limit_max: Some(max),
             regulation: "QCVN 40:2025/BTNMT".into(),
             column: "B".into(),
+            effective_to: None,
+            permit_number: String::new(),
+            authority: String::new(),
+            averaging: "single".into(),
         }
     }
 

@@ -773,6 +773,14 @@ impl QueryService for QueryGrpc {
                     if compliance::local_midnight(l.effective_from) > at {
                         continue;
                     }
+                    // A limit past its permit's last day is no longer in force.
+                    if l.effective_to.is_some_and(|to| {
+                        to.succ_opt()
+                            .is_some_and(|next| compliance::local_midnight(next) <= at)
+                    }) {
+                        in_force.retain(|x| x.parameter != l.parameter);
+                        continue;
+                    }
                     // Sorted by date: a later limit replaces an earlier one.
                     in_force.retain(|x| x.parameter != l.parameter);
                     in_force.push(PermitLimit {
@@ -782,6 +790,10 @@ impl QueryService for QueryGrpc {
                         limit_min: l.limit_min,
                         regulation: l.regulation,
                         column: l.column,
+                        averaging: l.averaging,
+                        effective_to: l.effective_to.map(|d| d.to_string()).unwrap_or_default(),
+                        permit_number: l.permit_number,
+                        authority: l.authority,
                     });
                 }
                 out.push(StationInfo {

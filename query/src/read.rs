@@ -204,6 +204,12 @@ pub struct LimitRow {
     pub limit_max: Option<f64>,
     pub regulation: String,
     pub column: String,
+    /// The permit's last day, if it has one.
+    pub effective_to: Option<NaiveDate>,
+    pub permit_number: String,
+    pub authority: String,
+    /// single, 1h or 24h.
+    pub averaging: String,
 }
 
 /// Every limit of a station, by parameter and date.
@@ -219,7 +225,8 @@ pub async fn limits_by_station(
 ) -> Result<std::collections::HashMap<String, Vec<LimitRow>>, QueryError> {
     let rows = client
         .query(
-            "SELECT station_id, parameter, effective_from, limit_min, effective_max, regulation, column_name \
+            "SELECT station_id, parameter, effective_from, limit_min, effective_max, regulation, column_name, \
+             effective_to, coalesce(permit_number, ''), coalesce(authority, ''), averaging \
              FROM permit_limits WHERE station_id = ANY($1) ORDER BY station_id, parameter, effective_from",
             &[&stations],
         )
@@ -234,6 +241,10 @@ pub async fn limits_by_station(
             limit_max: r.get(4),
             regulation: r.get(5),
             column: r.get(6),
+            effective_to: r.get(7),
+            permit_number: r.get(8),
+            authority: r.get(9),
+            averaging: r.get(10),
         });
     }
     Ok(out)

@@ -129,6 +129,33 @@ async fn stations_with_the_limits_in_force() {
         .expect("list")
         .into_inner();
     assert_eq!(cod(&after), Some(100.0));
+    // The permit behind a limit, and its last day.
+    let ph = after.stations[0]
+        .limits
+        .iter()
+        .find(|l| l.parameter == "pH")
+        .expect("pH limit in force");
+    assert_eq!(
+        (
+            ph.averaging.as_str(),
+            ph.effective_to.as_str(),
+            ph.permit_number.as_str()
+        ),
+        ("24h", "2026-11-30", "07/GP-UBND")
+    );
+    let expired = c
+        .list_stations(with_token(&t, limits_at(local(2026, 12, 1, 0, 0))))
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(
+        expired.stations[0]
+            .limits
+            .iter()
+            .all(|l| l.parameter != "pH"),
+        "the pH permit ended on 2026-11-30"
+    );
+    assert_eq!(cod(&expired), Some(100.0));
     let all = c
         .list_stations(with_token(&t, ListStationsRequest::default()))
         .await

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use quantrac_proto::registry::{PermitLimit, Registry};
+use quantrac_proto::registry::{Averaging, PermitLimit, Registry};
 
 use super::incidents::{Book, Finding};
 use super::series::{Bucket, Series, SeriesInfo, SeriesState, refresh_series};
@@ -103,6 +103,31 @@ pub(super) fn value_rules(
     let permit = Bounds::of(limit);
     // A lower bound proves only an upper bound broken.
     let proves = |bound: f64| !at_least || v > bound;
+    // A limit judged on an average is broken by the average (the window
+    // rules), not by one value: one value past it is an early warning.
+    let on_values = limit.averaging == Averaging::Single;
+    if !on_values {
+        let list = state.incidents.entry(RuleKind::EarlyWarning).or_default();
+        let frac = info.rules.early_warning.fraction;
+        let warn = if frac > 0.0 {
+            permit.warning(frac)
+        } else {
+            permit
+        };
+        match (permit.crossed(v), warn.crossed(v)) {
+            (Some(bound), _) if proves(bound) => {
+                let f = averaged_value_finding(info, limit, t, v, bound, at_least, offset);
+                book.breach(list, f, info, mode, out);
+            }
+            (None, Some(threshold)) if frac > 0.0 && proves(threshold) => {
+                let f = warning_finding(info, limit, t, v, threshold, frac, at_least, offset);
+                book.breach(list, f, info, mode, out);
+            }
+            _ if !at_least && warn.cleared(v, h, &permit) => book.clear(list, t, mode, out),
+            _ => {}
+        }
+        return;
+    }
     if info.rules.single_limit.enabled {
         let list = state.incidents.entry(RuleKind::LimitExceeded).or_default();
         match permit.crossed(v) {
@@ -161,6 +186,45 @@ fn limit_finding(
         limit: bound,
         message: format!(
             "Vượt quy chuẩn / limit exceeded: {} {} {} {} {} ({}), trạm {}, lúc {} (giờ địa phương){}",
+            info.parameter,
+            shown(v, at_least),
+            info.unit,
+            if v > bound { ">" } else { "<" },
+            num(bound),
+            describe(limit),
+            info.station,
+            local_time(t, offset),
+            saturation_note(at_least)
+        ),
+        window_end: Some(t),
+        opened_at: t,
+        reference: v,
+    }
+}
+
+/// One value past a limit that is judged on an average: a warning that
+/// says which average decides.
+fn averaged_value_finding(
+    info: &SeriesInfo,
+    limit: &PermitLimit,
+    t: DateTime<Utc>,
+    v: f64,
+    bound: f64,
+    at_least: bool,
+    offset: FixedOffset,
+) -> Finding {
+    let (vi, en) = match limit.averaging {
+        Averaging::Day => ("trung bình 24 giờ", "24-hour average"),
+        _ => ("trung bình 1 giờ", "1-hour average"),
+    };
+    Finding {
+        rule: RuleKind::EarlyWarning,
+        start: t,
+        t,
+        observed: v,
+        limit: bound,
+        message: format!(
+            "Cảnh báo sớm / early warning: {} {} {} {} giới hạn {} ({}), giới hạn áp dụng cho {vi} / one value past a limit judged on the {en}; trạm {}, lúc {}{}",
             info.parameter,
             shown(v, at_least),
             info.unit,

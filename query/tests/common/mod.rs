@@ -41,7 +41,7 @@ parameters = [
 limits = [
   { parameter = "COD", max = 150, regulation = "QCVN 40:2011/BTNMT", column = "B", effective_from = 2026-01-01 },
   { parameter = "COD", max = 100, regulation = "QCVN 40:2025/BTNMT", column = "B", effective_from = 2026-11-15 },
-  { parameter = "pH", min = 5.5, max = 9, regulation = "QCVN 40:2011/BTNMT", column = "B", effective_from = 2026-01-01 },
+  { parameter = "pH", min = 5.5, max = 9, regulation = "QCVN 40:2011/BTNMT", column = "B", effective_from = 2026-01-01, effective_to = 2026-11-30, permit_number = "07/GP-UBND", authority = "UBND tỉnh Phú Yên", averaging = "24h" },
 ]
 
 [[stations]]
