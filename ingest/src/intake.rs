@@ -112,6 +112,14 @@ impl Intake {
 
     /// A `RejectedInput` record with the raw bytes and the reason; logged and
     /// counted here so every rejection path is seen the same way.
+    /// A station notice: nothing to send, answered as accepted.
+    pub fn notice(&self, _source: SourceProtocol) -> Prepared {
+        Prepared {
+            records: Vec::new(),
+            verdict: Verdict::Accepted { readings: 0 },
+        }
+    }
+
     pub fn reject(
         &self,
         source: SourceProtocol,

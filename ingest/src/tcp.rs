@@ -6,6 +6,9 @@
 //!   the data response (CN=9014) goes back only after Kafka acknowledged the
 //!   readings; a refused packet gets CN=9011 with a `QnRtn` code (3 wrong
 //!   password, 4 unknown device, 8 unsupported command, 100 bad content).
+//!   Station notices (CN 2081 restart, 2021 running status, 2041 running
+//!   time, 3020 device information) are answered with CN=9014 as uploads,
+//!   logged and counted (`ingest_station_notices_total`).
 //!   A packet whose length or CRC is wrong gets no reply: its fields cannot
 //!   be trusted, and the logger resends unanswered packets.
 //! - `{...}\n`: one JSON sample; reply `{"ok":true,"readings":N}` or
@@ -659,6 +662,16 @@ async fn hj212_frame(ctx: &Ctx, origin: &str, raw: &[u8]) -> (Prepared, Option<V
             }
             Some(_) => {}
         },
+    }
+    if packet.is_notice() {
+        // Answered as the standard answers an upload, so the logger does not
+        // resend it; logged and counted (not yet kept as a station event).
+        metrics::counter!("ingest_station_notices_total", "cn" => packet.cn.clone()).increment(1);
+        tracing::info!(station = %packet.mn, cn = %packet.cn, cp = %packet.cp, "station notice");
+        let reply = packet
+            .wants_reply()
+            .then(|| hj212::encode(&packet.data_response()));
+        return (intake.notice(source), reply);
     }
     if !packet.is_data() {
         return refuse(

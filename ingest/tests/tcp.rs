@@ -345,3 +345,62 @@ async fn oversized_frames_and_slow_senders_are_cut_off() {
     shutdown.cancel();
     ingest.wait().await.expect("stop");
 }
+
+/// A logger's restart notice (CN 2081) and an unknown command: the notice
+/// is answered as an upload (CN 9014, so the logger stops resending it),
+/// the unknown command is refused with QnRtn=8; neither becomes a reading.
+#[tokio::test]
+async fn station_notices_are_answered_unknown_commands_refused() {
+    let topics = create_topics(&unique("t-notice")).await;
+    let shutdown = CancellationToken::new();
+    let ingest = Ingest::start(
+        test_config(&topics, &unique("n")),
+        quantrac_ingest::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
+        .await
+        .expect("connect")
+        .into_split();
+    let mut rd = BufReader::new(rd);
+    let station = unique("NOTE");
+    let packet = |qn: &str, cn: &str, cp: &str| {
+        hj212::encode(&hj212::Packet {
+            qn: qn.into(),
+            st: "32".into(),
+            cn: cn.into(),
+            pw: "test-pw".into(),
+            mn: station.clone(),
+            flag: 5,
+            cp: cp.into(),
+        })
+    };
+    wr.write_all(&packet(
+        "20261201100000001",
+        "2081",
+        "DataTime=20261201100000;RestartTime=20261201095812",
+    ))
+    .await
+    .expect("write");
+    let reply = hj212::decode(reply_line(&mut rd).await.as_bytes()).expect("reply");
+    assert_eq!(
+        (reply.cn.as_str(), reply.qn.as_str()),
+        ("9014", "20261201100000001")
+    );
+    wr.write_all(&packet(
+        "20261201100000002",
+        "1234",
+        "DataTime=20261201100000",
+    ))
+    .await
+    .expect("write");
+    let reply = hj212::decode(reply_line(&mut rd).await.as_bytes()).expect("reply");
+    assert_eq!((reply.cn.as_str(), reply.cp.as_str()), ("9011", "QnRtn=8"));
+    let s = ingest.status.snapshot();
+    assert_eq!(s.rejected, 1, "only the unknown command");
+    shutdown.cancel();
+    ingest.wait().await.expect("clean stop");
+}

@@ -38,6 +38,11 @@ pub const DATA_COMMANDS: [&str; 4] = ["2011", "2051", "2061", "2031"];
 
 /// `CN` of the data response the server sends back.
 pub const CN_DATA_RESPONSE: &str = "9014";
+
+/// Uploads a logger makes that carry no readings, answered like data:
+/// 2021 equipment running status, 2041 equipment running time, 2081 logger
+/// restart time, 3020 on-site device information.
+pub const NOTICE_COMMANDS: [&str; 4] = ["2021", "2041", "2081", "3020"];
 /// `CN` of the request response (`QnRtn`).
 pub const CN_REQUEST_RESPONSE: &str = "9011";
 
@@ -257,6 +262,11 @@ impl Packet {
 
     pub fn is_data(&self) -> bool {
         DATA_COMMANDS.contains(&self.cn.as_str())
+    }
+
+    /// A station notice (restart, running status, device information).
+    pub fn is_notice(&self) -> bool {
+        NOTICE_COMMANDS.contains(&self.cn.as_str())
     }
 
     /// Suffix of the value field this packet's command carries.
