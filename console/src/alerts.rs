@@ -323,13 +323,9 @@ fn select(
 
 pub async fn list_page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ctx: Ctx,
     Query(f): Query<Filter>,
 ) -> Response {
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let lang = ctx.lang;
     let stations = match state
         .query
@@ -525,13 +521,9 @@ impl Drop for LiveGuard {
 
 pub async fn detail_page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ctx: Ctx,
     Path(id): Path<String>,
 ) -> Response {
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let lang = ctx.lang;
     let h = match state
         .query
@@ -654,16 +646,13 @@ pub struct ActForm {
 pub async fn act(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ctx: Ctx,
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActForm>,
 ) -> Response {
     if !same_origin(&headers) {
         return (StatusCode::FORBIDDEN, "cross-site form refused").into_response();
     }
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let mut alerting = state.alerting.clone();
     let t = &ctx.token;
     let result = match action.as_str() {
@@ -732,15 +721,12 @@ pub async fn act(
 pub async fn bulk_acknowledge(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ctx: Ctx,
     body: axum::body::Bytes,
 ) -> Response {
     if !same_origin(&headers) {
         return (StatusCode::FORBIDDEN, "cross-site form refused").into_response();
     }
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let lang = ctx.lang;
     let mut ids = Vec::new();
     let mut note = String::new();
@@ -861,12 +847,8 @@ async fn alerts_table(state: &AppState, ctx: &Ctx, f: &Filter) -> Result<Table, 
     })
 }
 
-async fn export(state: AppState, headers: HeaderMap, f: Filter, format: &str) -> Response {
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match alerts_table(&state, &ctx, &f).await {
+async fn export(state: &AppState, ctx: &Ctx, f: &Filter, format: &str) -> Response {
+    match alerts_table(state, ctx, f).await {
         Ok(t) => t.download(format, "alerts"),
         Err(s) => failure(ctx.lang, Some(&ctx.viewer), &s),
     }
@@ -875,19 +857,19 @@ async fn export(state: AppState, headers: HeaderMap, f: Filter, format: &str) ->
 /// The alerts the filters match, as CSV.
 pub async fn export_csv(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ctx: Ctx,
     Query(f): Query<Filter>,
 ) -> Response {
-    export(state, headers, f, "csv").await
+    export(&state, &ctx, &f, "csv").await
 }
 
 /// The alerts the filters match, as XLSX.
 pub async fn export_xlsx(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ctx: Ctx,
     Query(f): Query<Filter>,
 ) -> Response {
-    export(state, headers, f, "xlsx").await
+    export(&state, &ctx, &f, "xlsx").await
 }
 
 #[cfg(test)]

@@ -97,6 +97,19 @@ pub async fn require(state: &AppState, headers: &HeaderMap) -> Result<Ctx, Respo
     }
 }
 
+/// A handler that takes a [`Ctx`] serves only a logged-in person; anyone
+/// else is sent to the login page.
+impl axum::extract::FromRequestParts<AppState> for Ctx {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        require(state, &parts.headers).await
+    }
+}
+
 /// Forms are refused when the browser says they come from another site
 /// (the SameSite cookie already keeps them from carrying the session).
 pub fn same_origin(headers: &HeaderMap) -> bool {

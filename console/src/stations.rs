@@ -26,7 +26,7 @@ use crate::chart;
 use crate::export::{Cell, Table};
 use crate::html::{esc, notice, page, url};
 use crate::i18n::{Lang, local_time};
-use crate::session::{Ctx, authed, failure, require};
+use crate::session::{Ctx, authed, failure};
 
 /// Where a station stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -162,11 +162,7 @@ fn status_of(info: &StationInfo, points: Option<&Vec<SeriesPoint>>, now: DateTim
     Status::of(newest(points), heard(points), interval(info), now)
 }
 
-pub async fn board(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn board(State(state): State<AppState>, ctx: Ctx) -> Response {
     let lang = ctx.lang;
     let (stations, latest) = match stations_and_latest(&state, &ctx, Vec::new()).await {
         Ok(x) => x,
@@ -397,16 +393,13 @@ pub struct MaintenanceForm {
 pub async fn plan_maintenance(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ctx: Ctx,
     Path(id): Path<String>,
     axum::extract::Form(form): axum::extract::Form<MaintenanceForm>,
 ) -> Response {
     if !crate::session::same_origin(&headers) {
         return (axum::http::StatusCode::FORBIDDEN, "cross-site form refused").into_response();
     }
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let starts = chrono::NaiveDateTime::parse_from_str(&form.starts, "%Y-%m-%dT%H:%M")
         .ok()
         .and_then(|t| {
@@ -485,15 +478,7 @@ async fn series(
     }
 }
 
-pub async fn detail(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn detail(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Response {
     let lang = ctx.lang;
     let (stations, latest) = match stations_and_latest(&state, &ctx, vec![id.clone()]).await {
         Ok(x) => x,
@@ -757,14 +742,10 @@ async fn averages_table(
 /// `/stations/{id}/{readings|averages}.{csv|xlsx}?hours=N`.
 pub async fn export(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ctx: Ctx,
     Path((id, file)): Path<(String, String)>,
     Query(q): Query<Span>,
 ) -> Response {
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let Some((what, format)) = file.split_once('.') else {
         return axum::http::StatusCode::NOT_FOUND.into_response();
     };
@@ -879,11 +860,7 @@ pub fn map_svg(
     s
 }
 
-pub async fn map(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn map(State(state): State<AppState>, ctx: Ctx) -> Response {
     let lang = ctx.lang;
     let (stations, latest) = match stations_and_latest(&state, &ctx, Vec::new()).await {
         Ok(x) => x,
