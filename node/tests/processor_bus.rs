@@ -18,51 +18,82 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Ingest (TCP only, HJ 212 password `pw`) and the processor in single-node
+/// mode on a fresh database, for one registry station `<prefix>-0`.
+struct SingleNode {
+    db_url: String,
+    ingest: Ingest,
+    processor: Processor,
+    ingest_stop: CancellationToken,
+    processor_stop: CancellationToken,
+}
+
+impl SingleNode {
+    async fn start(prefix: &str) -> SingleNode {
+        let db_url = fresh_database().await;
+        // No Kafka here: topics are only names on the bus.
+        let topics = Topics {
+            raw: "readings.raw".into(),
+            valid: "unused".into(),
+            rejected: "unused".into(),
+        };
+        let mut pconfig = test_config(&db_url, &topics, registry_file(prefix, 1));
+        pconfig.kafka.brokers = "127.0.0.1:1".into(); // would fail if used
+        let mut iconfig = IngestConfig {
+            node_id: unique("node"),
+            ..Default::default()
+        };
+        iconfig.mqtt.enabled = false;
+        iconfig.tcp.listen = "127.0.0.1:0".parse().expect("addr");
+        iconfig.http.listen = "127.0.0.1:0".parse().expect("addr");
+        iconfig.kafka.brokers = "127.0.0.1:1".into();
+        iconfig.kafka.readings_topic = topics.raw.clone();
+        iconfig.hj212.default_password = Some("pw".into());
+        let ingest_stop = CancellationToken::new();
+        let processor_stop = CancellationToken::new();
+        let (tx, rx) = quantrac_plumbing::bus::channel(16);
+        let processor = Processor::start(
+            pconfig,
+            quantrac_processor::Edge::Bus(quantrac_processor::local::LocalBus {
+                input: rx,
+                stored: None,
+            }),
+            None,
+            processor_stop.clone(),
+        )
+        .await
+        .expect("processor");
+        let ingest = Ingest::start(
+            iconfig,
+            quantrac_ingest::Edge::Bus(tx),
+            None,
+            ingest_stop.clone(),
+        )
+        .await
+        .expect("ingest");
+        SingleNode {
+            db_url,
+            ingest,
+            processor,
+            ingest_stop,
+            processor_stop,
+        }
+    }
+
+    /// Ingest first, then the processor (the node's stop order).
+    async fn stop(self) {
+        self.ingest_stop.cancel();
+        self.ingest.wait().await.expect("ingest stops");
+        self.processor_stop.cancel();
+        self.processor.wait().await.expect("processor stops");
+    }
+}
+
 #[tokio::test]
 async fn station_is_answered_after_its_reading_is_committed() {
-    let db_url = fresh_database().await;
     let prefix = unique("SN");
-    // No Kafka here: topics are only names on the bus.
-    let topics = Topics {
-        raw: "readings.raw".into(),
-        valid: "unused".into(),
-        rejected: "unused".into(),
-    };
-    let mut pconfig = test_config(&db_url, &topics, registry_file(&prefix, 1));
-    pconfig.kafka.brokers = "127.0.0.1:1".into(); // would fail if used
-    let mut iconfig = IngestConfig {
-        node_id: unique("node"),
-        ..Default::default()
-    };
-    iconfig.mqtt.enabled = false;
-    iconfig.tcp.listen = "127.0.0.1:0".parse().expect("addr");
-    iconfig.http.listen = "127.0.0.1:0".parse().expect("addr");
-    iconfig.kafka.brokers = "127.0.0.1:1".into();
-    iconfig.kafka.readings_topic = topics.raw.clone();
-    iconfig.hj212.default_password = Some("pw".into());
-
-    let ingest_stop = CancellationToken::new();
-    let processor_stop = CancellationToken::new();
-    let (tx, rx) = quantrac_plumbing::bus::channel(16);
-    let processor = Processor::start(
-        pconfig,
-        quantrac_processor::Edge::Bus(quantrac_processor::local::LocalBus {
-            input: rx,
-            stored: None,
-        }),
-        None,
-        processor_stop.clone(),
-    )
-    .await
-    .expect("processor");
-    let ingest = Ingest::start(
-        iconfig,
-        quantrac_ingest::Edge::Bus(tx),
-        None,
-        ingest_stop.clone(),
-    )
-    .await
-    .expect("ingest");
+    let node = SingleNode::start(&prefix).await;
+    let (db_url, ingest) = (node.db_url.clone(), &node.ingest);
     let client = db(&db_url).await;
     let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
         .await
@@ -183,10 +214,7 @@ async fn station_is_answered_after_its_reading_is_committed() {
         "raw bytes kept, password redacted"
     );
 
-    ingest_stop.cancel();
-    ingest.wait().await.expect("ingest stops");
-    processor_stop.cancel();
-    processor.wait().await.expect("processor stops");
+    node.stop().await;
 }
 
 /// A logger sends real-time (CN 2011, with -ZsRtd) and its own hourly
@@ -195,47 +223,9 @@ async fn station_is_answered_after_its_reading_is_committed() {
 /// kept as sent; the same hourly packet again adds nothing.
 #[tokio::test]
 async fn hourly_records_do_not_collide_with_real_time_values() {
-    let db_url = fresh_database().await;
     let prefix = unique("RK");
-    let topics = Topics {
-        raw: "readings.raw".into(),
-        valid: "unused".into(),
-        rejected: "unused".into(),
-    };
-    let mut pconfig = test_config(&db_url, &topics, registry_file(&prefix, 1));
-    pconfig.kafka.brokers = "127.0.0.1:1".into();
-    let mut iconfig = IngestConfig {
-        node_id: unique("node"),
-        ..Default::default()
-    };
-    iconfig.mqtt.enabled = false;
-    iconfig.tcp.listen = "127.0.0.1:0".parse().expect("addr");
-    iconfig.http.listen = "127.0.0.1:0".parse().expect("addr");
-    iconfig.kafka.brokers = "127.0.0.1:1".into();
-    iconfig.kafka.readings_topic = topics.raw.clone();
-    iconfig.hj212.default_password = Some("pw".into());
-    let stop = CancellationToken::new();
-    let (tx, rx) = quantrac_plumbing::bus::channel(16);
-    let processor = Processor::start(
-        pconfig,
-        quantrac_processor::Edge::Bus(quantrac_processor::local::LocalBus {
-            input: rx,
-            stored: None,
-        }),
-        None,
-        stop.clone(),
-    )
-    .await
-    .expect("processor");
-    let ingest_stop = CancellationToken::new();
-    let ingest = Ingest::start(
-        iconfig,
-        quantrac_ingest::Edge::Bus(tx),
-        None,
-        ingest_stop.clone(),
-    )
-    .await
-    .expect("ingest");
+    let node = SingleNode::start(&prefix).await;
+    let (db_url, ingest) = (node.db_url.clone(), &node.ingest);
     let station = format!("{prefix}-0");
     // The top of the last full hour, in Viet Nam's time.
     let vn = chrono::FixedOffset::east_opt(7 * 3600).expect("offset");
@@ -419,8 +409,5 @@ async fn hourly_records_do_not_collide_with_real_time_values() {
     );
     query_stop.cancel();
     query.wait().await.expect("query stop");
-    ingest_stop.cancel();
-    ingest.wait().await.expect("ingest stop");
-    stop.cancel();
-    processor.wait().await.expect("processor stop");
+    node.stop().await;
 }
