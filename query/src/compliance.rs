@@ -34,11 +34,17 @@ pub fn in_force(limits: &[LimitRow], start: DateTime<Utc>, end: DateTime<Utc>) -
     let mut out = Vec::new();
     for (i, l) in limits.iter().enumerate() {
         let from = local_midnight(l.effective_from).max(start);
-        let to = limits
+        // Until the next limit, or the end of the permit's last day.
+        let replaced = limits
             .get(i + 1)
             .map(|n| local_midnight(n.effective_from))
-            .unwrap_or(end)
-            .min(end);
+            .unwrap_or(end);
+        let expired = l
+            .effective_to
+            .and_then(|d| d.succ_opt())
+            .map(local_midnight)
+            .unwrap_or(end);
+        let to = replaced.min(expired).min(end);
         if from < to {
             out.push(InForce {
                 from,
@@ -156,6 +162,38 @@ mod tests {
         DateTime::parse_from_rfc3339(s)
             .expect("t")
             .with_timezone(&Utc)
+    }
+
+    /// A permit that ends leaves a gap until the next one: nothing is
+    /// judged against an expired limit.
+    #[test]
+    fn an_expired_permit_stops_at_the_end_of_its_last_day() {
+        let mut old = limit("2026-01-01", 150.0);
+        old.effective_to = NaiveDate::from_ymd_opt(2026, 11, 10);
+        let new = limit("2026-11-15", 100.0);
+        let p = in_force(
+            &[old, new],
+            t("2026-11-01T00:00:00+07:00"),
+            t("2026-12-01T00:00:00+07:00"),
+        );
+        let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = p.iter().map(|x| (x.from, x.to)).collect();
+        assert_eq!(
+            spans,
+            vec![
+                (
+                    t("2026-11-01T00:00:00+07:00"),
+                    t("2026-11-11T00:00:00+07:00")
+                ),
+                (
+                    t("2026-11-15T00:00:00+07:00"),
+                    t("2026-12-01T00:00:00+07:00")
+                ),
+            ]
+        );
+        assert!(
+            at(&p, t("2026-11-12T12:00:00+07:00")).is_none(),
+            "no permit in force"
+        );
     }
 
     #[test]
