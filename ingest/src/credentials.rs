@@ -33,6 +33,10 @@ pub enum Check {
 #[derive(Debug, Default)]
 struct Table {
     hashes: HashMap<String, String>,
+    /// Every id and alias → the station's id.
+    names: HashMap<String, String>,
+    /// Stations that list a full Circular 10 identity among their aliases.
+    with_identity: std::collections::HashSet<String>,
     /// SHA-256 of each station's verified secret.
     verified: HashMap<String, [u8; 32]>,
 }
@@ -52,9 +56,30 @@ pub struct Credentials {
 #[error("station credentials: {0}")]
 pub struct CredentialsError(String);
 
-fn load(path: &Path) -> Result<HashMap<String, String>, CredentialsError> {
+/// A Circular 10 identity: `Province_Facility_Station`.
+fn is_identity(name: &str) -> bool {
+    name.splitn(3, '_').count() == 3
+}
+
+fn load(path: &Path) -> Result<Table, CredentialsError> {
     let registry = quantrac_proto::registry::Registry::load(path)
         .map_err(|e| CredentialsError(e.to_string()))?;
+    let mut t = Table::default();
+    for s in registry.stations() {
+        for name in std::iter::once(&s.id).chain(&s.aliases) {
+            t.names.insert(name.clone(), s.id.clone());
+        }
+        if s.aliases.iter().any(|a| is_identity(a)) {
+            t.with_identity.insert(s.id.clone());
+        }
+    }
+    t.hashes = hashes(&registry)?;
+    Ok(t)
+}
+
+fn hashes(
+    registry: &quantrac_proto::registry::Registry,
+) -> Result<HashMap<String, String>, CredentialsError> {
     let mut out = HashMap::new();
     for s in registry.stations() {
         if let Some(h) = &s.secret_hash {
@@ -92,19 +117,58 @@ impl Credentials {
 
     /// Reads the registry at `path`; an error stops ingest from starting.
     pub fn load(path: &Path, require_all: bool) -> Result<Self, CredentialsError> {
-        let hashes = load(path)?;
+        let table = load(path)?;
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        tracing::info!(path = %path.display(), stations_with_secret = hashes.len(), "station credentials loaded");
+        tracing::info!(path = %path.display(), stations_with_secret = table.hashes.len(), "station credentials loaded");
         Ok(Credentials {
             path: Some(path.to_owned()),
-            table: RwLock::new(Table {
-                hashes,
-                verified: HashMap::new(),
-            }),
+            table: RwLock::new(table),
             modified: RwLock::new(modified),
             verifying: Semaphore::new(MAX_VERIFYING),
             require_all,
         })
+    }
+
+    /// The registry station a Circular 10 file names, by all of
+    /// `Province_Facility_Station`: the identity when the registry lists it
+    /// (as an id or alias); else the `<Station>` part, unless that station
+    /// lists an identity of its own, in which case the file is another
+    /// facility's station of the same code and is refused. Unknown names
+    /// are passed on as the `<Station>` part (the processor refuses them).
+    pub fn circular10_station(
+        &self,
+        f: &quantrac_proto::wire::circular10::FileName,
+    ) -> Result<String, quantrac_proto::wire::WireError> {
+        let identity = format!("{}_{}_{}", f.province, f.facility, f.station);
+        let t = self
+            .table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(id) = t.names.get(&identity) {
+            return Ok(id.clone());
+        }
+        match t.names.get(&f.station) {
+            Some(id) if t.with_identity.contains(id) => Err(quantrac_proto::wire::WireError::new(
+                "circular10.unknown_identity",
+                format!(
+                    "{identity} is not a registered name; station {} is registered under another facility's identity",
+                    f.station
+                ),
+            )),
+            Some(id) => Ok(id.clone()),
+            None => Ok(f.station.clone()),
+        }
+    }
+
+    /// The registry id a name (id or alias) stands for; itself when unknown.
+    pub fn canonical(&self, name: &str) -> String {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .names
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
     }
 
     /// Whether a reading for `station` needs its credential.
@@ -173,15 +237,12 @@ impl Credentials {
             .modified
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = now;
-        let hashes = load(path)?;
-        let n = hashes.len();
+        let table = load(path)?;
+        let n = table.hashes.len();
         *self
             .table
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Table {
-            hashes,
-            verified: HashMap::new(),
-        };
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = table;
         tracing::info!(path = %path.display(), stations_with_secret = n, "station credentials reloaded");
         Ok(true)
     }
@@ -198,5 +259,67 @@ pub async fn watch(credentials: Arc<Credentials>, every: Duration, stop: Cancell
             metrics::counter!("ingest_credentials_reload_failures_total").increment(1);
             tracing::error!(error = %e, "registry changed but does not load; the credentials in force stay");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quantrac_proto::wire::circular10::parse_file_name;
+
+    fn station(id: &str, aliases: &str) -> String {
+        format!(
+            r#"
+[[stations]]
+id = "{id}"
+name = "x"
+facility = "x"
+industrial_zone = "KCN"
+province = "Phú Yên"
+latitude = 13.0
+longitude = 109.3
+kind = "wastewater"
+aliases = [{aliases}]
+parameters = [{{ code = "COD", unit = "mg/L", range_min = 0, range_max = 500 }}]
+"#
+        )
+    }
+
+    /// Two facilities each run a station coded KT01: the full identity in
+    /// the file name tells them apart; a third facility's KT01 is refused
+    /// rather than stored under the first one.
+    #[test]
+    fn circular10_files_name_stations_by_province_facility_and_station() {
+        let text = [
+            station("KT01", r#""PhuYen_NhaMayA_KT01""#),
+            station("NMB-KT01", r#""PhuYen_NhaMayB_KT01""#),
+            station("X1", ""),
+        ]
+        .concat();
+        let path =
+            std::env::temp_dir().join(format!("quantrac-credentials-{}.toml", std::process::id()));
+        std::fs::write(&path, text).expect("write");
+        let c = Credentials::load(&path, false).expect("load");
+        let _ = std::fs::remove_file(&path);
+        let of = |name: &str| {
+            c.circular10_station(&parse_file_name(name).expect("file name"))
+                .map_err(|e| e.reason)
+        };
+        assert_eq!(
+            of("PhuYen_NhaMayA_KT01_20261201100000.txt"),
+            Ok("KT01".into())
+        );
+        assert_eq!(
+            of("PhuYen_NhaMayB_KT01_20261201100000.txt"),
+            Ok("NMB-KT01".into())
+        );
+        assert_eq!(
+            of("PhuYen_NhaMayC_KT01_20261201100000.txt"),
+            Err("circular10.unknown_identity")
+        );
+        // No identity registered: the station part, as before.
+        assert_eq!(of("PhuYen_Any_X1_20261201100000.txt"), Ok("X1".into()));
+        assert_eq!(of("PhuYen_Any_Z9_20261201100000.txt"), Ok("Z9".into()));
+        assert_eq!(c.canonical("PhuYen_NhaMayB_KT01"), "NMB-KT01");
     }
 }

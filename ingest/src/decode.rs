@@ -77,6 +77,7 @@ pub fn tcp_circular10(
     header: &[u8],
     body: &[u8],
     offset: FixedOffset,
+    station_of: impl Fn(&circular10::FileName) -> Result<String, WireError>,
 ) -> (String, Result<Vec<Sample>, WireError>) {
     let name = match std::str::from_utf8(content_start(header)) {
         Ok(s) => s.trim(),
@@ -91,11 +92,14 @@ pub fn tcp_circular10(
         }
     };
     match circular10::parse_file_name(name) {
-        Ok(f) => {
-            let result = circular10::decode_record(body, &f.station, offset)
-                .and_then(|s| circular10::check_file_time(&f, &s, offset).map(|()| s));
-            (f.station, result)
-        }
+        Ok(f) => match station_of(&f) {
+            Ok(station) => {
+                let result = circular10::decode_record(body, &station, offset)
+                    .and_then(|s| circular10::check_file_time(&f, &s, offset).map(|()| s));
+                (station, result)
+            }
+            Err(e) => (f.station, Err(e)),
+        },
         Err(e) => (String::new(), Err(e)),
     }
 }
@@ -154,12 +158,18 @@ mod tests {
         assert_eq!(r.map_err(|e| e.reason), Err("mqtt.station_mismatch"));
     }
 
+    /// The `<Station>` part, as ingest names a station without a registry.
+    fn part(f: &circular10::FileName) -> Result<String, WireError> {
+        Ok(f.station.clone())
+    }
+
     #[test]
     fn tcp_circular10_takes_station_from_header() {
         let (station, r) = tcp_circular10(
             b"PhuYen_HoaHiep_S-9_20250115103500.txt",
             RECORD.as_bytes(),
             utc7(),
+            part,
         );
         assert_eq!(station, "S-9");
         assert_eq!(r.expect("decodes")[0].station_id, "S-9");
@@ -168,6 +178,7 @@ mod tests {
             b"PhuYen_HoaHiep_S-9_20250115113500.txt",
             RECORD.as_bytes(),
             utc7(),
+            part,
         );
         let e = r.expect_err("an hour apart");
         assert_eq!(e.reason, "circular10.time_mismatch");
@@ -181,12 +192,13 @@ mod tests {
             b"PhuYen_HoaHiep_S-9_20250115103900.txt",
             RECORD.as_bytes(),
             utc7(),
+            part,
         );
         assert!(r.is_ok());
         let with_name = format!("PhuYen_HoaHiep_S1_20250116103500.txt\r\n{RECORD}");
         let (_, r) = mqtt_payload("S1", with_name.as_bytes(), utc7());
         assert_eq!(r.map_err(|e| e.reason), Err("circular10.time_mismatch"));
-        let (station, r) = tcp_circular10(b"garbage", RECORD.as_bytes(), utc7());
+        let (station, r) = tcp_circular10(b"garbage", RECORD.as_bytes(), utc7(), part);
         assert_eq!(station, "");
         assert_eq!(r.map_err(|e| e.reason), Err("circular10.bad_file_name"));
     }

@@ -444,7 +444,9 @@ async fn handle_frame(
         Frame::Circular10 { header, body } => {
             let source = SourceProtocol::TcpCircular10;
             intake.received(source);
-            let (station, decoded) = decode::tcp_circular10(&header, &body, ctx.c10_offset);
+            let (station, decoded) = decode::tcp_circular10(&header, &body, ctx.c10_offset, |f| {
+                ctx.credentials.circular10_station(f)
+            });
             let prepared = match decoded {
                 Ok(samples) => match unproven(ctx, auth, &samples) {
                     Some(e) => {
@@ -537,6 +539,9 @@ async fn auth_frame(
     };
     let json = source == SourceProtocol::TcpJson;
     if check == Check::Valid && auth.stations.len() < MAX_STATIONS_PER_CONNECTION {
+        // Under its id and the name it used: readings resolved to the id
+        // (a Circular 10 identity, an alias) are then proven too.
+        auth.stations.insert(ctx.credentials.canonical(&station));
         auth.stations.insert(station.clone());
         let reply = if json {
             serde_json::json!({ "ok": true, "auth": station }).to_string() + "\n"
