@@ -360,6 +360,7 @@ pub async fn digest(
     db: &Client,
     cfg: &EmailConfig,
     now: DateTime<Utc>,
+    done: &mut Option<chrono::NaiveDate>,
 ) -> Result<u64, AlertStoreError> {
     let Some(at) = cfg
         .digest_at
@@ -373,6 +374,11 @@ pub async fn digest(
         return Ok(0);
     }
     let date = local_now.date_naive();
+    // Written once a day (the rows' keys make a repeat harmless; this spares
+    // reading every open alert on each tick until midnight).
+    if *done == Some(date) {
+        return Ok(0);
+    }
     let rows = db
         .query(
             "SELECT e.alert FROM alerts a \
@@ -386,7 +392,7 @@ pub async fn digest(
         .filter_map(|r| v1::Alert::decode(&r.get::<_, Vec<u8>>(0)[..]).ok())
         .collect();
     let mut n = 0;
-    for s in &cfg.subscriptions {
+    for (i, s) in cfg.subscriptions.iter().enumerate() {
         let mine: Vec<&v1::Alert> = open.iter().filter(|a| subscribed(s, a)).collect();
         let mut body = format!(
             "Cảnh báo đang mở ngày {date} / Open alerts on {date}: {}\n",
@@ -423,7 +429,8 @@ pub async fn digest(
                 "INSERT INTO mail_outbox (dedupe_key, kind, recipient, subject, body) \
                  VALUES ($1, 'digest', $2, $3, $4) ON CONFLICT (dedupe_key) DO NOTHING",
                 &[
-                    &format!("digest:{date}:{}", s.address.to_ascii_lowercase()),
+                    // One per subscription: an address may hold several.
+                    &format!("digest:{date}:{i}:{}", s.address.to_ascii_lowercase()),
                     &s.address,
                     &subject,
                     &body,
@@ -431,6 +438,7 @@ pub async fn digest(
             )
             .await?;
     }
+    *done = Some(date);
     Ok(n)
 }
 
@@ -644,10 +652,12 @@ async fn planner(
     let mut db = store::connect(url).await?;
     init_cursor(&db).await?;
     let mut listening = true;
+    let mut digest_done = None;
     loop {
         let read = plan(&mut db, cfg, registry).await?;
         let now = Utc::now();
-        let extra = escalate(&db, cfg, now).await? + digest(&db, cfg, now).await?;
+        let extra =
+            escalate(&db, cfg, now).await? + digest(&db, cfg, now, &mut digest_done).await?;
         if read > 0 || extra > 0 {
             wake.notify_one();
         }
@@ -670,6 +680,25 @@ async fn sender(
     stop: &CancellationToken,
 ) -> Result<(), AlertStoreError> {
     let db = store::connect(url).await?;
+    // One sender across alerting instances (each would otherwise send the
+    // same due rows): the lock is the session's, so it passes to another
+    // instance when this one's connection goes.
+    loop {
+        let held: bool = db
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('quantrac-mail-sender'))",
+                &[],
+            )
+            .await?
+            .get(0);
+        if held {
+            break;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
     loop {
         let sent = send_due(&db, mailer, cfg).await?;
         let pending: i64 = db

@@ -438,7 +438,12 @@ pub async fn table_fragment(
 ) -> Response {
     let ctx = match require(&state, &headers).await {
         Ok(c) => c,
-        Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
+        // Not logged in: 401 (the script goes to the login page); a
+        // service down: its answer, so nobody is logged out by an outage.
+        Err(r) if r.status().is_redirection() => {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        Err(r) => return r,
     };
     match table(&state, &ctx, &f).await {
         Ok(t) => ([(header::CACHE_CONTROL, "no-store")], Html(t)).into_response(),
@@ -457,7 +462,12 @@ pub async fn events(
 ) -> Response {
     let ctx = match require(&state, &headers).await {
         Ok(c) => c,
-        Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
+        // Not logged in: 401 (the script goes to the login page); a
+        // service down: its answer, so nobody is logged out by an outage.
+        Err(r) if r.status().is_redirection() => {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        Err(r) => return r,
     };
     let Ok(permit) = std::sync::Arc::clone(&state.live).try_acquire_owned() else {
         metrics::counter!("console_live_refused_total").increment(1);

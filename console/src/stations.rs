@@ -246,13 +246,20 @@ pub struct CameraTarget {
 
 pub fn camera_target(url: &str) -> Option<CameraTarget> {
     let (scheme, rest) = url.split_once("://")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let (creds, hostport) = match authority.rsplit_once('@') {
+    // Credentials end at the last `@` (a password may hold `/`); the path
+    // starts at the first `/` after them. A query string is never shown:
+    // cameras take `?user=…&pwd=…` there.
+    let (creds, after) = match rest.rsplit_once('@') {
         Some((c, h)) => (Some(c), h),
-        None => (None, authority),
+        None => (None, rest),
+    };
+    let (hostport, path) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, ""),
+    };
+    let (path, query) = match path.split_once('?') {
+        Some((p, _)) => (p, true),
+        None => (path, false),
     };
     let default = match scheme {
         "http" => 80,
@@ -276,7 +283,7 @@ pub fn camera_target(url: &str) -> Option<CameraTarget> {
     }
     Some(CameraTarget {
         scheme: scheme.to_owned(),
-        has_credentials: creds.is_some(),
+        has_credentials: creds.is_some() || query,
         shown: format!("{scheme}://{hostport}{path}"),
         host,
         port,
@@ -986,6 +993,13 @@ mod tests {
             (t.host.as_str(), t.port, t.has_credentials),
             ("cam.example.vn", 8080, false)
         );
+        // A password with a slash, and credentials in the query string.
+        let t = camera_target("rtsp://admin:12/34@10.0.0.8:8554/live").expect("slash");
+        assert_eq!((t.host.as_str(), t.port), ("10.0.0.8", 8554));
+        assert_eq!(t.shown, "rtsp://10.0.0.8:8554/live");
+        let t = camera_target("http://cam.vn/snapshot.cgi?user=admin&pwd=secret").expect("query");
+        assert_eq!(t.shown, "http://cam.vn/snapshot.cgi");
+        assert!(t.has_credentials, "no snapshot is embedded from it");
         let t = camera_target("https://[2001:db8::1]/s.jpg").expect("v6");
         assert_eq!((t.host.as_str(), t.port), ("2001:db8::1", 443));
         assert_eq!(camera_target(""), None);

@@ -449,5 +449,28 @@ pub async fn write_reported(tx: &Transaction<'_>, rows: &[ReportedRow]) -> Resul
             ],
         )
         .await?;
+    if n < rows.len() as u64 {
+        // The first record stands (as for readings); a different one for the
+        // same period, a logger's recalculation or someone else's, is
+        // counted and logged rather than lost without a trace.
+        let differing: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::float8[], \
+                 $6::float8[], $7::float8[], $8::float8[]) AS s (station_id, parameter, kind, period_start, avg, min, max, total) \
+                 JOIN reported_aggregates r USING (station_id, parameter, kind, period_start) \
+                 WHERE (r.avg, r.min, r.max, r.total) IS DISTINCT FROM (s.avg, s.min, s.max, s.total)",
+                &[&station, &parameter, &kind, &start, &avg, &min, &max, &total],
+            )
+            .await?
+            .get(0);
+        if differing > 0 {
+            metrics::counter!("processor_reported_conflicts_total")
+                .increment(differing.unsigned_abs());
+            tracing::warn!(
+                records = differing,
+                "reported aggregates differ from those already stored for the same period; the first stands"
+            );
+        }
+    }
     Ok(n)
 }

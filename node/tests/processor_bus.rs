@@ -261,13 +261,19 @@ async fn hourly_records_do_not_collide_with_real_time_values() {
                 "DataTime={data_time};w01018-Min=30.2,w01018-Avg=44.0,w01018-Max=61.7,w01018-Cou=1.2,w01018-Flag=N"
             ),
         ),
-        // The logger resends its hourly record.
+        // The logger resends its hourly record, then a different one for the
+        // same hour: the first stands (the second is counted and logged).
         packet(
             "20250101000000003",
             "2061",
             format!(
                 "DataTime={data_time};w01018-Min=30.2,w01018-Avg=44.0,w01018-Max=61.7,w01018-Cou=1.2,w01018-Flag=N"
             ),
+        ),
+        packet(
+            "20250101000000004",
+            "2061",
+            format!("DataTime={data_time};w01018-Min=1,w01018-Avg=2.0,w01018-Max=3,w01018-Flag=N"),
         ),
     ];
     for f in frames {

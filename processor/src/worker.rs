@@ -294,7 +294,14 @@ fn reported_refusal(row: &quantrac_db::ReportedRow, e: &StoreError) -> RejectedR
         station_id: row.station_id.clone(),
         parameter: row.parameter.clone(),
         measured_at: None,
-        key: format!("reported/{}", row.ingest_id),
+        // Unique per record even without an ingest id.
+        key: format!(
+            "reported/{}/{}/{}/{}",
+            row.station_id,
+            row.parameter,
+            row.kind,
+            row.period_start.to_rfc3339()
+        ),
         ..Default::default()
     }
 }

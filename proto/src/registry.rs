@@ -240,12 +240,12 @@ impl Station {
         let code = &self.parameter(parameter_code)?.code;
         self.limits
             .iter()
-            .filter(|l| {
-                l.parameter == *code
-                    && l.effective_from <= date
-                    && l.effective_to.is_none_or(|to| date <= to)
-            })
+            .filter(|l| l.parameter == *code && l.effective_from <= date)
             .max_by_key(|l| l.effective_from)
+            // A newer limit replaces an older one from its own date; once
+            // it has ended, no limit is in force until another begins (the
+            // replaced one does not come back).
+            .filter(|l| l.effective_to.is_none_or(|to| date <= to))
     }
 
     fn check_and_complete(&mut self) -> Result<(), RegistryError> {
@@ -908,6 +908,22 @@ effective_from = 2015-01-01
         assert_eq!(l.averaging, Averaging::Hour);
         assert_eq!(l.permit_number.as_deref(), Some("123/GP-UBND"));
         assert!(s.limit_at("COD", date(2026, 1, 1)).is_none(), "expired");
+        // A permit that replaced an open-ended limit and then ended: the
+        // replaced limit does not come back (as the query service reports).
+        let r = load(&one_station(
+            "[[stations.limits]]\nparameter = \"COD\"\nmax = 150\nregulation = \"x\"\neffective_from = 2020-01-01\n\
+             [[stations.limits]]\nparameter = \"COD\"\nmax = 100\nregulation = \"x\"\neffective_from = 2025-01-01\neffective_to = 2025-12-31\n",
+        ));
+        let s = r.station("T-1").expect("station");
+        assert_eq!(
+            s.limit_at("COD", date(2024, 6, 1)).and_then(|l| l.max),
+            Some(150.0)
+        );
+        assert_eq!(
+            s.limit_at("COD", date(2025, 6, 1)).and_then(|l| l.max),
+            Some(100.0)
+        );
+        assert!(s.limit_at("COD", date(2026, 6, 1)).is_none());
         assert!(
             error(&one_station(
                 "[[stations.limits]]\nparameter = \"COD\"\nmax = 75\nregulation = \"x\"\neffective_from = 2020-01-01\neffective_to = 2019-01-01\n"

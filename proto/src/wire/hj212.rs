@@ -339,10 +339,14 @@ impl Packet {
                 if flags.insert(code, text).is_some() {
                     return Err(err("hj212.bad_field", format!("{key} repeated")));
                 }
-            } else if ["Min", "Max", "Cou", converted_suffix].contains(&suffix)
-                && extra.insert((code, suffix), number()?).is_some()
-            {
-                return Err(err("hj212.bad_field", format!("{key} repeated")));
+            } else if ["Min", "Max", "Cou", converted_suffix].contains(&suffix) {
+                // Secondary fields never cost the value: an empty or bad one
+                // is left out (loggers send `-ZsRtd=` when they have none).
+                if let Some(x) = text.parse::<f64>().ok().filter(|v| v.is_finite())
+                    && extra.insert((code, suffix), x).is_some()
+                {
+                    return Err(err("hj212.bad_field", format!("{key} repeated")));
+                }
             }
         }
         let measured_at = time.ok_or_else(|| err("hj212.missing_field", "no DataTime in CP"))?;
@@ -598,6 +602,17 @@ mod tests {
         let flow = &s.values[1];
         assert_eq!(flow.report.as_ref().and_then(|r| r.total), Some(54720.0));
         assert_eq!(flow.report.as_ref().and_then(|r| r.min), None);
+
+        // An empty -Min (loggers send them) costs nothing but itself.
+        let d =
+            "CN=2061;MN=M;CP=&&DataTime=20250115100000;w01018-Min=,w01018-Avg=40,w01018-Max=x&&";
+        let f = format!("##{:04}{d}{:04X}\r\n", d.len(), crc16(d.as_bytes()));
+        let s = decode(f.as_bytes()).unwrap().sample(vn()).unwrap();
+        assert_eq!(s.values[0].value, 40.0);
+        assert_eq!(
+            s.values[0].report.as_ref().map(|r| (r.min, r.max)),
+            Some((None, None))
+        );
 
         let rt = "QN=20250115103500000;ST=31;CN=2011;PW=123456;MN=ST01;Flag=5;CP=&&DataTime=20250115103500;a21026-Rtd=20.4,a21026-ZsRtd=28.7,a21026-Flag=N&&";
         let f = format!("##{:04}{rt}{:04X}\r\n", rt.len(), crc16(rt.as_bytes()));
