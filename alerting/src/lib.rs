@@ -205,6 +205,9 @@ impl Alerting {
         }
         start_webhooks(&config, &db, &newest, &mut tasks, &shutdown).await?;
         if !config.email.smtp_url.is_empty() {
+            // Before the engine records anything, as for webhooks: a change
+            // recorded before the cursor exists would be skipped by it.
+            mail::init_cursor(&db).await?;
             mail::spawn(
                 config.email.clone(),
                 config.database_url.clone(),

@@ -649,8 +649,8 @@ async fn planner(
     wake: &Notify,
     stop: &CancellationToken,
 ) -> Result<(), AlertStoreError> {
+    // The cursor exists (set at start, before the engine records anything).
     let mut db = store::connect(url).await?;
-    init_cursor(&db).await?;
     let mut listening = true;
     let mut digest_done = None;
     loop {
