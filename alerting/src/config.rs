@@ -77,6 +77,10 @@ pub struct EmailConfig {
     pub digest_at: Option<String>,
     /// The officers' page, for links in the messages.
     pub page_url: String,
+    /// Messages sent, given up or suppressed are kept this long in
+    /// `mail_outbox` (evidence of who was told), then deleted.
+    #[serde(with = "humantime_serde")]
+    pub keep: Duration,
 }
 
 /// One officer's (or a shared mailbox's) subscription.
@@ -121,6 +125,7 @@ impl Default for EmailConfig {
             escalation_to: Vec::new(),
             digest_at: None,
             page_url: "http://127.0.0.1:8080".into(),
+            keep: Duration::from_secs(366 * 86_400),
         }
     }
 }
@@ -152,6 +157,9 @@ impl EmailConfig {
         }
         if self.max_attempts == 0 {
             return Err(invalid("email.max_attempts", "at least 1"));
+        }
+        if self.keep < Duration::from_secs(86_400) {
+            return Err(invalid("email.keep", "at least 1d"));
         }
         for s in &self.subscriptions {
             if !is_address(&s.address) {

@@ -511,6 +511,21 @@ impl Mailer {
     }
 }
 
+/// Deletes finished messages (sent, given up, suppressed) older than
+/// `keep`; the number deleted. Unsent ones are never deleted.
+pub async fn prune(db: &Client, keep: Duration) -> Result<u64, AlertStoreError> {
+    let before = Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    let n = db
+        .execute(
+            "DELETE FROM mail_outbox WHERE created_at < $1 \
+             AND (sent_at IS NOT NULL OR failed_at IS NOT NULL OR suppressed IS NOT NULL)",
+            &[&before],
+        )
+        .await?;
+    metrics::counter!("alerting_mail_pruned_total").increment(n);
+    Ok(n)
+}
+
 /// Backoff before attempt `n + 1`: 2^n seconds, at most 10 minutes.
 pub fn backoff(attempts: i32) -> Duration {
     Duration::from_secs(1u64 << attempts.clamp(0, 10).unsigned_abs()).min(Duration::from_secs(600))
@@ -699,7 +714,14 @@ async fn sender(
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
+    // The outbox is bounded: finished rows go after `keep` (checked at
+    // start, then hourly).
+    let mut pruned_at: Option<std::time::Instant> = None;
     loop {
+        if pruned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            prune(&db, cfg.keep).await?;
+            pruned_at = Some(std::time::Instant::now());
+        }
         let sent = send_due(&db, mailer, cfg).await?;
         let pending: i64 = db
             .query_one(

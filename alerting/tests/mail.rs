@@ -314,3 +314,66 @@ async fn alerts_during_maintenance_are_kept_but_not_mailed() {
     stop.cancel();
     alerting.wait().await.expect("clean stop");
 }
+
+/// The outbox is bounded: finished messages older than `keep` are deleted,
+/// unsent ones and recent ones stay.
+#[tokio::test]
+async fn finished_messages_are_pruned_after_keep_unsent_never() {
+    let db_url = fresh_database().await;
+    let s = setup();
+    let db = quantrac_testkit::db::connect(&db_url).await;
+    quantrac_db::schema::migrate_tables(&db)
+        .await
+        .expect("schema");
+    for (key, age_days, sent) in [
+        ("old-sent", 400, true),
+        ("old-unsent", 400, false),
+        ("new-sent", 10, true),
+    ] {
+        db.execute(
+            "INSERT INTO mail_outbox (dedupe_key, kind, recipient, subject, body, created_at, sent_at, next_attempt_at) \
+             VALUES ($1, 'subscription', 'x@example.vn', 's', 'b', now() - make_interval(days => $2), \
+             CASE WHEN $3 THEN now() END, now() + interval '1 day')",
+            &[&key, &age_days, &sent],
+        )
+        .await
+        .expect("row");
+    }
+    let stop = CancellationToken::new();
+    let (_tx, rx) = tokio::sync::mpsc::channel(16);
+    let alerting = quantrac_alerting::Alerting::start(
+        config(&db_url, &s, &smtp_url()),
+        quantrac_alerting::Edge::Bus(rx),
+        None,
+        stop.clone(),
+    )
+    .await
+    .expect("alerting");
+    // The sender prunes when it starts; wait for the old finished row to go.
+    let mut left = 3;
+    for _ in 0..200 {
+        left = db
+            .query_one("SELECT count(*) FROM mail_outbox", &[])
+            .await
+            .expect("count")
+            .get::<_, i64>(0);
+        if left < 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 2);
+    let keys: Vec<String> = db
+        .query(
+            "SELECT dedupe_key FROM mail_outbox ORDER BY dedupe_key",
+            &[],
+        )
+        .await
+        .expect("keys")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(keys, vec!["new-sent", "old-unsent"]);
+    stop.cancel();
+    alerting.wait().await.expect("clean stop");
+}
