@@ -184,37 +184,6 @@ fn url_path(id: &str) -> String {
         .collect()
 }
 
-/// The window covering a station at a measurement time, if any.
-async fn maintenance(
-    db: &impl tokio_postgres::GenericClient,
-    station: &str,
-    at: DateTime<Utc>,
-) -> Result<Option<String>, AlertStoreError> {
-    let row = db
-        .query_opt(
-            "SELECT id, reason FROM maintenance_windows WHERE station_id = $1 AND starts_at <= $2 AND ends_at > $2 \
-             ORDER BY id LIMIT 1",
-            &[&station, &at],
-        )
-        .await?;
-    Ok(row.map(|r| {
-        format!(
-            "maintenance #{}: {}",
-            r.get::<_, i64>(0),
-            r.get::<_, String>(1)
-        )
-    }))
-}
-
-/// Whether the station was under planned maintenance when `a` was measured
-/// (webhooks skip such changes too).
-pub async fn in_maintenance(db: &Client, a: &v1::Alert) -> Result<bool, AlertStoreError> {
-    let Some(at) = a.window_start.as_ref().and_then(from_timestamp) else {
-        return Ok(false);
-    };
-    Ok(maintenance(db, &a.station_id, at).await?.is_some())
-}
-
 /// Starts the planner at the newest change when it has no cursor yet (a
 /// new installation is not sent the whole history).
 pub async fn init_cursor(db: &Client) -> Result<(), AlertStoreError> {
@@ -270,7 +239,7 @@ pub async fn plan(
             continue;
         }
         let suppressed = match a.window_start.as_ref().and_then(from_timestamp) {
-            Some(at) => maintenance(&tx, &a.station_id, at).await?,
+            Some(at) => store::maintenance_window(&tx, &a.station_id, at).await?,
             None => None,
         };
         for (address, kind) in to {
@@ -329,7 +298,7 @@ pub async fn escalate(
             continue;
         };
         let suppressed = match a.window_start.as_ref().and_then(from_timestamp) {
-            Some(at) => maintenance(db, &a.station_id, at).await?,
+            Some(at) => store::maintenance_window(db, &a.station_id, at).await?,
             None => None,
         };
         for address in &cfg.escalation_to {

@@ -284,7 +284,7 @@ async fn deliver_connected(
         }
         for alert in page {
             // Planned maintenance: the change is kept, not notified.
-            if crate::mail::in_maintenance(&db, &alert).await? {
+            if store::in_maintenance(&db, &alert).await? {
                 metrics::counter!("alerting_notifications_suppressed_total", "channel" => "webhook")
                     .increment(1);
             } else if !post_until_delivered(url, &alert, config, shutdown).await {

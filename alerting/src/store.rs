@@ -276,3 +276,38 @@ pub async fn save_watermarks(
         .await?;
     Ok(())
 }
+
+/// The window covering a station at a measurement time, if any.
+pub async fn maintenance_window(
+    db: &impl tokio_postgres::GenericClient,
+    station: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<String>, AlertStoreError> {
+    let row = db
+        .query_opt(
+            "SELECT id, reason FROM maintenance_windows WHERE station_id = $1 AND starts_at <= $2 AND ends_at > $2 \
+             ORDER BY id LIMIT 1",
+            &[&station, &at],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        format!(
+            "maintenance #{}: {}",
+            r.get::<_, i64>(0),
+            r.get::<_, String>(1)
+        )
+    }))
+}
+
+/// Whether the station was under planned maintenance when `a` was measured
+/// (mail and webhooks skip such changes).
+pub async fn in_maintenance(db: &Client, a: &v1::Alert) -> Result<bool, AlertStoreError> {
+    let Some(at) = a
+        .window_start
+        .as_ref()
+        .and_then(quantrac_proto::domain::from_timestamp)
+    else {
+        return Ok(false);
+    };
+    Ok(maintenance_window(db, &a.station_id, at).await?.is_some())
+}

@@ -98,6 +98,23 @@ fn config(db_url: &str, s: &Setup, smtp_url: &str) -> quantrac_alerting::Alertin
     c
 }
 
+/// Alerting on the bus with `c`; the bus sender and the stop token.
+async fn start(
+    c: quantrac_alerting::AlertingConfig,
+) -> (
+    quantrac_alerting::Alerting,
+    tokio::sync::mpsc::Sender<quantrac_proto::v1::StoredReadingBatch>,
+    CancellationToken,
+) {
+    let stop = CancellationToken::new();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let alerting =
+        quantrac_alerting::Alerting::start(c, quantrac_alerting::Edge::Bus(rx), None, stop.clone())
+            .await
+            .expect("alerting");
+    (alerting, tx, stop)
+}
+
 fn smtp_url() -> String {
     env("QUANTRAC_SMTP_URL", "smtp://127.0.0.1:12525")
 }
@@ -108,12 +125,7 @@ async fn officers_facility_and_escalation_are_told_and_other_zones_are_not() {
     let s = setup();
     let mut c = config(&db_url, &s, &smtp_url());
     c.email.digest_at = Some("00:00".into());
-    let stop = CancellationToken::new();
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let alerting =
-        quantrac_alerting::Alerting::start(c, quantrac_alerting::Edge::Bus(rx), None, stop.clone())
-            .await
-            .expect("alerting");
+    let (alerting, tx, stop) = start(c).await;
     tx.send(stored_cod(&s.station, 300.0, 10))
         .await
         .expect("bus");
@@ -171,16 +183,7 @@ async fn a_dead_mail_server_loses_nothing_and_a_restart_delivers() {
         drop(l);
         format!("smtp://127.0.0.1:{port}")
     };
-    let stop = CancellationToken::new();
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let alerting = quantrac_alerting::Alerting::start(
-        config(&db_url, &s, &dead),
-        quantrac_alerting::Edge::Bus(rx),
-        None,
-        stop.clone(),
-    )
-    .await
-    .expect("alerting");
+    let (alerting, tx, stop) = start(config(&db_url, &s, &dead)).await;
     tx.send(stored_cod(&s.station, 300.0, 10))
         .await
         .expect("bus");
@@ -210,16 +213,7 @@ async fn a_dead_mail_server_loses_nothing_and_a_restart_delivers() {
     db.execute("UPDATE mail_outbox SET next_attempt_at = now()", &[])
         .await
         .expect("due now");
-    let stop = CancellationToken::new();
-    let (_tx, rx) = tokio::sync::mpsc::channel(16);
-    let alerting = quantrac_alerting::Alerting::start(
-        config(&db_url, &s, &smtp_url()),
-        quantrac_alerting::Edge::Bus(rx),
-        None,
-        stop.clone(),
-    )
-    .await
-    .expect("alerting again");
+    let (alerting, _tx, stop) = start(config(&db_url, &s, &smtp_url())).await;
     assert_eq!(
         wait_for(&s.hh, "subscription", Duration::from_secs(20)).await,
         1
@@ -236,14 +230,9 @@ async fn a_dead_mail_server_loses_nothing_and_a_restart_delivers() {
 async fn alerts_during_maintenance_are_kept_but_not_mailed() {
     let db_url = fresh_database().await;
     let s = setup();
-    let stop = CancellationToken::new();
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
     let mut c = config(&db_url, &s, &smtp_url());
     c.email.escalation_after = None;
-    let alerting =
-        quantrac_alerting::Alerting::start(c, quantrac_alerting::Edge::Bus(rx), None, stop.clone())
-            .await
-            .expect("alerting");
+    let (alerting, tx, stop) = start(c).await;
     let mut db = quantrac_testkit::db::connect(&db_url).await;
     let reg = quantrac_proto::registry::Registry::load(&s.registry).expect("registry");
     quantrac_db::registry::sync(&mut db, &reg)
@@ -339,16 +328,7 @@ async fn finished_messages_are_pruned_after_keep_unsent_never() {
         .await
         .expect("row");
     }
-    let stop = CancellationToken::new();
-    let (_tx, rx) = tokio::sync::mpsc::channel(16);
-    let alerting = quantrac_alerting::Alerting::start(
-        config(&db_url, &s, &smtp_url()),
-        quantrac_alerting::Edge::Bus(rx),
-        None,
-        stop.clone(),
-    )
-    .await
-    .expect("alerting");
+    let (alerting, _tx, stop) = start(config(&db_url, &s, &smtp_url())).await;
     // The sender prunes when it starts; wait for the old finished row to go.
     let mut left = 3;
     for _ in 0..200 {

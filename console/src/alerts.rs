@@ -14,7 +14,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures::StreamExt;
-use quantrac_proto::domain::from_timestamp;
 use quantrac_proto::v1::{
     AcknowledgeAlertRequest, Alert, AlertCounts, AlertSeverity, AlertState, AssignAlertRequest,
     CommentAlertRequest, GetAlertHistoryRequest, ListAlertsRequest, ListStationsRequest,
@@ -25,8 +24,8 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::export::{Cell, Table};
 use crate::html::{esc, notice, page, url};
-use crate::i18n::{Lang, local_time};
-use crate::session::{Ctx, authed, failure, require, same_origin};
+use crate::i18n::{Lang, local_ts as time};
+use crate::session::{ApiCtx, Ctx, authed, failure, same_origin};
 
 /// Rows shown on the page (the counts always cover every match, and the
 /// page says when it shows fewer).
@@ -135,13 +134,6 @@ pub fn state_key(a: &Alert) -> &'static str {
         AlertState::Resolved => "resolved",
         _ => "open",
     }
-}
-
-pub fn time(t: &Option<prost_types::Timestamp>) -> String {
-    t.as_ref()
-        .and_then(from_timestamp)
-        .map(local_time)
-        .unwrap_or_default()
 }
 
 fn value(v: f64) -> String {
@@ -433,18 +425,9 @@ pub async fn list_page(
 
 pub async fn table_fragment(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ApiCtx(ctx): ApiCtx,
     Query(f): Query<Filter>,
 ) -> Response {
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        // Not logged in: 401 (the script goes to the login page); a
-        // service down: its answer, so nobody is logged out by an outage.
-        Err(r) if r.status().is_redirection() => {
-            return StatusCode::UNAUTHORIZED.into_response();
-        }
-        Err(r) => return r,
-    };
     match table(&state, &ctx, &f).await {
         Ok(t) => ([(header::CACHE_CONTROL, "no-store")], Html(t)).into_response(),
         Err(s) => failure(ctx.lang, Some(&ctx.viewer), &s),
@@ -457,18 +440,9 @@ pub async fn table_fragment(
 /// needs data, or browsers drop it).
 pub async fn events(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ApiCtx(ctx): ApiCtx,
     Query(f): Query<Filter>,
 ) -> Response {
-    let ctx = match require(&state, &headers).await {
-        Ok(c) => c,
-        // Not logged in: 401 (the script goes to the login page); a
-        // service down: its answer, so nobody is logged out by an outage.
-        Err(r) if r.status().is_redirection() => {
-            return StatusCode::UNAUTHORIZED.into_response();
-        }
-        Err(r) => return r,
-    };
     let Ok(permit) = std::sync::Arc::clone(&state.live).try_acquire_owned() else {
         metrics::counter!("console_live_refused_total").increment(1);
         return (StatusCode::SERVICE_UNAVAILABLE, "too many live pages open").into_response();
@@ -499,7 +473,7 @@ pub async fn events(
         }
     };
     metrics::gauge!("console_live_streams").increment(1.0);
-    let guard = LiveGuard(permit);
+    let guard = LiveGuard { _permit: permit };
     let ready = futures::stream::once(async {
         Ok::<_, Infallible>(Event::default().event("ready").data("subscribed"))
     });
@@ -521,7 +495,9 @@ pub async fn events(
 }
 
 /// Holds a live-stream place until the page goes away.
-struct LiveGuard(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+struct LiveGuard {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {

@@ -135,6 +135,14 @@ impl Lang {
     }
 }
 
+/// A protobuf time in local time; empty when unset.
+pub fn local_ts(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .and_then(quantrac_proto::domain::from_timestamp)
+        .map(local_time)
+        .unwrap_or_default()
+}
+
 /// `2026-12-06 13:05` in local time.
 pub fn local_time(t: DateTime<Utc>) -> String {
     t.with_timezone(&quantrac_proto::domain::local_offset())

@@ -13,7 +13,7 @@
 //!   filters, counts, acknowledge / resolve / assign / comment, bulk
 //!   acknowledge, the history timeline, CSV export.
 //! - [`stations`]: the board (online, late or silent; latest values
-//!   against limits; 24-hour charts that show gaps as gaps), the map.
+//!   against limits; 24-hour charts that show gaps as gaps); [`map`].
 //! - [`chart`]: the SVG charts. [`html`]: escaping and the layout.
 //!   [`i18n`]: Vietnamese and English labels, local time (UTC+7).
 //!   [`export`]: tables as CSV or XLSX.
@@ -28,6 +28,7 @@ pub mod config;
 pub mod export;
 pub mod html;
 pub mod i18n;
+pub mod map;
 pub mod session;
 pub mod stations;
 
@@ -130,7 +131,7 @@ pub fn router(state: AppState) -> Router {
             "/stations/{id}/maintenance",
             post(stations::plan_maintenance),
         )
-        .route("/map", get(stations::map))
+        .route("/map", get(map::map))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .with_state(state)

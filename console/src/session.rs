@@ -110,6 +110,27 @@ impl axum::extract::FromRequestParts<AppState> for Ctx {
     }
 }
 
+/// [`Ctx`] for what the page's script fetches: not logged in is 401 (the
+/// script goes to the login page); a service down is its own answer, so
+/// nobody is logged out by an outage.
+#[derive(Debug, Clone)]
+pub struct ApiCtx(pub Ctx);
+
+impl axum::extract::FromRequestParts<AppState> for ApiCtx {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match require(state, &parts.headers).await {
+            Ok(c) => Ok(ApiCtx(c)),
+            Err(r) if r.status().is_redirection() => Err(StatusCode::UNAUTHORIZED.into_response()),
+            Err(r) => Err(r),
+        }
+    }
+}
+
 /// Forms are refused when the browser says they come from another site
 /// (the SameSite cookie already keeps them from carrying the session).
 pub fn same_origin(headers: &HeaderMap) -> bool {

@@ -113,7 +113,7 @@ impl Intake {
     /// A `RejectedInput` record with the raw bytes and the reason; logged and
     /// counted here so every rejection path is seen the same way.
     /// A station notice: nothing to send, answered as accepted.
-    pub fn notice(&self, _source: SourceProtocol) -> Prepared {
+    pub fn notice(&self) -> Prepared {
         Prepared {
             records: Vec::new(),
             verdict: Verdict::Accepted { readings: 0 },

@@ -676,7 +676,7 @@ async fn hj212_frame(ctx: &Ctx, origin: &str, raw: &[u8]) -> (Prepared, Option<V
         let reply = packet
             .wants_reply()
             .then(|| hj212::encode(&packet.data_response()));
-        return (intake.notice(source), reply);
+        return (intake.notice(), reply);
     }
     if !packet.is_data() {
         return refuse(

@@ -509,6 +509,12 @@ pub struct AlertFilter {
     pub end: Option<DateTime<Utc>>,
 }
 
+/// The `alerts a` rows an [`AlertFilter`] selects, its fields as $1-$7.
+const ALERT_FILTER: &str = "WHERE ($1 = '' OR a.industrial_zone = $1) AND ($2 = '' OR a.station_id = $2) \
+     AND ($3 = '' OR a.rule = $3) AND (cardinality($4::text[]) = 0 OR a.severity = ANY($4)) \
+     AND (cardinality($5::text[]) = 0 OR a.state = ANY($5)) \
+     AND ($6::timestamptz IS NULL OR a.opened_at >= $6) AND ($7::timestamptz IS NULL OR a.opened_at < $7)";
+
 fn decode_alert(sequence: i64, bytes: &[u8]) -> Result<v1::Alert, QueryError> {
     let mut a = v1::Alert::decode(bytes)
         .map_err(|e| QueryError::Corrupt(format!("alert event {sequence}: {e}")))?;
@@ -529,12 +535,12 @@ pub async fn alerts_page(
     };
     let rows = client
         .query(
-            "SELECT a.id, a.opened_at, e.sequence, e.alert FROM alerts a \
-             CROSS JOIN LATERAL (SELECT sequence, alert FROM alert_events WHERE alert_id = a.id ORDER BY sequence DESC LIMIT 1) e \
-             WHERE ($1 = '' OR a.industrial_zone = $1) AND ($2 = '' OR a.station_id = $2) AND ($3 = '' OR a.rule = $3) \
-             AND (cardinality($4::text[]) = 0 OR a.severity = ANY($4)) AND (cardinality($5::text[]) = 0 OR a.state = ANY($5)) \
-             AND ($6::timestamptz IS NULL OR a.opened_at >= $6) AND ($7::timestamptz IS NULL OR a.opened_at < $7) \
-             AND ($8::timestamptz IS NULL OR (a.opened_at, a.id) < ($8, $9)) ORDER BY a.opened_at DESC, a.id DESC LIMIT $10",
+            &format!(
+                "SELECT a.id, a.opened_at, e.sequence, e.alert FROM alerts a \
+                 CROSS JOIN LATERAL (SELECT sequence, alert FROM alert_events WHERE alert_id = a.id ORDER BY sequence DESC LIMIT 1) e \
+                 {ALERT_FILTER} AND ($8::timestamptz IS NULL OR (a.opened_at, a.id) < ($8, $9)) \
+                 ORDER BY a.opened_at DESC, a.id DESC LIMIT $10"
+            ),
             &[
                 &f.zone, &f.station, &f.rule, &f.severities, &f.states, &f.start, &f.end, &at, &ak, &limit,
             ],
@@ -553,12 +559,11 @@ pub async fn alerts_page(
 pub async fn alert_counts(client: &Client, f: &AlertFilter) -> Result<v1::AlertCounts, QueryError> {
     let rows = client
         .query(
-            "SELECT a.state, a.severity, a.rule, count(*), \
-             grouping(a.state), grouping(a.severity), grouping(a.rule) FROM alerts a \
-             WHERE ($1 = '' OR a.industrial_zone = $1) AND ($2 = '' OR a.station_id = $2) AND ($3 = '' OR a.rule = $3) \
-             AND (cardinality($4::text[]) = 0 OR a.severity = ANY($4)) AND (cardinality($5::text[]) = 0 OR a.state = ANY($5)) \
-             AND ($6::timestamptz IS NULL OR a.opened_at >= $6) AND ($7::timestamptz IS NULL OR a.opened_at < $7) \
-             GROUP BY GROUPING SETS ((), (a.state), (a.severity), (a.rule)) ORDER BY 1, 2, 3",
+            &format!(
+                "SELECT a.state, a.severity, a.rule, count(*), \
+                 grouping(a.state), grouping(a.severity), grouping(a.rule) FROM alerts a {ALERT_FILTER} \
+                 GROUP BY GROUPING SETS ((), (a.state), (a.severity), (a.rule)) ORDER BY 1, 2, 3"
+            ),
             &[&f.zone, &f.station, &f.rule, &f.severities, &f.states, &f.start, &f.end],
         )
         .await?;

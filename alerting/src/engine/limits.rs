@@ -169,6 +169,21 @@ fn saturation_note(at_least: bool) -> &'static str {
     }
 }
 
+/// A finding on the one value `v` measured at `t`, past `bound`.
+fn value_finding(rule: RuleKind, t: DateTime<Utc>, v: f64, bound: f64, message: String) -> Finding {
+    Finding {
+        rule,
+        start: t,
+        t,
+        observed: v,
+        limit: bound,
+        message,
+        window_end: Some(t),
+        opened_at: t,
+        reference: v,
+    }
+}
+
 fn limit_finding(
     info: &SeriesInfo,
     limit: &PermitLimit,
@@ -178,13 +193,12 @@ fn limit_finding(
     at_least: bool,
     offset: FixedOffset,
 ) -> Finding {
-    Finding {
-        rule: RuleKind::LimitExceeded,
-        start: t,
+    value_finding(
+        RuleKind::LimitExceeded,
         t,
-        observed: v,
-        limit: bound,
-        message: format!(
+        v,
+        bound,
+        format!(
             "Vượt quy chuẩn / limit exceeded: {} {} {} {} {} ({}), trạm {}, lúc {} (giờ địa phương){}",
             info.parameter,
             shown(v, at_least),
@@ -196,10 +210,7 @@ fn limit_finding(
             local_time(t, offset),
             saturation_note(at_least)
         ),
-        window_end: Some(t),
-        opened_at: t,
-        reference: v,
-    }
+    )
 }
 
 /// One value past a limit that is judged on an average: a warning that
@@ -217,13 +228,12 @@ fn averaged_value_finding(
         Averaging::Day => ("trung bình 24 giờ", "24-hour average"),
         _ => ("trung bình 1 giờ", "1-hour average"),
     };
-    Finding {
-        rule: RuleKind::EarlyWarning,
-        start: t,
+    value_finding(
+        RuleKind::EarlyWarning,
         t,
-        observed: v,
-        limit: bound,
-        message: format!(
+        v,
+        bound,
+        format!(
             "Cảnh báo sớm / early warning: {} {} {} {} giới hạn {} ({}), giới hạn áp dụng cho {vi} / one value past a limit judged on the {en}; trạm {}, lúc {}{}",
             info.parameter,
             shown(v, at_least),
@@ -235,10 +245,7 @@ fn averaged_value_finding(
             local_time(t, offset),
             saturation_note(at_least)
         ),
-        window_end: Some(t),
-        opened_at: t,
-        reference: v,
-    }
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -252,13 +259,12 @@ fn warning_finding(
     at_least: bool,
     offset: FixedOffset,
 ) -> Finding {
-    Finding {
-        rule: RuleKind::EarlyWarning,
-        start: t,
+    value_finding(
+        RuleKind::EarlyWarning,
         t,
-        observed: v,
-        limit: threshold,
-        message: format!(
+        v,
+        threshold,
+        format!(
             "Cảnh báo sớm / early warning: {} {} {} vượt ngưỡng cảnh báo {} ({}% giới hạn; {}), trạm {}, lúc {}{}",
             info.parameter,
             shown(v, at_least),
@@ -270,10 +276,7 @@ fn warning_finding(
             local_time(t, offset),
             saturation_note(at_least)
         ),
-        window_end: Some(t),
-        opened_at: t,
-        reference: v,
-    }
+    )
 }
 
 impl Engine {
