@@ -29,13 +29,17 @@ struct Stack {
     console: String,
     db_url: String,
     bus: tokio::sync::mpsc::Sender<StoredReadingBatch>,
+    /// The station the officer test works on.
     station: String,
+    /// A second outfall of the same zone (bulk acknowledgement).
+    other: String,
     stop: CancellationToken,
 }
 
 async fn start() -> Stack {
     let db_url = fresh_database().await;
-    let station = quantrac_testkit::unique("WEB");
+    let prefix = quantrac_testkit::unique("WEB");
+    let (station, other) = (format!("{prefix}-0"), format!("{prefix}-1"));
     // The station's camera: a listener here, so the page finds it reachable.
     let camera = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -50,7 +54,7 @@ async fn start() -> Stack {
             drop(conn);
         }
     });
-    let registry = quantrac_testkit::registry::Outfalls::one(&station)
+    let registry = quantrac_testkit::registry::Outfalls::numbered(&prefix, 2)
         .measuring(&["COD"])
         .expected_interval("1h")
         .with_lines(&format!("camera_url = \"{camera_url}\""))
@@ -116,6 +120,7 @@ async fn start() -> Stack {
         db_url,
         bus,
         station,
+        other,
         stop,
     }
 }
@@ -131,21 +136,26 @@ async fn token(db_url: &str, identity: &str, role: Role) -> String {
 /// COD = `value` measured on the 5-minute grid 10 minutes ago, stored as
 /// the processor stores it and handed to alerting on the bus.
 async fn exceedance(s: &Stack, value: f64) {
+    exceedance_at(s, &s.station, value).await;
+}
+
+/// [`exceedance`] at `station`.
+async fn exceedance_at(s: &Stack, station: &str, value: f64) {
     let at = Utc::now() - chrono::Duration::minutes(10);
     let at = chrono::DateTime::from_timestamp(at.timestamp() / 300 * 300, 0).expect("time");
     let db = connect(&s.db_url).await;
     db.execute(
         "INSERT INTO readings (station_id, parameter, measured_at, value, unit, status, device_flag, qc_flag, source) \
          VALUES ($1, 'COD', $2, $3, 'mg/L', 1, '00', 'valid', 1)",
-        &[&s.station, &at, &value],
+        &[&station, &at, &value],
     )
     .await
     .expect("reading");
     s.bus
         .send(StoredReadingBatch {
-            station_id: s.station.clone(),
+            station_id: station.to_owned(),
             readings: vec![StoredReading {
-                station_id: s.station.clone(),
+                station_id: station.to_owned(),
                 parameter: "COD".into(),
                 value,
                 unit: "mg/L".into(),
@@ -429,24 +439,27 @@ async fn bulk_acknowledge_and_english_labels() {
     b.click_and_wait("#lang").await;
     assert_eq!(b.text("#quick-unacked").await, "Active and unacknowledged");
 
+    // Two stations over their limits: two open alerts to acknowledge at once.
     exceedance(&s, 300.0).await;
+    exceedance_at(&s, &s.other, 300.0).await;
+    let both = vec![s.station.clone(), s.other.clone()];
     let db = connect(&s.db_url).await;
     let mut opened = 0;
     for _ in 0..200 {
         opened = db
             .query_one(
-                "SELECT count(*) FROM alerts WHERE station_id = $1 AND state = 'open'",
-                &[&s.station],
+                "SELECT count(*) FROM alerts WHERE station_id = ANY($1) AND state = 'open'",
+                &[&both],
             )
             .await
             .expect("count")
             .get::<_, i64>(0);
-        if opened > 0 {
+        if opened >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(opened > 0, "no alert opened");
+    assert!(opened >= 2, "an alert per station: {opened}");
     b.goto(&format!("{}/alerts?state=open", s.console)).await;
     let open = b.count("input[name=id]").await;
     assert_eq!(open as i64, opened, "a checkbox per open alert");
@@ -456,8 +469,8 @@ async fn bulk_acknowledge_and_english_labels() {
     let (n, by): (i64, Option<String>) = {
         let r = db
             .query_one(
-                "SELECT count(*), min(acknowledged_by) FROM alerts WHERE station_id = $1 AND state = 'acknowledged'",
-                &[&s.station],
+                "SELECT count(*), min(acknowledged_by) FROM alerts WHERE station_id = ANY($1) AND state = 'acknowledged'",
+                &[&both],
             )
             .await
             .expect("count");
