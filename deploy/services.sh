@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Install, start, stop and inspect the services quantrac's tests run against, on loopback:
+#   tls        a test CA and certificates (openssl), made once; the services below
+#              open TLS listeners with them
 #   kafka      Apache Kafka (KRaft, single node) from Maven Central jars
 #   mosquitto  Mosquitto MQTT broker (Debian package), password auth
 #   postgres   PostgreSQL (Debian packages), private cluster in the state dir
@@ -25,6 +27,8 @@ set -euo pipefail
 QUANTRAC_DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=deploy/lib/common.sh
 source "$QUANTRAC_DEPLOY_DIR/lib/common.sh"
+# shellcheck source=deploy/lib/tls.sh
+source "$QUANTRAC_DEPLOY_DIR/lib/tls.sh"
 # shellcheck source=deploy/lib/kafka.sh
 source "$QUANTRAC_DEPLOY_DIR/lib/kafka.sh"
 # shellcheck source=deploy/lib/mosquitto.sh
@@ -38,7 +42,7 @@ source "$QUANTRAC_DEPLOY_DIR/lib/smtp.sh"
 # shellcheck source=deploy/lib/browser.sh
 source "$QUANTRAC_DEPLOY_DIR/lib/browser.sh"
 
-ALL_SERVICES=(kafka mosquitto postgres timescale smtp browser)
+ALL_SERVICES=(tls kafka mosquitto postgres timescale smtp browser)
 
 usage() {
   sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -67,7 +71,7 @@ main() {
   if (($#)); then
     for s in "$@"; do
       case $s in
-      kafka | mosquitto | postgres | timescale | smtp | browser) services+=("$s") ;;
+      tls | kafka | mosquitto | postgres | timescale | smtp | browser) services+=("$s") ;;
       mail) services+=(smtp) ;;
       chromium) services+=(browser) ;;
       pg | postgresql) services+=(postgres) ;;

@@ -4,6 +4,8 @@
 KAFKA_VERSION=${QUANTRAC_KAFKA_VERSION:-4.1.1}
 KAFKA_HOST=${QUANTRAC_KAFKA_HOST:-127.0.0.1}
 KAFKA_PORT=${QUANTRAC_KAFKA_PORT:-19092}
+# The SSL listener, with deploy/lib/tls.sh's server certificate.
+KAFKA_SSL_PORT=${QUANTRAC_KAFKA_SSL_PORT:-19094}
 KAFKA_CONTROLLER_PORT=${QUANTRAC_KAFKA_CONTROLLER_PORT:-19093}
 KAFKA_HEAP=${QUANTRAC_KAFKA_HEAP:-512m}
 KAFKA_PARTITIONS=${QUANTRAC_KAFKA_PARTITIONS:-6}
@@ -71,11 +73,15 @@ kafka_write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,SSL://$KAFKA_HOST:$KAFKA_SSL_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,SSL://localhost:$KAFKA_SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS_P12
+ssl.keystore.password=$TLS_P12_PASSWORD
+ssl.key.password=$TLS_P12_PASSWORD
 log.dirs=$KAFKA_DATA
 
 num.partitions=$KAFKA_PARTITIONS
@@ -175,9 +181,10 @@ kafka_start() {
   fi
   kafka_install
   local p
-  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+  for p in "$KAFKA_PORT" "$KAFKA_SSL_PORT" "$KAFKA_CONTROLLER_PORT"; do
     tcp_open "$KAFKA_HOST" "$p" && die "kafka: $KAFKA_HOST:$p is already in use by a process we did not start"
   done
+  tls_ready || tls_start
   kafka_write_config
   if [[ -f $KAFKA_DIR/formatted-controller-port && $(cat "$KAFKA_DIR/formatted-controller-port") != "$KAFKA_CONTROLLER_PORT" ]]; then
     warn "kafka: storage was formatted for controller port $(cat "$KAFKA_DIR/formatted-controller-port"), now $KAFKA_CONTROLLER_PORT; run 'services.sh clean kafka' if the broker fails to start"
@@ -252,6 +259,7 @@ kafka_status() {
 
 kafka_env() {
   printf 'export QUANTRAC_KAFKA_BROKERS=%q\n' "$(kafka_bootstrap)"
+  printf 'export QUANTRAC_KAFKA_SSL_BROKERS=%q\n' "localhost:$KAFKA_SSL_PORT"
 }
 
 kafka_clean() {

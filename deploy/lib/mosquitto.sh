@@ -3,6 +3,8 @@
 
 MQTT_HOST=${QUANTRAC_MQTT_HOST:-127.0.0.1}
 MQTT_PORT=${QUANTRAC_MQTT_PORT:-11883}
+# The TLS listener (8883 in a deployment), with deploy/lib/tls.sh's certificates.
+MQTTS_PORT=${QUANTRAC_MQTTS_PORT:-18883}
 # Space- or comma-separated user:password pairs. The first is the ingest service's account,
 # the second (if any) the station simulators' account.
 MQTT_USERS=${QUANTRAC_MQTT_USERS:-ingest:ingest-secret station-demo:demo-secret}
@@ -86,6 +88,11 @@ mosquitto_write_config() {
     echo "listener $MQTT_PORT $MQTT_HOST"
     echo "allow_anonymous false"
     echo "password_file $MOSQ_PASSWD"
+    echo "listener $MQTTS_PORT $MQTT_HOST"
+    echo "cafile $TLS_CA"
+    echo "certfile $TLS_CERT"
+    echo "keyfile $TLS_KEY"
+    echo "tls_version tlsv1.2"
     echo ""
     echo "persistence true"
     echo "persistence_location $MOSQ_DATA/"
@@ -128,8 +135,10 @@ mosquitto_start() {
   fi
   mosquitto_install
   tcp_open "$MQTT_HOST" "$MQTT_PORT" && die "mosquitto: $MQTT_HOST:$MQTT_PORT is already in use by a process we did not start"
+  tls_ready || tls_start
+  tcp_open "$MQTT_HOST" "$MQTTS_PORT" && die "mosquitto: $MQTT_HOST:$MQTTS_PORT is already in use by a process we did not start"
   mosquitto_write_config
-  log "mosquitto: starting on $MQTT_HOST:$MQTT_PORT (users: $(mqtt_user_pairs | cut -d: -f1 | paste -sd' '))"
+  log "mosquitto: starting on $MQTT_HOST:$MQTT_PORT and TLS $MQTTS_PORT (users: $(mqtt_user_pairs | cut -d: -f1 | paste -sd' '))"
   : >"$MOSQ_CONSOLE_LOG"
   setsid nohup "$(mosq_bin)" -c "$MOSQ_CONF" >>"$MOSQ_CONSOLE_LOG" 2>&1 </dev/null 9>&- &
   local pid=$!
@@ -185,6 +194,8 @@ mosquitto_env() {
   printf 'export QUANTRAC_MQTT_HOST=%q\n' "$MQTT_HOST"
   printf 'export QUANTRAC_MQTT_PORT=%q\n' "$MQTT_PORT"
   printf 'export QUANTRAC_MQTT_URL=%q\n' "mqtt://$MQTT_HOST:$MQTT_PORT"
+  printf 'export QUANTRAC_MQTTS_PORT=%q\n' "$MQTTS_PORT"
+  printf 'export QUANTRAC_MQTTS_URL=%q\n' "mqtts://localhost:$MQTTS_PORT"
   printf 'export QUANTRAC_MQTT_USER=%q\n' "$(mqtt_user 1)"
   printf 'export QUANTRAC_MQTT_PASSWORD=%q\n' "$(mqtt_password 1)"
   if [[ -n $(mqtt_user 2) ]]; then

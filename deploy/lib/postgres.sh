@@ -121,6 +121,11 @@ pg_write_config() {
     echo "timezone = 'UTC'"
     echo "log_timezone = 'UTC'"
     echo "log_line_prefix = '%m [%p] %q%u@%d '"
+    # TLS with the test CA's server certificate (clients may verify-full
+    # against localhost); plain connections stay allowed on loopback.
+    echo "ssl = on"
+    echo "ssl_cert_file = '$data/server.pem'"
+    echo "ssl_key_file = '$data/server.key'"
     if [[ $PG_FAST == 1 ]]; then
       echo "# QUANTRAC_PG_FAST=1: not crash-safe, for throwaway test runs only"
       echo "fsync = off"
@@ -141,7 +146,10 @@ local   all       all                  trust
 host    all       all   127.0.0.0/8    $PG_AUTH
 host    all       all   ::1/128        $PG_AUTH
 EOF
-  if is_root; then chown "$PG_OS_USER:" "$data/quantrac.conf" "$data/pg_hba.conf"; fi
+  # PostgreSQL reads its key only if its own user owns it, mode 0600.
+  install -m 0644 "$TLS_CERT" "$data/server.pem"
+  install -m 0600 "$TLS_KEY" "$data/server.key"
+  if is_root; then chown "$PG_OS_USER:" "$data/quantrac.conf" "$data/pg_hba.conf" "$data/server.pem" "$data/server.key"; fi
 }
 
 pg_initdb() {
@@ -174,6 +182,7 @@ postgres_start() {
   postgres_install
   pg_choose_root
   tcp_open "$PG_HOST" "$PG_PORT" && die "postgres: $PG_HOST:$PG_PORT is already in use by a process we did not start"
+  tls_ready || tls_start
   pg_initdb
   local root data bindir sockdir logfile
   root=$(pg_root)
@@ -230,6 +239,8 @@ postgres_env() {
   printf 'export QUANTRAC_PG_HOST=%q\n' "$PG_HOST"
   printf 'export QUANTRAC_PG_PORT=%q\n' "$PG_PORT"
   printf 'export QUANTRAC_DATABASE_URL=%q\n' "postgres://$PG_USER:$PG_PASSWORD@$PG_HOST:$PG_PORT/$PG_DB"
+  # The same database over TLS, the server's name checked against the test CA.
+  printf 'export QUANTRAC_DATABASE_TLS_URL=%q\n' "postgres://$PG_USER:$PG_PASSWORD@localhost:$PG_PORT/$PG_DB?sslmode=require"
 }
 
 postgres_clean() {
