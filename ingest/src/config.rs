@@ -129,8 +129,11 @@ impl Default for KafkaConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     pub enabled: bool,
-    /// `mqtt://host:port`.
+    /// `mqtt://host:port`, or `mqtts://host:port` for TLS.
     pub url: String,
+    /// PEM CA certificates trusted for `mqtts://` (a private CA); unset:
+    /// the public web roots.
+    pub ca_file: Option<std::path::PathBuf>,
     pub username: String,
     pub password: String,
     /// Topic filter; the station id is the second level:
@@ -152,6 +155,7 @@ impl Default for MqttConfig {
         Self {
             enabled: true,
             url: "mqtt://127.0.0.1:11883".into(),
+            ca_file: None,
             username: "ingest".into(),
             password: "ingest-secret".into(),
             topic: "stations/+/readings".into(),
@@ -183,6 +187,14 @@ pub struct TcpConfig {
     pub idle_timeout: Duration,
     /// Frames read ahead of their reply on one connection.
     pub pipeline_window: usize,
+    /// Serve the plain port `listen`; switch it off where every logger
+    /// speaks TLS.
+    pub plain: bool,
+    /// A TLS port beside the plain one (needs `[tcp.tls]`).
+    pub tls_listen: Option<SocketAddr>,
+    /// Certificate and key of the TLS port; with `client_ca`, stations may
+    /// authenticate by a client certificate whose CN is their id.
+    pub tls: Option<quantrac_plumbing::tls::ServerTls>,
 }
 
 impl Default for TcpConfig {
@@ -196,6 +208,9 @@ impl Default for TcpConfig {
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             pipeline_window: 32,
+            plain: true,
+            tls_listen: None,
+            tls: None,
         }
     }
 }
@@ -334,6 +349,18 @@ impl IngestConfig {
             }
         }
         if self.tcp.enabled {
+            if self.tcp.tls_listen.is_some() != self.tcp.tls.is_some() {
+                return Err(invalid(
+                    "tcp.tls_listen",
+                    "set it together with [tcp.tls] (cert, key)",
+                ));
+            }
+            if !self.tcp.plain && self.tcp.tls_listen.is_none() {
+                return Err(invalid(
+                    "tcp.plain",
+                    "the plain port is off and no tcp.tls_listen is set: nothing would listen",
+                ));
+            }
             if self.tcp.max_connections == 0 {
                 return Err(invalid("tcp.max_connections", "must be at least 1"));
             }

@@ -63,6 +63,8 @@ pub enum IngestError {
     #[error(transparent)]
     Http(#[from] HttpError),
     #[error(transparent)]
+    Tls(#[from] quantrac_plumbing::tls::TlsError),
+    #[error(transparent)]
     Credentials(#[from] credentials::CredentialsError),
     #[error("a receiver task failed: {0}")]
     Task(String),
@@ -78,12 +80,20 @@ pub enum Edge {
     Bus(BusSender),
 }
 
+async fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, IngestError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| IngestError::Bind { what, addr, source })
+}
+
 /// A running ingest instance.
 #[derive(Debug)]
 pub struct Ingest {
     pub status: Arc<Status>,
     /// Where the TCP receiver listens (useful with port 0).
     pub tcp_addr: Option<SocketAddr>,
+    /// Where the TLS port of the TCP receiver listens.
+    pub tls_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
     tasks: JoinSet<Result<(), IngestError>>,
     shutdown: CancellationToken,
@@ -145,21 +155,34 @@ impl Ingest {
             async move { Ok(http.serve(health, metrics, shutdown).await?) }
         });
 
-        let mut tcp_addr = None;
-        if config.tcp.enabled {
-            let listener = TcpListener::bind(config.tcp.listen)
-                .await
-                .map_err(|source| IngestError::Bind {
-                    what: "tcp",
-                    addr: config.tcp.listen,
-                    source,
-                })?;
+        let (mut tcp_addr, mut tls_addr) = (None, None);
+        let tls_port = match (&config.tcp.tls_listen, &config.tcp.tls) {
+            (Some(addr), Some(files)) if config.tcp.enabled => Some((*addr, files)),
+            _ => None,
+        };
+        if config.tcp.enabled && config.tcp.plain {
+            let listener = bind_tcp(config.tcp.listen, "tcp").await?;
             tcp_addr = listener.local_addr().ok();
             tasks.spawn(tcp::run(
                 Arc::clone(&config),
                 intake.clone(),
                 Arc::clone(&credentials),
                 listener,
+                None,
+                shutdown.clone(),
+            ));
+        }
+        if let Some((addr, files)) = tls_port {
+            let acceptor =
+                tokio_rustls::TlsAcceptor::from(quantrac_plumbing::tls::server_config(files, &[])?);
+            let listener = bind_tcp(addr, "tcp.tls").await?;
+            tls_addr = listener.local_addr().ok();
+            tasks.spawn(tcp::run(
+                Arc::clone(&config),
+                intake.clone(),
+                Arc::clone(&credentials),
+                listener,
+                Some(acceptor),
                 shutdown.clone(),
             ));
         }
@@ -170,10 +193,11 @@ impl Ingest {
                 shutdown.clone(),
             ));
         }
-        tracing::info!(node = config.node_id, ?tcp_addr, %http_addr, mqtt = config.mqtt.enabled, "ingest started");
+        tracing::info!(node = config.node_id, ?tcp_addr, ?tls_addr, %http_addr, mqtt = config.mqtt.enabled, "ingest started");
         Ok(Self {
             status,
             tcp_addr,
+            tls_addr,
             http_addr,
             tasks,
             shutdown,

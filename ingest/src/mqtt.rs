@@ -27,13 +27,32 @@ use crate::sink::Acks;
 use quantrac_proto::v1::SourceProtocol;
 use quantrac_proto::wire::WireError;
 
-/// Host and port from `mqtt://host:port`.
-pub fn broker_address(url: &str) -> Result<(String, u16), String> {
-    let rest = url
+/// Where the broker is: `mqtt://host:port` (plain) or `mqtts://host:port`
+/// (TLS, the server's name checked against `host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// Parses a broker URL.
+pub fn broker_address(url: &str) -> Result<Broker, String> {
+    const EXPECTED: &str = "expected mqtt://host:port or mqtts://host:port";
+    let (rest, tls) = if let Some(r) = url
+        .strip_prefix("mqtts://")
+        .or_else(|| url.strip_prefix("ssl://"))
+    {
+        (r, true)
+    } else if let Some(r) = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or("expected mqtt://host:port")?;
-    let (host, port) = rest.rsplit_once(':').ok_or("expected mqtt://host:port")?;
+    {
+        (r, false)
+    } else {
+        return Err(EXPECTED.into());
+    };
+    let (host, port) = rest.rsplit_once(':').ok_or(EXPECTED)?;
     let port: u16 = port
         .trim_end_matches('/')
         .parse()
@@ -41,7 +60,11 @@ pub fn broker_address(url: &str) -> Result<(String, u16), String> {
     if host.is_empty() {
         return Err("empty host".into());
     }
-    Ok((host.to_owned(), port))
+    Ok(Broker {
+        host: host.to_owned(),
+        port,
+        tls,
+    })
 }
 
 /// A message waiting for Kafka before its PUBACK.
@@ -60,11 +83,21 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let mc = &config.mqtt;
-    let (host, port) =
+    let broker =
         broker_address(&mc.url).map_err(|e| IngestError::Config(invalid("mqtt.url", e)))?;
     let offset = parse_offset(&config.circular10.utc_offset)
         .ok_or_else(|| IngestError::Config(invalid("circular10.utc_offset", "expected +HH:MM")))?;
-    let mut options = MqttOptions::new(format!("quantrac-{}", config.node_id), host, port);
+    let mut options = MqttOptions::new(
+        format!("quantrac-{}", config.node_id),
+        broker.host.clone(),
+        broker.port,
+    );
+    if broker.tls {
+        let tls = quantrac_plumbing::tls::client_config(mc.ca_file.as_deref(), None)?;
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ));
+    }
     options
         .set_credentials(mc.username.clone(), mc.password.clone())
         .set_clean_session(false)
@@ -311,13 +344,22 @@ mod tests {
 
     #[test]
     fn broker_urls() {
+        let b = |host: &str, port, tls| Broker {
+            host: host.into(),
+            port,
+            tls,
+        };
         assert_eq!(
             broker_address("mqtt://127.0.0.1:11883"),
-            Ok(("127.0.0.1".into(), 11883))
+            Ok(b("127.0.0.1", 11883, false))
         );
         assert_eq!(
             broker_address("tcp://broker:1883/"),
-            Ok(("broker".into(), 1883))
+            Ok(b("broker", 1883, false))
+        );
+        assert_eq!(
+            broker_address("mqtts://broker:8883"),
+            Ok(b("broker", 8883, true))
         );
         assert!(broker_address("http://x:1").is_err());
         assert!(broker_address("mqtt://x").is_err());

@@ -30,6 +30,13 @@
 //! and, after `auth.max_failures` of them, the connection is closed. The
 //! secret is never echoed, logged or kept in the rejected raw bytes.
 //!
+//! TLS (`tcp.tls_listen`, `[tcp.tls]`): the same framing on a second port
+//! inside TLS. With `tcp.tls.client_ca`, a logger may present a client
+//! certificate signed by that CA instead of sending an auth frame: its
+//! subject CN is the station id, and the connection is authenticated as
+//! that station from the handshake on. The handshake, like a frame, must
+//! complete within `read_timeout`.
+//!
 //! Replies keep the order of the frames. A connection may pipeline up to
 //! `pipeline_window` frames ahead of their replies; past that, ingest stops
 //! reading and TCP flow control slows the logger. When Kafka cannot take a
@@ -44,9 +51,10 @@ use std::time::Duration;
 use chrono::FixedOffset;
 use quantrac_proto::v1::SourceProtocol;
 use quantrac_proto::wire::{WireError, hj212, json};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -80,6 +88,7 @@ pub async fn run(
     intake: Intake,
     credentials: Arc<Credentials>,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let ctx = Arc::new(Ctx {
@@ -129,10 +138,19 @@ pub async fn run(
         };
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             let _slot = slot;
+            let _ = stream.set_nodelay(true);
             metrics::gauge!("ingest_tcp_connections").increment(1.0);
-            if let Err(e) = connection(stream, peer, &ctx, &shutdown).await {
+            let result = match tls {
+                None => connection(stream, peer, ConnAuth::default(), &ctx, &shutdown).await,
+                Some(acceptor) => match handshake(&acceptor, stream, peer, &ctx).await {
+                    Some((stream, auth)) => connection(stream, peer, auth, &ctx, &shutdown).await,
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             metrics::gauge!("ingest_tcp_connections").decrement(1.0);
@@ -191,6 +209,45 @@ impl Drop for AddressSlot {
     }
 }
 
+/// The TLS handshake, within `read_timeout`; a verified client certificate
+/// authenticates the connection as the station its CN names.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    ctx: &Ctx,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    ConnAuth,
+)> {
+    let stream = match tokio::time::timeout(ctx.tcp.read_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            metrics::counter!("ingest_tcp_refused_total", "reason" => "tls_handshake").increment(1);
+            tracing::warn!(target: "quantrac::security", %peer, error = %e, "TLS handshake refused");
+            return None;
+        }
+        Err(_) => {
+            metrics::counter!("ingest_tcp_refused_total", "reason" => "tls_deadline").increment(1);
+            tracing::warn!(target: "quantrac::security", %peer, "TLS handshake not complete within tcp.read_timeout");
+            return None;
+        }
+    };
+    let mut auth = ConnAuth::default();
+    let station = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(quantrac_plumbing::tls::subject_common_name);
+    if let Some(station) = station {
+        tracing::info!(target: "quantrac::security", %peer, station, "station authenticated by its TLS client certificate");
+        metrics::counter!("ingest_auth_accepted_total", "by" => "certificate").increment(1);
+        auth.stations.insert(station);
+    }
+    Some((stream, auth))
+}
+
 /// A reply that goes out once (and if) Kafka acknowledged the frame.
 struct ReplyJob {
     source: SourceProtocol,
@@ -201,14 +258,17 @@ struct ReplyJob {
     on_failure: Option<Vec<u8>>,
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
+    mut auth: ConnAuth,
     ctx: &Ctx,
     shutdown: &CancellationToken,
-) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<ReplyJob>(ctx.tcp.pipeline_window);
     let intake = ctx.intake.clone();
     let write_timeout = ctx.tcp.read_timeout;
@@ -250,7 +310,6 @@ async fn connection(
     });
 
     let origin = peer.to_string();
-    let mut auth = ConnAuth::default();
     let mut reader = BufReader::new(rd);
     let mut line = Vec::new();
     let result = loop {

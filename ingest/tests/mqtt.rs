@@ -16,7 +16,8 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A station's MQTT connection that publishes QoS 1 and waits for PUBACKs.
 async fn publish_all(messages: &[(String, Vec<u8>)]) {
-    let (host, port) = quantrac_ingest::mqtt::broker_address(&mqtt_url()).expect("url");
+    let b = quantrac_ingest::mqtt::broker_address(&mqtt_url()).expect("url");
+    let (host, port) = (b.host, b.port);
     let (user, pw) = mqtt_station_credentials();
     let mut o = MqttOptions::new(unique("station"), host, port);
     o.set_credentials(user, pw);
@@ -52,7 +53,8 @@ async fn publish_all(messages: &[(String, Vec<u8>)]) {
 
 /// Ends ingest's persistent session so the broker stops queueing for it.
 async fn forget_session(node: &str) {
-    let (host, port) = quantrac_ingest::mqtt::broker_address(&mqtt_url()).expect("url");
+    let b = quantrac_ingest::mqtt::broker_address(&mqtt_url()).expect("url");
+    let (host, port) = (b.host, b.port);
     let mut o = MqttOptions::new(format!("quantrac-{node}"), host, port);
     o.set_clean_session(true);
     o.set_credentials(
@@ -205,7 +207,8 @@ async fn message_received_but_not_acknowledged_is_redelivered_after_restart() {
 
 #[tokio::test]
 async fn station_with_wrong_mqtt_password_is_refused() {
-    let (host, port) = quantrac_ingest::mqtt::broker_address(&mqtt_url()).expect("url");
+    let b = quantrac_ingest::mqtt::broker_address(&mqtt_url()).expect("url");
+    let (host, port) = (b.host, b.port);
     let mut o = MqttOptions::new(unique("intruder"), host, port);
     o.set_credentials("station-demo", "wrong-password");
     let (_client, mut el) = AsyncClient::new(o, 8);

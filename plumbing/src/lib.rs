@@ -16,6 +16,8 @@
 //!   depends on (idempotence, `acks=all`, manual offset store) last, so no
 //!   configuration line can switch them off.
 //! - [`secret`]: station secrets, generated and kept as Argon2id hashes.
+//! - [`tls`]: rustls server and client configurations from PEM files, for
+//!   every listener and client that speaks TLS.
 //! - [`bus`]: the bounded in-process bus that stands in for Kafka in
 //!   single-node mode; a batch is answered only once it is durable.
 
@@ -25,3 +27,4 @@ pub mod http;
 pub mod kafka;
 pub mod process;
 pub mod secret;
+pub mod tls;

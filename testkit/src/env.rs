@@ -21,3 +21,51 @@ pub fn database_url() -> String {
 pub fn mqtt_url() -> String {
     var("QUANTRAC_MQTT_URL", "mqtt://127.0.0.1:11883")
 }
+
+/// Mosquitto's TLS listener (server certificate for `localhost`).
+pub fn mqtts_url() -> String {
+    var("QUANTRAC_MQTTS_URL", "mqtts://localhost:18883")
+}
+
+/// Kafka's SSL listener.
+pub fn kafka_ssl_brokers() -> String {
+    var("QUANTRAC_KAFKA_SSL_BROKERS", "localhost:19094")
+}
+
+/// The same PostgreSQL over TLS, by the name on its certificate.
+pub fn database_tls_url() -> String {
+    var(
+        "QUANTRAC_DATABASE_TLS_URL",
+        "postgres://quantrac:quantrac@localhost:15432/quantrac?sslmode=require",
+    )
+}
+
+fn tls_file(name: &str, file: &str) -> std::path::PathBuf {
+    std::env::var_os(name).map(Into::into).unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../.local/services/tls")
+            .join(file)
+    })
+}
+
+/// The test CA `deploy/services.sh` made.
+pub fn tls_ca() -> std::path::PathBuf {
+    tls_file("QUANTRAC_TLS_CA", "ca.pem")
+}
+
+/// The server certificate (for `localhost`, `127.0.0.1`) and its key.
+pub fn tls_server() -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        tls_file("QUANTRAC_TLS_CERT", "server.pem"),
+        tls_file("QUANTRAC_TLS_KEY", "server.key"),
+    )
+}
+
+/// A station's client certificate and key, and the station id its CN names.
+pub fn tls_station() -> (String, std::path::PathBuf, std::path::PathBuf) {
+    (
+        var("QUANTRAC_TLS_STATION_ID", "TLS-TEST-01"),
+        tls_file("QUANTRAC_TLS_STATION_CERT", "station.pem"),
+        tls_file("QUANTRAC_TLS_STATION_KEY", "station.key"),
+    )
+}

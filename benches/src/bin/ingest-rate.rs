@@ -904,9 +904,8 @@ async fn scan_rejected(
 /// messages after the run.
 async fn clear_mqtt_session(args: &Args, client_id: &str) -> Result<()> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet};
-    let (host, port) =
-        quantrac_ingest::mqtt::broker_address(&args.mqtt_url).map_err(|e| anyhow!(e))?;
-    let mut options = MqttOptions::new(client_id, host, port);
+    let broker = quantrac_ingest::mqtt::broker_address(&args.mqtt_url).map_err(|e| anyhow!(e))?;
+    let mut options = MqttOptions::new(client_id, broker.host, broker.port);
     options
         .set_credentials(args.mqtt_user.clone(), args.mqtt_password.clone())
         .set_clean_session(true);
