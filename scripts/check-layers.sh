@@ -20,7 +20,7 @@ shared = {"quantrac-proto", "quantrac-db", "quantrac-plumbing", "quantrac-testki
 composers = {"quantrac-node"}
 allowed_below = {
     "quantrac-proto": set(),
-    "quantrac-db": {"quantrac-proto"},
+    "quantrac-db": {"quantrac-proto", "quantrac-plumbing"},
     "quantrac-plumbing": set(),
     "quantrac-testkit": {"quantrac-proto"},
 }

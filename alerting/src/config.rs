@@ -24,6 +24,8 @@ pub struct AlertingConfig {
     pub rules: PathBuf,
     /// gRPC `AlertService` (subscribe, acknowledge, resolve).
     pub grpc_listen: SocketAddr,
+    /// TLS on the gRPC port (cert, key; client_ca for client certificates).
+    pub grpc_tls: Option<quantrac_plumbing::tls::ServerTls>,
     /// `/metrics` and `/health`.
     pub http_listen: SocketAddr,
     pub kafka: KafkaConfig,
@@ -200,6 +202,7 @@ impl Default for AlertingConfig {
             registry: PathBuf::from("deploy/registry.toml"),
             rules: PathBuf::from("deploy/rules.toml"),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            grpc_tls: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9466)),
             kafka: KafkaConfig::default(),
             tick: Duration::from_secs(5),

@@ -75,6 +75,8 @@ pub enum AlertingError {
     Kafka(#[from] quantrac_plumbing::kafka::KafkaError),
     #[error(transparent)]
     Http(#[from] quantrac_plumbing::http::HttpError),
+    #[error(transparent)]
+    Tls(#[from] quantrac_plumbing::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -392,9 +394,15 @@ async fn serve_grpc(
     let grpc_addr = listener
         .local_addr()
         .map_err(|e| AlertingError::Server(e.to_string()))?;
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.grpc_tls {
+        server = server
+            .tls_config(quantrac_plumbing::tls::grpc_server(tls)?)
+            .map_err(|e| AlertingError::Server(format!("grpc_tls: {e}")))?;
+    }
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        tonic::transport::Server::builder()
+        server
             .add_service(AlertServiceServer::new(grpc))
             .serve_with_incoming_shutdown(
                 // No Nagle: a small answer waited for the client's delayed ACK,

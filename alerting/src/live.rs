@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::store;
@@ -59,7 +59,8 @@ async fn listen(
     newest: &watch::Sender<u64>,
     shutdown: &CancellationToken,
 ) -> Result<(), store::AlertStoreError> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (config, tls) = store::database(url)?;
+    let (client, mut connection) = config.connect(tls).await?;
     // The connection carries both the replies to `client` and the
     // notifications: drive it here and pick the notifications out.
     let messages = async {

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 use quantrac_db::describe;
 use quantrac_proto::v1;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::alert::{AlertEvent, Change};
 
@@ -23,6 +23,8 @@ pub enum AlertStoreError {
     Corrupt(String, String),
     #[error("database connection closed")]
     Closed,
+    #[error("database_url: {0}")]
+    Url(String),
 }
 
 impl AlertStoreError {
@@ -33,6 +35,7 @@ impl AlertStoreError {
             AlertStoreError::Db(e) => quantrac_db::is_transient(e),
             AlertStoreError::Corrupt(..) => false,
             AlertStoreError::Closed => true,
+            AlertStoreError::Url(_) => false,
         }
     }
 }
@@ -48,8 +51,16 @@ pub struct Recorded {
     pub alert: v1::Alert,
 }
 
+/// How to reach the database (TLS as `quantrac_db::parse_url` says).
+pub fn database(
+    url: &str,
+) -> Result<(tokio_postgres::Config, quantrac_db::MakeRustlsConnect), AlertStoreError> {
+    quantrac_db::parse_url(url).map_err(|e| AlertStoreError::Url(e.to_string()))
+}
+
 pub async fn connect(url: &str) -> Result<Client, AlertStoreError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (config, tls) = database(url)?;
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "alerting database connection closed");

@@ -22,6 +22,9 @@ pub struct ConsoleConfig {
     pub alerting_url: String,
     /// The query service's gRPC address (lists, history, stations, series).
     pub query_url: String,
+    /// PEM CA trusted for `https://` service URLs (a private CA); unset:
+    /// the public web roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Labels: "vi" (default) or "en"; each person can switch.
     pub language: String,
     /// Map tiles, e.g. `https://tile.openstreetmap.org/{z}/{x}/{y}.png` or
@@ -49,6 +52,7 @@ impl Default for ConsoleConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9468)),
             alerting_url: "http://127.0.0.1:50051".into(),
             query_url: "http://127.0.0.1:50052".into(),
+            ca_file: None,
             language: "vi".into(),
             tile_url: String::new(),
             secure_cookies: false,

@@ -45,7 +45,7 @@ use quantrac_proto::v1::query_service_client::QueryServiceClient;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub use config::ConsoleConfig;
 
@@ -92,12 +92,17 @@ impl std::ops::Deref for AppState {
     }
 }
 
-fn channel(field: &'static str, url: &str) -> Result<Channel, ConsoleError> {
-    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| ConsoleError::Backend {
-        field,
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
+fn channel(
+    field: &'static str,
+    url: &str,
+    ca: Option<&std::path::Path>,
+) -> Result<Channel, ConsoleError> {
+    let endpoint =
+        quantrac_plumbing::tls::grpc_endpoint(url, ca).map_err(|reason| ConsoleError::Backend {
+            field,
+            url: url.to_owned(),
+            reason,
+        })?;
     // Connected on first use and again after a restart of the service: the
     // page starts even while a service is still starting.
     Ok(endpoint
@@ -187,9 +192,17 @@ impl Console {
         shutdown: CancellationToken,
     ) -> Result<Self, ConsoleError> {
         config.validate()?;
-        let alerting = AlertServiceClient::new(channel("alerting_url", &config.alerting_url)?);
-        let query = QueryServiceClient::new(channel("query_url", &config.query_url)?)
-            .max_decoding_message_size(64 << 20);
+        let alerting = AlertServiceClient::new(channel(
+            "alerting_url",
+            &config.alerting_url,
+            config.ca_file.as_deref(),
+        )?);
+        let query = QueryServiceClient::new(channel(
+            "query_url",
+            &config.query_url,
+            config.ca_file.as_deref(),
+        )?)
+        .max_decoding_message_size(64 << 20);
         let listener =
             TcpListener::bind(config.listen)
                 .await

@@ -31,7 +31,8 @@ pub mod schema;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+pub use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use readings::{ReadingRow, ReportedRow, WriteMethod};
 pub use schema::{SchemaInfo, SchemaOptions, TimescaleMode};
@@ -61,6 +62,10 @@ pub enum DbError {
     Schema(String),
     #[error("stored {what} cannot be read back: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("database URL: {0}")]
+    Url(String),
+    #[error("database TLS: {0}")]
+    Tls(#[from] quantrac_plumbing::tls::TlsError),
 }
 
 impl DbError {
@@ -69,6 +74,7 @@ impl DbError {
             DbError::Postgres(e) => fault_of(e),
             DbError::Schema(_) => Fault::Deployment,
             DbError::Corrupt { .. } => Fault::Internal,
+            DbError::Url(_) | DbError::Tls(_) => Fault::Deployment,
         }
     }
 
@@ -143,12 +149,53 @@ impl Default for ConnectOptions {
     }
 }
 
+/// How to reach the database at `url`, in libpq's URL form.
+///
+/// TLS follows `sslmode`: unset or `disable`, plain; `prefer`, `require`,
+/// `verify-ca` and `verify-full` all mean TLS with the server's
+/// certificate checked against `sslrootcert` (a PEM file; unset: the
+/// public web roots) and its name against the host, i.e. verify-full.
+/// An unverified TLS connection protects against nothing a plain one does
+/// not, so it is not offered.
+pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), DbError> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (mut mode, mut root) = (None, None);
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", v)) => mode = Some(v.to_owned()),
+            Some(("sslrootcert", v)) => root = Some(std::path::PathBuf::from(v)),
+            _ => kept.push(pair),
+        }
+    }
+    let tls_on = match mode.as_deref() {
+        None | Some("disable") => false,
+        Some("prefer" | "require" | "verify-ca" | "verify-full") => true,
+        Some(other) => {
+            return Err(DbError::Url(format!(
+                "sslmode={other}: expected disable, require or verify-full"
+            )));
+        }
+    };
+    kept.push(if tls_on {
+        "sslmode=require"
+    } else {
+        "sslmode=disable"
+    });
+    let url = format!("{base}?{}", kept.join("&"));
+    let config: tokio_postgres::Config = url.parse()?;
+    // Built even for plain connections: the connection's type names it, and
+    // tokio-postgres never calls it with sslmode=disable.
+    let client = quantrac_plumbing::tls::client_config(root.as_deref(), None)?;
+    Ok((config, MakeRustlsConnect::new((*client).clone())))
+}
+
 /// Connects to `url` with the timeouts of `options`; the connection runs on
 /// its own task, and a closed client is how callers learn it broke.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Client, DbError> {
-    let mut config: tokio_postgres::Config = url.parse()?;
+    let (mut config, tls) = parse_url(url)?;
     config.connect_timeout(options.connect_timeout);
-    let (client, connection) = config.connect(NoTls).await?;
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "database connection closed");
@@ -195,5 +242,43 @@ impl Reconnecting {
         tracing::info!("database connection reopened");
         *slot = Some(std::sync::Arc::clone(&c));
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_decides_tls_and_always_verifies() {
+        let (plain, _) = parse_url("postgres://u:p@h:5432/d").expect("plain");
+        assert_eq!(
+            plain.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+        for mode in ["prefer", "require", "verify-ca", "verify-full"] {
+            let (c, _) = parse_url(&format!(
+                "postgres://u:p@h/d?sslmode={mode}&application_name=x"
+            ))
+            .expect(mode);
+            assert_eq!(
+                c.get_ssl_mode(),
+                tokio_postgres::config::SslMode::Require,
+                "{mode}"
+            );
+            assert_eq!(
+                c.get_application_name(),
+                Some("x"),
+                "other options are kept"
+            );
+        }
+        let err = parse_url("postgres://u:p@h/d?sslmode=allow")
+            .err()
+            .expect("allow is refused");
+        assert!(err.to_string().contains("sslmode=allow"), "{err}");
+        let err = parse_url("postgres://u:p@h/d?sslmode=require&sslrootcert=/nonexistent/ca.pem")
+            .err()
+            .expect("a missing CA file is refused");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 }

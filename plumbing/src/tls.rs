@@ -157,6 +157,63 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// TLS for a gRPC server (tonic), from the same files: HTTP/2 only.
+pub fn grpc_server(tls: &ServerTls) -> Result<tonic::transport::ServerTlsConfig, TlsError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |what: &'static str, path: &Path| {
+        // Parsed once here so that a bad file is named at start.
+        std::fs::read(path).map_err(|e| TlsError::Read {
+            what,
+            path: path.to_owned(),
+            source: rustls::pki_types::pem::Error::Io(e),
+        })
+    };
+    load_certs(&tls.cert)?;
+    load_key(&tls.key)?;
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("certificates", &tls.cert)?,
+        read("private key", &tls.key)?,
+    ));
+    if let Some(ca) = &tls.client_ca {
+        load_roots(ca)?;
+        config = config
+            .client_ca_root(Certificate::from_pem(read("client CA", ca)?))
+            .client_auth_optional(!tls.require_client_cert);
+    }
+    Ok(config)
+}
+
+/// TLS for a gRPC client of an `https://` URL: the CA in `ca` (a private
+/// CA), or the public web roots.
+pub fn grpc_client(ca: Option<&Path>) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    Ok(match ca {
+        Some(path) => {
+            load_roots(path)?;
+            let pem = std::fs::read(path).map_err(|e| TlsError::Read {
+                what: "CA certificates",
+                path: path.to_owned(),
+                source: rustls::pki_types::pem::Error::Io(e),
+            })?;
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+        }
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    })
+}
+
+/// A gRPC endpoint for `url`: TLS for `https://`, trusting `ca` (or the
+/// public web roots); plain for `http://`.
+pub fn grpc_endpoint(url: &str, ca: Option<&Path>) -> Result<tonic::transport::Endpoint, String> {
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(url.to_owned()).map_err(|e| e.to_string())?;
+    if url.starts_with("https://") {
+        let tls = grpc_client(ca).map_err(|e| e.to_string())?;
+        endpoint.tls_config(tls).map_err(|e| e.to_string())
+    } else {
+        Ok(endpoint)
+    }
+}
+
 /// The subject common name of a DER certificate, if it has one: the
 /// station id on a station's client certificate.
 pub fn subject_common_name(cert: &CertificateDer<'_>) -> Option<String> {

@@ -17,6 +17,8 @@ pub struct QueryConfig {
     pub database_url: String,
     /// gRPC `QueryService` (and grpc-web, for the officers' page).
     pub grpc_listen: SocketAddr,
+    /// TLS on the gRPC port (cert, key; client_ca for client certificates).
+    pub grpc_tls: Option<quantrac_plumbing::tls::ServerTls>,
     /// `/metrics` and `/health`.
     pub http_listen: SocketAddr,
     /// Database connections the calls share (each runs several calls at
@@ -48,6 +50,7 @@ impl Default for QueryConfig {
         Self {
             database_url: "postgres://quantrac:quantrac@127.0.0.1:15432/quantrac".into(),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            grpc_tls: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9467)),
             connections: 4,
             deadline: Duration::from_secs(30),

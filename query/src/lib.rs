@@ -53,6 +53,8 @@ pub enum QueryError {
     Corrupt(String),
     #[error(transparent)]
     Http(#[from] quantrac_plumbing::http::HttpError),
+    #[error(transparent)]
+    Tls(#[from] quantrac_plumbing::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -180,11 +182,17 @@ impl Query {
         health_reporter
             .set_serving::<quantrac_proto::v1::query_service_server::QueryServiceServer<grpc::QueryGrpc>>()
             .await;
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &config.grpc_tls {
+            server = server
+                .tls_config(quantrac_plumbing::tls::grpc_server(tls)?)
+                .map_err(|e| QueryError::Server(format!("grpc_tls: {e}")))?;
+        }
         {
             let stop = shutdown.clone();
             let deadline = config.deadline;
             tasks.spawn(async move {
-                tonic::transport::Server::builder()
+                server
                     .accept_http1(true)
                     .timeout(deadline)
                     .layer(tonic_web::GrpcWebLayer::new())

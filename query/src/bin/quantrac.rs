@@ -44,6 +44,10 @@ struct Args {
         global = true
     )]
     alerting_url: String,
+    /// PEM CA trusted for https:// service URLs (a private CA); unset: the
+    /// public web roots.
+    #[arg(long, env = "QUANTRAC_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
     /// Bearer token (`quantrac token issue`).
     #[arg(long, env = "QUANTRAC_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
@@ -409,9 +413,9 @@ fn authed<T>(token: &Option<String>, message: T) -> Result<tonic::Request<T>> {
     Ok(r)
 }
 
-async fn channel(url: &str) -> Result<Channel> {
-    Channel::from_shared(url.to_string())
-        .with_context(|| format!("{url}: not a URL"))?
+async fn channel(url: &str, ca: Option<&std::path::Path>) -> Result<Channel> {
+    quantrac_plumbing::tls::grpc_endpoint(url, ca)
+        .map_err(|e| anyhow!("{url}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
@@ -581,7 +585,9 @@ async fn run(args: Args) -> Result<()> {
     let resolve = matches!(args.command, Command::Resolve { .. });
     match args.command {
         Command::Ack { alert_id, note } | Command::Resolve { alert_id, note } => {
-            let mut c = AlertServiceClient::new(channel(&args.alerting_url).await?);
+            let mut c = AlertServiceClient::new(
+                channel(&args.alerting_url, args.ca_file.as_deref()).await?,
+            );
             // The officer is the token's identity; the field is ignored.
             let officer = String::new();
             let answer = if resolve {
@@ -605,7 +611,7 @@ async fn run(args: Args) -> Result<()> {
         }
         _ => {}
     }
-    let mut q = QueryServiceClient::new(channel(&args.query_url).await?)
+    let mut q = QueryServiceClient::new(channel(&args.query_url, args.ca_file.as_deref()).await?)
         .max_decoding_message_size(64 << 20);
     match args.command {
         Command::Stations { zone } => {

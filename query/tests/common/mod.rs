@@ -175,15 +175,21 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// The fixture with `change` applied to the service's configuration.
+    pub async fn with(change: impl FnOnce(&mut QueryConfig)) -> Self {
         let url = quantrac_testkit::db::fresh_database().await;
         let mut db = quantrac_testkit::db::connect(&url).await;
         load(&mut db).await;
-        let config = QueryConfig {
+        let mut config = QueryConfig {
             database_url: url.clone(),
             grpc_listen: "127.0.0.1:0".parse().expect("addr"),
             http_listen: "127.0.0.1:0".parse().expect("addr"),
             ..QueryConfig::default()
         };
+        change(&mut config);
         let stop = CancellationToken::new();
         let q = Query::start(config, None, stop.clone())
             .await
