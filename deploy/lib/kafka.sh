@@ -184,7 +184,7 @@ kafka_start() {
   for p in "$KAFKA_PORT" "$KAFKA_SSL_PORT" "$KAFKA_CONTROLLER_PORT"; do
     tcp_open "$KAFKA_HOST" "$p" && die "kafka: $KAFKA_HOST:$p is already in use by a process we did not start"
   done
-  tls_ready || tls_start
+  tls_start
   kafka_write_config
   if [[ -f $KAFKA_DIR/formatted-controller-port && $(cat "$KAFKA_DIR/formatted-controller-port") != "$KAFKA_CONTROLLER_PORT" ]]; then
     warn "kafka: storage was formatted for controller port $(cat "$KAFKA_DIR/formatted-controller-port"), now $KAFKA_CONTROLLER_PORT; run 'services.sh clean kafka' if the broker fails to start"

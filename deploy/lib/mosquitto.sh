@@ -135,7 +135,7 @@ mosquitto_start() {
   fi
   mosquitto_install
   tcp_open "$MQTT_HOST" "$MQTT_PORT" && die "mosquitto: $MQTT_HOST:$MQTT_PORT is already in use by a process we did not start"
-  tls_ready || tls_start
+  tls_start
   tcp_open "$MQTT_HOST" "$MQTTS_PORT" && die "mosquitto: $MQTT_HOST:$MQTTS_PORT is already in use by a process we did not start"
   mosquitto_write_config
   log "mosquitto: starting on $MQTT_HOST:$MQTT_PORT and TLS $MQTTS_PORT (users: $(mqtt_user_pairs | cut -d: -f1 | paste -sd' '))"

@@ -182,7 +182,7 @@ postgres_start() {
   postgres_install
   pg_choose_root
   tcp_open "$PG_HOST" "$PG_PORT" && die "postgres: $PG_HOST:$PG_PORT is already in use by a process we did not start"
-  tls_ready || tls_start
+  tls_start
   pg_initdb
   local root data bindir sockdir logfile
   root=$(pg_root)

@@ -20,8 +20,11 @@ TLS_STATION_KEY=$TLS_DIR/station.key
 TLS_P12=$TLS_DIR/server.p12
 TLS_P12_PASSWORD=quantrac-test
 
+# openssl makes the certificates; libssl-dev and pkg-config are what
+# librdkafka's TLS (the rdkafka crate's ssl feature) builds against, so the
+# scripts that start services before building get them here too.
 tls_install() {
-  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  apt_install openssl libssl-dev pkg-config
 }
 
 # tls_sign NAME SUBJECT EXTFILE : a P-256 key and a certificate signed by the CA.
@@ -41,11 +44,11 @@ tls_ready() {
 }
 
 tls_start() {
+  tls_install
   if tls_ready; then
     log "tls: test CA and certificates present ($TLS_DIR)"
     return 0
   fi
-  tls_install
   rm -rf "$TLS_DIR"
   mkdir -p "$TLS_DIR"
   (

@@ -238,3 +238,55 @@ async fn ingest_reads_mqtt_over_tls() {
     stop.cancel();
     ingest.wait().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn ingest_produces_to_kafka_over_ssl_verifying_the_broker() {
+    let topics = create_topics(&unique("t-kssl")).await;
+    let start = |ca: Option<std::path::PathBuf>| {
+        let mut config = test_config(&topics, &unique("n"));
+        config.kafka.brokers = quantrac_testkit::env::kafka_ssl_brokers();
+        config.kafka.message_timeout = Duration::from_secs(3);
+        config
+            .kafka
+            .properties
+            .insert("security.protocol".into(), "SSL".into());
+        if let Some(ca) = ca {
+            config
+                .kafka
+                .properties
+                .insert("ssl.ca.location".into(), ca.display().to_string());
+        }
+        let stop = CancellationToken::new();
+        async move {
+            let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, stop.clone())
+                .await
+                .expect("start");
+            (ingest, stop)
+        }
+    };
+    let station = unique("KSSL");
+
+    // Trusting the test CA: stored in Kafka.
+    let (ingest, stop) = start(Some(tls_ca())).await;
+    let tcp = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
+        .await
+        .expect("connect");
+    let mut conn = BufReader::new(tcp);
+    let reply = ask(&mut conn, &json_line(&station, 21.0)).await;
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    let got = read_batches_where(&topics.raw, 1, WAIT, |b| b.station_id == station).await;
+    assert_eq!(got.len(), 1);
+    stop.cancel();
+    ingest.wait().await.expect("clean stop");
+
+    // Not trusting it (the public roots): the broker is never used.
+    let (ingest, stop) = start(None).await;
+    let tcp = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
+        .await
+        .expect("connect");
+    let mut conn = BufReader::new(tcp);
+    let reply = ask(&mut conn, &json_line(&station, 22.0)).await;
+    assert_eq!(reason(&reply), "kafka.unavailable", "{reply}");
+    stop.cancel();
+    let _ = ingest.wait().await;
+}
