@@ -243,8 +243,12 @@ impl Default for KafkaConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
-    /// `http://` URLs that receive every alert change as a JSON POST.
+    /// `https://` (or `http://`) URLs that receive every alert change as a
+    /// JSON POST.
     pub urls: Vec<String>,
+    /// PEM CA trusted for `https://` URLs (a private CA); unset: the public
+    /// web roots.
+    pub ca_file: Option<PathBuf>,
     /// When set, every POST is signed: `X-Quantrac-Timestamp: <unix
     /// seconds>` and `X-Quantrac-Signature: sha256=<hex HMAC-SHA256 of
     /// "<timestamp>.<body>" with this key>`, so the receiver can tell the
@@ -278,6 +282,7 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         Self {
             urls: Vec::new(),
+            ca_file: None,
             secret: None,
             max_attempts: 8,
             timeout: Duration::from_secs(5),
@@ -320,12 +325,16 @@ impl AlertingConfig {
             ));
         }
         for url in &self.webhooks.urls {
-            if !url.starts_with("http://") {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(
                     "webhooks.urls",
-                    format!("`{url}`: only http:// URLs (put TLS in front)"),
+                    format!("`{url}`: expected an https:// or http:// URL"),
                 ));
             }
+        }
+        if self.webhooks.urls.iter().any(|u| u.starts_with("https://")) {
+            quantrac_plumbing::tls::client_config(self.webhooks.ca_file.as_deref(), None)
+                .map_err(|e| invalid("webhooks.ca_file", e.to_string()))?;
         }
         if self
             .webhooks

@@ -16,6 +16,8 @@ use quantrac_proto::domain::from_timestamp;
 use quantrac_proto::v1;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{broadcast, watch};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
 
 use crate::AlertingError;
@@ -147,18 +149,34 @@ async fn post(
     body: &[u8],
     timeout: Duration,
     secret: Option<&str>,
+    tls: &TlsConnector,
 ) -> Result<(), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
     let host = uri.host().ok_or("url without host")?.to_owned();
-    let port = uri.port_u16().unwrap_or(80);
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let attempt = async {
         let stream = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| e.to_string())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        let mut sender = if https {
+            let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+            let stream = tls
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender
+        };
         let mut request = Request::post(&uri)
             .header(hyper::header::HOST, host.as_str())
             .header(hyper::header::CONTENT_TYPE, "application/json");
@@ -220,9 +238,17 @@ pub async fn deliver_webhooks(
     mut newest: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) {
+    // Checked when the configuration was validated.
+    let tls = match quantrac_plumbing::tls::client_config(config.ca_file.as_deref(), None) {
+        Ok(c) => TlsConnector::from(c),
+        Err(e) => {
+            tracing::error!(url, error = %e, "webhook TLS configuration unusable; not delivering");
+            return;
+        }
+    };
     let mut backoff = Duration::from_millis(200);
     loop {
-        match deliver_connected(&url, &config, &database_url, &mut newest, &shutdown).await {
+        match deliver_connected(&url, &config, &tls, &database_url, &mut newest, &shutdown).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(url, error = %e, retry_in = ?backoff, "webhook delivery lost its database connection");
@@ -240,6 +266,7 @@ pub async fn deliver_webhooks(
 async fn deliver_connected(
     url: &str,
     config: &WebhookConfig,
+    tls: &TlsConnector,
     database_url: &str,
     newest: &mut watch::Receiver<u64>,
     shutdown: &CancellationToken,
@@ -287,7 +314,7 @@ async fn deliver_connected(
             if store::in_maintenance(&db, &alert).await? {
                 metrics::counter!("alerting_notifications_suppressed_total", "channel" => "webhook")
                     .increment(1);
-            } else if !post_until_delivered(url, &alert, config, shutdown).await {
+            } else if !post_until_delivered(url, &alert, config, tls, shutdown).await {
                 return Ok(());
             }
             db.execute(
@@ -306,6 +333,7 @@ async fn post_until_delivered(
     url: &str,
     alert: &v1::Alert,
     config: &WebhookConfig,
+    tls: &TlsConnector,
     shutdown: &CancellationToken,
 ) -> bool {
     let body = webhook_json(alert).to_string().into_bytes();
@@ -313,7 +341,7 @@ async fn post_until_delivered(
     let mut attempt: u32 = 0;
     loop {
         let secret = config.secret.as_ref().map(|s| s.0.as_str());
-        match post(url, &body, config.timeout, secret).await {
+        match post(url, &body, config.timeout, secret, tls).await {
             Ok(()) => return true,
             Err(e) => {
                 attempt += 1;

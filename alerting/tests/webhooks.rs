@@ -128,3 +128,96 @@ async fn a_webhook_down_across_a_restart_is_delivered_once() {
     second.wait().await.expect("clean stop");
     assert!(delivered.try_recv().is_err(), "delivered once");
 }
+
+/// An https endpoint with the test CA's server certificate: every body it
+/// receives goes to the returned channel.
+async fn https_endpoint() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
+    let (cert, key) = quantrac_testkit::env::tls_server();
+    let tls = quantrac_plumbing::tls::server_config(
+        &quantrac_plumbing::tls::ServerTls {
+            cert,
+            key,
+            client_ca: None,
+            require_client_cert: false,
+        },
+        &[b"http/1.1"],
+    )
+    .expect("server TLS");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "https://localhost:{}/alerts",
+        listener.local_addr().expect("addr").port()
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |body: String| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_str(&body).expect("webhook JSON"));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return; // a client that did not trust us
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn webhooks_go_over_https_to_an_endpoint_whose_certificate_checks_out() {
+    let db_url = fresh_database().await;
+    let station = unique("WHS");
+    let reg = registry(&station);
+    let (url, mut delivered) = https_endpoint().await;
+
+    // Without the endpoint's CA (the public roots): never delivered.
+    let mut config = alerting_config(&db_url, &reg);
+    config.webhooks.urls = vec![url];
+    let stop = CancellationToken::new();
+    let (bus, rx) = mpsc::channel(4);
+    let untrusting = Alerting::start(config.clone(), Edge::Bus(rx), None, stop.clone())
+        .await
+        .expect("alerting");
+    bus.send(stored_cod(&station, 300.0, 10))
+        .await
+        .expect("bus");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), delivered.recv())
+            .await
+            .is_err(),
+        "delivered to an endpoint whose certificate could not be verified"
+    );
+    stop.cancel();
+    untrusting.wait().await.expect("clean stop");
+
+    // Trusting the test CA: delivered.
+    config.webhooks.ca_file = Some(quantrac_testkit::env::tls_ca());
+    let stop = CancellationToken::new();
+    let (_bus, rx) = mpsc::channel(4);
+    let trusting = Alerting::start(config, Edge::Bus(rx), None, stop.clone())
+        .await
+        .expect("alerting");
+    let posted = tokio::time::timeout(WAIT, delivered.recv())
+        .await
+        .expect("the webhook over https")
+        .expect("endpoint running");
+    assert_eq!(posted["station_id"], station.as_str());
+    stop.cancel();
+    trusting.wait().await.expect("clean stop");
+}
