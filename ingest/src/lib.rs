@@ -18,12 +18,15 @@
 //!   window: the back-pressure point.
 //! - [`status`]: counters, and `/health` answered from them (served by
 //!   `quantrac_plumbing::http` with `/metrics`).
+//! - [`broker_auth`]: Mosquitto's password file and ACL generated from the
+//!   registry (per-station MQTT accounts; `quantrac-mqtt-auth` writes them).
 //!
 //! In: station bytes (MQTT, TCP). Out: `readings.raw` and `ingest.rejected`
 //! records on the [`Edge`]: Kafka, or the in-process bus in single-node
 //! mode. [`Ingest::start`] wires them together; it takes a shutdown token
 //! and can run inside a test.
 
+pub mod broker_auth;
 pub mod config;
 pub mod credentials;
 pub mod decode;

@@ -185,6 +185,13 @@ pub struct Station {
     /// publishing under another's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_username: Option<String>,
+    /// The station's secret hashed for Mosquitto's password file (`$7$`,
+    /// PBKDF2-SHA512; `quantrac station-secret` prints it beside
+    /// `secret_hash`). With it, `quantrac-mqtt-auth` gives the station an
+    /// MQTT account (`mqtt_username`, else its id) that may publish only to
+    /// `stations/<id>/readings`. Redacted from `Debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_hash: Option<String>,
     /// The station's camera (the law requires one): an `http(s)://`
     /// snapshot or stream URL, or `rtsp://`. Shown on the officers' page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +226,7 @@ impl fmt::Debug for Station {
             )
             .field("aliases", &self.aliases)
             .field("mqtt_username", &self.mqtt_username)
+            .field("mqtt_hash", &self.mqtt_hash.as_ref().map(|_| "<redacted>"))
             .field("camera_url", &self.camera_url)
             .field("contacts", &self.contacts)
             .field("parameters", &self.parameters)
@@ -268,6 +276,22 @@ impl Station {
             return Err(station(
                 "secret_hash must be an Argon2 hash in PHC form ($argon2id$...); `quantrac station-secret` makes one, never put the secret itself here".into(),
             ));
+        }
+        if let Some(h) = &self.mqtt_hash
+            && !h.starts_with("$7$")
+        {
+            return Err(station(
+                "mqtt_hash must be a Mosquitto $7$ hash; `quantrac station-secret` makes one, never put the secret itself here".into(),
+            ));
+        }
+        if let Some(u) = &self.mqtt_username
+            && (u.is_empty()
+                || u.contains(':')
+                || u.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(station(format!(
+                "mqtt_username {u:?}: no spaces or colons (it is a line of Mosquitto's password file)"
+            )));
         }
         if !(self.latitude.is_finite() && (-90.0..=90.0).contains(&self.latitude)) {
             return Err(station(format!(

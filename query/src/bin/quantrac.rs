@@ -556,6 +556,7 @@ async fn run(args: Args) -> Result<()> {
         Command::StationSecret { station } => {
             let secret = quantrac_plumbing::secret::generate();
             let hash = quantrac_plumbing::secret::hash(&secret)?;
+            let mqtt_hash = quantrac_plumbing::secret::mosquitto_hash(&secret);
             eprintln!(
                 "station {station}: configure its logger with the secret below (HJ 212 PW, or the TCP auth frame); \
                  it is shown once and not stored"
@@ -565,6 +566,10 @@ async fn run(args: Args) -> Result<()> {
                 "and put this line in its [[stations]] entry of the registry (ingest reloads it):"
             );
             eprintln!("secret_hash = \"{hash}\"");
+            eprintln!("mqtt_hash = \"{mqtt_hash}\"");
+            eprintln!(
+                "(mqtt_hash gives it an MQTT account, its id and this secret, once quantrac-mqtt-auth regenerates the broker's files)"
+            );
             return Ok(());
         }
         Command::Migrate { database_url } => {
