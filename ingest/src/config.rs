@@ -157,7 +157,9 @@ impl Default for MqttConfig {
             url: "mqtt://127.0.0.1:11883".into(),
             ca_file: None,
             username: "ingest".into(),
-            password: "ingest-secret".into(),
+            // No secret is compiled in: the deployment gives it
+            // (QUANTRAC_INGEST__MQTT__PASSWORD).
+            password: String::new(),
             topic: "stations/+/readings".into(),
             shared_group: None,
             keep_alive: Duration::from_secs(30),
@@ -335,6 +337,12 @@ impl IngestConfig {
         }
         if self.mqtt.enabled {
             crate::mqtt::broker_address(&self.mqtt.url).map_err(|e| invalid("mqtt.url", e))?;
+            if !self.mqtt.username.is_empty() && self.mqtt.password.is_empty() {
+                return Err(invalid(
+                    "mqtt.password",
+                    "set the broker password of mqtt.username (QUANTRAC_INGEST__MQTT__PASSWORD)",
+                ));
+            }
             if !self.mqtt.topic.starts_with("stations/") {
                 return Err(invalid(
                     "mqtt.topic",
@@ -392,10 +400,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_valid() {
-        IngestConfig::default()
-            .validate()
-            .expect("defaults validate");
+    fn defaults_are_valid_once_given_the_broker_password() {
+        // No secret is built in: the defaults name what is missing.
+        let err = IngestConfig::default().validate().expect_err("no password");
+        assert!(err.to_string().contains("mqtt.password"), "{err}");
+        let mut c = IngestConfig::default();
+        c.mqtt.password = "from-the-environment".into();
+        c.validate().expect("defaults validate");
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //!   depends on (idempotence, `acks=all`, manual offset store) last, so no
 //!   configuration line can switch them off.
 //! - [`secret`]: station secrets, generated and kept as Argon2id hashes.
+//! - [`syslog`]: security events as RFC 5424 datagrams, when
+//!   `QUANTRAC_SYSLOG` names a collector.
 //! - [`tls`]: rustls server and client configurations from PEM files, for
 //!   every listener and client that speaks TLS.
 //! - [`bus`]: the bounded in-process bus that stands in for Kafka in
@@ -27,4 +29,5 @@ pub mod http;
 pub mod kafka;
 pub mod process;
 pub mod secret;
+pub mod syslog;
 pub mod tls;

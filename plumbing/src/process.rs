@@ -6,16 +6,40 @@
 use tokio_util::sync::CancellationToken;
 
 /// Logs to stdout, as text or JSON lines; `RUST_LOG` overrides `default`.
+///
+/// With `QUANTRAC_SYSLOG=udp://host:port`, security events
+/// (`target = "quantrac::security"`) also go to that syslog collector
+/// ([`crate::syslog`]); an unusable address is reported and ignored.
 pub fn init_tracing(json: bool, default: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let app = std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "quantrac".into());
+    let (syslog, syslog_error) = match std::env::var("QUANTRAC_SYSLOG") {
+        Ok(url) if !url.is_empty() => match crate::syslog::SyslogLayer::new(&url, &app) {
+            Ok(layer) => (Some(layer), None),
+            Err(e) => (None, Some(e)),
+        },
+        _ => (None, None),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(syslog);
     if json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
+        registry
+            .with(tracing_subscriber::fmt::layer().json())
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        registry.with(tracing_subscriber::fmt::layer()).init();
+    }
+    if let Some(e) = syslog_error {
+        tracing::error!(error = %e, "security events are not sent to syslog");
     }
 }
 
