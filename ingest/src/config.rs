@@ -189,6 +189,15 @@ pub struct TcpConfig {
     pub idle_timeout: Duration,
     /// Frames read ahead of their reply on one connection.
     pub pipeline_window: usize,
+    /// Readings a second one sending address may deliver (all its
+    /// connections); over it, ingest reads its next frame later
+    /// (back-pressure, nothing refused). 0: no cap (stations behind one NAT
+    /// share an address).
+    pub max_readings_per_second_per_address: u32,
+    /// Readings a second one station may deliver over TCP, likewise. A
+    /// real station sends under one a second; a backlog after an outage
+    /// goes out at this rate. 0: no cap.
+    pub max_readings_per_second_per_station: u32,
     /// Serve the plain port `listen`; switch it off where every logger
     /// speaks TLS.
     pub plain: bool,
@@ -210,6 +219,8 @@ impl Default for TcpConfig {
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             pipeline_window: 32,
+            max_readings_per_second_per_address: 0,
+            max_readings_per_second_per_station: 1_000,
             plain: true,
             tls_listen: None,
             tls: None,

@@ -18,6 +18,8 @@
 //!   window: the back-pressure point.
 //! - [`status`]: counters, and `/health` answered from them (served by
 //!   `quantrac_plumbing::http` with `/metrics`).
+//! - [`rate`]: readings-per-second caps per address and per station, as
+//!   back-pressure on TCP connections.
 //! - [`broker_auth`]: Mosquitto's password file and ACL generated from the
 //!   registry (per-station MQTT accounts; `quantrac-mqtt-auth` writes them).
 //!
@@ -32,6 +34,7 @@ pub mod credentials;
 pub mod decode;
 pub mod intake;
 pub mod mqtt;
+pub mod rate;
 pub mod sink;
 pub mod status;
 pub mod tcp;

@@ -63,6 +63,7 @@ use crate::config::{AuthConfig, Hj212Config, IngestConfig, TcpConfig, invalid, p
 use crate::credentials::{Check, Credentials};
 use crate::decode;
 use crate::intake::{Intake, Prepared, Verdict};
+use crate::rate::RateCap;
 use crate::sink::Acks;
 
 /// Most lines one Circular 10 record may have (a station has ~6-10 parameters).
@@ -79,6 +80,8 @@ struct Ctx {
     hj212: Hj212Config,
     hj212_offset: FixedOffset,
     c10_offset: FixedOffset,
+    per_address: RateCap,
+    per_station: RateCap,
 }
 
 /// Accepts connections until `shutdown`, then lets every connection finish
@@ -102,6 +105,8 @@ pub async fn run(
         c10_offset: parse_offset(&config.circular10.utc_offset).ok_or_else(|| {
             IngestError::Config(invalid("circular10.utc_offset", "expected +HH:MM"))
         })?,
+        per_address: RateCap::new(config.tcp.max_readings_per_second_per_address),
+        per_station: RateCap::new(config.tcp.max_readings_per_second_per_station),
     });
     let limit = Arc::new(Semaphore::new(config.tcp.max_connections));
     let per_address = Arc::new(PerAddress::default());
@@ -254,6 +259,8 @@ struct ReplyJob {
     verdict: Verdict,
     /// `None`: nothing was published (a successful auth frame).
     acks: Option<Acks>,
+    /// The station whose readings were accepted, for the rate caps.
+    station: Option<String>,
     on_ack: Option<Vec<u8>>,
     on_failure: Option<Vec<u8>>,
 }
@@ -310,6 +317,7 @@ where
     });
 
     let origin = peer.to_string();
+    let ip = peer.ip().to_string();
     let mut reader = BufReader::new(rd);
     let mut line = Vec::new();
     let result = loop {
@@ -400,6 +408,15 @@ where
             break Ok(());
         };
         let close = auth.failures >= ctx.auth.max_failures.max(1);
+        let wait = match (&job.station, &job.verdict) {
+            (Some(station), Verdict::Accepted { readings }) => {
+                let now = tokio::time::Instant::now().into_std();
+                ctx.per_address
+                    .take(&ip, *readings, now)
+                    .max(ctx.per_station.take(station, *readings, now))
+            }
+            _ => Duration::ZERO,
+        };
         let sent = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             r = tx.send(job) => r,
@@ -411,6 +428,16 @@ where
             tracing::warn!(%peer, failures = auth.failures, "closing a connection after failed auth frames");
             metrics::counter!("ingest_auth_connections_closed_total").increment(1);
             break Ok(());
+        }
+        if !wait.is_zero() {
+            // Over a rate cap: read the next frame later (back-pressure;
+            // the frame just read is answered as usual).
+            metrics::counter!("ingest_tcp_rate_limited_total").increment(1);
+            metrics::histogram!("ingest_tcp_rate_wait_seconds").record(wait.as_secs_f64());
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
         }
     };
     drop(tx);
@@ -554,10 +581,18 @@ async fn handle_frame(
         () = shutdown.cancelled() => return None,
         r = intake.publish(&prepared) => r.ok()?,
     };
+    let station = match prepared.verdict {
+        Verdict::Accepted { readings } if readings > 0 => prepared
+            .records
+            .first()
+            .map(|r| String::from_utf8_lossy(&r.key).into_owned()),
+        _ => None,
+    };
     Some(ReplyJob {
         source,
         verdict: prepared.verdict,
         acks: Some(acks),
+        station,
         on_ack,
         on_failure,
     })
@@ -611,6 +646,7 @@ async fn auth_frame(
             source,
             verdict: Verdict::Accepted { readings: 0 },
             acks: None,
+            station: None,
             on_ack: Some(reply.into_bytes()),
             on_failure: None,
         });
@@ -657,6 +693,7 @@ async fn auth_frame(
         source,
         verdict: prepared.verdict,
         acks: Some(acks),
+        station: None,
         on_ack: Some(reply.clone()),
         on_failure: Some(reply),
     })

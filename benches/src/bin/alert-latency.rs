@@ -189,6 +189,8 @@ async fn run_once(args: &Args, rate: u64) -> Result<Vec<f64>> {
         ..Default::default()
     };
     i.mqtt.enabled = false;
+    // The pipeline is measured, not the per-station cap.
+    i.tcp.max_readings_per_second_per_station = 0;
     i.tcp.listen = "127.0.0.1:0".parse()?;
     i.http.listen = "127.0.0.1:0".parse()?;
     i.kafka.brokers = brokers.clone();

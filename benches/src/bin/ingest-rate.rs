@@ -523,6 +523,8 @@ async fn measure(
     (config.max_in_flight, config.mqtt.max_pending) = ingest_bounds(args, protocol);
     config.http.listen = "127.0.0.1:0".parse()?;
     config.tcp.listen = "127.0.0.1:0".parse()?;
+    // The receivers are measured, not the per-station cap.
+    config.tcp.max_readings_per_second_per_station = 0;
     config.mqtt.enabled = protocol.is_mqtt();
     config.mqtt.url = args.mqtt_url.clone();
     config.mqtt.username = args.mqtt_user.clone();
