@@ -6,8 +6,13 @@
 #   ingest-rate   simulated stations -> ingest -> Kafka, per protocol
 #   store-rate    readings topic -> PostgreSQL: processor (copy, unnest)
 #                 vs psql \copy of the same rows
+#   e2e           the whole pipeline at once, each service its own process:
+#                 stepped rates, publish->commit and publish->alert latency,
+#                 CPU and memory of every process, the machine's limits
+#                 (report in benches/results/)
 #
-#   scripts/bench.sh                      # both, defaults (~3-4 minutes)
+#   scripts/bench.sh                      # ingest-rate and store-rate (~3-4 minutes)
+#   scripts/bench.sh e2e                  # the end-to-end run (~5 minutes)
 #   scripts/bench.sh store-rate           # only one
 #   INGEST_RATE_ARGS="--samples 500 --repeat 1" scripts/bench.sh ingest-rate
 #
@@ -25,9 +30,9 @@ if [ ${#benches[@]} -eq 0 ]; then
 fi
 for b in "${benches[@]}"; do
   case "$b" in
-  ingest-rate | store-rate) ;;
+  ingest-rate | store-rate | e2e) ;;
   *)
-    echo "unknown benchmark '$b' (expected ingest-rate or store-rate)" >&2
+    echo "unknown benchmark '$b' (expected ingest-rate, store-rate or e2e)" >&2
     exit 2
     ;;
   esac
@@ -44,6 +49,8 @@ command -v psql >/dev/null || {
 
 step "build (release)"
 cargo build --release -p quantrac-benches --bins
+# e2e runs the services as their own processes.
+cargo build --release -p quantrac-ingest -p quantrac-processor -p quantrac-alerting --bins
 
 target_dir=${CARGO_TARGET_DIR:-target}
 out_dir="$target_dir/bench"
@@ -54,6 +61,7 @@ for b in "${benches[@]}"; do
   case "$b" in
   ingest-rate) read -r -a extra <<<"${INGEST_RATE_ARGS:-}" ;;
   store-rate) read -r -a extra <<<"${STORE_RATE_ARGS:-}" ;;
+  e2e) read -r -a extra <<<"${E2E_ARGS:-}" ;;
   esac
   out="$out_dir/$b-$stamp.txt"
   step "$b ${extra[*]:-} (output also in $out)"

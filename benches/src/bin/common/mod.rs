@@ -468,3 +468,70 @@ pub fn machine_line() -> String {
         .unwrap_or_default();
     format!("{cores} cores ({model}), load average (1 min) at start {load}")
 }
+
+/// CPU seconds a process has used so far (its threads and reaped children).
+pub fn pid_cpu_seconds(pid: u32) -> f64 {
+    proc_times(&format!("/proc/{pid}/stat")).map_or(0.0, |(_, _, own, children)| {
+        (own + children) as f64 / TICKS_PER_SECOND
+    })
+}
+
+/// A process's peak resident memory so far (`VmHWM`), in MiB.
+pub fn pid_peak_rss_mib(pid: u32) -> f64 {
+    status_kib(&format!("/proc/{pid}/status"), "VmHWM:") / 1024.0
+}
+
+fn status_kib(path: &str, field: &str) -> f64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds used so far by each external service (see `service_ticks`).
+pub fn service_cpu_seconds() -> HashMap<Service, f64> {
+    service_ticks()
+        .into_iter()
+        .map(|(s, t)| (s, t as f64 / TICKS_PER_SECOND))
+        .collect()
+}
+
+/// Resident memory of each external service now, in MiB (PostgreSQL: the
+/// postmaster and its backends together; shared buffers count once per
+/// process that touched them, so this is an upper bound).
+pub fn service_rss_mib() -> HashMap<Service, f64> {
+    let mut out: HashMap<Service, f64> = Service::ALL.iter().map(|s| (*s, 0.0)).collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Some((comm, ..)) = proc_times(&format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let service = if comm == "java" {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .ok()
+                .filter(|c| c.windows(11).any(|w| w == b"kafka.Kafka"))
+                .map(|_| Service::Kafka)
+        } else if comm == "mosquitto" {
+            Some(Service::Mosquitto)
+        } else if comm.starts_with("postgres") {
+            Some(Service::Postgres)
+        } else {
+            None
+        };
+        if let Some(s) = service {
+            *out.entry(s).or_default() +=
+                status_kib(&format!("/proc/{pid}/status"), "VmRSS:") / 1024.0;
+        }
+    }
+    out
+}

@@ -1,0 +1,1228 @@
+//! `e2e`: the whole pipeline at once on this machine. Simulated stations
+//! publish over MQTT and TCP to `quantrac-ingest`, `quantrac-processor` and
+//! `quantrac-alerting` (release binaries, each its own process, with Kafka,
+//! Mosquitto and PostgreSQL from `deploy/services.sh`), on a fresh
+//! database and fresh topics, with a registry generated for the fleet so
+//! every reading is stored and judged.
+//!
+//! The offered rate steps up (`--rate`, repeatable); each step runs
+//! `--step` after a short settling time. Per step:
+//! - readings acknowledged to stations and stored (the processor's
+//!   `processor_stored_total`), and whether the backlog (acknowledged minus
+//!   stored) grew: a step is *sustained* when it did not grow by more than
+//!   2 % of what was offered;
+//! - latency of probe readings from the station's write to the committed
+//!   row being announced on `readings.valid` (published after the commit),
+//!   and to the `limit_exceeded` alert on alerting's gRPC stream;
+//! - CPU seconds and peak memory of every process, Kafka, Mosquitto and
+//!   PostgreSQL included, and the CPU cost of one reading per process.
+//!
+//! Then, with the pipeline stopped, the same machine's limits: `psql
+//! \copy` of the stored rows into a copy of the table, Kafka's
+//! `ProducerPerformance` on a topic like `readings.raw`, and Mosquitto's
+//! QoS 1 loopback publish rate. Finally every acknowledged reading is
+//! looked for in the database: lost and duplicated are counted.
+//!
+//! The report goes to `benches/results/e2e-<time>.{md,json,svg}`.
+//!
+//!     scripts/bench.sh e2e
+//!     target/release/e2e --rate 1000 --rate 5000 --rate 20000 --step 30s
+
+mod common;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use clap::Parser;
+use common::{Service, TopicSpec};
+use prost::Message;
+use quantrac_alerting::AlertingConfig;
+use quantrac_ingest::IngestConfig;
+use quantrac_processor::ProcessorConfig;
+use quantrac_proto::domain::DeviceStatus;
+use quantrac_proto::v1::alert_service_client::AlertServiceClient;
+use quantrac_proto::v1::{StoredReadingBatch, SubscribeAlertsRequest};
+use quantrac_proto::wire::json;
+use quantrac_proto::{Sample, SampleValue};
+use quantrac_testkit::registry::Outfalls;
+use quantrac_testkit::{unique, unique_ident};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message as _};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "The whole pipeline on this machine: rate, latency, CPU and memory, against the machine's limits"
+)]
+struct Args {
+    /// Offered readings/s per step, in order (repeat).
+    #[arg(long = "rate", default_values_t = [1000u64, 5000, 10000, 20000, 40000])]
+    rates: Vec<u64>,
+    /// Measured time per step (after `--settle`).
+    #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+    step: Duration,
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+    /// Simulated stations (4 readings per sample each).
+    #[arg(long, default_value_t = 200)]
+    stations: usize,
+    /// Share of the stations publishing over MQTT; the rest use TCP.
+    #[arg(long, default_value_t = 0.5)]
+    mqtt_share: f64,
+    /// TCP connections and MQTT clients carrying the load.
+    #[arg(long, default_value_t = 4)]
+    links: usize,
+    /// Time between two probes (a normal value, then one over the limit).
+    #[arg(long, default_value = "40ms", value_parser = humantime::parse_duration)]
+    probe_every: Duration,
+    /// Stop stepping up after the first step that is not sustained.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    stop_when_behind: bool,
+    /// Where the report goes.
+    #[arg(long, default_value = "benches/results")]
+    out: PathBuf,
+    /// Rows for the psql \copy limit.
+    #[arg(long, default_value_t = 300_000)]
+    copy_rows: i64,
+}
+
+fn bin(name: &str) -> Result<PathBuf> {
+    let dir = std::env::current_exe()?
+        .parent()
+        .context("exe dir")?
+        .to_owned();
+    let p = dir.join(name);
+    if !p.exists() {
+        bail!(
+            "{} not built: cargo build --release -p quantrac-ingest -p quantrac-processor -p quantrac-alerting --bins",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn free_addr() -> Result<std::net::SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A pipeline service in its own process.
+struct Proc {
+    name: &'static str,
+    child: tokio::process::Child,
+    http: std::net::SocketAddr,
+}
+
+impl Proc {
+    async fn start(
+        name: &'static str,
+        config: &Path,
+        http: std::net::SocketAddr,
+        log: &Path,
+    ) -> Result<Self> {
+        let log = std::fs::File::create(log)?;
+        let child = tokio::process::Command::new(bin(name)?)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let p = Proc { name, child, http };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(p.http, "/health").await.map(|(s, _)| s) != Some(200) {
+            if Instant::now() > deadline {
+                bail!("{name} not healthy within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(p)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Status and body of an HTTP/1.0 GET.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut text))
+        .await
+        .ok()?
+        .ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A counter's value on a Prometheus page (summed over its labels).
+fn prom_counter(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn sample(station: &str, at: chrono::DateTime<Utc>, cod: f64) -> Sample {
+    let v = |p: &str, value: f64, unit: &str| SampleValue {
+        parameter: p.into(),
+        value,
+        unit: unit.into(),
+        status: DeviceStatus::Measuring,
+        device_flag: "00".into(),
+        report: None,
+        converted: None,
+    };
+    Sample {
+        station_id: station.into(),
+        measured_at: at,
+        values: vec![
+            v("pH", 7.2, "pH"),
+            v("TSS", 30.0, "mg/L"),
+            v("COD", cod, "mg/L"),
+            v("NH4", 2.0, "mg/L"),
+        ],
+    }
+}
+
+/// Offered samples/s for one link, read at each tick so steps change it.
+#[derive(Clone)]
+struct Pace {
+    samples_per_second: Arc<AtomicU64>,
+}
+
+/// Sends samples for `stations` over one TCP connection at the pace,
+/// counting acknowledged readings; each sample gets its own time slot.
+async fn tcp_link(
+    addr: std::net::SocketAddr,
+    stations: Vec<String>,
+    pace: Pace,
+    stop: CancellationToken,
+    acked: Arc<AtomicU64>,
+) -> Result<()> {
+    let (rd, mut wr) = TcpStream::connect(addr).await?.into_split();
+    let reader = tokio::spawn(async move {
+        let mut lines = BufReader::new(rd).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("\"ok\":true") {
+                acked.fetch_add(4, Ordering::Relaxed);
+            }
+        }
+    });
+    let base = Utc::now() - chrono::Duration::days(300);
+    let mut k: u64 = 0;
+    let mut credit = 0.0;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        credit += pace.samples_per_second.load(Ordering::Relaxed) as f64 / 100.0;
+        buf.clear();
+        while credit >= 1.0 {
+            let station = &stations[(k as usize) % stations.len()];
+            let slot = i64::try_from(k / stations.len() as u64).unwrap_or(0);
+            let mut line = json::encode(&sample(
+                station,
+                base + chrono::Duration::seconds(slot * 10),
+                40.0,
+            ));
+            line.push(b'\n');
+            buf.extend_from_slice(&line);
+            k += 1;
+            credit -= 1.0;
+        }
+        if !buf.is_empty() {
+            wr.write_all(&buf).await?;
+        }
+    }
+    drop(wr);
+    let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+    Ok(())
+}
+
+/// The same over one MQTT client (QoS 1), counting PUBACKed readings.
+async fn mqtt_link(
+    url: &str,
+    user: &str,
+    password: &str,
+    stations: Vec<String>,
+    pace: Pace,
+    stop: CancellationToken,
+    acked: Arc<AtomicU64>,
+) -> Result<()> {
+    let b = quantrac_ingest::mqtt::broker_address(url).map_err(|e| anyhow::anyhow!(e))?;
+    let mut o = rumqttc::MqttOptions::new(unique("e2e-st"), b.host, b.port);
+    o.set_credentials(user, password).set_inflight(1000);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 10_000);
+    let poll_stop = stop.clone();
+    let poller = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = poll_stop.cancelled() => break,
+                e = el.poll() => match e {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => { acked.fetch_add(4, Ordering::Relaxed); }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+    });
+    let base = Utc::now() - chrono::Duration::days(300);
+    let mut k: u64 = 0;
+    let mut credit = 0.0;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        credit += pace.samples_per_second.load(Ordering::Relaxed) as f64 / 100.0;
+        while credit >= 1.0 {
+            let station = &stations[(k as usize) % stations.len()];
+            let slot = i64::try_from(k / stations.len() as u64).unwrap_or(0);
+            let payload = json::encode(&sample(
+                station,
+                base + chrono::Duration::seconds(slot * 10),
+                40.0,
+            ));
+            client
+                .publish(
+                    format!("stations/{station}/readings"),
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .await?;
+            k += 1;
+            credit -= 1.0;
+        }
+    }
+    // Let the last PUBACKs arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    poller.abort();
+    Ok(())
+}
+
+/// One probe's two latencies, in ms (committed, alert), and when it was sent.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Probe {
+    at_s: f64,
+    committed_ms: Option<f64>,
+    alert_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Step {
+    offered: u64,
+    acked_per_s: f64,
+    stored_per_s: f64,
+    backlog_growth_per_s: f64,
+    sustained: bool,
+    probes: usize,
+    committed_p50: Option<f64>,
+    committed_p99: Option<f64>,
+    committed_max: Option<f64>,
+    alert_p50: Option<f64>,
+    alert_p99: Option<f64>,
+    alert_max: Option<f64>,
+    /// CPU cores used over the step, by process.
+    cores: HashMap<String, f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Point {
+    t: f64,
+    offered: f64,
+    acked: f64,
+    stored: f64,
+}
+
+fn pct(v: &[f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    Some(s[rank - 1])
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("–".into(), |x| format!("{x:.1}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt().with_env_filter("warn").init();
+    let args = Args::parse();
+    let started = Instant::now();
+    let brokers = quantrac_testkit::env::kafka_brokers();
+    let admin_url = quantrac_testkit::env::database_url();
+    let mqtt_url = quantrac_testkit::env::mqtt_url();
+    let (mqtt_user, mqtt_password) = (
+        quantrac_testkit::env::var("QUANTRAC_MQTT_USER", "ingest"),
+        quantrac_testkit::env::var("QUANTRAC_MQTT_PASSWORD", "ingest-secret"),
+    );
+    let (station_user, station_password) = (
+        quantrac_testkit::env::var("QUANTRAC_MQTT_STATION_USER", "station-demo"),
+        quantrac_testkit::env::var("QUANTRAC_MQTT_STATION_PASSWORD", "demo-secret"),
+    );
+    let machine = common::machine_line();
+    println!("e2e: {machine}");
+
+    // Fresh database, topics and registry.
+    let db_name = unique_ident("bench_e2e");
+    let db_url = quantrac_testkit::db::create_database(&admin_url, &db_name)
+        .await
+        .context("CREATE DATABASE")?;
+    let base = unique("e2e");
+    let t = |s: &str| format!("{base}.{s}");
+    let (raw, valid, rejected, alerts, ingest_rejected) = (
+        t("raw"),
+        t("valid"),
+        t("rejected"),
+        t("alerts"),
+        t("ingest-rejected"),
+    );
+    let specs: Vec<TopicSpec<'_>> = [&raw, &valid, &rejected, &alerts, &ingest_rejected]
+        .iter()
+        .map(|n| TopicSpec {
+            name: n,
+            partitions: 6,
+            configs: &[],
+        })
+        .collect();
+    common::create_topics(&brokers, &specs).await?;
+    let prefix = unique("E");
+    let registry = Outfalls::numbered(&prefix, args.stations + 1)
+        .expected_interval("1h")
+        .write()?;
+    let work = std::env::temp_dir().join(&base);
+    std::fs::create_dir_all(&work)?;
+
+    // Configurations, written as the services read them.
+    let (ingest_http, processor_http, alerting_http) = (free_addr()?, free_addr()?, free_addr()?);
+    let (tcp_addr, grpc_addr) = (free_addr()?, free_addr()?);
+    let mut i = IngestConfig {
+        node_id: unique("e2e-ingest"),
+        ..Default::default()
+    };
+    i.http.listen = ingest_http;
+    i.tcp.listen = tcp_addr;
+    i.tcp.max_readings_per_second_per_station = 0;
+    i.kafka.brokers = brokers.clone();
+    i.kafka.readings_topic = raw.clone();
+    i.kafka.rejected_topic = ingest_rejected.clone();
+    i.mqtt.url = mqtt_url.clone();
+    i.mqtt.username = mqtt_user;
+    i.mqtt.password = mqtt_password;
+    let mut p = ProcessorConfig {
+        database_url: db_url.clone(),
+        registry: registry.clone(),
+        ..Default::default()
+    };
+    p.http.listen = processor_http;
+    p.kafka.brokers = brokers.clone();
+    p.kafka.group_id = unique("e2e-p");
+    p.kafka.raw_topic = raw.clone();
+    p.kafka.valid_topic = valid.clone();
+    p.kafka.rejected_topic = rejected.clone();
+    let mut a = AlertingConfig {
+        database_url: db_url.clone(),
+        registry: registry.clone(),
+        rules: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules.toml"),
+        grpc_listen: grpc_addr,
+        http_listen: alerting_http,
+        ..Default::default()
+    };
+    a.kafka.brokers = brokers.clone();
+    a.kafka.group_id = unique("e2e-a");
+    a.kafka.valid_topic = valid.clone();
+    a.kafka.alerts_topic = alerts.clone();
+    for (file, text) in [
+        ("ingest.toml", toml::to_string(&i)?),
+        ("processor.toml", toml::to_string(&p)?),
+        ("alerting.toml", toml::to_string(&a)?),
+    ] {
+        std::fs::write(work.join(file), text)?;
+    }
+    let processor = Proc::start(
+        "quantrac-processor",
+        &work.join("processor.toml"),
+        processor_http,
+        &work.join("processor.log"),
+    )
+    .await?;
+    let alerting = Proc::start(
+        "quantrac-alerting",
+        &work.join("alerting.toml"),
+        alerting_http,
+        &work.join("alerting.log"),
+    )
+    .await?;
+    let ingest = Proc::start(
+        "quantrac-ingest",
+        &work.join("ingest.toml"),
+        ingest_http,
+        &work.join("ingest.log"),
+    )
+    .await?;
+    let procs = [&ingest, &processor, &alerting];
+    println!(
+        "services up ({} s); logs and configs in {}",
+        started.elapsed().as_secs(),
+        work.display()
+    );
+
+    // Alerts stream and the committed-row feed (readings.valid).
+    let token = {
+        let db = quantrac_db::connect(&db_url, &quantrac_db::ConnectOptions::default()).await?;
+        quantrac_db::access::issue(
+            &db,
+            "e2e",
+            quantrac_db::access::Role::Analyst,
+            Utc::now() + chrono::Duration::hours(6),
+        )
+        .await?
+        .secret
+    };
+    let mut grpc = AlertServiceClient::with_interceptor(
+        quantrac_testkit::grpc::channel(grpc_addr).await,
+        quantrac_testkit::grpc::Bearer::new(&token),
+    );
+    let mut alert_stream = grpc
+        .subscribe(SubscribeAlertsRequest::default())
+        .await?
+        .into_inner();
+    let probe_station = format!("{prefix}-{}", args.stations);
+    let committed_seen: Arc<std::sync::Mutex<HashMap<i64, Instant>>> = Arc::default();
+    {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", unique("e2e-watch"))
+            .set("auto.offset.reset", "latest")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        consumer.subscribe(&[valid.as_str()])?;
+        let (seen, probe) = (Arc::clone(&committed_seen), probe_station.clone());
+        tokio::spawn(async move {
+            while let Ok(m) = consumer.recv().await {
+                if m.key() != Some(probe.as_bytes()) {
+                    continue;
+                }
+                let Some(batch) = m.payload().and_then(|p| StoredReadingBatch::decode(p).ok())
+                else {
+                    continue;
+                };
+                for r in batch
+                    .readings
+                    .iter()
+                    .filter(|r| r.parameter == "COD" && r.value >= 200.0)
+                {
+                    let key = (r.value * 1000.0).round() as i64;
+                    seen.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(key)
+                        .or_insert_with(Instant::now);
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Load links.
+    let stop_load = CancellationToken::new();
+    let acked = Arc::new(AtomicU64::new(0));
+    let n_mqtt = ((args.stations as f64 * args.mqtt_share).round() as usize).min(args.stations);
+    let stations: Vec<String> = (0..args.stations)
+        .map(|s| format!("{prefix}-{s}"))
+        .collect();
+    let (mqtt_st, tcp_st) = stations.split_at(n_mqtt);
+    let mut paces = Vec::new();
+    let mut links = Vec::new();
+    for (kind, group) in [("mqtt", mqtt_st), ("tcp", tcp_st)] {
+        if group.is_empty() {
+            continue;
+        }
+        for l in 0..args.links {
+            let mine: Vec<String> = group
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| j % args.links == l)
+                .map(|(_, s)| s.clone())
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let pace = Pace {
+                samples_per_second: Arc::new(AtomicU64::new(0)),
+            };
+            paces.push((kind, mine.len(), pace.clone()));
+            let (stop, acked) = (stop_load.clone(), Arc::clone(&acked));
+            if kind == "mqtt" {
+                let (url, u, pw) = (
+                    mqtt_url.clone(),
+                    station_user.clone(),
+                    station_password.clone(),
+                );
+                links.push(tokio::spawn(async move {
+                    mqtt_link(&url, &u, &pw, mine, pace, stop, acked).await
+                }));
+            } else {
+                links.push(tokio::spawn(async move {
+                    tcp_link(tcp_addr, mine, pace, stop, acked).await
+                }));
+            }
+        }
+    }
+    let set_rate = |readings_per_s: u64| {
+        let samples = readings_per_s as f64 / 4.0;
+        for (_, n, pace) in &paces {
+            let share = *n as f64 / args.stations as f64;
+            pace.samples_per_second
+                .store((samples * share).round() as u64, Ordering::Relaxed);
+        }
+    };
+
+    // Sampler: one point a second.
+    let timeline: Arc<std::sync::Mutex<Vec<Point>>> = Arc::default();
+    let offered_now = Arc::new(AtomicU64::new(0));
+    let stored_now = Arc::new(AtomicU64::new(0));
+    let peak_services: Arc<std::sync::Mutex<HashMap<Service, f64>>> = Arc::default();
+    {
+        let (timeline, offered_now, stored_now, acked, peak) = (
+            Arc::clone(&timeline),
+            Arc::clone(&offered_now),
+            Arc::clone(&stored_now),
+            Arc::clone(&acked),
+            Arc::clone(&peak_services),
+        );
+        let stop = stop_load.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let (mut last_a, mut last_s, mut last_t) = (0u64, 0u64, Instant::now());
+            while !stop.is_cancelled() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let stored = http_get(processor_http, "/metrics")
+                    .await
+                    .map_or(0.0, |(_, b)| prom_counter(&b, "processor_stored_total"))
+                    as u64;
+                stored_now.store(stored, Ordering::Relaxed);
+                let a = acked.load(Ordering::Relaxed);
+                let dt = last_t.elapsed().as_secs_f64();
+                timeline
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(Point {
+                        t: t0.elapsed().as_secs_f64(),
+                        offered: offered_now.load(Ordering::Relaxed) as f64,
+                        acked: (a - last_a) as f64 / dt,
+                        stored: stored.saturating_sub(last_s) as f64 / dt,
+                    });
+                (last_a, last_s, last_t) = (a, stored, Instant::now());
+                let mut peak = peak
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (s, v) in common::service_rss_mib() {
+                    let e = peak.entry(s).or_insert(0.0);
+                    *e = e.max(v);
+                }
+            }
+        });
+    }
+
+    // Probes: their own TCP connection and station.
+    let (prd, mut pwr) = TcpStream::connect(tcp_addr).await?.into_split();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(prd).lines();
+        while let Ok(Some(_)) = lines.next_line().await {}
+    });
+    let probe_t0 = Utc::now() - chrono::Duration::days(200);
+    let mut probe_k: i64 = 0;
+    let run_t0 = Instant::now();
+    let mut all_probes: Vec<Probe> = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
+
+    let cpu_of = |procs: &[&Proc]| -> HashMap<String, f64> {
+        let mut m: HashMap<String, f64> = procs
+            .iter()
+            .map(|p| (p.name.to_owned(), common::pid_cpu_seconds(p.pid())))
+            .collect();
+        for (s, v) in common::service_cpu_seconds() {
+            m.insert(format!("{s:?}").to_lowercase(), v);
+        }
+        m
+    };
+    let cpu_start = cpu_of(&procs);
+    for &rate in &args.rates {
+        offered_now.store(rate, Ordering::Relaxed);
+        set_rate(rate);
+        tokio::time::sleep(args.settle).await;
+        let (a0, s0, c0, w0) = (
+            acked.load(Ordering::Relaxed),
+            stored_now.load(Ordering::Relaxed),
+            cpu_of(&procs),
+            Instant::now(),
+        );
+        let mut probes = Vec::new();
+        while w0.elapsed() < args.step {
+            // A normal value closes the previous incident; then the probe.
+            let at = probe_t0 + chrono::Duration::minutes(10 * probe_k);
+            let mut normal = json::encode(&sample(&probe_station, at, 40.0));
+            normal.push(b'\n');
+            pwr.write_all(&normal).await?;
+            tokio::time::sleep(args.probe_every / 2).await;
+            let value = 200.0 + probe_k as f64 * 0.001;
+            let key = (value * 1000.0).round() as i64;
+            probe_k += 1;
+            let mut line = json::encode(&sample(
+                &probe_station,
+                at + chrono::Duration::minutes(5),
+                value,
+            ));
+            line.push(b'\n');
+            let sent = Instant::now();
+            pwr.write_all(&line).await?;
+            let mut alert_ms = None;
+            let deadline = sent + Duration::from_secs(10);
+            while alert_ms.is_none() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, alert_stream.message()).await {
+                    Err(_) => break,
+                    Ok(m) => {
+                        let Some(alert) = m? else {
+                            bail!("alert stream ended")
+                        };
+                        if alert.rule == "limit_exceeded"
+                            && alert.station_id == probe_station
+                            && (alert.observed_value - value).abs() < 1e-6
+                        {
+                            alert_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
+                        }
+                    }
+                }
+            }
+            // The commit is announced before alerting sees it: by now it
+            // has been, if it ever will within the deadline.
+            let committed_ms = {
+                let mut found = None;
+                while found.is_none() && Instant::now() < deadline {
+                    found = committed_seen
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get(&key)
+                        .map(|t| t.duration_since(sent).as_secs_f64() * 1000.0);
+                    if found.is_none() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                found
+            };
+            probes.push(Probe {
+                at_s: run_t0.elapsed().as_secs_f64(),
+                committed_ms,
+                alert_ms,
+            });
+            tokio::time::sleep(args.probe_every / 2).await;
+        }
+        let secs = w0.elapsed().as_secs_f64();
+        let (a1, s1, c1) = (
+            acked.load(Ordering::Relaxed),
+            stored_now.load(Ordering::Relaxed),
+            cpu_of(&procs),
+        );
+        let acked_per_s = (a1 - a0) as f64 / secs;
+        let stored_per_s = s1.saturating_sub(s0) as f64 / secs;
+        let backlog_growth = ((a1 as f64 - s1 as f64) - (a0 as f64 - s0 as f64)) / secs;
+        let sustained = acked_per_s >= rate as f64 * 0.95 && backlog_growth <= rate as f64 * 0.02;
+        let committed: Vec<f64> = probes.iter().filter_map(|p| p.committed_ms).collect();
+        let alerted: Vec<f64> = probes.iter().filter_map(|p| p.alert_ms).collect();
+        let cores = c1
+            .iter()
+            .map(|(k, v)| (k.clone(), (v - c0.get(k).copied().unwrap_or(0.0)) / secs))
+            .collect();
+        let step = Step {
+            offered: rate,
+            acked_per_s,
+            stored_per_s,
+            backlog_growth_per_s: backlog_growth,
+            sustained,
+            probes: probes.len(),
+            committed_p50: pct(&committed, 0.5),
+            committed_p99: pct(&committed, 0.99),
+            committed_max: pct(&committed, 1.0),
+            alert_p50: pct(&alerted, 0.5),
+            alert_p99: pct(&alerted, 0.99),
+            alert_max: pct(&alerted, 1.0),
+            cores,
+        };
+        println!(
+            "step {rate}/s: acked {:.0}/s stored {:.0}/s backlog {:+.0}/s {} | probes {} committed p50/p99 {}/{} ms, alert p50/p99/max {}/{}/{} ms ({} alerted)",
+            step.acked_per_s,
+            step.stored_per_s,
+            step.backlog_growth_per_s,
+            if sustained { "sustained" } else { "BEHIND" },
+            step.probes,
+            ms(step.committed_p50),
+            ms(step.committed_p99),
+            ms(step.alert_p50),
+            ms(step.alert_p99),
+            ms(step.alert_max),
+            alerted.len()
+        );
+        all_probes.extend(probes);
+        steps.push(step);
+        if !sustained && args.stop_when_behind {
+            break;
+        }
+    }
+    let run_secs = run_t0.elapsed().as_secs_f64();
+    set_rate(0);
+    stop_load.cancel();
+    for l in links {
+        if let Ok(Err(e)) = l.await {
+            eprintln!("a load link failed: {e:#}");
+        }
+    }
+    // Drain: everything acknowledged must be stored.
+    let acked_total = acked.load(Ordering::Relaxed);
+    let drain_t0 = Instant::now();
+    let db = quantrac_db::connect(&db_url, &quantrac_db::ConnectOptions::default()).await?;
+    let probe_rows = 8 * probe_k; // two samples of 4 readings per probe
+    let mut stored_rows: i64 = 0;
+    while drain_t0.elapsed() < Duration::from_secs(120) {
+        stored_rows = db
+            .query_one("SELECT count(*) FROM readings", &[])
+            .await?
+            .get(0);
+        if stored_rows >= i64::try_from(acked_total).unwrap_or(i64::MAX) + probe_rows {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let cpu_end = cpu_of(&procs);
+    let peak_rss: HashMap<String, f64> = procs
+        .iter()
+        .map(|p| (p.name.to_owned(), common::pid_peak_rss_mib(p.pid())))
+        .chain(
+            peak_services
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|(s, v)| (format!("{s:?}").to_lowercase(), *v)),
+        )
+        .collect();
+    let background_rows = stored_rows - probe_rows;
+    let acked_i = i64::try_from(acked_total).unwrap_or(i64::MAX);
+    // Rows have a primary key (station, parameter, time), so a duplicate
+    // can only be a redelivery the processor skipped: counted there.
+    let lost = (acked_i - background_rows).max(0);
+    let unacked_stored = (background_rows - acked_i).max(0);
+    let duplicates = http_get(processor_http, "/metrics")
+        .await
+        .map_or(0.0, |(_, b)| prom_counter(&b, "processor_duplicates_total"))
+        as u64;
+    println!(
+        "acknowledged {acked_total} background readings; {background_rows} stored ({lost} missing, {unacked_stored} stored but not acknowledged, {duplicates} redeliveries skipped) after {:.1} s of drain",
+        drain_t0.elapsed().as_secs_f64()
+    );
+    for p in [ingest, alerting, processor] {
+        p.stop().await;
+    }
+
+    // The machine's limits, with the pipeline stopped.
+    let copy = psql_copy(&db_url, args.copy_rows).await;
+    let kafka = kafka_perf(&brokers, &base).await;
+    let mosq = mosquitto_rate(&mqtt_url, &station_user, &station_password).await;
+    let record_bytes: f64 = json::encode(&sample("E-0-0000", Utc::now(), 40.0)).len() as f64;
+
+    // Report.
+    let sustained_rate = steps
+        .iter()
+        .filter(|s| s.sustained)
+        .map(|s| s.stored_per_s)
+        .fold(0.0, f64::max);
+    let readings_total = background_rows.max(1) as f64 + probe_rows as f64;
+    let cpu_run: Vec<(String, f64)> = {
+        let mut v: Vec<(String, f64)> = cpu_end
+            .iter()
+            .map(|(k, v)| (k.clone(), v - cpu_start.get(k).copied().unwrap_or(0.0)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let stamp = Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    std::fs::create_dir_all(&args.out)?;
+    let mut md = String::new();
+    let _ = writeln!(md, "# End-to-end benchmark, {stamp}\n");
+    let _ = writeln!(
+        md,
+        "Machine: {machine}. Everything on this machine: {} simulated stations ({n_mqtt} over MQTT, {} over TCP JSON lines, 4 readings per sample), Mosquitto, `quantrac-ingest`, Kafka, `quantrac-processor`, PostgreSQL, `quantrac-alerting`; probes on their own TCP connection. Command: `target/release/e2e {}`.\n",
+        args.stations,
+        args.stations - n_mqtt,
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
+    let _ = writeln!(
+        md,
+        "**Highest rate sustained** (stored and judged, backlog not growing): **{sustained_rate:.0} readings/s**.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| offered/s | acked/s | stored/s | backlog growth/s | sustained | probes | publish→committed p50 / p99 / max ms | publish→alert p50 / p99 / max ms |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|:-:|---:|---:|---:|");
+    for s in &steps {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:+.0} | {} | {} | {} / {} / {} | {} / {} / {} |",
+            s.offered,
+            s.acked_per_s,
+            s.stored_per_s,
+            s.backlog_growth_per_s,
+            if s.sustained { "yes" } else { "no" },
+            s.probes,
+            ms(s.committed_p50),
+            ms(s.committed_p99),
+            ms(s.committed_max),
+            ms(s.alert_p50),
+            ms(s.alert_p99),
+            ms(s.alert_max)
+        );
+    }
+    let _ = writeln!(md, "\nCPU cores used during each step, by process:\n");
+    let names: Vec<String> = cpu_run.iter().map(|(k, _)| k.clone()).collect();
+    let _ = writeln!(md, "| offered/s | {} |", names.join(" | "));
+    let _ = writeln!(md, "|---:|{}", "---:|".repeat(names.len()));
+    for s in &steps {
+        let _ = writeln!(
+            md,
+            "| {} | {} |",
+            s.offered,
+            names
+                .iter()
+                .map(|n| format!("{:.2}", s.cores.get(n).copied().unwrap_or(0.0)))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nWhole run ({run_secs:.0} s, {readings_total:.0} readings stored): CPU seconds, CPU cost of one reading, peak memory:\n"
+    );
+    let _ = writeln!(
+        md,
+        "| process | CPU s | µs CPU per reading | peak RSS MiB |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|");
+    for (k, v) in &cpu_run {
+        let _ = writeln!(
+            md,
+            "| {k} | {v:.1} | {:.1} | {:.0} |",
+            v / readings_total * 1e6,
+            peak_rss.get(k).copied().unwrap_or(0.0)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n(PostgreSQL's memory is the sum over its processes, shared buffers counted in each: an upper bound.)\n"
+    );
+    let _ = writeln!(
+        md,
+        "Delivery: {acked_total} background readings acknowledged to stations; {background_rows} stored; **{lost} missing**; {unacked_stored} stored whose acknowledgement the load generator did not wait for at the end; {duplicates} redelivered readings skipped as duplicates by the processor (rows are unique by station, parameter and time); plus {probe_rows} probe readings.\n"
+    );
+    let _ = writeln!(md, "## The machine's limits (pipeline stopped)\n");
+    let _ = writeln!(
+        md,
+        "| limit | rate | pipeline's sustained rate as a share |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|");
+    let share = |x: Option<f64>, per_reading: f64| {
+        x.map_or("–".into(), |x| {
+            format!("{:.2}", sustained_rate / (x * per_reading))
+        })
+    };
+    let _ = writeln!(
+        md,
+        "| `psql \\copy` of the stored rows into a copy of `readings` | {} rows/s | {} |",
+        copy.map_or("–".into(), |x| format!("{x:.0}")),
+        share(copy, 1.0)
+    );
+    let _ = writeln!(
+        md,
+        "| Kafka `ProducerPerformance`, {record_bytes:.0}-byte records, acks=all (one record = one sample = 4 readings) | {} records/s | {} |",
+        kafka.map_or("–".into(), |x| format!("{x:.0}")),
+        share(kafka, 4.0)
+    );
+    let _ = writeln!(
+        md,
+        "| Mosquitto QoS 1 loopback publish (one client, PUBACKed; one message = 4 readings) | {} messages/s | {} |",
+        mosq.map_or("–".into(), |x| format!("{x:.0}")),
+        share(mosq, 4.0)
+    );
+    let json_out = serde_json::json!({
+        "stamp": stamp, "machine": machine, "stations": args.stations, "mqtt_stations": n_mqtt,
+        "sustained_readings_per_s": sustained_rate, "steps": steps, "probes": all_probes, "timeline": *timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        "cpu_seconds": cpu_run.iter().cloned().collect::<HashMap<_, _>>(), "peak_rss_mib": peak_rss,
+        "acked": acked_total, "stored": background_rows, "lost": lost, "stored_unacknowledged": unacked_stored, "redeliveries_skipped": duplicates,
+        "limits": {"psql_copy_rows_per_s": copy, "kafka_records_per_s": kafka, "mosquitto_messages_per_s": mosq},
+    });
+    let stem = args.out.join(format!("e2e-{stamp}"));
+    let svg = chart(
+        &timeline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        &all_probes,
+    );
+    std::fs::write(stem.with_extension("svg"), svg)?;
+    let _ = writeln!(md, "\n![rate and latency over the run](e2e-{stamp}.svg)");
+    std::fs::write(stem.with_extension("md"), &md)?;
+    std::fs::write(
+        stem.with_extension("json"),
+        serde_json::to_string_pretty(&json_out)?,
+    )?;
+    println!("\n{md}\nreport: {}.{{md,json,svg}}", stem.display());
+    let _ = db.batch_execute("SELECT 1").await;
+    drop(db);
+    if let Ok(admin) =
+        quantrac_db::connect(&admin_url, &quantrac_db::ConnectOptions::default()).await
+    {
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+            .await;
+    }
+    common::delete_topics(
+        &brokers,
+        &[&raw, &valid, &rejected, &alerts, &ingest_rejected],
+    )
+    .await;
+    Ok(())
+}
+
+/// Rows/s of `psql \copy` loading `rows` stored readings into a copy of the
+/// table (same indexes), timed around psql.
+async fn psql_copy(db_url: &str, rows: i64) -> Option<f64> {
+    let file = std::env::temp_dir().join(format!("{}.copy", unique("e2e")));
+    let export = format!(
+        "\\copy (SELECT * FROM readings LIMIT {rows}) TO '{}'",
+        file.display()
+    );
+    let ok = tokio::process::Command::new("psql")
+        .arg(db_url)
+        .args(["-qc", &export])
+        .status()
+        .await
+        .ok()?
+        .success();
+    if !ok {
+        return None;
+    }
+    let n = std::fs::read_to_string(&file).ok()?.lines().count() as f64;
+    let setup = "DROP TABLE IF EXISTS readings_copy_limit; CREATE TABLE readings_copy_limit (LIKE readings INCLUDING ALL)";
+    tokio::process::Command::new("psql")
+        .arg(db_url)
+        .args(["-qc", setup])
+        .status()
+        .await
+        .ok()?;
+    let t0 = Instant::now();
+    let ok = tokio::process::Command::new("psql")
+        .arg(db_url)
+        .args([
+            "-qc",
+            &format!("\\copy readings_copy_limit FROM '{}'", file.display()),
+        ])
+        .status()
+        .await
+        .ok()?
+        .success();
+    let secs = t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&file);
+    ok.then_some(n / secs)
+}
+
+/// Kafka's own producer benchmark on a topic like `readings.raw`.
+async fn kafka_perf(brokers: &str, base: &str) -> Option<f64> {
+    let state = std::env::var("QUANTRAC_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.local/services"));
+    let libs = state.join("kafka/libs");
+    let topic = format!("{base}.perf");
+    common::create_topics(
+        brokers,
+        &[TopicSpec {
+            name: &topic,
+            partitions: 6,
+            configs: &[],
+        }],
+    )
+    .await
+    .ok()?;
+    let size = json::encode(&sample("E-0-0000", Utc::now(), 40.0)).len();
+    let out = tokio::process::Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}/*", libs.display()))
+        .args([
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            &topic,
+            "--num-records",
+            "1000000",
+            "--record-size",
+            &size.to_string(),
+            "--throughput",
+            "-1",
+            "--producer-props",
+        ])
+        .arg(format!("bootstrap.servers={brokers}"))
+        .args(["acks=all", "linger.ms=5", "enable.idempotence=true"])
+        .output()
+        .await
+        .ok()?;
+    common::delete_topics(brokers, &[&topic]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Last line: "1000000 records sent, 123456.7 records/sec (...)".
+    let line = text.lines().rev().find(|l| l.contains("records sent"))?;
+    line.split(',')
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// QoS 1 messages/s one client gets PUBACKed by Mosquitto on loopback.
+async fn mosquitto_rate(url: &str, user: &str, password: &str) -> Option<f64> {
+    let b = quantrac_ingest::mqtt::broker_address(url).ok()?;
+    let mut o = rumqttc::MqttOptions::new(unique("e2e-loop"), b.host, b.port);
+    o.set_credentials(user, password).set_inflight(1000);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 10_000);
+    let payload = json::encode(&sample("E-0-0000", Utc::now(), 40.0));
+    let n = 200_000u64;
+    let topic = format!("stations/{}/readings", unique("loop"));
+    let publisher = tokio::spawn(async move {
+        for _ in 0..n {
+            if client
+                .publish(&topic, rumqttc::QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let t0 = Instant::now();
+    let mut acked = 0u64;
+    while acked < n && t0.elapsed() < Duration::from_secs(60) {
+        match tokio::time::timeout(Duration::from_secs(5), el.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    publisher.abort();
+    Some(acked as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// Rate (acked, stored) and probe latencies over the run, as SVG.
+fn chart(points: &[Point], probes: &[Probe]) -> String {
+    let (w, h, pad) = (900.0, 420.0, 50.0);
+    let t_max = points.iter().map(|p| p.t).fold(1.0, f64::max);
+    let r_max = points
+        .iter()
+        .map(|p| p.acked.max(p.stored).max(p.offered))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let l_max = probes
+        .iter()
+        .filter_map(|p| p.alert_ms)
+        .fold(10.0, f64::max)
+        * 1.1;
+    let x = |t: f64| pad + (w - 2.0 * pad) * t / t_max;
+    let y = |v: f64, max: f64| h - pad - (h - 2.0 * pad) * v / max;
+    let line = |f: &dyn Fn(&Point) -> f64, colour: &str| {
+        let pts: Vec<String> = points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x(p.t), y(f(p), r_max)))
+            .collect();
+        format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>",
+            pts.join(" ")
+        )
+    };
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">"
+    );
+    let _ = write!(s, "<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>");
+    let _ = write!(
+        s,
+        "<line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        h - pad,
+        w - pad,
+        h - pad
+    );
+    let _ = write!(
+        s,
+        "<line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>",
+        h - pad
+    );
+    let _ = write!(
+        s,
+        "<text x=\"{pad}\" y=\"{}\">readings/s (max {r_max:.0}): offered grey, acked blue, stored green</text>",
+        pad - 20.0
+    );
+    let _ = write!(
+        s,
+        "<text x=\"{pad}\" y=\"{}\">publish→alert ms (red dots, right scale, max {l_max:.0})</text>",
+        pad - 6.0
+    );
+    let _ = write!(
+        s,
+        "<text x=\"{}\" y=\"{}\">seconds ({t_max:.0})</text>",
+        w / 2.0,
+        h - 15.0
+    );
+    s.push_str(&line(&|p| p.offered, "#999"));
+    s.push_str(&line(&|p| p.acked, "#1f5fbf"));
+    s.push_str(&line(&|p| p.stored, "#2e8b57"));
+    for p in probes {
+        if let Some(l) = p.alert_ms {
+            let _ = write!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.5\" fill=\"#c0392b\"/>",
+                x(p.at_s),
+                y(l, l_max)
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
