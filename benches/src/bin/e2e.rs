@@ -80,9 +80,13 @@ struct Args {
     /// TCP connections and MQTT clients carrying the load.
     #[arg(long, default_value_t = 4)]
     links: usize,
-    /// Time between two probes (a normal value, then one over the limit).
-    #[arg(long, default_value = "40ms", value_parser = humantime::parse_duration)]
+    /// Time between two probes (each a normal value, then one over the
+    /// limit); they do not wait for each other.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
     probe_every: Duration,
+    /// Stations the probes rotate over.
+    #[arg(long, default_value_t = 10)]
+    probe_stations: usize,
     /// Stop stepping up after the first step that is not sustained.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     stop_when_behind: bool,
@@ -342,7 +346,8 @@ struct Probe {
 
 #[derive(Debug, Clone, serde::Serialize)]
 struct Step {
-    offered: u64,
+    /// Background plus probes, readings/s.
+    offered: f64,
     acked_per_s: f64,
     stored_per_s: f64,
     backlog_growth_per_s: f64,
@@ -423,7 +428,7 @@ async fn main() -> Result<()> {
         .collect();
     common::create_topics(&brokers, &specs).await?;
     let prefix = unique("E");
-    let registry = Outfalls::numbered(&prefix, args.stations + 1)
+    let registry = Outfalls::numbered(&prefix, args.stations + args.probe_stations.max(1))
         .expected_interval("1h")
         .write()?;
     let work = std::env::temp_dir().join(&base);
@@ -523,8 +528,28 @@ async fn main() -> Result<()> {
         .subscribe(SubscribeAlertsRequest::default())
         .await?
         .into_inner();
-    let probe_station = format!("{prefix}-{}", args.stations);
+    let probe_stations: Vec<String> = (0..args.probe_stations.max(1))
+        .map(|i| format!("{prefix}-{}", args.stations + i))
+        .collect();
+    let is_probe: Arc<std::collections::HashSet<String>> =
+        Arc::new(probe_stations.iter().cloned().collect());
+    // Probe value (x1000) -> when its committed row, and its alert, came.
     let committed_seen: Arc<std::sync::Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let alert_seen: Arc<std::sync::Mutex<HashMap<i64, Instant>>> = Arc::default();
+    {
+        let (seen, probes) = (Arc::clone(&alert_seen), Arc::clone(&is_probe));
+        tokio::spawn(async move {
+            while let Ok(Some(alert)) = alert_stream.message().await {
+                if alert.rule == "limit_exceeded" && probes.contains(&alert.station_id) {
+                    let key = (alert.observed_value * 1000.0).round() as i64;
+                    seen.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(key)
+                        .or_insert_with(Instant::now);
+                }
+            }
+        });
+    }
     {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
@@ -533,10 +558,14 @@ async fn main() -> Result<()> {
             .set("enable.auto.commit", "false")
             .create()?;
         consumer.subscribe(&[valid.as_str()])?;
-        let (seen, probe) = (Arc::clone(&committed_seen), probe_station.clone());
+        let (seen, probes) = (Arc::clone(&committed_seen), Arc::clone(&is_probe));
         tokio::spawn(async move {
             while let Ok(m) = consumer.recv().await {
-                if m.key() != Some(probe.as_bytes()) {
+                if !m
+                    .key()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .is_some_and(|k| probes.contains(k))
+                {
                     continue;
                 }
                 let Some(batch) = m.payload().and_then(|p| StoredReadingBatch::decode(p).ok())
@@ -661,10 +690,16 @@ async fn main() -> Result<()> {
     }
 
     // Probes: their own TCP connection and station.
+    // Their readings count as offered and acknowledged like the rest.
     let (prd, mut pwr) = TcpStream::connect(tcp_addr).await?.into_split();
+    let probe_acked = Arc::clone(&acked);
     tokio::spawn(async move {
         let mut lines = BufReader::new(prd).lines();
-        while let Ok(Some(_)) = lines.next_line().await {}
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("\"ok\":true") {
+                probe_acked.fetch_add(4, Ordering::Relaxed);
+            }
+        }
     });
     let probe_t0 = Utc::now() - chrono::Duration::days(200);
     let mut probe_k: i64 = 0;
@@ -683,6 +718,7 @@ async fn main() -> Result<()> {
         m
     };
     let cpu_start = cpu_of(&procs);
+    let probe_rate = 8.0 / args.probe_every.as_secs_f64();
     for &rate in &args.rates {
         offered_now.store(rate, Ordering::Relaxed);
         set_rate(rate);
@@ -693,66 +729,30 @@ async fn main() -> Result<()> {
             cpu_of(&procs),
             Instant::now(),
         );
-        let mut probes = Vec::new();
+        // Probes on schedule, each a normal value (closing its station's
+        // previous incident) then one over the limit, in one write.
+        let mut sent_probes: Vec<(i64, Instant, f64)> = Vec::new();
+        let mut next = tokio::time::Instant::now();
         while w0.elapsed() < args.step {
-            // A normal value closes the previous incident; then the probe.
-            let at = probe_t0 + chrono::Duration::minutes(10 * probe_k);
-            let mut normal = json::encode(&sample(&probe_station, at, 40.0));
-            normal.push(b'\n');
-            pwr.write_all(&normal).await?;
-            tokio::time::sleep(args.probe_every / 2).await;
+            tokio::time::sleep_until(next).await;
+            next += args.probe_every;
+            let station = &probe_stations[(probe_k as usize) % probe_stations.len()];
+            let n = probe_k / probe_stations.len() as i64;
+            let at = probe_t0 + chrono::Duration::minutes(10 * n);
             let value = 200.0 + probe_k as f64 * 0.001;
             let key = (value * 1000.0).round() as i64;
             probe_k += 1;
-            let mut line = json::encode(&sample(
-                &probe_station,
+            let mut frame = json::encode(&sample(station, at, 40.0));
+            frame.push(b'\n');
+            frame.extend_from_slice(&json::encode(&sample(
+                station,
                 at + chrono::Duration::minutes(5),
                 value,
-            ));
-            line.push(b'\n');
+            )));
+            frame.push(b'\n');
             let sent = Instant::now();
-            pwr.write_all(&line).await?;
-            let mut alert_ms = None;
-            let deadline = sent + Duration::from_secs(10);
-            while alert_ms.is_none() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, alert_stream.message()).await {
-                    Err(_) => break,
-                    Ok(m) => {
-                        let Some(alert) = m? else {
-                            bail!("alert stream ended")
-                        };
-                        if alert.rule == "limit_exceeded"
-                            && alert.station_id == probe_station
-                            && (alert.observed_value - value).abs() < 1e-6
-                        {
-                            alert_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
-                        }
-                    }
-                }
-            }
-            // The commit is announced before alerting sees it: by now it
-            // has been, if it ever will within the deadline.
-            let committed_ms = {
-                let mut found = None;
-                while found.is_none() && Instant::now() < deadline {
-                    found = committed_seen
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get(&key)
-                        .map(|t| t.duration_since(sent).as_secs_f64() * 1000.0);
-                    if found.is_none() {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                }
-                found
-            };
-            probes.push(Probe {
-                at_s: run_t0.elapsed().as_secs_f64(),
-                committed_ms,
-                alert_ms,
-            });
-            tokio::time::sleep(args.probe_every / 2).await;
+            pwr.write_all(&frame).await?;
+            sent_probes.push((key, sent, run_t0.elapsed().as_secs_f64()));
         }
         let secs = w0.elapsed().as_secs_f64();
         let (a1, s1, c1) = (
@@ -763,7 +763,42 @@ async fn main() -> Result<()> {
         let acked_per_s = (a1 - a0) as f64 / secs;
         let stored_per_s = s1.saturating_sub(s0) as f64 / secs;
         let backlog_growth = ((a1 as f64 - s1 as f64) - (a0 as f64 - s0 as f64)) / secs;
-        let sustained = acked_per_s >= rate as f64 * 0.95 && backlog_growth <= rate as f64 * 0.02;
+        let offered = rate as f64 + probe_rate;
+        let sustained = acked_per_s >= offered * 0.95 && backlog_growth <= offered * 0.02;
+        // Late probes get up to 10 s (after the step's figures are taken).
+        let grace = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = {
+                let seen = alert_seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                sent_probes.iter().all(|(k, ..)| seen.contains_key(k))
+            };
+            if all || Instant::now() > grace {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let probes: Vec<Probe> = {
+            let committed = committed_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let alerted = alert_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let since = |m: &HashMap<i64, Instant>, k: &i64, sent: &Instant| {
+                m.get(k)
+                    .map(|t| t.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
+            };
+            sent_probes
+                .iter()
+                .map(|(k, sent, at_s)| Probe {
+                    at_s: *at_s,
+                    committed_ms: since(&committed, k, sent),
+                    alert_ms: since(&alerted, k, sent),
+                })
+                .collect()
+        };
         let committed: Vec<f64> = probes.iter().filter_map(|p| p.committed_ms).collect();
         let alerted: Vec<f64> = probes.iter().filter_map(|p| p.alert_ms).collect();
         let cores = c1
@@ -771,7 +806,7 @@ async fn main() -> Result<()> {
             .map(|(k, v)| (k.clone(), (v - c0.get(k).copied().unwrap_or(0.0)) / secs))
             .collect();
         let step = Step {
-            offered: rate,
+            offered: rate as f64 + probe_rate,
             acked_per_s,
             stored_per_s,
             backlog_growth_per_s: backlog_growth,
@@ -817,14 +852,14 @@ async fn main() -> Result<()> {
     let acked_total = acked.load(Ordering::Relaxed);
     let drain_t0 = Instant::now();
     let db = quantrac_db::connect(&db_url, &quantrac_db::ConnectOptions::default()).await?;
-    let probe_rows = 8 * probe_k; // two samples of 4 readings per probe
+    let probe_readings = 8 * probe_k; // two samples of 4 readings per probe
     let mut stored_rows: i64 = 0;
     while drain_t0.elapsed() < Duration::from_secs(120) {
         stored_rows = db
             .query_one("SELECT count(*) FROM readings", &[])
             .await?
             .get(0);
-        if stored_rows >= i64::try_from(acked_total).unwrap_or(i64::MAX) + probe_rows {
+        if stored_rows >= i64::try_from(acked_total).unwrap_or(i64::MAX) {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -841,7 +876,7 @@ async fn main() -> Result<()> {
                 .map(|(s, v)| (format!("{s:?}").to_lowercase(), *v)),
         )
         .collect();
-    let background_rows = stored_rows - probe_rows;
+    let background_rows = stored_rows;
     let acked_i = i64::try_from(acked_total).unwrap_or(i64::MAX);
     // Rows have a primary key (station, parameter, time), so a duplicate
     // can only be a redelivery the processor skipped: counted there.
@@ -852,7 +887,7 @@ async fn main() -> Result<()> {
         .map_or(0.0, |(_, b)| prom_counter(&b, "processor_duplicates_total"))
         as u64;
     println!(
-        "acknowledged {acked_total} background readings; {background_rows} stored ({lost} missing, {unacked_stored} stored but not acknowledged, {duplicates} redeliveries skipped) after {:.1} s of drain",
+        "acknowledged {acked_total} readings; {background_rows} stored ({lost} missing, {unacked_stored} stored but not acknowledged, {duplicates} redeliveries skipped) after {:.1} s of drain",
         drain_t0.elapsed().as_secs_f64()
     );
     for p in [ingest, alerting, processor] {
@@ -871,7 +906,7 @@ async fn main() -> Result<()> {
         .filter(|s| s.sustained)
         .map(|s| s.stored_per_s)
         .fold(0.0, f64::max);
-    let readings_total = background_rows.max(1) as f64 + probe_rows as f64;
+    let readings_total = background_rows.max(1) as f64;
     let cpu_run: Vec<(String, f64)> = {
         let mut v: Vec<(String, f64)> = cpu_end
             .iter()
@@ -886,7 +921,7 @@ async fn main() -> Result<()> {
     let _ = writeln!(md, "# End-to-end benchmark, {stamp}\n");
     let _ = writeln!(
         md,
-        "Machine: {machine}. Everything on this machine: {} simulated stations ({n_mqtt} over MQTT, {} over TCP JSON lines, 4 readings per sample), Mosquitto, `quantrac-ingest`, Kafka, `quantrac-processor`, PostgreSQL, `quantrac-alerting`; probes on their own TCP connection. Command: `target/release/e2e {}`.\n",
+        "Machine: {machine}. Everything on this machine: {} simulated stations ({n_mqtt} over MQTT, {} over TCP JSON lines, 4 readings per sample), Mosquitto, `quantrac-ingest`, Kafka, `quantrac-processor`, PostgreSQL, `quantrac-alerting`; probes (a normal value, then one over the limit, every `--probe-every`, rotating over `--probe-stations` stations) on their own TCP connection. Command: `target/release/e2e {}`.\n",
         args.stations,
         args.stations - n_mqtt,
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
@@ -897,13 +932,13 @@ async fn main() -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "| offered/s | acked/s | stored/s | backlog growth/s | sustained | probes | publish→committed p50 / p99 / max ms | publish→alert p50 / p99 / max ms |"
+        "| offered/s (background + probes) | acked/s | stored/s | backlog growth/s | sustained | probes | publish→committed p50 / p99 / max ms | publish→alert p50 / p99 / max ms |"
     );
     let _ = writeln!(md, "|---:|---:|---:|---:|:-:|---:|---:|---:|");
     for s in &steps {
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:+.0} | {} | {} | {} / {} / {} | {} / {} / {} |",
+            "| {:.0} | {:.0} | {:.0} | {:+.0} | {} | {} | {} / {} / {} | {} / {} / {} |",
             s.offered,
             s.acked_per_s,
             s.stored_per_s,
@@ -925,7 +960,7 @@ async fn main() -> Result<()> {
     for s in &steps {
         let _ = writeln!(
             md,
-            "| {} | {} |",
+            "| {:.0} | {} |",
             s.offered,
             names
                 .iter()
@@ -957,7 +992,7 @@ async fn main() -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "Delivery: {acked_total} background readings acknowledged to stations; {background_rows} stored; **{lost} missing**; {unacked_stored} stored whose acknowledgement the load generator did not wait for at the end; {duplicates} redelivered readings skipped as duplicates by the processor (rows are unique by station, parameter and time); plus {probe_rows} probe readings.\n"
+        "Delivery: {acked_total} readings acknowledged to stations ({probe_readings} of them probes'); {background_rows} stored; **{lost} missing**; {unacked_stored} stored whose acknowledgement the load generator did not wait for at the end; {duplicates} redelivered readings skipped as duplicates by the processor (rows are unique by station, parameter and time).\n"
     );
     let _ = writeln!(md, "## The machine's limits (pipeline stopped)\n");
     let _ = writeln!(
