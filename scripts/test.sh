@@ -25,6 +25,9 @@ eval "$(deploy/services.sh env)"
 step "crate layers (scripts/check-layers.sh)"
 scripts/check-layers.sh
 
+step "deployment files (scripts/check-deploy.sh)"
+scripts/check-deploy.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
