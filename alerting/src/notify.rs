@@ -60,35 +60,56 @@ impl Notifier {
         alerts: &[v1::Alert],
         shutdown: &CancellationToken,
     ) -> Result<(), AlertingError> {
+        // Live subscribers first: the changes are committed in the
+        // database (their source of truth), and the gRPC stream need not
+        // wait for Kafka's acknowledgement of the alerts topic.
         for alert in alerts {
-            let payload = alert.encode_to_vec();
-            let mut backoff = Duration::from_millis(100);
-            while let Some(producer) = &self.producer {
-                let sent = producer
-                    .send(
-                        FutureRecord::to(&self.topic)
-                            .key(&alert.id)
-                            .payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await;
-                match sent {
-                    Ok(_) => break,
-                    Err((e, _)) => {
-                        metrics::counter!("alerting_notification_failures_total", "channel" => "kafka").increment(1);
-                        tracing::warn!(error = %e, retry_in = ?backoff, "publishing an alert to Kafka failed");
-                        tokio::select! {
-                            () = shutdown.cancelled() => return Err(AlertingError::ShuttingDown),
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
-            }
             // No live subscriber is fine.
             let _ = self.live.send(alert.clone());
         }
+        // All at once, each retried until Kafka has it: one round trip for
+        // the batch of changes, not one per change.
+        let sends = alerts.iter().map(|alert| self.publish(alert, shutdown));
+        for sent in futures::future::join_all(sends).await {
+            sent?;
+        }
         Ok(())
+    }
+
+    /// One change to the alerts topic, retried with backoff.
+    async fn publish(
+        &self,
+        alert: &v1::Alert,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AlertingError> {
+        let Some(producer) = &self.producer else {
+            return Ok(());
+        };
+        let payload = alert.encode_to_vec();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let sent = producer
+                .send(
+                    FutureRecord::to(&self.topic)
+                        .key(&alert.id)
+                        .payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await;
+            match sent {
+                Ok(_) => return Ok(()),
+                Err((e, _)) => {
+                    metrics::counter!("alerting_notification_failures_total", "channel" => "kafka")
+                        .increment(1);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "publishing an alert to Kafka failed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(AlertingError::ShuttingDown),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
     }
 }
 

@@ -98,9 +98,14 @@ impl Default for KafkaConfig {
 pub struct BatchConfig {
     /// A batch is written when it holds this many readings...
     pub max_readings: usize,
-    /// ...or when its first record is this old.
+    /// ...or when its first record is this old...
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// ...or, when set, as soon as nothing more is queued: readings are not
+    /// held back waiting for company (latency at low rates), while under
+    /// load, with every worker writing, records queue and batches stay
+    /// large.
+    pub write_when_idle: bool,
     /// Batches written at once, each on its own database connection, while
     /// the next is read. Publishing and offsets stay in batch order.
     pub in_flight: usize,
@@ -116,6 +121,7 @@ impl Default for BatchConfig {
         Self {
             max_readings: 5_000,
             max_wait: Duration::from_millis(200),
+            write_when_idle: true,
             in_flight: 3,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),

@@ -2,7 +2,8 @@
 //! each batch, publishes it, and only then stores the offsets.
 //!
 //! Order of effects per batch (invariants 1 and 2):
-//! 1. read up to `batch.max_readings` readings or `batch.max_wait`;
+//! 1. read up to `batch.max_readings` readings, until the input is dry
+//!    (`batch.write_when_idle`) or for at most `batch.max_wait`;
 //! 2. validate; write readings + rejections in one database transaction,
 //!    retried with backoff while the database is unavailable (consumption
 //!    pauses meanwhile; librdkafka's prefetch queue is bounded);
@@ -168,20 +169,26 @@ pub async fn run(
                 () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => break,
                 m = consumer.recv(), if !idle.is_empty() => match m {
                     Ok(m) => {
-                        let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
-                        // ~50 bytes per reading: a cheap bound without decoding twice.
-                        readings_estimate += (payload.len() / 50).max(1);
-                        records.push(InRecord {
-                            topic: if m.topic() == &*raw_topic {
-                                Arc::clone(&raw_topic)
-                            } else {
-                                m.topic().into()
-                            },
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            payload,
-                        });
+                        readings_estimate += take(&m, &raw_topic, &mut records);
                         deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.batch.max_wait);
+                        if config.batch.write_when_idle {
+                            // What is already queued joins the batch, and
+                            // once the input is dry the batch goes: a quiet
+                            // pipeline writes at once, a busy one (every
+                            // worker writing, records queueing meanwhile)
+                            // still writes large batches.
+                            while readings_estimate < config.batch.max_readings {
+                                match futures::FutureExt::now_or_never(consumer.recv()) {
+                                    Some(Ok(m)) => readings_estimate += take(&m, &raw_topic, &mut records),
+                                    Some(Err(e)) => {
+                                        tracing::warn!(error = %e, "Kafka consumer error");
+                                        break;
+                                    }
+                                    None => break,
+                                }
+                            }
+                            break;
+                        }
                         if readings_estimate >= config.batch.max_readings {
                             break;
                         }
@@ -223,6 +230,28 @@ pub async fn run(
         tracing::debug!(error = %e, "final offset commit");
     }
     Ok(())
+}
+
+/// Adds a consumed record to the batch; its estimated readings.
+fn take(
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    raw_topic: &Arc<str>,
+    records: &mut Vec<InRecord>,
+) -> usize {
+    let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
+    // ~50 bytes per reading: a cheap bound without decoding twice.
+    let estimate = (payload.len() / 50).max(1);
+    records.push(InRecord {
+        topic: if m.topic() == &**raw_topic {
+            Arc::clone(raw_topic)
+        } else {
+            m.topic().into()
+        },
+        partition: m.partition(),
+        offset: m.offset(),
+        payload,
+    });
+    estimate
 }
 
 /// A batch stored and published: its worker, free again, and the offsets to

@@ -517,3 +517,63 @@ async fn rows_past_retention_are_deleted_on_plain_postgresql() {
     shutdown.cancel();
     p.wait().await.expect("stop");
 }
+
+/// A quiet pipeline writes a reading as soon as nothing more is queued: with
+/// `max_wait` an hour, a lone sample is stored anyway (it used to wait for
+/// company until `max_wait`); with `write_when_idle` off it waits.
+#[tokio::test]
+async fn a_lone_reading_is_written_without_waiting_for_max_wait() {
+    let (db_url, topics) = (
+        fresh_database().await,
+        create_topics(&unique("p-idle")).await,
+    );
+    let prefix = unique("ID");
+    let registry = registry_file(&prefix, 1);
+    let mut config = test_config(&db_url, &topics, registry);
+    config.batch.max_wait = Duration::from_secs(3600);
+    config.batch.max_readings = 1_000_000;
+    let shutdown = CancellationToken::new();
+    let p = Processor::start(
+        config.clone(),
+        quantrac_processor::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    produce(&topics.raw, &samples(&prefix, 1, 1)).await;
+    let client = db(&db_url).await;
+    let n = wait_for_count(&client, "SELECT count(*) FROM readings", 4, WAIT).await;
+    assert_eq!(n, 4, "the lone sample waited for max_wait");
+    shutdown.cancel();
+    p.wait().await.expect("stop");
+
+    // The old behaviour, for contrast: nothing within a few seconds.
+    config.batch.write_when_idle = false;
+    config.kafka.group_id = unique("held");
+    let topics = create_topics(&unique("p-held")).await;
+    config.kafka.raw_topic = topics.raw.clone();
+    config.kafka.valid_topic = topics.valid.clone();
+    config.kafka.rejected_topic = topics.rejected.clone();
+    let shutdown = CancellationToken::new();
+    let p = Processor::start(
+        config,
+        quantrac_processor::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    let later = samples(&prefix, 1, 2);
+    produce(&topics.raw, &later[1..]).await;
+    let n = wait_for_count(
+        &client,
+        "SELECT count(*) FROM readings",
+        8,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(n, 4, "held back until max_wait");
+    shutdown.cancel();
+    p.wait().await.expect("stop");
+}
