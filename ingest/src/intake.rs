@@ -159,6 +159,12 @@ impl Intake {
         self.sink.send(&prepared.records).await
     }
 
+    /// Hands the records of a failed delivery to Kafka again; see
+    /// [`Sink::resend`].
+    pub async fn republish(&self, prepared: &Prepared) -> Result<Acks, SinkError> {
+        self.sink.resend(&prepared.records).await
+    }
+
     pub fn sink(&self) -> &Sink {
         &self.sink
     }

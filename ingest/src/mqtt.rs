@@ -323,7 +323,9 @@ async fn ack_in_order(
                         () = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
-                    acks = match intake.publish(&prepared).await {
+                    // Outside the window: the later messages holding it are
+                    // freed only by this task.
+                    acks = match intake.republish(&prepared).await {
                         Ok(a) => a,
                         Err(_) => return,
                     };

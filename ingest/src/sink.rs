@@ -119,8 +119,21 @@ impl Sink {
     /// which stalled every station for good.
     pub async fn send(&self, records: &[OutRecord]) -> Result<Acks, SinkError> {
         let n = u32::try_from(records.len().max(1)).unwrap_or(u32::MAX);
+        self.send_holding(records, n.min(self.window)).await
+    }
+
+    /// Sends again records whose delivery failed, outside the window: the
+    /// caller is the one task that frees the window (the MQTT PUBACK task,
+    /// in order), so waiting for room here would wait for itself. Bounded
+    /// all the same: that task retries one message at a time.
+    pub async fn resend(&self, records: &[OutRecord]) -> Result<Acks, SinkError> {
+        self.send_holding(records, 0).await
+    }
+
+    async fn send_holding(&self, records: &[OutRecord], permits: u32) -> Result<Acks, SinkError> {
+        let n = u32::try_from(records.len().max(1)).unwrap_or(u32::MAX);
         let permit = Arc::clone(&self.permits)
-            .acquire_many_owned(n.min(self.window))
+            .acquire_many_owned(permits)
             .await
             .map_err(|_| SinkError::Closed)?;
         let started = Instant::now();

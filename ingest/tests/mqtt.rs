@@ -316,3 +316,73 @@ async fn a_message_over_the_payload_limit_is_refused_and_the_next_arrives() {
     ingest.wait().await.expect("stop");
     forget_session(&node).await;
 }
+
+/// A delivery that fails while later messages fill the in-flight window is
+/// retried, and every message is acknowledged. The retry used to wait for
+/// window permits that only the later messages' PUBACKs (queued behind the
+/// retry) would free: ingest stopped for good after one Kafka failure.
+#[tokio::test]
+async fn a_failed_delivery_is_retried_while_later_messages_fill_the_window() {
+    let topics = create_topics(&unique("t-retry")).await;
+    let node = unique("n");
+    let station = unique("RT");
+    let mut config = test_config(&topics, &node);
+    config.mqtt.enabled = true;
+    config.tcp.enabled = false;
+    config.max_in_flight = 2;
+    // The durable side is this test: the first batch fails (as a Kafka
+    // outage would), every later one is stored.
+    let (bus, mut batches) = quantrac_plumbing::bus::channel(16);
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answers = std::sync::Arc::clone(&answered);
+    tokio::spawn(async move {
+        while let Some(batch) = batches.recv().await {
+            let n = answers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let outcome = if n == 0 {
+                Err(quantrac_plumbing::bus::BusError::NotStored {
+                    reason: "the test's outage".into(),
+                    retryable: true,
+                })
+            } else {
+                Ok(())
+            };
+            let _ = batch.done.send(outcome);
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let ingest = Ingest::start(
+        config,
+        quantrac_ingest::Edge::Bus(bus),
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    let status = ingest.status.clone();
+    eventually("MQTT connected", || status.snapshot().mqtt_connected).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let messages: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            let at = Utc
+                .with_ymd_and_hms(2025, 6, 1, 1, i * 5, 0)
+                .single()
+                .expect("t");
+            (
+                format!("stations/{station}/readings"),
+                json::encode(&sample(&station, at, 40.0)),
+            )
+        })
+        .collect();
+    publish_all(&messages).await;
+    eventually("all six acknowledged after the retry", || {
+        status.snapshot().acknowledged >= 6
+    })
+    .await;
+    assert!(
+        answered.load(std::sync::atomic::Ordering::SeqCst) >= 7,
+        "the failed batch was sent again"
+    );
+    shutdown.cancel();
+    ingest.wait().await.expect("stop");
+    forget_session(&node).await;
+}

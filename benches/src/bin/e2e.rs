@@ -93,6 +93,10 @@ struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
+    /// Run the processor as before `batch.write_when_idle` (each batch waits
+    /// up to `batch.max_wait` to fill), for a before/after comparison.
+    #[arg(long)]
+    processor_waits: bool,
     /// Rows for the psql \copy limit.
     #[arg(long, default_value_t = 300_000)]
     copy_rows: i64,
@@ -477,6 +481,7 @@ async fn main() -> Result<()> {
         ..Default::default()
     };
     p.http.listen = processor_http;
+    p.batch.write_when_idle = !args.processor_waits;
     p.kafka.brokers = brokers.clone();
     p.kafka.group_id = unique("e2e-p");
     p.kafka.raw_topic = raw.clone();
@@ -928,6 +933,15 @@ async fn main() -> Result<()> {
     for p in [ingest, alerting, processor] {
         p.stop().await;
     }
+    // Ingest's persistent session would otherwise stay on the broker and
+    // queue every later run's messages (and slow the broker down).
+    forget_session(
+        &mqtt_url,
+        &i.mqtt.username,
+        &i.mqtt.password,
+        &format!("quantrac-{}", i.node_id),
+    )
+    .await;
 
     // The machine's limits, with the pipeline stopped.
     let copy = psql_copy(&db_url, args.copy_rows).await;
@@ -1097,6 +1111,22 @@ async fn main() -> Result<()> {
     )
     .await;
     Ok(())
+}
+
+/// Ends an MQTT session: a clean-session connection with its client id.
+async fn forget_session(url: &str, user: &str, password: &str, client_id: &str) {
+    let Ok(b) = quantrac_ingest::mqtt::broker_address(url) else {
+        return;
+    };
+    let mut o = rumqttc::MqttOptions::new(client_id, b.host, b.port);
+    o.set_credentials(user, password).set_clean_session(true);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 8);
+    if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) =
+        tokio::time::timeout(Duration::from_secs(10), el.poll()).await
+    {
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
+    }
 }
 
 /// Rows/s of `psql \copy` loading `rows` stored readings into a copy of the
