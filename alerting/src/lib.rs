@@ -40,6 +40,7 @@ pub mod grpc;
 pub mod live;
 pub mod mail;
 pub mod notify;
+pub mod ownership;
 pub mod rules;
 pub mod service;
 pub mod store;

@@ -258,7 +258,21 @@ impl EngineTask {
             &self.config.node_id,
             self.config.kafka.session_timeout,
         );
-        let consumer: StreamConsumer = quantrac_plumbing::kafka::create(&cc, "consumer")?;
+        // Several instances share the topic: each watches for silence only
+        // the stations whose partitions it holds.
+        let ownership = Arc::new(crate::ownership::Ownership::default());
+        self.engine.set_owner(Arc::clone(&ownership));
+        let context = OwnershipContext {
+            ownership,
+            topic: self.config.kafka.valid_topic.clone(),
+        };
+        let consumer: StreamConsumer<OwnershipContext> =
+            cc.create_with_context(context).map_err(|source| {
+                quantrac_plumbing::kafka::KafkaError::Create {
+                    what: "consumer",
+                    source,
+                }
+            })?;
         consumer
             .subscribe(&[&self.config.kafka.valid_topic])
             .map_err(|e| quantrac_plumbing::kafka::KafkaError::operation("subscribe", e))?;
@@ -269,7 +283,7 @@ impl EngineTask {
 
     async fn consume(
         &mut self,
-        consumer: &StreamConsumer,
+        consumer: &StreamConsumer<OwnershipContext>,
         clock: &mut Clock,
         shutdown: &CancellationToken,
     ) -> Result<(), AlertingError> {
@@ -322,6 +336,48 @@ impl EngineTask {
         let events = self.engine.tick(Utc::now());
         self.apply(events, shutdown).await?;
         Ok(())
+    }
+}
+
+/// Keeps `Ownership` in step with the consumer group's assignment.
+struct OwnershipContext {
+    ownership: Arc<crate::ownership::Ownership>,
+    topic: String,
+}
+
+impl rdkafka::ClientContext for OwnershipContext {}
+
+impl rdkafka::consumer::ConsumerContext for OwnershipContext {
+    fn post_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::{Consumer as _, Rebalance};
+        let ours = |tpl: &rdkafka::TopicPartitionList| -> Vec<i32> {
+            tpl.elements_for_topic(&self.topic)
+                .iter()
+                .map(rdkafka::topic_partition_list::TopicPartitionListElem::partition)
+                .collect()
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let count = consumer
+                    .fetch_metadata(Some(&self.topic), Duration::from_secs(5))
+                    .ok()
+                    .and_then(|m| {
+                        m.topics()
+                            .iter()
+                            .find(|t| t.name() == self.topic)
+                            .and_then(|t| u32::try_from(t.partitions().len()).ok())
+                    });
+                let parts = ours(tpl);
+                tracing::info!(partitions = ?parts, topic_partitions = ?count, "readings.valid partitions assigned");
+                self.ownership.assign(&parts, count, Utc::now());
+            }
+            Rebalance::Revoke(tpl) => self.ownership.revoke(&ours(tpl)),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "consumer group rebalance failed"),
+        }
     }
 }
 

@@ -58,14 +58,23 @@ pub fn database(
     quantrac_db::parse_url(url).map_err(|e| AlertStoreError::Url(e.to_string()))
 }
 
+/// Longest any alerting statement may run: a statement stuck on a lock or
+/// a sick server fails (and is retried) instead of stalling the engine for
+/// good. Generous: the warm-up reads a day of readings in one statement.
+pub const STATEMENT_TIMEOUT: &str = "5min";
+
 pub async fn connect(url: &str) -> Result<Client, AlertStoreError> {
-    let (config, tls) = database(url)?;
+    let (mut config, tls) = database(url)?;
+    config.connect_timeout(std::time::Duration::from_secs(10));
     let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "alerting database connection closed");
         }
     });
+    client
+        .batch_execute(&format!("SET statement_timeout = '{STATEMENT_TIMEOUT}'"))
+        .await?;
     Ok(client)
 }
 

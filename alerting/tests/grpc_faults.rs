@@ -151,3 +151,19 @@ async fn subscriptions_are_bounded_and_free_their_place() {
     stop.cancel();
     alerting.wait().await.expect("clean stop");
 }
+
+/// Every alerting connection has a statement timeout (issue 12: none had
+/// one, so one statement stuck on a lock could stall the engine for good).
+#[tokio::test]
+async fn alerting_connections_have_a_statement_timeout() {
+    let db_url = fresh_database().await;
+    let client = quantrac_alerting::store::connect(&db_url)
+        .await
+        .expect("connect");
+    let timeout: String = client
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(timeout, quantrac_alerting::store::STATEMENT_TIMEOUT);
+}

@@ -84,3 +84,180 @@ async fn a_subscriber_on_either_instance_sees_both_instances_changes() {
     a.wait().await.expect("a stopped cleanly");
     b.wait().await.expect("b stopped cleanly");
 }
+
+/// A `StoredReadingBatch` of `station`, measured now (as the processor
+/// publishes it on `readings.valid`).
+fn live_cod(station: &str) -> quantrac_proto::v1::StoredReadingBatch {
+    use quantrac_proto::domain::{DeviceStatus, to_timestamp};
+    let now = chrono::Utc::now();
+    quantrac_proto::v1::StoredReadingBatch {
+        station_id: station.into(),
+        readings: vec![quantrac_proto::v1::StoredReading {
+            station_id: station.into(),
+            parameter: "COD".into(),
+            value: 10.0,
+            unit: "mg/L".into(),
+            measured_at: Some(to_timestamp(now)),
+            status: DeviceStatus::Measuring as i32,
+            device_flag: "00".into(),
+            qc_flag: "valid".into(),
+            source: 0,
+            received_at: Some(to_timestamp(now)),
+            ingest_id: uuid::Uuid::now_v7().to_string(),
+        }],
+    }
+}
+
+/// Two instances in one consumer group (as the README describes) on a
+/// 6-partition `readings.valid`: a station that sends raises no data gap,
+/// and each silent station raises exactly one. Every engine used to watch
+/// every station, so a sending station whose readings went to the other
+/// instance looked silent, and a silent one got two gap alerts.
+#[tokio::test]
+async fn two_instances_in_one_group_call_each_silence_once() {
+    use prost::Message as _;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let db_url = fresh_database().await;
+    let base = unique("gap2");
+    let (valid, alerts) = (format!("{base}.valid"), format!("{base}.alerts"));
+    quantrac_testkit::kafka::create(&[&valid, &alerts], 6).await;
+    let sending: Vec<String> = (0..4).map(|i| format!("{base}-{i}")).collect();
+    let silent: Vec<String> = (4..8).map(|i| format!("{base}-{i}")).collect();
+    let registry = quantrac_testkit::registry::Outfalls::numbered(&base, 8)
+        .measuring(&["COD"])
+        .expected_interval("5s")
+        .write()
+        .expect("registry");
+    // Silent for 2 x 5 s (and at least 1 s): a gap.
+    let rules = std::env::temp_dir().join(format!("{base}-rules.toml"));
+    std::fs::write(
+        &rules,
+        "[defaults]\ngap.enabled = true\ngap.factor = 2\ngap.min = \"1s\"\n",
+    )
+    .expect("rules");
+    let group = unique("alerting");
+    let start = |node: &str| {
+        let mut c = common::alerting_config(&db_url, &registry);
+        c.node_id = node.to_owned();
+        c.rules = rules.clone();
+        c.kafka.brokers = quantrac_testkit::env::kafka_brokers();
+        c.kafka.group_id = group.clone();
+        c.kafka.valid_topic = valid.clone();
+        c.kafka.alerts_topic = alerts.clone();
+        c
+    };
+    let stop = CancellationToken::new();
+    let a = Alerting::start(
+        start("a"),
+        quantrac_alerting::Edge::Kafka,
+        None,
+        stop.clone(),
+    )
+    .await
+    .expect("instance a");
+    let b = Alerting::start(
+        start("b"),
+        quantrac_alerting::Edge::Kafka,
+        None,
+        stop.clone(),
+    )
+    .await
+    .expect("instance b");
+
+    // The sending stations send every 500 ms, each to its own partition.
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", quantrac_testkit::env::kafka_brokers())
+        .create()
+        .expect("producer");
+    let feeding = CancellationToken::new();
+    let feeder = {
+        let (producer, valid, sending, feeding) = (
+            producer.clone(),
+            valid.clone(),
+            sending.clone(),
+            feeding.clone(),
+        );
+        tokio::spawn(async move {
+            while !feeding.is_cancelled() {
+                for s in &sending {
+                    let payload = live_cod(s).encode_to_vec();
+                    let _ = producer
+                        .send(
+                            FutureRecord::to(&valid).key(s).payload(&payload),
+                            Duration::from_secs(10),
+                        )
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+
+    let db = quantrac_testkit::db::connect(&db_url).await;
+    let gaps = || async {
+        let rows = db
+            .query(
+                "SELECT station_id, count(*) FROM alerts WHERE rule = 'data_gap' GROUP BY station_id",
+                &[],
+            )
+            .await
+            .expect("gaps");
+        rows.iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let g = gaps().await;
+        if silent.iter().all(|s| g.contains_key(s)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every silent station got a gap alert: {g:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // More ticks on both instances, well past every threshold.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let g = gaps().await;
+    for s in &silent {
+        assert_eq!(g.get(s), Some(&1), "{s}: {g:?}");
+    }
+    for s in &sending {
+        assert_eq!(g.get(s), None, "{s} sends but got a gap alert: {g:?}");
+    }
+    feeding.cancel();
+    let _ = feeder.await;
+    stop.cancel();
+    a.wait().await.expect("a stops");
+    b.wait().await.expect("b stops");
+}
+
+/// The partition alerting computes for a station is the one librdkafka's
+/// default partitioner chose for it (what the ownership rule relies on).
+#[tokio::test]
+async fn station_partitions_match_the_producers() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let topic = unique("parts");
+    quantrac_testkit::kafka::create(&[&topic], 6).await;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", quantrac_testkit::env::kafka_brokers())
+        .create()
+        .expect("producer");
+    for i in 0..50 {
+        let key = format!("PY-ST{i:02}");
+        let delivered = producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload("x"),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+        assert_eq!(
+            delivered.partition,
+            quantrac_alerting::ownership::partition_of(key.as_bytes(), 6),
+            "{key}"
+        );
+    }
+}

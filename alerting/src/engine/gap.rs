@@ -32,9 +32,19 @@ impl Engine {
             series,
             stations,
             book,
+            owner,
             ..
         } = self;
         for (id, track) in stations.iter_mut() {
+            // Another instance hears this station: only it may call it
+            // silent. Ours: silent at most since we started hearing it.
+            let started = match owner {
+                None => started,
+                Some(o) => match o.watching_since(id) {
+                    Some(since) => since.max(started),
+                    None => continue,
+                },
+            };
             refresh_station(track, id, generation, rules, registry);
             if station_gap(id, track, book, generation, now, started, offset, out) {
                 // One alert for the station, not one per parameter.
@@ -119,7 +129,11 @@ fn silent_since(
     last_arrival: Option<DateTime<Utc>>,
     started: DateTime<Utc>,
 ) -> DateTime<Utc> {
-    newest.map_or(started, |n| n.max(last_arrival.unwrap_or(started)))
+    // Never before `started`: the engine's start, or the time this
+    // instance began to hear the station (a rebalance gave it here).
+    newest
+        .map_or(started, |n| n.max(last_arrival.unwrap_or(started)))
+        .max(started)
 }
 
 fn gap_finding(

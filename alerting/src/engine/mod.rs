@@ -197,6 +197,9 @@ pub struct Engine {
     book: Book,
     started_at: Option<DateTime<Utc>>,
     stats: EngineStats,
+    /// With several instances: the stations this one watches for silence
+    /// (see `ownership`). `None`: every station (one instance, single node).
+    owner: Option<Arc<crate::ownership::Ownership>>,
 }
 
 impl Engine {
@@ -210,9 +213,16 @@ impl Engine {
             book: Book::default(),
             started_at: None,
             stats: EngineStats::default(),
+            owner: None,
         };
         engine.sync_registry();
         engine
+    }
+
+    /// Watch for silence only the stations `owner` says are this
+    /// instance's.
+    pub fn set_owner(&mut self, owner: Arc<crate::ownership::Ownership>) {
+        self.owner = Some(owner);
     }
 
     /// New rules; every window, incident and alert is kept. Windows of a
