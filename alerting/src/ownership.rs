@@ -56,6 +56,12 @@ impl Ownership {
         }
     }
 
+    /// Whether the topic's partition count is still unknown (its metadata
+    /// could not be read at the last assignment).
+    pub fn count_unknown(&self) -> bool {
+        self.state().partitions.is_none()
+    }
+
     /// Partitions taken away.
     pub fn revoke(&self, partitions: &[i32]) {
         let mut s = self.state();

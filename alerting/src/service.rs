@@ -291,7 +291,17 @@ impl EngineTask {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 Some(command) = self.commands.recv() => self.command(command, shutdown).await?,
-                _ = clock.tick.tick() => self.on_tick(clock, shutdown).await?,
+                _ = clock.tick.tick() => {
+                    let ctx = consumer.context();
+                    if ctx.ownership.count_unknown() {
+                        let count = consumer
+                            .fetch_metadata(Some(&ctx.topic), Duration::from_secs(1))
+                            .ok()
+                            .and_then(|m| m.topics().first().and_then(|t| u32::try_from(t.partitions().len()).ok()));
+                        ctx.ownership.assign(&[], count, Utc::now());
+                    }
+                    self.on_tick(clock, shutdown).await?;
+                }
                 m = consumer.recv() => {
                     let m = match m {
                         Ok(m) => m,
@@ -373,6 +383,14 @@ impl rdkafka::consumer::ConsumerContext for OwnershipContext {
                     });
                 let parts = ours(tpl);
                 tracing::info!(partitions = ?parts, topic_partitions = ?count, "readings.valid partitions assigned");
+                if count.is_none() {
+                    // Without the count no station can be placed; the
+                    // clock tick asks again.
+                    tracing::warn!(
+                        topic = self.topic,
+                        "partition count of readings.valid unknown; data gaps wait until it is read"
+                    );
+                }
                 self.ownership.assign(&parts, count, Utc::now());
             }
             Rebalance::Revoke(tpl) => self.ownership.revoke(&ours(tpl)),

@@ -1091,9 +1091,10 @@ async fn main() -> Result<()> {
     std::fs::write(stem.with_extension("svg"), svg)?;
     let _ = writeln!(md, "\n![rate and latency over the run](e2e-{stamp}.svg)");
     std::fs::write(stem.with_extension("md"), &md)?;
+    // Compact: thousands of probes and samples per run.
     std::fs::write(
         stem.with_extension("json"),
-        serde_json::to_string_pretty(&json_out)?,
+        serde_json::to_string(&json_out)?,
     )?;
     println!("\n{md}\nreport: {}.{{md,json,svg}}", stem.display());
     let _ = db.batch_execute("SELECT 1").await;
