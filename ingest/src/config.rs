@@ -439,7 +439,8 @@ mod tests {
     #[test]
     fn invalid_value_names_the_field() {
         let err =
-            IngestConfig::from_toml("[hj212]\nutc_offset = \"7\"\n").expect_err("must be refused");
+            IngestConfig::from_toml("[mqtt]\npassword = \"p\"\n[hj212]\nutc_offset = \"7\"\n")
+                .expect_err("must be refused");
         assert!(err.to_string().contains("hj212.utc_offset"), "{err}");
         let err = IngestConfig::from_toml("[tcp]\nread_timeout = \"soon\"\n")
             .expect_err("must be refused");
