@@ -152,16 +152,25 @@ async fn officers_facility_and_escalation_are_told_and_other_zones_are_not() {
     // Another zone's officer hears nothing of it.
     assert_eq!(received(&s.ap).get("subscription"), None);
 
-    // Every row sent once, none pending or failed.
+    // Every row sent once, none pending or failed. A row is marked sent
+    // only after the SMTP server accepted it, so the mail can be in the
+    // Maildir a moment before its row says so: wait for the marks.
     let db = quantrac_testkit::db::connect(&db_url).await;
-    let unsent: i64 = db
-        .query_one(
-            "SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL",
-            &[],
-        )
-        .await
-        .expect("outbox")
-        .get(0);
+    let deadline = tokio::time::Instant::now() + within;
+    let unsent = loop {
+        let unsent: i64 = db
+            .query_one(
+                "SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL",
+                &[],
+            )
+            .await
+            .expect("outbox")
+            .get(0);
+        if unsent == 0 || tokio::time::Instant::now() > deadline {
+            break unsent;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(unsent, 0);
     // A few ticks later, still exactly one of each (no repeat).
     tokio::time::sleep(Duration::from_secs(1)).await;
