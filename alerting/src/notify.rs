@@ -186,17 +186,9 @@ async fn post(
                 .connect(name, stream)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            sender
+            http1(stream).await?
         } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            sender
+            http1(stream).await?
         };
         let mut request = Request::post(&uri)
             .header(hyper::header::HOST, host.as_str())
@@ -226,6 +218,21 @@ async fn post(
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| "timed out".to_owned())?
+}
+
+/// An HTTP/1 client connection over `stream` (plain or TLS), its driver
+/// running on its own task.
+async fn http1<S>(
+    stream: S,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 /// Marks where a URL seen for the first time starts: at the newest event

@@ -294,10 +294,7 @@ impl EngineTask {
                 _ = clock.tick.tick() => {
                     let ctx = consumer.context();
                     if ctx.ownership.count_unknown() {
-                        let count = consumer
-                            .fetch_metadata(Some(&ctx.topic), Duration::from_secs(1))
-                            .ok()
-                            .and_then(|m| m.topics().first().and_then(|t| u32::try_from(t.partitions().len()).ok()));
+                        let count = ctx.partition_count(consumer, Duration::from_secs(1));
                         ctx.ownership.assign(&[], count, Utc::now());
                     }
                     self.on_tick(clock, shutdown).await?;
@@ -355,6 +352,15 @@ struct OwnershipContext {
     topic: String,
 }
 
+impl OwnershipContext {
+    /// The topic's partition count, as the broker gives it.
+    fn partition_count<C: Consumer<Self>>(&self, consumer: &C, timeout: Duration) -> Option<u32> {
+        let metadata = consumer.fetch_metadata(Some(&self.topic), timeout).ok()?;
+        let topic = metadata.topics().iter().find(|t| t.name() == self.topic)?;
+        u32::try_from(topic.partitions().len()).ok()
+    }
+}
+
 impl rdkafka::ClientContext for OwnershipContext {}
 
 impl rdkafka::consumer::ConsumerContext for OwnershipContext {
@@ -363,7 +369,7 @@ impl rdkafka::consumer::ConsumerContext for OwnershipContext {
         consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &rdkafka::consumer::Rebalance<'_>,
     ) {
-        use rdkafka::consumer::{Consumer as _, Rebalance};
+        use rdkafka::consumer::Rebalance;
         let ours = |tpl: &rdkafka::TopicPartitionList| -> Vec<i32> {
             tpl.elements_for_topic(&self.topic)
                 .iter()
@@ -372,15 +378,7 @@ impl rdkafka::consumer::ConsumerContext for OwnershipContext {
         };
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let count = consumer
-                    .fetch_metadata(Some(&self.topic), Duration::from_secs(5))
-                    .ok()
-                    .and_then(|m| {
-                        m.topics()
-                            .iter()
-                            .find(|t| t.name() == self.topic)
-                            .and_then(|t| u32::try_from(t.partitions().len()).ok())
-                    });
+                let count = self.partition_count(consumer, Duration::from_secs(5));
                 let parts = ours(tpl);
                 tracing::info!(partitions = ?parts, topic_partitions = ?count, "readings.valid partitions assigned");
                 if count.is_none() {

@@ -161,37 +161,37 @@ impl Ingest {
             async move { Ok(http.serve(health, metrics, shutdown).await?) }
         });
 
-        let (mut tcp_addr, mut tls_addr) = (None, None);
-        let tls_port = match (&config.tcp.tls_listen, &config.tcp.tls) {
-            (Some(addr), Some(files)) if config.tcp.enabled => Some((*addr, files)),
+        // The plain port and the TLS port: the same receiver, with or
+        // without a TLS acceptor in front.
+        let plain = (config.tcp.enabled && config.tcp.plain).then_some((config.tcp.listen, None));
+        let tls = match (&config.tcp.tls_listen, &config.tcp.tls) {
+            (Some(addr), Some(files)) if config.tcp.enabled => Some((
+                *addr,
+                Some(tokio_rustls::TlsAcceptor::from(
+                    quantrac_plumbing::tls::server_config(files, &[])?,
+                )),
+            )),
             _ => None,
         };
-        if config.tcp.enabled && config.tcp.plain {
-            let listener = bind_tcp(config.tcp.listen, "tcp").await?;
-            tcp_addr = listener.local_addr().ok();
+        let mut bound = [None, None];
+        for (slot, (addr, acceptor)) in [plain, tls]
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|p| (i, p)))
+        {
+            let listener =
+                bind_tcp(addr, if acceptor.is_some() { "tcp.tls" } else { "tcp" }).await?;
+            bound[slot] = listener.local_addr().ok();
             tasks.spawn(tcp::run(
                 Arc::clone(&config),
                 intake.clone(),
                 Arc::clone(&credentials),
                 listener,
-                None,
+                acceptor,
                 shutdown.clone(),
             ));
         }
-        if let Some((addr, files)) = tls_port {
-            let acceptor =
-                tokio_rustls::TlsAcceptor::from(quantrac_plumbing::tls::server_config(files, &[])?);
-            let listener = bind_tcp(addr, "tcp.tls").await?;
-            tls_addr = listener.local_addr().ok();
-            tasks.spawn(tcp::run(
-                Arc::clone(&config),
-                intake.clone(),
-                Arc::clone(&credentials),
-                listener,
-                Some(acceptor),
-                shutdown.clone(),
-            ));
-        }
+        let [tcp_addr, tls_addr] = bound;
         if config.mqtt.enabled {
             tasks.spawn(mqtt::run(
                 Arc::clone(&config),

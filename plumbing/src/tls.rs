@@ -57,10 +57,18 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The certificates in a PEM file, at least one.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        source: rustls::pki_types::pem::Error::Io(e),
+    })
+}
+
+/// The certificates in `pem` (read from `path`), at least one.
+fn certs_in(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::Read {
             what: "certificates",
             path: path.to_owned(),
@@ -75,9 +83,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// The private key in a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| match source {
+/// The private key in `pem` (read from `path`).
+fn key_in(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|source| match source {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::Empty {
             what: "private key",
             path: path.to_owned(),
@@ -90,10 +98,10 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// The trust anchors of a PEM file.
-pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+/// The trust anchors among `certs` (from `path`).
+fn roots_of(path: &Path, certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    let (_, ignored) = roots.add_parsable_certificates(load_certs(path)?);
+    let (_, ignored) = roots.add_parsable_certificates(certs);
     if roots.is_empty() {
         return Err(TlsError::Empty {
             what: "usable CA certificate",
@@ -104,6 +112,21 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
         tracing::warn!(path = %path.display(), ignored, "tls: some CA certificates could not be used");
     }
     Ok(roots)
+}
+
+/// The certificates in a PEM file, at least one.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    certs_in(path, &read("certificates", path)?)
+}
+
+/// The private key in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    key_in(path, &read("private key", path)?)
+}
+
+/// The trust anchors of a PEM file.
+pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    roots_of(path, load_certs(path)?)
 }
 
 /// A server configuration; `alpn` lists the protocols offered (e.g. `h2`).
@@ -160,24 +183,18 @@ pub fn client_config(
 /// TLS for a gRPC server (tonic), from the same files: HTTP/2 only.
 pub fn grpc_server(tls: &ServerTls) -> Result<tonic::transport::ServerTlsConfig, TlsError> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let read = |what: &'static str, path: &Path| {
-        // Parsed once here so that a bad file is named at start.
-        std::fs::read(path).map_err(|e| TlsError::Read {
-            what,
-            path: path.to_owned(),
-            source: rustls::pki_types::pem::Error::Io(e),
-        })
-    };
-    load_certs(&tls.cert)?;
-    load_key(&tls.key)?;
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
-        read("certificates", &tls.cert)?,
-        read("private key", &tls.key)?,
-    ));
+    // Each file read once, and parsed here so that a bad one is named at
+    // start rather than at the first handshake.
+    let cert = read("certificates", &tls.cert)?;
+    certs_in(&tls.cert, &cert)?;
+    let key = read("private key", &tls.key)?;
+    key_in(&tls.key, &key)?;
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
     if let Some(ca) = &tls.client_ca {
-        load_roots(ca)?;
+        let pem = read("client CA", ca)?;
+        roots_of(ca, certs_in(ca, &pem)?)?;
         config = config
-            .client_ca_root(Certificate::from_pem(read("client CA", ca)?))
+            .client_ca_root(Certificate::from_pem(pem))
             .client_auth_optional(!tls.require_client_cert);
     }
     Ok(config)
@@ -189,12 +206,8 @@ pub fn grpc_client(ca: Option<&Path>) -> Result<tonic::transport::ClientTlsConfi
     use tonic::transport::{Certificate, ClientTlsConfig};
     Ok(match ca {
         Some(path) => {
-            load_roots(path)?;
-            let pem = std::fs::read(path).map_err(|e| TlsError::Read {
-                what: "CA certificates",
-                path: path.to_owned(),
-                source: rustls::pki_types::pem::Error::Io(e),
-            })?;
+            let pem = read("CA certificates", path)?;
+            roots_of(path, certs_in(path, &pem)?)?;
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
         }
         None => ClientTlsConfig::new().with_webpki_roots(),

@@ -287,23 +287,15 @@ fn reported_refusal(row: &quantrac_db::ReportedRow, e: &StoreError) -> RejectedR
         total: row.total,
         ..Default::default()
     };
-    RejectedReading {
-        raw: reading.encode_to_vec(),
-        reason: RejectReason::StorageRefused.as_str().to_owned(),
-        detail: e.to_string(),
-        station_id: row.station_id.clone(),
-        parameter: row.parameter.clone(),
-        measured_at: None,
-        // Unique per record even without an ingest id.
-        key: format!(
-            "reported/{}/{}/{}/{}",
-            row.station_id,
-            row.parameter,
-            row.kind,
-            row.period_start.to_rfc3339()
-        ),
-        ..Default::default()
-    }
+    // Unique per record even without an ingest id.
+    let key = format!(
+        "reported/{}/{}/{}/{}",
+        row.station_id,
+        row.parameter,
+        row.kind,
+        row.period_start.to_rfc3339()
+    );
+    storage_refused(reading, e, key)
 }
 
 /// A reading the database refused, as a rejection: the reading as it was
@@ -323,24 +315,35 @@ fn refusal(row: &Normalised, e: &StoreError) -> RejectedReading {
         ingest_id: row.ingest_id.clone(),
         ..Default::default()
     };
+    // A replay of the same reading finds the same key.
+    let key = if row.ingest_id.is_empty() {
+        format!(
+            "{}/{}/{}",
+            row.station_id,
+            row.parameter,
+            row.measured_at.timestamp_micros()
+        )
+    } else {
+        row.ingest_id.clone()
+    };
+    storage_refused(reading, e, key)
+}
+
+/// The rejection of what the database refused: the record as it was, the
+/// database's reason, and no time (it may be what was refused).
+fn storage_refused(
+    reading: quantrac_proto::v1::Reading,
+    e: &StoreError,
+    key: String,
+) -> RejectedReading {
     RejectedReading {
-        raw: reading.encode_to_vec(),
         reason: RejectReason::StorageRefused.as_str().to_owned(),
         detail: e.to_string(),
-        station_id: row.station_id.clone(),
-        parameter: row.parameter.clone(),
+        station_id: reading.station_id.clone(),
+        parameter: reading.parameter.clone(),
         measured_at: None,
-        // A replay of the same reading finds the same key.
-        key: if row.ingest_id.is_empty() {
-            format!(
-                "{}/{}/{}",
-                row.station_id,
-                row.parameter,
-                row.measured_at.timestamp_micros()
-            )
-        } else {
-            row.ingest_id.clone()
-        },
+        key,
+        raw: reading.encode_to_vec(),
         ..Default::default()
     }
 }

@@ -16,6 +16,21 @@ fn measured(parameter: &str, value: f64, unit: &str) -> SampleValue {
     }
 }
 
+/// One sample of pH 7.2, TSS 30, the given COD and NH4 2 (mg/L) from
+/// `station` at `at`: inside range and permit unless `cod` is not.
+pub fn outfall(station: &str, at: DateTime<Utc>, cod: f64) -> Sample {
+    Sample {
+        station_id: station.into(),
+        measured_at: at,
+        values: vec![
+            measured("pH", 7.2, "pH"),
+            measured("TSS", 30.0, "mg/L"),
+            measured("COD", cod, "mg/L"),
+            measured("NH4", 2.0, "mg/L"),
+        ],
+    }
+}
+
 /// `per_station` samples of pH, TSS, COD and NH4 for each of the outfalls
 /// `<prefix>-0` … `<prefix>-<stations-1>`, 5 minutes apart, the last one 15
 /// minutes ago, whole seconds; every value inside range and permit.

@@ -45,12 +45,11 @@ use prost::Message;
 use quantrac_alerting::AlertingConfig;
 use quantrac_ingest::IngestConfig;
 use quantrac_processor::ProcessorConfig;
-use quantrac_proto::domain::DeviceStatus;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
 use quantrac_proto::v1::{StoredReadingBatch, SubscribeAlertsRequest};
 use quantrac_proto::wire::json;
-use quantrac_proto::{Sample, SampleValue};
 use quantrac_testkit::registry::Outfalls;
+use quantrac_testkit::samples::outfall as sample;
 use quantrac_testkit::{unique, unique_ident};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message as _};
@@ -218,28 +217,6 @@ fn prom_counter(page: &str, name: &str) -> f64 {
         .filter(|l| l[name.len()..].starts_with([' ', '{']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn sample(station: &str, at: chrono::DateTime<Utc>, cod: f64) -> Sample {
-    let v = |p: &str, value: f64, unit: &str| SampleValue {
-        parameter: p.into(),
-        value,
-        unit: unit.into(),
-        status: DeviceStatus::Measuring,
-        device_flag: "00".into(),
-        report: None,
-        converted: None,
-    };
-    Sample {
-        station_id: station.into(),
-        measured_at: at,
-        values: vec![
-            v("pH", 7.2, "pH"),
-            v("TSS", 30.0, "mg/L"),
-            v("COD", cod, "mg/L"),
-            v("NH4", 2.0, "mg/L"),
-        ],
-    }
 }
 
 /// Offered samples/s for one link, read at each tick so steps change it.
