@@ -146,6 +146,11 @@ pub struct StorageConfig {
     /// everywhere.
     #[serde(with = "humantime_serde")]
     pub cleanup_every: Duration,
+    /// TimescaleDB: how often the processor refreshes the hourly and daily
+    /// continuous aggregates over all time (late readings older than the
+    /// refresh policies' windows reach them too). 0 turns it off.
+    #[serde(with = "humantime_serde")]
+    pub refresh_rollups_every: Duration,
 }
 
 impl StorageConfig {
@@ -167,6 +172,7 @@ impl Default for StorageConfig {
             compress_after: Duration::from_secs(7 * 86_400),
             retention: Duration::from_secs(5 * 365 * 86_400),
             cleanup_every: Duration::from_secs(3_600),
+            refresh_rollups_every: Duration::from_secs(600),
         }
     }
 }

@@ -18,6 +18,8 @@
 //!   ingest over the in-process bus, answering each batch once committed.
 //! - [`retention`]: deletes what is past `storage.retention` where no
 //!   database policy does (readings on plain PostgreSQL, rejected readings).
+//! - [`rollups`]: refreshes TimescaleDB's continuous aggregates over all
+//!   time, so late readings reach them.
 //! - [`status`]: counters and `/health`.
 //!
 //! In: `readings.raw` records ([`Edge::Kafka`]) or bus batches
@@ -30,6 +32,7 @@ pub mod consumer;
 pub mod local;
 pub mod pipeline;
 pub mod retention;
+pub mod rollups;
 pub mod status;
 pub mod store;
 pub mod validate;
@@ -145,6 +148,13 @@ impl Processor {
             !schema.timescale,
             shutdown.clone(),
         ));
+        if schema.timescale && !config.storage.refresh_rollups_every.is_zero() {
+            tasks.spawn(rollups::run(
+                store.sibling(),
+                config.storage.refresh_rollups_every,
+                shutdown.clone(),
+            ));
+        }
         let worker =
             |store| worker::Worker::new(store, Arc::clone(&registry), &config, Arc::clone(&status));
         match edge {

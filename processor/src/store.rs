@@ -122,6 +122,24 @@ impl Store {
         quantrac_db::registry::sync(client, registry).await
     }
 
+    /// Re-materializes `view` (a continuous aggregate) over all time up to
+    /// `end`: what was invalidated by late writes, and new whole buckets.
+    pub async fn refresh_rollup(
+        &mut self,
+        view: &'static str,
+        end: chrono::DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        // CALL takes no bind parameters; `end` is our own timestamp.
+        client
+            .batch_execute(&format!(
+                "CALL refresh_continuous_aggregate('{view}', NULL, '{}'::timestamptz)",
+                end.to_rfc3339()
+            ))
+            .await?;
+        Ok(())
+    }
+
     /// Plain PostgreSQL has no retention policy: delete old readings in
     /// bounded slices so a long backlog never holds one huge lock.
     pub async fn delete_expired(&mut self, retention: Duration) -> Result<u64, StoreError> {

@@ -29,14 +29,23 @@ pub struct QueryGrpc {
     pool: Arc<Pool>,
     limits: Limits,
     audit: Arc<quantrac_db::audit::Auditor>,
+    /// TimescaleDB's real-time continuous aggregates may answer
+    /// aggregates ([`read::Source::choose`]).
+    rollups: bool,
 }
 
 impl QueryGrpc {
-    pub fn new(pool: Arc<Pool>, limits: Limits, audit: Arc<quantrac_db::audit::Auditor>) -> Self {
+    pub fn new(
+        pool: Arc<Pool>,
+        limits: Limits,
+        audit: Arc<quantrac_db::audit::Auditor>,
+        rollups: bool,
+    ) -> Self {
         QueryGrpc {
             pool,
             limits,
             audit,
+            rollups,
         }
     }
 
@@ -331,6 +340,7 @@ struct Buckets {
     grid: Vec<DateTime<Utc>>,
     rows: Vec<read::BucketRow>,
     interval: Interval,
+    source: read::Source,
 }
 
 impl Buckets {
@@ -378,8 +388,12 @@ impl QueryGrpc {
                     ),
                 )
             })?;
+        let source =
+            read::Source::choose(self.rollups, &grid, start, end, functions, include_flagged);
+        metrics::counter!("query_aggregate_source_total", "source" => source.label()).increment(1);
         let rows = read::aggregate(
             client,
+            source,
             station,
             parameter,
             &grid,
@@ -394,6 +408,7 @@ impl QueryGrpc {
             grid,
             rows,
             interval,
+            source,
         })
     }
 
@@ -738,6 +753,7 @@ impl QueryGrpc {
             functions: names,
             unit: p.unit,
             buckets,
+            source: b.source.label().to_owned(),
         })
     }
 }

@@ -8,8 +8,10 @@
 //! - [`interval`]: bucket intervals (1 minute to 1 year) and their grid in
 //!   local time, months and years by the calendar.
 //! - [`read`]: one SQL statement per question (series pages, bucket
-//!   aggregates with `width_bucket` over the grid, latest values through
-//!   the primary key, limits, rejected readings, alerts).
+//!   aggregates with `width_bucket` over the grid, from the readings or,
+//!   on TimescaleDB, from the hourly and daily continuous aggregates with
+//!   their raw tail; latest values through the primary key, limits,
+//!   rejected readings, alerts).
 //! - [`fill`]: empty buckets answered none / null / LOCF / linear, with a
 //!   maximum gap.
 //! - [`compliance`]: averages judged against the limit in force at each
@@ -172,7 +174,13 @@ impl Query {
             &config.database_url,
             ConnectOptions::default(),
         ));
-        let service = grpc::QueryGrpc::new(Arc::clone(&pool), config.limits.clone(), audit);
+        let rollups = read::rollups_available(&*pool.get().await?).await?;
+        tracing::info!(
+            rollups,
+            "aggregates read from continuous aggregates where they can"
+        );
+        let service =
+            grpc::QueryGrpc::new(Arc::clone(&pool), config.limits.clone(), audit, rollups);
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(quantrac_proto::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

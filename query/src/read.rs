@@ -61,6 +61,19 @@ impl std::str::FromStr for Func {
 }
 
 impl Func {
+    /// Its SQL over a rollup's buckets (`n` = the values a bucket counts);
+    /// `None` for what a rollup cannot rebuild.
+    fn rollup_sql(self) -> Option<&'static str> {
+        Some(match self {
+            Func::Avg => "sum(avg * n) / sum(n)",
+            Func::Min => "min(min)",
+            Func::Max => "max(max)",
+            Func::Sum => "sum(avg * n)",
+            Func::Count => "sum(n)::float8",
+            _ => return None,
+        })
+    }
+
     /// Its SQL; the only text of a request that reaches a statement is a
     /// percentile, and that is a parsed number.
     fn sql(self) -> String {
@@ -81,6 +94,90 @@ impl Func {
     }
 }
 
+/// Where buckets are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The readings themselves.
+    Raw,
+    /// TimescaleDB's hourly continuous aggregate (with its raw tail).
+    Hourly,
+    /// The daily one, whose days start at local midnight.
+    Daily,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Raw => "raw",
+            Source::Hourly => "readings_hourly",
+            Source::Daily => "readings_daily",
+        }
+    }
+
+    /// The source for a grid: a rollup when rollups exist, the caller
+    /// wants only the values a rollup counts, every function can be
+    /// rebuilt from a rollup's columns (avg, min, max, count; sum as avg ×
+    /// count), and every bucket edge and the range's ends fall on the
+    /// rollup's buckets (whole local days, or whole hours). Otherwise raw.
+    pub fn choose(
+        rollups: bool,
+        grid: &[DateTime<Utc>],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        functions: &[Func],
+        include_flagged: bool,
+    ) -> Source {
+        let rebuildable = functions.iter().all(|f| {
+            matches!(
+                f,
+                Func::Avg | Func::Min | Func::Max | Func::Sum | Func::Count
+            )
+        });
+        if !rollups || include_flagged || !rebuildable {
+            return Source::Raw;
+        }
+        let aligned = |step: i64, offset: i64| {
+            [start, end].iter().chain(grid).all(|t| {
+                t.timestamp_subsec_nanos() == 0 && (t.timestamp() + offset).rem_euclid(step) == 0
+            })
+        };
+        // Local midnight is 17:00 UTC (UTC+7, no daylight saving).
+        if aligned(86_400, 7 * 3_600) {
+            Source::Daily
+        } else if aligned(3_600, 0) {
+            Source::Hourly
+        } else {
+            Source::Raw
+        }
+    }
+}
+
+/// Whether this database has the rollups [`Source::choose`] may pick:
+/// both continuous aggregates, answering with their raw tail (real-time
+/// aggregation; a materialized-only one would miss the newest hours).
+pub async fn rollups_available(client: &Client) -> Result<bool, QueryError> {
+    let timescale: bool = client
+        .query_one(
+            "SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !timescale {
+        return Ok(false);
+    }
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM timescaledb_information.continuous_aggregates \
+             WHERE view_schema = current_schema() AND view_name IN ('readings_hourly', 'readings_daily') \
+             AND NOT materialized_only",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(n == 2)
+}
+
 /// Flags an aggregate or a compliance average counts: a saturated
 /// analyser's value is a lower bound, evidence of an exceedance.
 const COUNTED: &str = "qc_flag IN ('valid', 'above_range')";
@@ -96,10 +193,12 @@ pub struct BucketRow {
     pub above_range: u64,
 }
 
-/// Buckets of one parameter over [start, end), by the grid's starts.
+/// Buckets of one parameter over [start, end), by the grid's starts, from
+/// `source` (see [`Source::choose`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn aggregate(
     client: &Client,
+    source: Source,
     station: &str,
     parameter: &str,
     grid: &[DateTime<Utc>],
@@ -108,23 +207,10 @@ pub async fn aggregate(
     functions: &[Func],
     include_flagged: bool,
 ) -> Result<Vec<BucketRow>, QueryError> {
-    let selected: Vec<String> = functions.iter().map(|f| f.sql()).collect();
-    let twa = functions.contains(&Func::Twa);
-    let weight = if twa {
-        ", extract(epoch FROM (lead(measured_at) OVER (PARTITION BY width_bucket(measured_at, $3::timestamptz[]) \
-         ORDER BY measured_at) - measured_at)) AS w"
-    } else {
-        ""
+    let sql = match source {
+        Source::Raw => raw_sql(functions, include_flagged),
+        Source::Hourly | Source::Daily => rollup_sql(source.label(), functions)?,
     };
-    let flags = if include_flagged { "TRUE" } else { COUNTED };
-    let sql = format!(
-        "SELECT b, count(*), count(*) FILTER (WHERE qc_flag = 'valid'), count(*) FILTER (WHERE qc_flag = 'above_range'){comma}{list} \
-         FROM (SELECT width_bucket(measured_at, $3::timestamptz[]) AS b, measured_at, value, qc_flag{weight} \
-               FROM readings WHERE station_id = $1 AND parameter = $2 AND measured_at >= $4 AND measured_at < $5 AND {flags}) t \
-         GROUP BY b ORDER BY b",
-        comma = if selected.is_empty() { "" } else { ", " },
-        list = selected.join(", "),
-    );
     let rows = client
         .query(&sql, &[&station, &parameter, &grid, &start, &end])
         .await?;
@@ -147,6 +233,49 @@ pub async fn aggregate(
         });
     }
     Ok(out)
+}
+
+/// The grid's buckets rebuilt from a rollup's: the counted values' average
+/// weighted by their number, the extremes of the extremes. A rollup bucket
+/// holding only flagged readings makes no bucket, as in [`raw_sql`].
+fn rollup_sql(view: &str, functions: &[Func]) -> Result<String, QueryError> {
+    let selected = functions
+        .iter()
+        .map(|f| {
+            f.rollup_sql()
+                .ok_or_else(|| QueryError::Corrupt(format!("{f:?} cannot be read from {view}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(format!(
+        "SELECT b, sum(n)::int8, sum(valid_count)::int8, sum(above_range_count)::int8{comma}{list} \
+         FROM (SELECT width_bucket(bucket, $3::timestamptz[]) AS b, avg, min, max, valid_count, above_range_count, \
+                      valid_count + above_range_count AS n \
+               FROM {view} WHERE station_id = $1 AND parameter = $2 AND bucket >= $4 AND bucket < $5) t \
+         GROUP BY b HAVING sum(n) > 0 ORDER BY b",
+        comma = if selected.is_empty() { "" } else { ", " },
+        list = selected.join(", "),
+    ))
+}
+
+/// The grid's buckets from the readings.
+fn raw_sql(functions: &[Func], include_flagged: bool) -> String {
+    let selected: Vec<String> = functions.iter().map(|f| f.sql()).collect();
+    let twa = functions.contains(&Func::Twa);
+    let weight = if twa {
+        ", extract(epoch FROM (lead(measured_at) OVER (PARTITION BY width_bucket(measured_at, $3::timestamptz[]) \
+         ORDER BY measured_at) - measured_at)) AS w"
+    } else {
+        ""
+    };
+    let flags = if include_flagged { "TRUE" } else { COUNTED };
+    format!(
+        "SELECT b, count(*), count(*) FILTER (WHERE qc_flag = 'valid'), count(*) FILTER (WHERE qc_flag = 'above_range'){comma}{list} \
+         FROM (SELECT width_bucket(measured_at, $3::timestamptz[]) AS b, measured_at, value, qc_flag{weight} \
+               FROM readings WHERE station_id = $1 AND parameter = $2 AND measured_at >= $4 AND measured_at < $5 AND {flags}) t \
+         GROUP BY b ORDER BY b",
+        comma = if selected.is_empty() { "" } else { ", " },
+        list = selected.join(", "),
+    )
 }
 
 /// A station's kind and zone, if it is registered.
@@ -620,4 +749,69 @@ pub async fn alert_history(
         });
     }
     Ok(Some((current, changes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().expect("time")
+    }
+
+    #[test]
+    fn rollups_answer_whole_hours_and_local_days_of_rebuildable_functions() {
+        let fs = [Func::Avg, Func::Min, Func::Max, Func::Sum, Func::Count];
+        // Local midnights (17:00 UTC).
+        let days = [t("2026-11-13T17:00:00Z"), t("2026-11-14T17:00:00Z")];
+        let (s, e) = (days[0], t("2026-11-15T17:00:00Z"));
+        assert_eq!(Source::choose(true, &days, s, e, &fs, false), Source::Daily);
+        let hours = [t("2026-11-14T01:00:00Z"), t("2026-11-14T02:00:00Z")];
+        let (s, e) = (hours[0], t("2026-11-14T03:00:00Z"));
+        assert_eq!(
+            Source::choose(true, &hours, s, e, &fs, false),
+            Source::Hourly
+        );
+        // UTC midnight is 07:00 local: hours, not days.
+        let utc = [t("2026-11-14T00:00:00Z")];
+        let e = t("2026-11-15T00:00:00Z");
+        assert_eq!(
+            Source::choose(true, &utc, utc[0], e, &fs, false),
+            Source::Hourly
+        );
+        // A range ending mid-hour, a 5-minute grid, a function a rollup
+        // cannot rebuild, flagged values asked for, no rollups: raw.
+        let mid = t("2026-11-14T02:30:00Z");
+        assert_eq!(
+            Source::choose(true, &hours, hours[0], mid, &fs, false),
+            Source::Raw
+        );
+        let fives = [hours[0], hours[0] + chrono::Duration::minutes(5)];
+        let e = hours[0] + chrono::Duration::minutes(10);
+        assert_eq!(
+            Source::choose(true, &fives, hours[0], e, &fs, false),
+            Source::Raw
+        );
+        let e = t("2026-11-14T03:00:00Z");
+        for f in [
+            Func::First,
+            Func::Last,
+            Func::Stddev,
+            Func::Twa,
+            Func::Percentile(0.95),
+        ] {
+            assert_eq!(
+                Source::choose(true, &hours, hours[0], e, &[Func::Avg, f], false),
+                Source::Raw
+            );
+        }
+        assert_eq!(
+            Source::choose(true, &hours, hours[0], e, &fs, true),
+            Source::Raw
+        );
+        assert_eq!(
+            Source::choose(false, &hours, hours[0], e, &fs, false),
+            Source::Raw
+        );
+    }
 }

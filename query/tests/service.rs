@@ -297,6 +297,8 @@ async fn aggregates_coverage_lower_bounds_and_fill() {
     // 48 hours, less the silent hour and the calibrating one.
     assert_eq!(hourly.buckets.len(), 46);
     assert_eq!(hourly.unit, "mg/L");
+    // Plain PostgreSQL has no continuous aggregates: from the readings.
+    assert_eq!(hourly.source, "raw");
     let at = |b: &AggregateBucket| b.start.and_then(|t| from_timestamp(&t));
     let saturated = hourly
         .buckets
