@@ -256,37 +256,68 @@ async fn copy_readings(tx: &mut Transaction<'_>, rows: &[ReadingRow]) -> Result<
     })
 }
 
+/// A batch as one array per column, for `unnest($1::text[], ...)`.
+struct Columns<'a> {
+    station: Vec<&'a str>,
+    parameter: Vec<&'a str>,
+    measured_at: Vec<DateTime<Utc>>,
+    value: Vec<f64>,
+    unit: Vec<&'a str>,
+    status: Vec<i16>,
+    flag: Vec<&'a str>,
+    qc: Vec<&'a str>,
+    source: Vec<i16>,
+    received: Vec<Option<DateTime<Utc>>>,
+    ids: Vec<Option<uuid::Uuid>>,
+    converted: Vec<Option<f64>>,
+    wire: Vec<Option<&'a str>>,
+}
+
+/// The arrays of [`Columns`] as a row source named `s` with [`COLUMNS`].
+const INPUT: &str = "unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[], \
+     $6::int2[], $7::text[], $8::text[], $9::int2[], $10::timestamptz[], $11::uuid[], $12::float8[], $13::text[])";
+
+impl<'a> Columns<'a> {
+    fn of(rows: &'a [ReadingRow]) -> Self {
+        Columns {
+            station: rows.iter().map(|r| r.station_id.as_str()).collect(),
+            parameter: rows.iter().map(|r| r.parameter.as_str()).collect(),
+            measured_at: rows.iter().map(|r| r.measured_at).collect(),
+            value: rows.iter().map(|r| r.value).collect(),
+            unit: rows.iter().map(|r| r.unit.as_str()).collect(),
+            status: rows.iter().map(|r| status_code(r.status)).collect(),
+            flag: rows.iter().map(|r| r.device_flag.as_str()).collect(),
+            qc: rows.iter().map(|r| r.qc_flag.as_str()).collect(),
+            source: rows.iter().map(|r| source_code(r.source)).collect(),
+            received: rows.iter().map(|r| r.received_at).collect(),
+            ids: rows.iter().map(|r| ingest_uuid(&r.ingest_id)).collect(),
+            converted: rows.iter().map(|r| r.converted).collect(),
+            wire: rows.iter().map(|r| r.wire_code.as_deref()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+        [
+            &self.station,
+            &self.parameter,
+            &self.measured_at,
+            &self.value,
+            &self.unit,
+            &self.status,
+            &self.flag,
+            &self.qc,
+            &self.source,
+            &self.received,
+            &self.ids,
+            &self.converted,
+            &self.wire,
+        ]
+    }
+}
+
 async fn unnest_readings(tx: &Transaction<'_>, rows: &[ReadingRow]) -> Result<Written, DbError> {
-    let station: Vec<&str> = rows.iter().map(|r| r.station_id.as_str()).collect();
-    let parameter: Vec<&str> = rows.iter().map(|r| r.parameter.as_str()).collect();
-    let measured_at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.measured_at).collect();
-    let value: Vec<f64> = rows.iter().map(|r| r.value).collect();
-    let unit: Vec<&str> = rows.iter().map(|r| r.unit.as_str()).collect();
-    let status: Vec<i16> = rows.iter().map(|r| status_code(r.status)).collect();
-    let flag: Vec<&str> = rows.iter().map(|r| r.device_flag.as_str()).collect();
-    let qc: Vec<&str> = rows.iter().map(|r| r.qc_flag.as_str()).collect();
-    let source: Vec<i16> = rows.iter().map(|r| source_code(r.source)).collect();
-    let received: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.received_at).collect();
-    let ids: Vec<Option<uuid::Uuid>> = rows.iter().map(|r| ingest_uuid(&r.ingest_id)).collect();
-    let converted: Vec<Option<f64>> = rows.iter().map(|r| r.converted).collect();
-    let wire: Vec<Option<&str>> = rows.iter().map(|r| r.wire_code.as_deref()).collect();
-    const INPUT: &str = "unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[], \
-         $6::int2[], $7::text[], $8::text[], $9::int2[], $10::timestamptz[], $11::uuid[], $12::float8[], $13::text[])";
-    let params: [&(dyn ToSql + Sync); 13] = [
-        &station,
-        &parameter,
-        &measured_at,
-        &value,
-        &unit,
-        &status,
-        &flag,
-        &qc,
-        &source,
-        &received,
-        &ids,
-        &converted,
-        &wire,
-    ];
+    let columns = Columns::of(rows);
+    let params = columns.params();
     let n = tx
         .execute(
             &format!(
@@ -301,6 +332,51 @@ async fn unnest_readings(tx: &Transaction<'_>, rows: &[ReadingRow]) -> Result<Wr
         conflicts,
     })
 }
+
+/// Replaces a series' row in `latest_readings` when `rows` hold a newer
+/// measurement (at most one row per series in `rows`); older ones change
+/// nothing, so writers may race and replay. Returns the rows changed.
+pub async fn upsert_latest(client: &Client, rows: &[ReadingRow]) -> Result<u64, DbError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let columns = Columns::of(rows);
+    Ok(client
+        .execute(
+            &format!(
+                "INSERT INTO latest_readings ({COLUMNS}) SELECT * FROM {INPUT} \
+                 ON CONFLICT (station_id, parameter) DO UPDATE SET {LATEST_SET} \
+                 WHERE latest_readings.measured_at < excluded.measured_at"
+            ),
+            &columns.params(),
+        )
+        .await?)
+}
+
+/// Every registered series' newest reading into `latest_readings`, from
+/// `readings` (one primary-key probe per series): what the processor runs
+/// at start, so an update lost in a crash before its flush is recovered.
+pub async fn seed_latest(client: &Client) -> Result<u64, DbError> {
+    Ok(client
+        .execute(
+            &format!(
+                "INSERT INTO latest_readings ({COLUMNS}) \
+                 SELECT r.* FROM station_parameters sp CROSS JOIN LATERAL \
+                   (SELECT {COLUMNS} FROM readings WHERE station_id = sp.station_id AND parameter = sp.code \
+                    ORDER BY measured_at DESC LIMIT 1) r \
+                 ON CONFLICT (station_id, parameter) DO UPDATE SET {LATEST_SET} \
+                 WHERE latest_readings.measured_at < excluded.measured_at"
+            ),
+            &[],
+        )
+        .await?)
+}
+
+/// Every column but the key, from `excluded`.
+const LATEST_SET: &str = "measured_at = excluded.measured_at, value = excluded.value, unit = excluded.unit, \
+     status = excluded.status, device_flag = excluded.device_flag, qc_flag = excluded.qc_flag, \
+     source = excluded.source, received_at = excluded.received_at, ingest_id = excluded.ingest_id, \
+     converted = excluded.converted, wire_code = excluded.wire_code";
 
 /// Rejected readings (raw bytes + reason: invariant 3), skipping replays
 /// by their key; the number of new rows.

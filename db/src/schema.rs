@@ -1,7 +1,7 @@
 //! Versioned SQL migrations, applied at start.
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
-//! registry tables and their aggregates, 0001-0002, 0006, 0009, 0011, 0013 and 0015-0017; alerting's
+//! registry tables and their aggregates, 0001-0002, 0006, 0009, 0011, 0013, 0015-0018; alerting's
 //! tables, 0003-0005, 0007, 0012 and 0014; people's access tokens, 0008; the audit log, 0010); one that
 //! depends on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
@@ -162,6 +162,12 @@ const MIGRATIONS: &[Migration] = &[
         timescale: Some(include_str!(
             "../migrations/0017_rollups_real_time.timescale.sql"
         )),
+    },
+    Migration {
+        version: 18,
+        name: "latest_readings",
+        plain: include_str!("../migrations/0018_latest_readings.sql"),
+        timescale: None,
     },
 ];
 

@@ -134,7 +134,8 @@ async fn token(db_url: &str, identity: &str, role: Role) -> String {
 }
 
 /// COD = `value` measured on the 5-minute grid 10 minutes ago, stored as
-/// the processor stores it and handed to alerting on the bus.
+/// the processor stores it (latest_readings too) and handed to alerting
+/// on the bus.
 async fn exceedance(s: &Stack, value: f64) {
     exceedance_at(s, &s.station, value).await;
 }
@@ -151,6 +152,10 @@ async fn exceedance_at(s: &Stack, station: &str, value: f64) {
     )
     .await
     .expect("reading");
+    // And into latest_readings, as the processor's flush does.
+    quantrac_db::readings::seed_latest(&db)
+        .await
+        .expect("latest_readings");
     s.bus
         .send(StoredReadingBatch {
             station_id: station.to_owned(),

@@ -151,6 +151,11 @@ pub struct StorageConfig {
     /// refresh policies' windows reach them too). 0 turns it off.
     #[serde(with = "humantime_serde")]
     pub refresh_rollups_every: Duration,
+    /// How often the newest reading of each series reaches
+    /// `latest_readings` (the query service's latest values lag by at
+    /// most this).
+    #[serde(with = "humantime_serde")]
+    pub latest_every: Duration,
 }
 
 impl StorageConfig {
@@ -173,6 +178,7 @@ impl Default for StorageConfig {
             retention: Duration::from_secs(5 * 365 * 86_400),
             cleanup_every: Duration::from_secs(3_600),
             refresh_rollups_every: Duration::from_secs(600),
+            latest_every: Duration::from_secs(1),
         }
     }
 }
@@ -246,6 +252,9 @@ impl ProcessorConfig {
         }
         if self.storage.retention < Duration::from_secs(86_400) {
             return Err(invalid("storage.retention", "must be at least 1 day"));
+        }
+        if self.storage.latest_every.is_zero() {
+            return Err(invalid("storage.latest_every", "must be positive"));
         }
         if self.storage.cleanup_every.is_zero() {
             return Err(invalid("storage.cleanup_every", "must be positive"));

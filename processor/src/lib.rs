@@ -16,6 +16,8 @@
 //! - [`consumer`]: the Kafka edge: batch, store, publish, then store offsets.
 //! - [`local`]: the bus edge (single-node mode): the same worker fed by
 //!   ingest over the in-process bus, answering each batch once committed.
+//! - [`latest`]: the newest reading of each series into `latest_readings`,
+//!   noted per batch and upserted every second, off the batch path.
 //! - [`retention`]: deletes what is past `storage.retention` where no
 //!   database policy does (readings on plain PostgreSQL, rejected readings).
 //! - [`rollups`]: refreshes TimescaleDB's continuous aggregates over all
@@ -29,6 +31,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod latest;
 pub mod local;
 pub mod pipeline;
 pub mod retention;
@@ -155,8 +158,22 @@ impl Processor {
                 shutdown.clone(),
             ));
         }
-        let worker =
-            |store| worker::Worker::new(store, Arc::clone(&registry), &config, Arc::clone(&status));
+        let latest = Arc::new(latest::Latest::default());
+        tasks.spawn(latest::run(
+            store.sibling(),
+            Arc::clone(&latest),
+            config.storage.latest_every,
+            shutdown.clone(),
+        ));
+        let worker = |store| {
+            worker::Worker::new(
+                store,
+                Arc::clone(&registry),
+                &config,
+                Arc::clone(&status),
+                Arc::clone(&latest),
+            )
+        };
         match edge {
             Edge::Bus(bus) => tasks.spawn(local::run(
                 Arc::clone(&config),

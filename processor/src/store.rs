@@ -122,6 +122,21 @@ impl Store {
         quantrac_db::registry::sync(client, registry).await
     }
 
+    /// Newer readings into `latest_readings`.
+    pub async fn upsert_latest(
+        &mut self,
+        rows: &[quantrac_db::ReadingRow],
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        quantrac_db::readings::upsert_latest(client, rows).await
+    }
+
+    /// `latest_readings` brought up to date from `readings`.
+    pub async fn seed_latest(&mut self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        quantrac_db::readings::seed_latest(client).await
+    }
+
     /// Re-materializes `view` (a continuous aggregate) over all time up to
     /// `end`: what was invalidated by late writes, and new whole buckets.
     pub async fn refresh_rollup(

@@ -29,6 +29,7 @@ pub struct Worker {
     validation: ValidationConfig,
     batch: BatchConfig,
     status: Arc<Status>,
+    latest: Arc<crate::latest::Latest>,
 }
 
 impl Worker {
@@ -37,6 +38,7 @@ impl Worker {
         registry: Arc<Registry>,
         config: &ProcessorConfig,
         status: Arc<Status>,
+        latest: Arc<crate::latest::Latest>,
     ) -> Self {
         let validation = ValidationConfig {
             max_future: config.validation.max_future,
@@ -48,6 +50,7 @@ impl Worker {
             validation,
             batch: config.batch.clone(),
             status,
+            latest,
         }
     }
 
@@ -110,6 +113,7 @@ impl Worker {
                 }
             }
         };
+        self.latest.observe(&checked.valid);
         // The loggers' own aggregates, after the readings: written
         // idempotently, so a crash in between only writes them on replay.
         let reported = self.store_reported(&mut checked, shutdown).await?;

@@ -577,3 +577,81 @@ async fn a_lone_reading_is_written_without_waiting_for_max_wait() {
     shutdown.cancel();
     p.wait().await.expect("stop");
 }
+
+/// `latest_readings` holds each series' newest reading, flushed every
+/// `storage.latest_every`; at start the processor seeds it from
+/// `readings`, so what a crash lost before a flush comes back.
+#[tokio::test]
+async fn latest_readings_hold_the_newest_and_are_seeded_at_start() {
+    let (db_url, topics) = (
+        fresh_database().await,
+        create_topics(&unique("p-latest")).await,
+    );
+    let prefix = unique("LT");
+    let registry = registry_file(&prefix, 2);
+    let samples = samples(&prefix, 2, 3);
+    let newest = samples
+        .iter()
+        .map(|s| s.measured_at)
+        .max()
+        .expect("samples");
+    let (last, earlier): (Vec<_>, Vec<_>) =
+        samples.into_iter().partition(|s| s.measured_at == newest);
+    produce(&topics.raw, &earlier).await;
+    let mut config = test_config(&db_url, &topics, registry);
+    config.storage.latest_every = Duration::from_millis(100);
+    let shutdown = CancellationToken::new();
+    let p = Processor::start(
+        config.clone(),
+        quantrac_processor::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    let client = db(&db_url).await;
+    wait_for_count(&client, "SELECT count(*) FROM readings", 16, WAIT).await;
+    // Long after the start's seeding: only the flush can bring these.
+    produce(&topics.raw, &last).await;
+    wait_for_count(&client, "SELECT count(*) FROM readings", 24, WAIT).await;
+    let newest_rows = format!(
+        "SELECT count(*) FROM latest_readings WHERE measured_at = '{}'",
+        newest.to_rfc3339()
+    );
+    assert_eq!(wait_for_count(&client, &newest_rows, 8, WAIT).await, 8);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM latest_readings").await,
+        8,
+        "one row per series: 2 stations x 4 parameters"
+    );
+    shutdown.cancel();
+    p.wait().await.expect("stop");
+
+    // A newer reading stored while latest_readings missed it (a crash
+    // between commit and flush): the next start seeds it.
+    let later = newest + chrono::Duration::minutes(5);
+    client
+        .execute(
+            "INSERT INTO readings (station_id, parameter, measured_at, value, unit, status, device_flag, qc_flag, source) \
+             VALUES ($1, 'COD', $2, 77, 'mg/L', 1, '00', 'valid', 5)",
+            &[&format!("{prefix}-0"), &later],
+        )
+        .await
+        .expect("newer reading");
+    let shutdown = CancellationToken::new();
+    let p = Processor::start(
+        config,
+        quantrac_processor::Edge::Kafka,
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .expect("restart");
+    let seeded = format!(
+        "SELECT count(*) FROM latest_readings WHERE parameter = 'COD' AND value = 77 AND measured_at = '{}'",
+        later.to_rfc3339()
+    );
+    assert_eq!(wait_for_count(&client, &seeded, 1, WAIT).await, 1);
+    shutdown.cancel();
+    p.wait().await.expect("stop");
+}

@@ -890,27 +890,10 @@ impl QueryService for QueryGrpc {
         observed(M, async {
             let (_, client) = self.enter(&request, M, Role::Analyst).await?;
             let r = request.into_inner();
-            let mut stations = r.station_ids;
-            if stations.is_empty() {
-                stations = read::station_ids(&client, &r.industrial_zone)
-                    .await
-                    .map_err(|e| db_status(M, &e))?;
-            }
-            // One primary-key probe per series: split over the pool's
-            // connections so the server works on them at once (PostgreSQL
-            // takes ~10 µs a probe, 9 ms for 800 series in one statement).
-            let chunk = stations.len().div_ceil(self.pool.len().clamp(1, 4)).max(1);
-            let parts = stations.chunks(chunk).map(|part| {
-                let zone = r.industrial_zone.clone();
-                async move {
-                    let c = self.pool.get().await.map_err(|e| db_status(M, &e.into()))?;
-                    read::latest(&c, &zone, part)
-                        .await
-                        .map_err(|e| db_status(M, &e))
-                }
-            });
-            let rows = futures::future::try_join_all(parts).await?;
-            let (station_ids, points) = rows.into_iter().flatten().unzip();
+            let rows = read::latest(&client, &r.industrial_zone, &r.station_ids)
+                .await
+                .map_err(|e| db_status(M, &e))?;
+            let (station_ids, points) = rows.into_iter().unzip();
             Ok(Response::new(GetLatestResponse {
                 points,
                 station_ids,

@@ -10,7 +10,7 @@
 //! - [`read`]: one SQL statement per question (series pages, bucket
 //!   aggregates with `width_bucket` over the grid, from the readings or,
 //!   on TimescaleDB, from the hourly and daily continuous aggregates with
-//!   their raw tail; latest values through the primary key, limits,
+//!   their raw tail; latest values from the processor's `latest_readings`, limits,
 //!   rejected readings, alerts).
 //! - [`fill`]: empty buckets answered none / null / LOCF / linear, with a
 //!   maximum gap.

@@ -286,19 +286,6 @@ pub async fn station(client: &Client, id: &str) -> Result<Option<String>, QueryE
         .map(|r| r.get(0)))
 }
 
-/// The ids of the stations of a zone (all when `zone` is empty), sorted.
-pub async fn station_ids(client: &Client, zone: &str) -> Result<Vec<String>, QueryError> {
-    Ok(client
-        .query(
-            "SELECT id FROM stations WHERE $1 = '' OR industrial_zone = $1 ORDER BY id",
-            &[&zone],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
-}
-
 /// A registered parameter of a station.
 #[derive(Debug, Clone)]
 pub struct ParameterRow {
@@ -546,12 +533,14 @@ pub async fn latest(
     zone: &str,
     stations: &[String],
 ) -> Result<Vec<(String, v1::SeriesPoint)>, QueryError> {
+    // latest_readings is kept by the processor (one row per series, at
+    // most `storage.latest_every` behind); registered series only.
     let sql = format!(
-        "SELECT sp.station_id, r.* FROM station_parameters sp JOIN stations s ON s.id = sp.station_id \
-         CROSS JOIN LATERAL (SELECT {POINT_COLUMNS} FROM readings WHERE station_id = sp.station_id \
-           AND parameter = sp.code ORDER BY measured_at DESC LIMIT 1) r \
-         WHERE ($1 = '' OR s.industrial_zone = $1) AND (cardinality($2::text[]) = 0 OR sp.station_id = ANY($2)) \
-         ORDER BY sp.station_id, sp.code"
+        "SELECT station_id, {POINT_COLUMNS} FROM latest_readings \
+         WHERE (station_id, parameter) IN (SELECT sp.station_id, sp.code FROM station_parameters sp \
+           JOIN stations s ON s.id = sp.station_id \
+           WHERE ($1 = '' OR s.industrial_zone = $1) AND (cardinality($2::text[]) = 0 OR sp.station_id = ANY($2))) \
+         ORDER BY station_id, parameter"
     );
     let rows = client.query(&sql, &[&zone, &stations]).await?;
     Ok(rows.iter().map(|r| (r.get(0), point(r, 1))).collect())

@@ -112,6 +112,9 @@ async fn load(url: &str, args: &Args, (start, end): (DateTime<Utc>, DateTime<Utc
         .get(0);
     if !args.reload && have == expected && first == Some(start) {
         eprintln!("data set already loaded: {} rows", thousands(have as f64));
+        // As the processor does at start (a data set loaded before
+        // latest_readings existed gets it here).
+        quantrac_db::readings::seed_latest(&db).await?;
         return Ok(());
     }
     db.batch_execute("TRUNCATE readings, rejected_readings")
@@ -146,7 +149,11 @@ async fn load(url: &str, args: &Args, (start, end): (DateTime<Utc>, DateTime<Utc
             );
         }
     }
-    db.batch_execute("ANALYZE readings").await?;
+    // The processor keeps latest_readings as it stores; loaded
+    // server-side here, so seeded as the processor does at start.
+    quantrac_db::readings::seed_latest(&db).await?;
+    db.batch_execute("ANALYZE readings, latest_readings")
+        .await?;
     Ok(())
 }
 
@@ -364,8 +371,10 @@ async fn main() -> Result<()> {
     let sql: Vec<String> = picks
         .iter()
         .map(|_| {
-            "SELECT sp.station_id, r.* FROM station_parameters sp CROSS JOIN LATERAL (SELECT parameter, measured_at, value, unit, qc_flag \
-             FROM readings WHERE station_id = sp.station_id AND parameter = sp.code ORDER BY measured_at DESC LIMIT 1) r"
+            // The same read as the API's: the processor's latest_readings.
+            "SELECT station_id, parameter, measured_at, value, unit, qc_flag FROM latest_readings \
+             WHERE (station_id, parameter) IN (SELECT station_id, code FROM station_parameters) \
+             ORDER BY station_id, parameter"
                 .to_string()
         })
         .collect();

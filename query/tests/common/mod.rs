@@ -149,12 +149,16 @@ pub async fn load(client: &mut Client) {
         6.5,
         "valid",
     ));
-    // Through the processor's own write, which also keeps latest_readings.
+    // Through the processor's own write; latest_readings as the processor
+    // seeds it at start.
     let mut tx = client.transaction().await.expect("tx");
     quantrac_db::readings::write(&mut tx, &rows, quantrac_db::WriteMethod::Unnest)
         .await
         .expect("write readings");
     tx.commit().await.expect("commit");
+    quantrac_db::readings::seed_latest(client)
+        .await
+        .expect("seed latest_readings");
     client
         .execute(
             "INSERT INTO rejected_readings (key, reason, detail, station_id, parameter, measured_at, raw, rejected_at) \
