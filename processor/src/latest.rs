@@ -19,11 +19,14 @@ use tokio_util::sync::CancellationToken;
 use crate::ProcessorError;
 use crate::store::Store;
 
-/// Newest readings noted since the last flush, by (station, parameter).
+/// Newest readings noted since the last flush, by station then parameter
+/// (looked up by `&str`: noting a reading allocates only for a new series).
 #[derive(Debug, Default)]
 pub struct Latest {
-    pending: Mutex<HashMap<(String, String), ReadingRow>>,
+    pending: Mutex<Pending>,
 }
+
+type Pending = HashMap<String, HashMap<String, ReadingRow>>;
 
 impl Latest {
     /// Notes committed rows; a series keeps its newest (the first seen of
@@ -41,7 +44,10 @@ impl Latest {
 
     fn take(&self) -> Vec<ReadingRow> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.drain().map(|(_, r)| r).collect()
+        pending
+            .drain()
+            .flat_map(|(_, series)| series.into_values())
+            .collect()
     }
 
     /// A failed flush's rows back, unless newer ones came meanwhile.
@@ -53,12 +59,16 @@ impl Latest {
     }
 }
 
-fn keep_newest(pending: &mut HashMap<(String, String), ReadingRow>, r: &ReadingRow) {
-    match pending.get_mut(&(r.station_id.clone(), r.parameter.clone())) {
+fn keep_newest(pending: &mut Pending, r: &ReadingRow) {
+    let station = match pending.get_mut(r.station_id.as_str()) {
+        Some(s) => s,
+        None => pending.entry(r.station_id.clone()).or_default(),
+    };
+    match station.get_mut(r.parameter.as_str()) {
         Some(held) if held.measured_at >= r.measured_at => {}
         Some(held) => *held = r.clone(),
         None => {
-            pending.insert((r.station_id.clone(), r.parameter.clone()), r.clone());
+            station.insert(r.parameter.clone(), r.clone());
         }
     }
 }
