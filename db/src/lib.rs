@@ -12,6 +12,7 @@
 //!   the processor writes it (binary COPY or `unnest`, idempotent on
 //!   station, parameter, measured_at), alerting's warm-up and the query
 //!   side read it back.
+//! - [`events`]: what stations say about themselves (HJ 212 notices).
 //! - [`registry`]: the station registry written to its tables.
 //! - [`access`]: people's bearer tokens (digests, roles, expiry), checked
 //!   by every gRPC service; [`Reconnecting`], the connection a long-lived
@@ -24,6 +25,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod events;
 pub mod readings;
 pub mod registry;
 pub mod schema;

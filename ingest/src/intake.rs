@@ -9,7 +9,7 @@ use chrono::Utc;
 use prost::Message;
 use quantrac_proto::Sample;
 use quantrac_proto::domain::to_timestamp;
-use quantrac_proto::v1::{RejectedInput, SourceProtocol};
+use quantrac_proto::v1::{ReadingBatch, RejectedInput, SourceProtocol, StationNotice};
 use quantrac_proto::wire::WireError;
 
 use crate::sink::{Acks, OutRecord, Sink, SinkError};
@@ -110,16 +110,35 @@ impl Intake {
         }
     }
 
-    /// A `RejectedInput` record with the raw bytes and the reason; logged and
-    /// counted here so every rejection path is seen the same way.
-    /// A station notice: nothing to send, answered as accepted.
-    pub fn notice(&self) -> Prepared {
+    /// A station notice (HJ 212 restart, status, device information): a
+    /// `ReadingBatch` record holding only the notice, kept by the
+    /// processor as a station event; answered as accepted.
+    pub fn notice(
+        &self,
+        source: SourceProtocol,
+        station: &str,
+        mut notice: StationNotice,
+    ) -> Prepared {
+        notice.source = source as i32;
+        notice.received_at = Some(to_timestamp(Utc::now()));
+        let batch = ReadingBatch {
+            station_id: station.to_owned(),
+            readings: Vec::new(),
+            ingest_node: self.node.to_string(),
+            notices: vec![notice],
+        };
         Prepared {
-            records: Vec::new(),
+            records: vec![OutRecord {
+                topic: Arc::clone(&self.readings_topic),
+                key: Bytes::from(station.to_owned()),
+                payload: Bytes::from(batch.encode_to_vec()),
+            }],
             verdict: Verdict::Accepted { readings: 0 },
         }
     }
 
+    /// A `RejectedInput` record with the raw bytes and the reason; logged and
+    /// counted here so every rejection path is seen the same way.
     pub fn reject(
         &self,
         source: SourceProtocol,

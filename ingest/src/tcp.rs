@@ -49,7 +49,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::FixedOffset;
-use quantrac_proto::v1::SourceProtocol;
+use quantrac_proto::domain::to_timestamp;
+use quantrac_proto::v1::{SourceProtocol, StationNotice};
 use quantrac_proto::wire::{WireError, hj212, json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -764,15 +765,22 @@ async fn hj212_frame(ctx: &Ctx, origin: &str, raw: &[u8]) -> (Prepared, Option<V
             Some(_) => {}
         },
     }
-    if packet.is_notice() {
+    if let Some((kind, at)) = packet.notice(ctx.hj212_offset) {
         // Answered as the standard answers an upload, so the logger does not
-        // resend it; logged and counted (not yet kept as a station event).
+        // resend it; kept as a station event by the processor.
         metrics::counter!("ingest_station_notices_total", "cn" => packet.cn.clone()).increment(1);
-        tracing::info!(station = %packet.mn, cn = %packet.cn, cp = %packet.cp, "station notice");
+        tracing::info!(station = %packet.mn, cn = %packet.cn, kind, "station notice");
         let reply = packet
             .wants_reply()
             .then(|| hj212::encode(&packet.data_response()));
-        return (intake.notice(), reply);
+        let notice = StationNotice {
+            kind: kind.to_owned(),
+            code: packet.cn.clone(),
+            at: at.map(to_timestamp),
+            detail: truncated(&packet.cp, MAX_NOTICE_DETAIL).to_owned(),
+            ..Default::default()
+        };
+        return (intake.notice(source, &packet.mn, notice), reply);
     }
     if !packet.is_data() {
         return refuse(
@@ -792,6 +800,21 @@ async fn hj212_frame(ctx: &Ctx, origin: &str, raw: &[u8]) -> (Prepared, Option<V
         }
         Err(e) => refuse(100, e),
     }
+}
+
+/// What a notice keeps of its data segment.
+const MAX_NOTICE_DETAIL: usize = 4096;
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The packet with the value of every `PW=` field replaced by

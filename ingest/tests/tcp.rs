@@ -401,6 +401,27 @@ async fn station_notices_are_answered_unknown_commands_refused() {
     assert_eq!((reply.cn.as_str(), reply.cp.as_str()), ("9011", "QnRtn=8"));
     let s = ingest.status.snapshot();
     assert_eq!(s.rejected, 1, "only the unknown command");
+    // The notice is on the readings topic, for the processor to keep as a
+    // station event: the restart's own time (UTC+7), the segment as sent.
+    let batches = read_batches(&topics.raw, 1, Duration::from_secs(30)).await;
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].station_id, station);
+    assert!(batches[0].readings.is_empty());
+    let n = &batches[0].notices;
+    assert_eq!(n.len(), 1);
+    assert_eq!(
+        (n[0].kind.as_str(), n[0].code.as_str()),
+        ("restart", "2081")
+    );
+    assert_eq!(
+        n[0].at
+            .and_then(|t| quantrac_proto::domain::from_timestamp(&t)),
+        Some("2026-12-01T02:58:12Z".parse().expect("time"))
+    );
+    assert_eq!(
+        n[0].detail,
+        "DataTime=20261201100000;RestartTime=20261201095812"
+    );
     shutdown.cancel();
     ingest.wait().await.expect("clean stop");
 }

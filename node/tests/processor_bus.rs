@@ -417,3 +417,68 @@ async fn hourly_records_do_not_collide_with_real_time_values() {
     query.wait().await.expect("query stop");
     node.stop().await;
 }
+
+/// A logger's restart notice (HJ 212 CN 2081) over TCP is answered as an
+/// upload and kept as a station event at the restart's own time; the same
+/// notice again adds nothing.
+#[tokio::test]
+async fn restart_notices_are_kept_as_station_events() {
+    let prefix = unique("EV");
+    let node = SingleNode::start(&prefix).await;
+    let (db_url, ingest) = (node.db_url.clone(), &node.ingest);
+    let station = format!("{prefix}-0");
+    let vn = chrono::FixedOffset::east_opt(7 * 3600).expect("offset");
+    let restart =
+        chrono::DateTime::from_timestamp(Utc::now().timestamp() / 60 * 60 - 600, 0).expect("time");
+    let local = |t: chrono::DateTime<Utc>| t.with_timezone(&vn).format("%Y%m%d%H%M%S").to_string();
+    let cp = format!(
+        "DataTime={};RestartTime={}",
+        local(Utc::now()),
+        local(restart)
+    );
+    let packet = |mn: &str| {
+        hj212::encode(&hj212::Packet {
+            qn: "20250101000000001".into(),
+            st: "32".into(),
+            cn: "2081".into(),
+            pw: "pw".into(),
+            mn: mn.into(),
+            flag: 5,
+            cp: cp.clone(),
+        })
+    };
+    let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
+        .await
+        .expect("connect")
+        .into_split();
+    let mut rd = BufReader::new(rd);
+    for f in [packet(&station), packet(&station)] {
+        wr.write_all(&f).await.expect("write");
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, rd.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        assert_eq!(hj212::decode(line.as_bytes()).expect("reply").cn, "9014");
+    }
+    let client = db(&db_url).await;
+    let rows = client
+        .query(
+            "SELECT kind, code, at, station_time, detail FROM station_events WHERE station_id = $1",
+            &[&station],
+        )
+        .await
+        .expect("events");
+    assert_eq!(rows.len(), 1, "one event, however often it is sent");
+    let r = &rows[0];
+    assert_eq!(
+        (
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, chrono::DateTime<Utc>>(2),
+            r.get::<_, bool>(3)
+        ),
+        ("restart".into(), "2081".into(), restart, true)
+    );
+    assert!(r.get::<_, String>(4).contains("RestartTime="));
+}

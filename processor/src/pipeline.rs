@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use prost::Message;
-use quantrac_proto::domain::to_timestamp;
-use quantrac_proto::v1::{ReadingBatch, RejectedReading, StoredReadingBatch};
+use quantrac_proto::domain::{from_timestamp, to_timestamp};
+use quantrac_proto::v1::{ReadingBatch, RejectedReading, StationNotice, StoredReadingBatch};
 
 use crate::validate::{Normalised, Validated, ValidationConfig, validate_any};
 use quantrac_db::ReportedRow;
@@ -30,6 +30,8 @@ pub struct Checked {
     /// Loggers' own minute / hourly / daily records: stored, not judged.
     pub reported: Vec<ReportedRow>,
     pub rejected: Vec<RejectedReading>,
+    /// What stations said about themselves (HJ 212 notices).
+    pub events: Vec<quantrac_db::events::EventRow>,
 }
 
 impl Checked {
@@ -83,7 +85,9 @@ pub fn check(
         // An empty payload decodes as an empty batch; a batch without
         // readings would otherwise vanish without a trace or a count.
         let decoded = match ReadingBatch::decode(&record.payload[..]) {
-            Ok(b) if b.readings.is_empty() => Err("no readings in the record".to_owned()),
+            Ok(b) if b.readings.is_empty() && b.notices.is_empty() => {
+                Err("no readings in the record".to_owned())
+            }
             Ok(b) => Ok(b),
             Err(e) => Err(e.to_string()),
         };
@@ -102,6 +106,23 @@ pub fn check(
                 continue;
             }
         };
+        for (i, notice) in batch.notices.iter().enumerate() {
+            match event(&batch.station_id, notice, registry, now) {
+                Ok(e) => out.events.push(e),
+                Err(detail) => {
+                    let mut r = rejection(
+                        record,
+                        notice.encode_to_vec(),
+                        format!("{coords}/notice/{i}"),
+                        RejectReason::UnknownStation.as_str(),
+                        detail,
+                        now,
+                    );
+                    r.station_id.clone_from(&batch.station_id);
+                    out.rejected.push(r);
+                }
+            }
+        }
         for (i, original) in batch.readings.iter().enumerate() {
             let cleaned;
             let reading = if [
@@ -158,6 +179,31 @@ pub fn check(
         }
     }
     out
+}
+
+/// A notice of a registered station as a station event, at the station's
+/// time when it gave one, else at its reception.
+fn event(
+    station: &str,
+    n: &StationNotice,
+    registry: &Registry,
+    now: DateTime<Utc>,
+) -> Result<quantrac_db::events::EventRow, String> {
+    let known = registry
+        .station(station)
+        .ok_or_else(|| format!("station {station:?} is not in the registry"))?;
+    let received_at = n.received_at.as_ref().and_then(from_timestamp);
+    let own = n.at.as_ref().and_then(from_timestamp);
+    Ok(quantrac_db::events::EventRow {
+        station_id: known.id.clone(),
+        kind: n.kind.replace('\0', ""),
+        code: n.code.replace('\0', ""),
+        at: own.or(received_at).unwrap_or(now),
+        station_time: own.is_some(),
+        detail: n.detail.replace('\0', ""),
+        source: n.source,
+        received_at,
+    })
 }
 
 /// The `readings.valid` records: one `StoredReadingBatch` per station,
@@ -236,5 +282,78 @@ mod tests {
             assert_eq!(r.key, "readings.raw/2/41");
             assert_eq!(r.raw, payload);
         }
+    }
+
+    /// A record holding only a station's notice is an event of the
+    /// registered station (its id, not the alias it was sent under), at the
+    /// station's time or, without one, at its reception; a notice of an
+    /// unknown station is kept as rejected.
+    #[test]
+    fn notices_become_station_events() {
+        let registry = Registry::from_toml(
+            r#"
+[[stations]]
+id = "S-1"
+aliases = ["OLD-1"]
+name = "S"
+facility = "F"
+industrial_zone = "Z"
+province = "P"
+latitude = 13.0
+longitude = 109.3
+kind = "wastewater"
+parameters = [{ code = "COD", unit = "mg/L", range_min = 0, range_max = 1000 }]
+"#,
+        )
+        .expect("registry");
+        let at = Utc::now() - chrono::Duration::minutes(3);
+        let received = Utc::now();
+        let notice = |own: Option<DateTime<Utc>>| StationNotice {
+            kind: "restart".into(),
+            code: "2081".into(),
+            at: own.map(to_timestamp),
+            detail: "RestartTime=...".into(),
+            received_at: Some(to_timestamp(received)),
+            source: 3,
+        };
+        let batch = |station: &str, notices| {
+            let bytes = ReadingBatch {
+                station_id: station.into(),
+                notices,
+                ..Default::default()
+            }
+            .encode_to_vec();
+            let leaked: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            record(leaked)
+        };
+        let checked = check(
+            &[
+                batch("OLD-1", vec![notice(Some(at)), notice(None)]),
+                batch("NOBODY", vec![notice(Some(at))]),
+            ],
+            &registry,
+            &ValidationConfig::default(),
+            Utc::now(),
+        );
+        let seen: Vec<_> = checked
+            .events
+            .iter()
+            .map(|e| (e.station_id.as_str(), e.at, e.station_time))
+            .collect();
+        let whole = |t: DateTime<Utc>| from_timestamp(&to_timestamp(t)).expect("timestamp");
+        assert_eq!(
+            seen,
+            vec![("S-1", whole(at), true), ("S-1", whole(received), false)]
+        );
+        assert_eq!(checked.rejected.len(), 1);
+        let r = &checked.rejected[0];
+        assert_eq!(
+            (r.reason.as_str(), r.station_id.as_str(), r.key.as_str()),
+            (
+                RejectReason::UnknownStation.as_str(),
+                "NOBODY",
+                "readings.raw/2/41/notice/0"
+            )
+        );
     }
 }

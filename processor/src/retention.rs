@@ -1,7 +1,7 @@
 //! Storage that stays bounded: what TimescaleDB's retention policy does for
 //! `readings`, done by the processor where no policy runs (plain
-//! PostgreSQL), and the same horizon for `rejected_readings`, which no
-//! policy covers anywhere.
+//! PostgreSQL), and the same horizon for `rejected_readings` and
+//! `station_events`, which no policy covers anywhere.
 //!
 //! Every `storage.cleanup_every`, in slices of 10,000 rows so a long
 //! backlog never holds one big lock. Several processors may run it at once:
@@ -36,6 +36,10 @@ pub async fn run(
         report(
             "rejected_readings",
             store.delete_expired_rejections(retention).await,
+        );
+        report(
+            "station_events",
+            store.delete_expired_events(retention).await,
         );
     }
 }

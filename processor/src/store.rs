@@ -122,6 +122,18 @@ impl Store {
         quantrac_db::registry::sync(client, registry).await
     }
 
+    /// Station events (idempotent); the new rows.
+    pub async fn write_events(
+        &mut self,
+        rows: &[quantrac_db::events::EventRow],
+    ) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        quantrac_db::events::write(client, rows).await
+    }
+
     /// Newer readings into `latest_readings`.
     pub async fn upsert_latest(
         &mut self,
@@ -175,6 +187,16 @@ impl Store {
         self.delete_before(
             "DELETE FROM rejected_readings WHERE key IN \
              (SELECT key FROM rejected_readings WHERE rejected_at < $1 LIMIT 10000)",
+            retention,
+        )
+        .await
+    }
+
+    /// Station events kept no longer than readings, by their time.
+    pub async fn delete_expired_events(&mut self, retention: Duration) -> Result<u64, StoreError> {
+        self.delete_before(
+            "DELETE FROM station_events WHERE ctid IN \
+             (SELECT ctid FROM station_events WHERE at < $1 LIMIT 10000)",
             retention,
         )
         .await

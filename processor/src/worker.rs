@@ -117,6 +117,7 @@ impl Worker {
         // The loggers' own aggregates, after the readings: written
         // idempotently, so a crash in between only writes them on replay.
         let reported = self.store_reported(&mut checked, shutdown).await?;
+        self.store_events(&mut checked, shutdown).await?;
         #[allow(clippy::cast_precision_loss)]
         metrics::histogram!("processor_batch_readings").record(checked.readings() as f64);
         self.status.batch_done(
@@ -182,6 +183,46 @@ impl Worker {
                         }
                     }
                     return Ok(stored);
+                }
+            }
+        }
+    }
+
+    /// Stores the batch's station events, retrying while the database is
+    /// away; events it refuses are kept as `storage_refused` rejections
+    /// (a notice is evidence too) rather than stopping the partition.
+    async fn store_events(
+        &mut self,
+        checked: &mut Checked,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ProcessorError> {
+        let mut backoff = self.batch.min_backoff;
+        loop {
+            match self.store.write_events(&checked.events).await {
+                Ok(n) => {
+                    metrics::counter!("processor_station_events_stored_total").increment(n);
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() => {
+                    self.status.set_db_failing(true);
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(ProcessorError::ShuttingDown),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.batch.max_backoff);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, events = checked.events.len(), "database refused station events; keeping them as rejected");
+                    let refused: Vec<RejectedReading> = std::mem::take(&mut checked.events)
+                        .iter()
+                        .map(|ev| event_refusal(ev, &e))
+                        .collect();
+                    self.store
+                        .write(&[], &refused)
+                        .await
+                        .map_err(ProcessorError::Store)?;
+                    checked.rejected.extend(refused);
+                    return Ok(());
                 }
             }
         }
@@ -305,6 +346,24 @@ fn reported_refusal(row: &quantrac_db::ReportedRow, e: &StoreError) -> RejectedR
 /// A reading the database refused, as a rejection: the reading as it was
 /// validated, the database's reason, and no time (it may be what was
 /// refused).
+fn event_refusal(ev: &quantrac_db::events::EventRow, e: &StoreError) -> RejectedReading {
+    let raw = format!(
+        "{} {} {} {}",
+        ev.station_id,
+        ev.code,
+        ev.at.to_rfc3339(),
+        ev.detail
+    );
+    RejectedReading {
+        reason: RejectReason::StorageRefused.as_str().to_owned(),
+        detail: e.to_string(),
+        station_id: ev.station_id.clone(),
+        key: format!("event/{}/{}/{}", ev.station_id, ev.code, ev.at.to_rfc3339()),
+        raw: raw.into_bytes(),
+        ..Default::default()
+    }
+}
+
 fn refusal(row: &Normalised, e: &StoreError) -> RejectedReading {
     let reading = quantrac_proto::v1::Reading {
         station_id: row.station_id.clone(),

@@ -436,8 +436,8 @@ fn samples_after(prefix: &str, before: &[quantrac_proto::Sample]) -> Vec<quantra
 }
 
 /// On plain PostgreSQL nothing else deletes old rows: the processor deletes
-/// readings and rejected readings past `storage.retention`, and keeps the
-/// rest.
+/// readings, rejected readings and station events past
+/// `storage.retention`, and keeps the rest.
 #[tokio::test]
 async fn rows_past_retention_are_deleted_on_plain_postgresql() {
     let (db_url, topics) = (
@@ -481,6 +481,15 @@ async fn rows_past_retention_are_deleted_on_plain_postgresql() {
         )
         .await
         .expect("rejections");
+    client
+        .execute(
+            "INSERT INTO station_events (station_id, kind, code, at, station_time, detail, source) \
+             SELECT $1, 'restart', '2081', now() - make_interval(days => d), true, '', 3 \
+             FROM unnest(ARRAY[1, 3]) AS d",
+            &[&station],
+        )
+        .await
+        .expect("station events");
     assert_eq!(count(&client, "SELECT count(*) FROM readings").await, 3);
 
     let shutdown = CancellationToken::new();
@@ -498,13 +507,18 @@ async fn rows_past_retention_are_deleted_on_plain_postgresql() {
         let left = (
             count(&client, "SELECT count(*) FROM readings").await,
             count(&client, "SELECT count(*) FROM rejected_readings").await,
+            count(&client, "SELECT count(*) FROM station_events").await,
         );
-        if left == (1, 1) || tokio::time::Instant::now() > deadline {
+        if left == (1, 1, 1) || tokio::time::Instant::now() > deadline {
             break left;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(left, (1, 1), "(readings, rejected) within retention");
+    assert_eq!(
+        left,
+        (1, 1, 1),
+        "(readings, rejected, station events) within retention"
+    );
     let newest: bool = client
         .query_one(
             "SELECT measured_at > now() - interval '2 days' FROM readings",

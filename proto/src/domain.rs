@@ -220,6 +220,7 @@ impl Sample {
             station_id: self.station_id,
             readings,
             ingest_node: ingest_node.to_owned(),
+            notices: Vec::new(),
         }
     }
 }

@@ -912,6 +912,38 @@ impl QueryService for QueryGrpc {
         .await
     }
 
+    async fn list_station_events(
+        &self,
+        request: Request<ListStationEventsRequest>,
+    ) -> Result<Response<ListStationEventsResponse>, Status> {
+        const M: &str = "ListStationEvents";
+        observed(M, async {
+            let (_, client) = self.enter(&request, M, Role::Analyst).await?;
+            let r = request.into_inner();
+            known_station(&client, &r.station_id, M).await?;
+            let (start, end) = range(r.range.as_ref(), "range")?;
+            let size = page_size(r.page_size, self.limits.max_page_size)?;
+            let after = decode_token(&r.page_token)?;
+            let mut rows =
+                read::events_page(&client, &r.station_id, start, end, after.as_ref(), size + 1)
+                    .await
+                    .map_err(|e| db_status(M, &e))?;
+            let next_page_token = cut_page(&mut rows, size, |(key, event)| {
+                let at = event
+                    .at
+                    .as_ref()
+                    .and_then(from_timestamp)
+                    .unwrap_or_default();
+                (key.as_str(), at)
+            });
+            Ok(Response::new(ListStationEventsResponse {
+                events: rows.into_iter().map(|(_, e)| e).collect(),
+                next_page_token,
+            }))
+        })
+        .await
+    }
+
     async fn list_rejected(
         &self,
         request: Request<ListRejectedRequest>,

@@ -575,6 +575,56 @@ pub async fn excluded(
 
 /// One page of a station's rejected readings, oldest first, after `after`
 /// (rejected_at, key).
+/// A station's events starting in [start, end), by (time, key) after
+/// `after`: its notices (`station_events`) and its silences (data-gap
+/// alerts). Keys: `n/<code>` for a notice, `a/<alert id>` for a silence.
+pub async fn events_page(
+    client: &Client,
+    station: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    after: Option<&(String, DateTime<Utc>)>,
+    limit: i64,
+) -> Result<Vec<(String, v1::StationEvent)>, QueryError> {
+    let (ak, at) = match after {
+        Some((k, t)) => (k.as_str(), *t),
+        None => ("", start),
+    };
+    let cmp = if after.is_some() { ">" } else { ">=" };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT * FROM ( \
+                   SELECT 'n/' || code AS key, kind, at, NULL::timestamptz AS ended, code, detail, station_time, '' AS alert_id, received_at \
+                   FROM station_events WHERE station_id = $1 AND at >= $2 AND at < $3 \
+                   UNION ALL \
+                   SELECT 'a/' || id, 'silence', window_start, window_end, parameter, message, true, id, NULL \
+                   FROM alerts WHERE station_id = $1 AND rule = 'data_gap' AND window_start >= $2 AND window_start < $3 \
+                 ) e WHERE (at, key) {cmp} ($4, $5) ORDER BY at, key LIMIT $6"
+            ),
+            &[&station, &start, &end, &at, &ak, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                v1::StationEvent {
+                    kind: r.get(1),
+                    at: ts(r.get(2)),
+                    end: r.get::<_, Option<DateTime<Utc>>>(3).and_then(ts),
+                    code: r.get(4),
+                    detail: r.get(5),
+                    station_time: r.get(6),
+                    alert_id: r.get(7),
+                    received_at: r.get::<_, Option<DateTime<Utc>>>(8).and_then(ts),
+                },
+            )
+        })
+        .collect())
+}
+
 pub async fn rejected_page(
     client: &Client,
     station: &str,

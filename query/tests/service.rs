@@ -803,6 +803,126 @@ async fn rejected_readings_and_alerts() {
 
 /// The standard health service answers for the query service, and server
 /// reflection lists it (what grpcurl and Postman use), without a token.
+/// A station's events: its notices as the processor stores them, and its
+/// silences (data-gap alerts), by time, paged; another station's are not
+/// listed.
+#[tokio::test]
+async fn station_events_are_notices_and_silences_in_time_order() {
+    let f = Fixture::new().await;
+    let t = f.token(Role::Analyst).await;
+    let mut c = f.client().await;
+    let notice = |station: &str, kind: &str, code: &str, at, own| quantrac_db::events::EventRow {
+        station_id: station.into(),
+        kind: kind.into(),
+        code: code.into(),
+        at,
+        station_time: own,
+        detail: format!("DataTime=...;{code}"),
+        source: SourceProtocol::TcpHj212 as i32,
+        received_at: Some(at),
+    };
+    let rows = [
+        notice("Q-1", "restart", "2081", local(2026, 11, 15, 9, 55), true),
+        notice(
+            "Q-1",
+            "device_status",
+            "2021",
+            local(2026, 11, 15, 12, 0),
+            false,
+        ),
+        notice("Q-2", "restart", "2081", local(2026, 11, 15, 9, 0), true),
+    ];
+    assert_eq!(
+        quantrac_db::events::write(&f.db, &rows)
+            .await
+            .expect("write"),
+        3
+    );
+    // A resent notice is the same event.
+    assert_eq!(
+        quantrac_db::events::write(&f.db, &rows[..1])
+            .await
+            .expect("again"),
+        0
+    );
+    f.db.execute(
+        "INSERT INTO alerts (id, rule, station_id, parameter, window_start, window_end, severity, state, message, industrial_zone, opened_at, updated_at) \
+         VALUES ('gap-1', 'data_gap', 'Q-1', 'COD', $1, $2, 'warning', 'open', 'Mất dữ liệu / data gap', 'KCN Test', $2, $2)",
+        &[&local(2026, 11, 15, 10, 0), &local(2026, 11, 15, 11, 0)],
+    )
+    .await
+    .expect("gap alert");
+    let ask = |token: &str| ListStationEventsRequest {
+        station_id: "Q-1".into(),
+        range: range(start(), end()),
+        page_size: 2,
+        page_token: token.into(),
+    };
+    let first = c
+        .list_station_events(with_token(&t, ask("")))
+        .await
+        .expect("events")
+        .into_inner();
+    assert!(!first.next_page_token.is_empty(), "3 events, pages of 2");
+    let second = c
+        .list_station_events(with_token(&t, ask(&first.next_page_token)))
+        .await
+        .expect("page 2")
+        .into_inner();
+    assert!(second.next_page_token.is_empty());
+    let events: Vec<_> = first.events.iter().chain(&second.events).collect();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.kind.as_str(),
+                e.code.as_str(),
+                e.at.and_then(|t| from_timestamp(&t)),
+                e.end.and_then(|t| from_timestamp(&t)),
+                e.station_time,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "restart",
+                "2081",
+                Some(local(2026, 11, 15, 9, 55)),
+                None,
+                true
+            ),
+            (
+                "silence",
+                "COD",
+                Some(local(2026, 11, 15, 10, 0)),
+                Some(local(2026, 11, 15, 11, 0)),
+                true
+            ),
+            (
+                "device_status",
+                "2021",
+                Some(local(2026, 11, 15, 12, 0)),
+                None,
+                false
+            ),
+        ]
+    );
+    assert_eq!(events[1].alert_id, "gap-1");
+    let unknown = c
+        .list_station_events(with_token(
+            &t,
+            ListStationEventsRequest {
+                station_id: "NOPE".into(),
+                ..ask("")
+            },
+        ))
+        .await
+        .expect_err("unknown station");
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+}
+
 #[tokio::test]
 async fn health_and_reflection() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;

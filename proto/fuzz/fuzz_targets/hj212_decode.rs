@@ -21,6 +21,8 @@ fn check(frame: &[u8]) {
     let Some(offset) = FixedOffset::east_opt(7 * 3600) else {
         return;
     };
+    // A notice is exactly a notice command, whatever its segment holds.
+    assert_eq!(p.notice(offset).is_some(), p.is_notice());
     match p.sample(offset) {
         Ok(s) => assert!(!s.values.is_empty() && s.values.iter().all(|v| v.value.is_finite())),
         Err(e) => assert!(e.reason.starts_with("hj212."), "{}", e.reason),

@@ -269,6 +269,33 @@ impl Packet {
         NOTICE_COMMANDS.contains(&self.cn.as_str())
     }
 
+    /// A notice's kind and its time by the station's clock (2081:
+    /// `RestartTime`, else `DataTime`; `None` when neither is there or
+    /// readable: the notice is still kept, at its reception time).
+    /// `None` for a packet that is not a notice.
+    pub fn notice(&self, offset: FixedOffset) -> Option<(&'static str, Option<DateTime<Utc>>)> {
+        let kind = match self.cn.as_str() {
+            "2081" => "restart",
+            "2021" => "device_status",
+            "2041" => "run_time",
+            "3020" => "device_info",
+            _ => return None,
+        };
+        let field = |name: &str| {
+            self.cp
+                .split([';', ','])
+                .filter_map(|i| i.split_once('='))
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| parse_time(v, offset))
+        };
+        let at = if kind == "restart" {
+            field("RestartTime").or_else(|| field("DataTime"))
+        } else {
+            field("DataTime")
+        };
+        Some((kind, at))
+    }
+
     /// Suffix of the value field this packet's command carries.
     fn value_suffix(&self) -> &'static str {
         if self.cn == "2011" { "Rtd" } else { "Avg" }
@@ -493,6 +520,45 @@ mod tests {
 
     fn reason(frame: &[u8]) -> &'static str {
         decode(frame).unwrap_err().reason
+    }
+
+    #[test]
+    fn notices_say_their_kind_and_the_station_time() {
+        let notice = |cn: &str, cp: &str| {
+            decode(&frame(&format!("ST=32;CN={cn};MN=X;Flag=5;CP=&&{cp}&&")))
+                .unwrap()
+                .notice(vn())
+        };
+        let t = |h, m| {
+            Some(
+                vn().with_ymd_and_hms(2025, 1, 15, h, m, 0)
+                    .unwrap()
+                    .to_utc(),
+            )
+        };
+        // 2081: the restart's own time, not the upload's.
+        assert_eq!(
+            notice("2081", "DataTime=20250115103500;RestartTime=20250115102000"),
+            Some(("restart", t(10, 20)))
+        );
+        assert_eq!(
+            notice("2081", "DataTime=20250115103500"),
+            Some(("restart", t(10, 35)))
+        );
+        assert_eq!(
+            notice("2021", "DataTime=20250115103500;i12001-Info=1"),
+            Some(("device_status", t(10, 35)))
+        );
+        assert_eq!(
+            notice("2041", "DataTime=20250115103500000"),
+            Some(("run_time", t(10, 35)))
+        );
+        // An unreadable time costs only the time.
+        assert_eq!(
+            notice("3020", "DataTime=2025011510"),
+            Some(("device_info", None))
+        );
+        assert_eq!(notice("2011", "DataTime=20250115103500;w01018-Rtd=1"), None);
     }
 
     fn sample_reason(cp: &str) -> &'static str {

@@ -135,6 +135,12 @@ enum Command {
         #[command(flatten)]
         span: Span,
     },
+    /// A station's events: restart and status notices, and silences.
+    Events {
+        station: String,
+        #[command(flatten)]
+        span: Span,
+    },
     /// Alerts, newest first.
     Alerts {
         #[arg(long, default_value = "")]
@@ -878,6 +884,40 @@ async fn run(args: Args) -> Result<()> {
                         x.parameter.clone(),
                         show_time(x.measured_at.as_ref()),
                         x.detail.clone(),
+                    ]);
+                }
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                token = r.next_page_token;
+            }
+            table.print(args.output, &mut out)?;
+        }
+        Command::Events { station, span } => {
+            let mut table = Table::new(&["at", "kind", "until", "code", "station_time", "detail"]);
+            let mut token = String::new();
+            loop {
+                let r = q
+                    .list_station_events(authed(
+                        t,
+                        ListStationEventsRequest {
+                            station_id: station.clone(),
+                            range: Some(range(&span)?),
+                            page_size: 1_000,
+                            page_token: token,
+                        },
+                    )?)
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                for e in &r.events {
+                    table.rows.push(vec![
+                        show_time(e.at.as_ref()),
+                        e.kind.clone(),
+                        show_time(e.end.as_ref()),
+                        e.code.clone(),
+                        e.station_time.to_string(),
+                        e.detail.clone(),
                     ]);
                 }
                 if r.next_page_token.is_empty() {

@@ -1,0 +1,55 @@
+//! `station_events`: what stations say about themselves (HJ 212 restart
+//! and status notices). The processor writes them ([`write`], idempotent:
+//! a resent notice is the same event); the query service lists them with
+//! the data-gap alerts as a station's events.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Client;
+
+use crate::DbError;
+
+/// One station event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// The registry's id (aliases resolved).
+    pub station_id: String,
+    /// "restart", "device_status", "run_time" or "device_info".
+    pub kind: String,
+    /// The command as sent (HJ 212 CN).
+    pub code: String,
+    pub at: DateTime<Utc>,
+    /// `at` is the station's own time (false: its reception).
+    pub station_time: bool,
+    pub detail: String,
+    /// `v1::SourceProtocol` as sent.
+    pub source: i32,
+    pub received_at: Option<DateTime<Utc>>,
+}
+
+/// Writes `rows`; events already stored are left as they are. Returns the
+/// new rows.
+pub async fn write(client: &Client, rows: &[EventRow]) -> Result<u64, DbError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let station: Vec<&str> = rows.iter().map(|r| r.station_id.as_str()).collect();
+    let kind: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    let code: Vec<&str> = rows.iter().map(|r| r.code.as_str()).collect();
+    let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.at).collect();
+    let station_time: Vec<bool> = rows.iter().map(|r| r.station_time).collect();
+    let detail: Vec<&str> = rows.iter().map(|r| r.detail.as_str()).collect();
+    let source: Vec<i16> = rows
+        .iter()
+        .map(|r| i16::try_from(r.source).unwrap_or(0))
+        .collect();
+    let received: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.received_at).collect();
+    Ok(client
+        .execute(
+            "INSERT INTO station_events (station_id, kind, code, at, station_time, detail, source, received_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bool[], $6::text[], \
+                                  $7::int2[], $8::timestamptz[]) \
+             ON CONFLICT DO NOTHING",
+            &[&station, &kind, &code, &at, &station_time, &detail, &source, &received],
+        )
+        .await?)
+}
