@@ -385,7 +385,7 @@ mod tests {
         for m in MIGRATIONS {
             assert!(!statements(m.plain).is_empty(), "{}", m.name);
             if let Some(t) = m.timescale {
-                assert!(statements(t).len() >= 5, "{}", m.name);
+                assert!(!statements(t).is_empty(), "{}", m.name);
             }
         }
     }
