@@ -28,6 +28,7 @@ pub struct IngestConfig {
     pub tcp: TcpConfig,
     pub hj212: Hj212Config,
     pub circular10: Circular10Config,
+    pub ftp: FtpConfig,
     pub auth: AuthConfig,
     /// Upper bound on records handed to Kafka and not yet acknowledged, over
     /// all receivers. When reached, receivers stop reading: senders slow down
@@ -45,8 +46,45 @@ impl Default for IngestConfig {
             tcp: TcpConfig::default(),
             hj212: Hj212Config::default(),
             circular10: Circular10Config::default(),
+            ftp: FtpConfig::default(),
             auth: AuthConfig::default(),
             max_in_flight: 10_000,
+        }
+    }
+}
+
+/// The FTP(S) receiver of Circular 10 files (see `ftp`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FtpConfig {
+    /// Where it listens; unset: no FTP receiver.
+    pub listen: Option<SocketAddr>,
+    /// First and last port of passive data connections.
+    pub passive_ports: [u16; 2],
+    /// FTPS (explicit, `AUTH TLS`): certificate and key.
+    pub tls: Option<quantrac_plumbing::tls::ServerTls>,
+    /// Refuse logins and transfers that are not under TLS.
+    pub require_tls: bool,
+    /// A larger upload is refused (552) and its first bytes kept.
+    pub max_file_bytes: usize,
+    /// A session idle this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// At shutdown, uploads in flight get this long to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for FtpConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            passive_ports: [50_000, 50_099],
+            tls: None,
+            require_tls: false,
+            max_file_bytes: 1 << 20,
+            idle_timeout: Duration::from_secs(120),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -314,6 +352,24 @@ impl IngestConfig {
             return Err(invalid(
                 "tcp.max_connections_per_address",
                 "must be at least 1",
+            ));
+        }
+        if self.ftp.passive_ports[0] == 0 || self.ftp.passive_ports[0] > self.ftp.passive_ports[1] {
+            return Err(invalid(
+                "ftp.passive_ports",
+                "expected [first, last] with 0 < first <= last",
+            ));
+        }
+        if self.ftp.max_file_bytes == 0 {
+            return Err(invalid("ftp.max_file_bytes", "must be at least 1"));
+        }
+        if self.ftp.require_tls && self.ftp.tls.is_none() {
+            return Err(invalid("ftp.require_tls", "needs [ftp.tls]"));
+        }
+        if self.ftp.listen.is_some() && self.auth.registry.is_none() {
+            return Err(invalid(
+                "ftp.listen",
+                "FTP accounts are the registry's stations: set auth.registry",
             ));
         }
         if self.auth.max_failures == 0 {

@@ -37,6 +37,7 @@ pub fn source_label(source: SourceProtocol) -> &'static str {
         SourceProtocol::TcpHj212 => "tcp_hj212",
         SourceProtocol::TcpCircular10 => "tcp_circular10",
         SourceProtocol::TcpJson => "tcp_json",
+        SourceProtocol::FtpCircular10 => "ftp_circular10",
         SourceProtocol::Unspecified => "unknown",
     }
 }

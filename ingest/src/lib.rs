@@ -10,6 +10,8 @@
 //!   connections, frame size, timeouts and per-connection pipelining.
 //! - [`credentials`]: each station's secret hash from the registry,
 //!   reloaded on change; checked for HJ 212 `PW` and TCP auth frames.
+//! - [`ftp`]: the FTP(S) receiver of Circular 10 files (libunftp), each
+//!   upload answered 226 only once its records are durable.
 //! - [`decode`]: pure functions from received bytes to samples.
 //! - [`intake`]: samples into `ReadingBatch` records, failures into
 //!   `RejectedInput` records (raw bytes + reason) on `ingest.rejected`.
@@ -23,7 +25,7 @@
 //! - [`broker_auth`]: Mosquitto's password file and ACL generated from the
 //!   registry (per-station MQTT accounts; `quantrac-mqtt-auth` writes them).
 //!
-//! In: station bytes (MQTT, TCP). Out: `readings.raw` and `ingest.rejected`
+//! In: station bytes (MQTT, TCP, FTP). Out: `readings.raw` and `ingest.rejected`
 //! records on the [`Edge`]: Kafka, or the in-process bus in single-node
 //! mode. [`Ingest::start`] wires them together; it takes a shutdown token
 //! and can run inside a test.
@@ -32,6 +34,7 @@ pub mod broker_auth;
 pub mod config;
 pub mod credentials;
 pub mod decode;
+pub mod ftp;
 pub mod intake;
 pub mod mqtt;
 pub mod rate;
@@ -74,6 +77,8 @@ pub enum IngestError {
     Credentials(#[from] credentials::CredentialsError),
     #[error("a receiver task failed: {0}")]
     Task(String),
+    #[error("FTP receiver: {0}")]
+    Ftp(String),
 }
 
 /// Where ingest's records go.
@@ -100,6 +105,8 @@ pub struct Ingest {
     pub tcp_addr: Option<SocketAddr>,
     /// Where the TLS port of the TCP receiver listens.
     pub tls_addr: Option<SocketAddr>,
+    /// Where the FTP(S) receiver listens.
+    pub ftp_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
     tasks: JoinSet<Result<(), IngestError>>,
     shutdown: CancellationToken,
@@ -192,6 +199,18 @@ impl Ingest {
             ));
         }
         let [tcp_addr, tls_addr] = bound;
+        let ftp_addr = config.ftp.listen;
+        if ftp_addr.is_some() {
+            let offset = config::parse_offset(&config.circular10.utc_offset)
+                .ok_or_else(|| config::invalid("circular10.utc_offset", "not an offset"))?;
+            tasks.spawn(ftp::run(
+                config.ftp.clone(),
+                offset,
+                intake.clone(),
+                Arc::clone(&credentials),
+                shutdown.clone(),
+            ));
+        }
         if config.mqtt.enabled {
             tasks.spawn(mqtt::run(
                 Arc::clone(&config),
@@ -199,11 +218,12 @@ impl Ingest {
                 shutdown.clone(),
             ));
         }
-        tracing::info!(node = config.node_id, ?tcp_addr, ?tls_addr, %http_addr, mqtt = config.mqtt.enabled, "ingest started");
+        tracing::info!(node = config.node_id, ?tcp_addr, ?tls_addr, ?ftp_addr, %http_addr, mqtt = config.mqtt.enabled, "ingest started");
         Ok(Self {
             status,
             tcp_addr,
             tls_addr,
+            ftp_addr,
             http_addr,
             tasks,
             shutdown,

@@ -28,8 +28,17 @@ struct SingleNode {
     processor_stop: CancellationToken,
 }
 
+/// The secret of the FTP node's station.
+const FTP_SECRET: &str = "ftp-node-secret";
+
 impl SingleNode {
     async fn start(prefix: &str) -> SingleNode {
+        Self::start_with(prefix, false).await
+    }
+
+    /// With `ftp`: also the FTP receiver, the station's account from the
+    /// registry (secret [`FTP_SECRET`]).
+    async fn start_with(prefix: &str, ftp: bool) -> SingleNode {
         let db_url = fresh_database().await;
         // No Kafka here: topics are only names on the bus.
         let topics = Topics {
@@ -49,6 +58,17 @@ impl SingleNode {
         iconfig.kafka.brokers = "127.0.0.1:1".into();
         iconfig.kafka.readings_topic = topics.raw.clone();
         iconfig.hj212.default_password = Some("pw".into());
+        if ftp {
+            let hash = quantrac_plumbing::secret::hash(FTP_SECRET).expect("hash");
+            let registry = quantrac_testkit::registry::Outfalls::numbered(prefix, 1)
+                .with_lines(&format!("secret_hash = \"{hash}\""))
+                .write()
+                .expect("registry");
+            iconfig.auth.registry = Some(registry);
+            let port = quantrac_testkit::ftp::free_port();
+            iconfig.ftp.listen = Some(format!("127.0.0.1:{port}").parse().expect("addr"));
+            iconfig.ftp.passive_ports = quantrac_testkit::ftp::free_ports(4);
+        }
         let ingest_stop = CancellationToken::new();
         let processor_stop = CancellationToken::new();
         let (tx, rx) = quantrac_plumbing::bus::channel(16);
@@ -481,4 +501,76 @@ async fn restart_notices_are_kept_as_station_events() {
         ("restart".into(), "2081".into(), restart, true)
     );
     assert!(r.get::<_, String>(4).contains("RestartTime="));
+}
+
+/// A Circular 10 file uploaded over FTP is answered 226 only once its
+/// readings are committed (they are in the table when the upload returns);
+/// the same file again adds nothing.
+#[tokio::test]
+async fn ftp_uploads_are_answered_once_committed_and_a_resend_adds_nothing() {
+    let prefix = unique("FN");
+    let node = SingleNode::start_with(&prefix, true).await;
+    let addr = node.ingest.ftp_addr.expect("ftp");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "FTP receiver listening"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let station = format!("{prefix}-0");
+    let vn = chrono::FixedOffset::east_opt(7 * 3600).expect("offset");
+    let at = chrono::DateTime::from_timestamp(Utc::now().timestamp() / 300 * 300 - 600, 0)
+        .expect("time")
+        .with_timezone(&vn)
+        .format("%Y%m%d%H%M%S")
+        .to_string();
+    let name = format!("PY_KCNHH_{station}_{at}.txt");
+    let body = format!(
+        "COD\t41.5\tmg/L\t{at}\t00\r\npH\t7.2\tpH\t{at}\t00\r\nTSS\t20\tmg/L\t{at}\t00\r\n"
+    );
+    let client = db(&node.db_url).await;
+    let stored = format!("SELECT count(*) FROM readings WHERE station_id = '{station}'");
+    // The table locked against writes: the upload cannot be answered.
+    let mut locker = db(&node.db_url).await;
+    let lock = locker.transaction().await.expect("transaction");
+    lock.batch_execute("LOCK TABLE readings IN EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let (user, file, text) = (station.clone(), name.clone(), body.clone());
+    let first = tokio::spawn(async move {
+        quantrac_testkit::ftp::upload(addr, &user, FTP_SECRET, &file, text.as_bytes()).await
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !first.is_finished(),
+        "answered before the readings were committed"
+    );
+    lock.commit().await.expect("unlock");
+    let sent = tokio::time::timeout(WAIT, first)
+        .await
+        .expect("answered once committed")
+        .expect("task");
+    assert_eq!(sent, Ok(body.len() as u64));
+    // No waiting: 226 came after the commit.
+    assert_eq!(count(&client, &stored).await, 3);
+    // The same file again: answered, nothing new.
+    let again =
+        quantrac_testkit::ftp::upload(addr, &station, FTP_SECRET, &name, body.as_bytes()).await;
+    assert_eq!(again, Ok(body.len() as u64));
+    assert_eq!(count(&client, &stored).await, 3);
+    let source: i16 = client
+        .query_one(
+            "SELECT source FROM readings WHERE station_id = $1 AND parameter = 'COD'",
+            &[&station],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(
+        source,
+        quantrac_proto::v1::SourceProtocol::FtpCircular10 as i16
+    );
+    node.stop().await;
 }

@@ -13,13 +13,15 @@
 //!   permits);
 //! - [`samples`]: readings to send;
 //! - [`process`]: a child process that dies with the test;
-//! - [`grpc`]: clients that send a bearer token on every call.
+//! - [`grpc`]: clients that send a bearer token on every call;
+//! - [`ftp`]: free ports, and uploads through a real FTP(S) client.
 //!
 //! Helpers panic with a message that says what to start: a test that cannot
 //! reach its services has nothing else useful to do.
 
 pub mod db;
 pub mod env;
+pub mod ftp;
 pub mod grpc;
 pub mod kafka;
 pub mod process;
