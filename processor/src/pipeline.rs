@@ -11,7 +11,7 @@ use quantrac_proto::v1::{ReadingBatch, RejectedReading, StationNotice, StoredRea
 
 use crate::validate::{Normalised, Validated, ValidationConfig, validate_any};
 use quantrac_db::ReportedRow;
-use quantrac_proto::qc::RejectReason;
+use quantrac_proto::qc::{QcFlag, RejectReason};
 use quantrac_proto::registry::Registry;
 
 /// A record read from the bus (Kafka or the in-process bus).
@@ -123,6 +123,7 @@ pub fn check(
                 }
             }
         }
+        let first_valid = out.valid.len();
         for (i, original) in batch.readings.iter().enumerate() {
             let cleaned;
             let reading = if [
@@ -151,7 +152,13 @@ pub fn check(
                 original
             };
             match validate_any(reading, registry, now, cfg) {
-                Ok(Validated::Reading(n)) => out.valid.push(n),
+                Ok(Validated::Reading(n)) => {
+                    if is_late(&n) {
+                        metrics::counter!("processor_late_readings_total", "station" => n.station_id.clone())
+                            .increment(1);
+                    }
+                    out.valid.push(n);
+                }
                 Ok(Validated::Reported(r)) => out.reported.push(r),
                 Err(e) => {
                     // The ingest id is unique per reading; fall back to the
@@ -177,6 +184,82 @@ pub fn check(
                 }
             }
         }
+        for derived in derived_nox(&out.valid[first_valid..], registry) {
+            // Validated as any reading (range, status); what it cannot be is
+            // counted, not stored: its parts are.
+            match validate_any(&derived, registry, now, cfg) {
+                Ok(Validated::Reading(mut n)) => {
+                    n.wire_code = Some("NO+NO2".into());
+                    metrics::counter!("processor_derived_total", "parameter" => "NOx").increment(1);
+                    out.valid.push(n);
+                }
+                Ok(Validated::Reported(_)) => {}
+                Err(e) => {
+                    metrics::counter!("processor_derived_refused_total", "parameter" => "NOx", "reason" => e.reason.as_str()).increment(1);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Received more than 5 minutes after its measurement: a back-filled
+/// reading (loggers keep 60 days and send them after an outage). Kept and
+/// judged like any other; counted per station, and marked `late` by the
+/// query service.
+fn is_late(n: &Normalised) -> bool {
+    n.received_at
+        .is_some_and(|r| r - n.measured_at > chrono::Duration::minutes(5))
+}
+
+/// NOx as NO2 of a stack that measures NO and NO2 separately (QCVN 19
+/// limits NOx as NO2): for each time of a batch holding both, `NO × M(NO2)
+/// / M(NO) + NO2`, when the station registers NOx and did not send it
+/// itself. Both parts must be in NOx's unit; a part not valid lends the
+/// result its status and flag (a saturated part makes a lower bound).
+/// Parts that arrive in different records are not combined.
+fn derived_nox(rows: &[Normalised], registry: &Registry) -> Vec<quantrac_proto::v1::Reading> {
+    let mut out = Vec::new();
+    let (Some(m_no), Some(m_no2)) = (
+        quantrac_proto::units::molar_mass("NO"),
+        quantrac_proto::units::molar_mass("NO2"),
+    ) else {
+        return out;
+    };
+    for no in rows.iter().filter(|r| r.parameter == "NO") {
+        let at = |p: &str| {
+            rows.iter().find(|r| {
+                r.parameter == p && r.measured_at == no.measured_at && r.station_id == no.station_id
+            })
+        };
+        let (Some(no2), None) = (at("NO2"), at("NOx")) else {
+            continue;
+        };
+        let Some(spec) = registry
+            .station(&no.station_id)
+            .and_then(|s| s.parameter("NOx"))
+        else {
+            continue;
+        };
+        if no.unit != spec.unit || no2.unit != spec.unit {
+            continue;
+        }
+        let nox = |a: f64, b: f64| a * m_no2 / m_no + b;
+        let worse = if no.qc_flag != QcFlag::Valid { no } else { no2 };
+        out.push(quantrac_proto::v1::Reading {
+            station_id: no.station_id.clone(),
+            parameter: "NOx".into(),
+            value: nox(no.value, no2.value),
+            unit: spec.unit.clone(),
+            measured_at: Some(to_timestamp(no.measured_at)),
+            status: quantrac_proto::v1::DeviceStatus::from(worse.status) as i32,
+            device_flag: worse.device_flag.clone(),
+            source: no.source,
+            received_at: no.received_at.max(no2.received_at).map(to_timestamp),
+            ingest_id: no.ingest_id.clone(),
+            converted: no.converted.zip(no2.converted).map(|(a, b)| nox(a, b)),
+            ..Default::default()
+        });
     }
     out
 }
@@ -355,5 +438,118 @@ parameters = [{ code = "COD", unit = "mg/L", range_min = 0, range_max = 1000 }]
                 "readings.raw/2/41/notice/0"
             )
         );
+    }
+
+    /// A stack sending NO and NO2 gets NOx (as NO2) = NO × 46/30 + NO2 when
+    /// it registers NOx and did not send it; a calibrating part makes a
+    /// calibrating NOx; a station without NOx, or one that sent NOx, gets
+    /// nothing derived.
+    #[test]
+    fn nox_is_derived_from_no_and_no2() {
+        let station = |id: &str, nox: bool| {
+            let nox = if nox {
+                r#"  { code = "NOx", unit = "mg/Nm3", range_min = 0, range_max = 2000 },"#
+            } else {
+                ""
+            };
+            format!(
+                r#"
+[[stations]]
+id = "{id}"
+name = "S"
+facility = "F"
+industrial_zone = "Z"
+province = "P"
+latitude = 13.0
+longitude = 109.3
+kind = "stack"
+parameters = [
+  {{ code = "NO", unit = "mg/Nm3", range_min = 0, range_max = 2000 }},
+  {{ code = "NO2", unit = "mg/Nm3", range_min = 0, range_max = 2000 }},
+{nox}
+]
+"#
+            )
+        };
+        let registry = Registry::from_toml(&(station("ST-1", true) + &station("ST-2", false)))
+            .expect("registry");
+        let at = Utc::now() - chrono::Duration::minutes(5);
+        let reading = |station: &str, p: &str, v: f64, status| quantrac_proto::v1::Reading {
+            station_id: station.into(),
+            parameter: p.into(),
+            value: v,
+            unit: "mg/Nm3".into(),
+            measured_at: Some(to_timestamp(at)),
+            status,
+            device_flag: "00".into(),
+            source: 3,
+            ingest_id: "0190a3f0-0000-7000-8000-000000000001".into(),
+            ..Default::default()
+        };
+        let measuring = quantrac_proto::v1::DeviceStatus::Measuring as i32;
+        let calibrating = quantrac_proto::v1::DeviceStatus::Calibrating as i32;
+        let batch = |readings: Vec<quantrac_proto::v1::Reading>| {
+            let bytes = ReadingBatch {
+                station_id: readings[0].station_id.clone(),
+                readings,
+                ..Default::default()
+            }
+            .encode_to_vec();
+            let leaked: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            record(leaked)
+        };
+        let checked = check(
+            &[
+                batch(vec![
+                    reading("ST-1", "NO", 100.0, measuring),
+                    reading("ST-1", "NO2", 20.0, measuring),
+                ]),
+                batch(vec![
+                    reading("ST-1", "NO", 90.0, calibrating),
+                    reading("ST-1", "NO2", 10.0, measuring),
+                ]),
+                batch(vec![
+                    reading("ST-1", "NO", 100.0, measuring),
+                    reading("ST-1", "NO2", 20.0, measuring),
+                    reading("ST-1", "NOx", 170.0, measuring),
+                ]),
+                batch(vec![
+                    reading("ST-2", "NO", 100.0, measuring),
+                    reading("ST-2", "NO2", 20.0, measuring),
+                ]),
+            ],
+            &registry,
+            &ValidationConfig::default(),
+            Utc::now(),
+        );
+        assert!(checked.rejected.is_empty(), "{:?}", checked.rejected);
+        let nox: Vec<_> = checked
+            .valid
+            .iter()
+            .filter(|r| r.parameter == "NOx")
+            .map(|r| {
+                (
+                    r.station_id.as_str(),
+                    r.value,
+                    r.qc_flag,
+                    r.wire_code.as_deref(),
+                )
+            })
+            .collect();
+        let (m_no, m_no2) = (30.006, 46.0055);
+        assert_eq!(nox.len(), 3, "{nox:?}");
+        assert_eq!(
+            (nox[0].0, nox[0].2, nox[0].3),
+            ("ST-1", QcFlag::Valid, Some("NO+NO2"))
+        );
+        assert!(
+            (nox[0].1 - (100.0 * m_no2 / m_no + 20.0)).abs() < 1e-9,
+            "{}",
+            nox[0].1
+        );
+        assert_eq!(nox[1].2, QcFlag::Calibrating);
+        assert!((nox[1].1 - (90.0 * m_no2 / m_no + 10.0)).abs() < 1e-9);
+        // The station's own NOx, as sent.
+        assert_eq!((nox[2].1, nox[2].3), (170.0, None));
     }
 }

@@ -391,6 +391,26 @@ pub const PARAMETERS: &[ParameterInfo] = &[
         unit: "mg/Nm3",
         kind: StationKind::Stack,
     },
+    // Stacks with separate analysers send NO and NO2; NOx (as NO2) is then
+    // computed by the processor (NO x 46/30 + NO2).
+    ParameterInfo {
+        code: "NO",
+        hj212_code: "a21003",
+        hj212_2005_code: "",
+        hj212_unit: "mg/m3@0C",
+        name: "Nitric oxide",
+        unit: "mg/Nm3",
+        kind: StationKind::Stack,
+    },
+    ParameterInfo {
+        code: "NO2",
+        hj212_code: "a21004",
+        hj212_2005_code: "",
+        hj212_unit: "mg/m3@0C",
+        name: "Nitrogen dioxide",
+        unit: "mg/Nm3",
+        kind: StationKind::Stack,
+    },
     ParameterInfo {
         code: "CO",
         hj212_code: "a21005",

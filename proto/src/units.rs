@@ -95,6 +95,9 @@ struct Unit {
     /// Every accepted spelling as a lookup key (see [`key`]), the
     /// canonical one's included.
     spellings: &'static [&'static str],
+    /// A unit that counts one species' mass (ammonium as the NH4+ ion)
+    /// converts only for that parameter.
+    species: Option<&'static str>,
 }
 
 const fn unit(
@@ -109,8 +112,13 @@ const fn unit(
         scale,
         offset: 0.0,
         spellings,
+        species: None,
     }
 }
+
+/// Grams of nitrogen per gram of ammonium ion (N 14.0067, NH4+ 18.0385):
+/// QCVN 40 limits ammonium "as N"; analysers often report the ion.
+const NH4_ION_AS_N: f64 = 14.0067 / 18.0385;
 
 /// mg/m³ at 273.15 K in mg/Nm³ at QCVN's 298.15 K (same pressure).
 const STANDARD_STATE_CN: f64 = 273.15 / 298.15;
@@ -145,9 +153,13 @@ static UNITS: &[Unit] = &[
     unit("m3/day", Flow, 1.0 / 24.0, &["m3/day", "m3/d", "m3/ngày", "m3/ngay", "m3/ngàyđêm", "m3/ngđ"]),
     unit("Nm3/h", NormalFlow, 1.0, &["nm3/h", "nm3/hr"]),
     unit("Nm3/s", NormalFlow, 3600.0, &["nm3/s"]),
-    Unit { canonical: "°C", quantity: Temperature, scale: 1.0, offset: 273.15, spellings: &["c", "oc", "degc", "celsius"] },
+    // Ammonium as the NH4+ ion, to ammonium as N (NH4 only); and mass of
+    // nitrogen, which is what "mg/L" of NH4 (as N) means.
+    Unit { canonical: "mg/L NH4+", quantity: MassConcentration, scale: NH4_ION_AS_N, offset: 0.0, spellings: &["mg/lnh4+", "mg/lnh4", "mg/l-nh4", "mg/l-nh4+", "mg/l(nh4+)", "mg/l(nh4)", "mgnh4/l", "mgnh4+/l", "mg/lasnh4", "mg/lasnh4+"], species: Some("NH4") },
+    unit("mg/L N", MassConcentration, 1.0, &["mg/ln", "mg/l-n", "mg/l(n)", "mgn/l", "mg/lasn", "mg/l(asn)", "mg/lnh4-n", "mg/l(nh4-n)", "mg/lnh4n"]),
+    Unit { canonical: "°C", quantity: Temperature, scale: 1.0, offset: 273.15, spellings: &["c", "oc", "degc", "celsius"], species: None },
     unit("K", Temperature, 1.0, &["k", "kelvin"]),
-    Unit { canonical: "°F", quantity: Temperature, scale: 5.0 / 9.0, offset: FAHRENHEIT_ZERO_K, spellings: &["f", "of", "degf", "fahrenheit"] },
+    Unit { canonical: "°F", quantity: Temperature, scale: 5.0 / 9.0, offset: FAHRENHEIT_ZERO_K, spellings: &["f", "of", "degf", "fahrenheit"], species: None },
     unit("kPa", Pressure, 1.0, &["kpa"]),
     unit("Pa", Pressure, 1e-3, &["pa"]),
     unit("hPa", Pressure, 0.1, &["hpa"]),
@@ -245,6 +257,16 @@ pub fn convert(value: f64, from: &str, to: &str, parameter: &str) -> Result<f64,
         why,
     };
 
+    for u in [source, target] {
+        if let Some(species) = u.species
+            && !species.eq_ignore_ascii_case(parameter.trim())
+        {
+            return Err(incompatible(format!(
+                "{} counts {species} only, not {parameter:?}",
+                u.canonical
+            )));
+        }
+    }
     let base = value * source.scale + source.offset;
     let base = match (source.quantity, target.quantity) {
         (a, b) if a == b => base,
@@ -285,6 +307,19 @@ mod tests {
 
     fn conv(v: f64, from: &str, to: &str) -> f64 {
         convert(v, from, to, "COD").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn ammonium_as_the_ion_converts_to_ammonium_as_n_and_only_for_nh4() {
+        let n = convert(18.0385, "mg/L NH4+", "mg/L", "NH4").expect("NH4");
+        assert!(close(n, 14.0067), "{n}");
+        let spelled = convert(10.0, "mg/l NH4+", "mg/L", "NH4").expect("spelling");
+        assert!(close(spelled, 10.0 * 14.0067 / 18.0385), "{spelled}");
+        assert_eq!(convert(3.0, "mg/L N", "mg/L", "NH4"), Ok(3.0));
+        assert!(matches!(
+            convert(10.0, "mg/L NH4+", "mg/L", "COD"),
+            Err(UnitError::Incompatible { .. })
+        ));
     }
 
     #[test]

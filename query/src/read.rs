@@ -433,8 +433,11 @@ pub(crate) fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(quantrac_proto::domain::to_timestamp(t))
 }
 
+/// A point's columns; a reading received more than 5 minutes after its
+/// measurement is late (the transmission rule of Circular 24/2017, still
+/// applied).
 const POINT_COLUMNS: &str = "parameter, measured_at, value, unit, status, qc_flag, source, received_at, converted, \
-     coalesce(wire_code, parameter) AS wire_code";
+     coalesce(wire_code, parameter) AS wire_code, coalesce(received_at > measured_at + interval '5 minutes', false) AS late";
 
 fn point(r: &tokio_postgres::Row, at: usize) -> v1::SeriesPoint {
     v1::SeriesPoint {
@@ -448,6 +451,7 @@ fn point(r: &tokio_postgres::Row, at: usize) -> v1::SeriesPoint {
         received_at: r.get::<_, Option<DateTime<Utc>>>(at + 7).and_then(ts),
         converted: r.get(at + 8),
         wire_code: r.get(at + 9),
+        late: r.get(at + 10),
     }
 }
 

@@ -803,6 +803,50 @@ async fn rejected_readings_and_alerts() {
 
 /// The standard health service answers for the query service, and server
 /// reflection lists it (what grpcurl and Postman use), without a token.
+/// A reading received more than 5 minutes after its measurement (a
+/// logger's back-fill) is returned marked late; the others are not.
+#[tokio::test]
+async fn back_filled_readings_are_marked_late() {
+    let f = Fixture::new().await;
+    let t = f.token(Role::Analyst).await;
+    let mut c = f.client().await;
+    let at = local(2026, 11, 14, 0, 2);
+    f.db.execute(
+        "INSERT INTO readings (station_id, parameter, measured_at, value, unit, status, device_flag, qc_flag, source, received_at) \
+         VALUES ('Q-1', 'COD', $1, 120, 'mg/L', 1, 'N', 'valid', 6, $2)",
+        &[&at, &(at + Duration::days(2))],
+    )
+    .await
+    .expect("back-filled reading");
+    let page = c
+        .get_series(with_token(
+            &t,
+            GetSeriesRequest {
+                station_id: "Q-1".into(),
+                parameters: vec!["COD".into()],
+                range: range(start(), local(2026, 11, 14, 0, 10)),
+                page_size: 10,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("series")
+        .into_inner();
+    let marks: Vec<_> = page
+        .points
+        .iter()
+        .map(|p| (p.measured_at.and_then(|t| from_timestamp(&t)), p.late))
+        .collect();
+    assert_eq!(
+        marks,
+        vec![
+            (Some(local(2026, 11, 14, 0, 0)), false),
+            (Some(at), true),
+            (Some(local(2026, 11, 14, 0, 5)), false),
+        ]
+    );
+}
+
 /// A station's events: its notices as the processor stores them, and its
 /// silences (data-gap alerts), by time, paged; another station's are not
 /// listed.
