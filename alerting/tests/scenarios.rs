@@ -607,24 +607,37 @@ flatline.count = 0
 sudden_change.max_rise_per_hour = 60
 "#;
 
+/// An analyser's ordinary noise (±6 mg/L between 5-minute readings: "72
+/// per hour" if two consecutive values were scaled to an hour) raises
+/// nothing for two hours.
 #[test]
-fn sudden_rise_fires_above_rate_and_clears_with_hysteresis() {
+fn steady_noise_is_not_a_sudden_rise() {
     let mut e = engine(ONLY_RISE);
-    // +5 in 5 minutes = 60/h: not above. +6 = 72/h: fires.
-    let ev = feed(&mut e, &series("COD", at(1, 0), &[50.0, 55.0, 61.0]));
+    let noisy: Vec<f64> = (0..24)
+        .map(|i| if i % 2 == 0 { 40.0 } else { 46.0 })
+        .collect();
+    let ev = feed(&mut e, &series("COD", at(1, 0), &noisy));
+    assert!(of(&ev, RuleKind::SuddenChange).is_empty(), "{ev:#?}");
+}
+
+#[test]
+fn sudden_rise_fires_within_the_hour_and_clears_with_hysteresis() {
+    let mut e = engine(ONLY_RISE);
+    // 50, then +30 and +31 within 10 minutes: 61 above the hour's lowest.
+    let ev = feed(&mut e, &series("COD", at(1, 0), &[50.0, 80.0, 111.0]));
     let r = of(&ev, RuleKind::SuddenChange);
     assert_eq!(r.len(), 1, "{ev:#?}");
     assert_eq!(r[0].alert.key.window_start, at(1, 10));
-    assert!((r[0].alert.observed_value - 72.0).abs() < 1e-9);
+    assert!((r[0].alert.observed_value - 61.0).abs() < 1e-9);
     assert_eq!(r[0].alert.limit_value, 60.0);
-    // +4.9 in 5 min = 58.8/h: below 60 but not below 57: stays open.
-    let ev = feed(&mut e, &[valid("COD", at(1, 15), 65.9)]);
+    // 58 above the lowest: below 60 but not below 57: stays open.
+    let ev = feed(&mut e, &[valid("COD", at(1, 15), 108.0)]);
     assert!(ev.is_empty(), "{ev:#?}");
-    // +4 = 48/h: resolves.
-    let ev = feed(&mut e, &[valid("COD", at(1, 20), 69.9)]);
+    // Just over an hour after the 50, the hour's lowest is 80: +30, resolved.
+    let ev = feed(&mut e, &[valid("COD", at(2, 1), 110.0)]);
     assert_eq!(resolved(&ev).len(), 1, "{ev:#?}");
     // Falling never fires.
-    let ev = feed(&mut e, &[valid("COD", at(1, 25), 10.0)]);
+    let ev = feed(&mut e, &[valid("COD", at(2, 5), 10.0)]);
     assert!(ev.is_empty());
 }
 

@@ -72,9 +72,11 @@
 //! - **early warning**: a value, or a window average, past the warning
 //!   threshold but not past the limit; resolves like the limit rule against
 //!   the threshold.
-//! - **sudden change**: `(v − v_prev) / hours` between consecutive valid
-//!   readings strictly above `max_rise_per_hour`; resolves when the rate
-//!   falls below `max_rise_per_hour × (1 − h)`.
+//! - **sudden change**: `v − min(valid values of the hour before v)`
+//!   strictly above `max_rise_per_hour` (a rise within an hour, not two
+//!   consecutive values' difference scaled to an hour, which turns an
+//!   analyser's noise into alerts); resolves when the rise falls below
+//!   `max_rise_per_hour × (1 − h)`.
 //! - **data gap**: `now − max(newest measured_at, wall clock it was
 //!   observed)` strictly longer than `max(k × interval, gap.min)`, for the
 //!   station as a whole (parameter `""`, interval = its shortest) or, while

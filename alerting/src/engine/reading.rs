@@ -15,7 +15,7 @@ use quantrac_proto::v1::StoredReading;
 use super::incidents::Book;
 use super::instrument::status_rule;
 use super::limits::{close_windows, value_rules};
-use super::sequence::{flatline, sudden_change};
+use super::sequence::{flatline, remember_valid, sudden_change};
 use super::series::{Admission, Series, SeriesInfo, SeriesState};
 use super::time::{add, local_date};
 use super::{Engine, Mode};
@@ -228,7 +228,7 @@ fn judge_value(
     if reading.in_order && !at_least {
         // Sudden change.
         sudden_change(info, state, book, t, v, offset, mode, out);
-        state.prev_valid = Some((t, v));
+        remember_valid(state, t, v);
 
         // Flatline.
         flatline(info, state, book, t, v, offset, mode, out);

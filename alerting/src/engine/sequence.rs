@@ -1,6 +1,6 @@
 //! The rules on the in-order sequence of valid values: sudden change
-//! (the rise per hour between consecutive values) and flatline (a run of
-//! values stuck within a tolerance).
+//! (a rise within the hour above the hour's lowest value) and flatline (a
+//! run of values stuck within a tolerance).
 
 use chrono::{DateTime, FixedOffset, Utc};
 
@@ -20,7 +20,30 @@ pub(super) struct Run {
     first: f64,
 }
 
-/// Sudden change: the rise per hour from the previous valid value to `v`.
+/// How far back sudden change looks for the value a rise starts from.
+const RISE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Most values kept for it (a station reporting every few seconds).
+const MAX_RECENT: usize = 4_096;
+
+/// Keeps `(t, v)` as a valid in-order value, and only the last hour's.
+pub(super) fn remember_valid(state: &mut SeriesState, t: DateTime<Utc>, v: f64) {
+    state.recent_valid.push_back((t, v));
+    while state
+        .recent_valid
+        .front()
+        .is_some_and(|(pt, _)| *pt < t - RISE_WINDOW)
+        || state.recent_valid.len() > MAX_RECENT
+    {
+        state.recent_valid.pop_front();
+    }
+}
+
+/// Sudden change: how far `v` is above the lowest valid value of the hour
+/// before it. A rise measured between two consecutive 5-minute values and
+/// extrapolated to an hour would turn an analyser's ordinary noise (a few
+/// mg/L between readings) into "60 mg/L per hour"; what officers mean by a
+/// sudden rise is one that happened within the hour.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn sudden_change(
     info: &SeriesInfo,
@@ -33,40 +56,45 @@ pub(super) fn sudden_change(
     out: &mut Vec<AlertEvent>,
 ) {
     let h = info.rules.hysteresis;
-    if let Some(max_rise) = info.rules.sudden_change.max_rise_per_hour
-        && let Some((pt, pv)) = state.prev_valid
-    {
-        let hours = (t - pt).num_milliseconds() as f64 / 3_600_000.0;
-        if hours > 0.0 {
-            let rate = (v - pv) / hours;
-            let list = state.incidents.entry(RuleKind::SuddenChange).or_default();
-            if rate > max_rise {
-                let f = Finding {
-                    rule: RuleKind::SuddenChange,
-                    start: t,
-                    t,
-                    observed: rate,
-                    limit: max_rise,
-                    message: format!(
-                        "Tăng đột biến / sudden rise: {} từ {} lên {} {} ({} /giờ > {} /giờ), trạm {}, lúc {}",
-                        info.parameter,
-                        num(pv),
-                        num(v),
-                        info.unit,
-                        num(rate),
-                        num(max_rise),
-                        info.station,
-                        local_time(t, offset)
-                    ),
-                    window_end: Some(t),
-                    opened_at: t,
-                    reference: v,
-                };
-                book.breach(list, f, info, mode, out);
-            } else if rate < max_rise * (1.0 - h) {
-                book.clear(list, t, mode, out);
-            }
-        }
+    let Some(max_rise) = info.rules.sudden_change.max_rise_per_hour else {
+        return;
+    };
+    let base = state
+        .recent_valid
+        .iter()
+        .filter(|(pt, _)| *pt >= t - RISE_WINDOW && *pt < t)
+        .map(|&(_, pv)| pv)
+        .fold(f64::INFINITY, f64::min);
+    if !base.is_finite() {
+        return;
+    }
+    let rise = v - base;
+    let list = state.incidents.entry(RuleKind::SuddenChange).or_default();
+    if rise > max_rise {
+        let f = Finding {
+            rule: RuleKind::SuddenChange,
+            start: t,
+            t,
+            observed: rise,
+            limit: max_rise,
+            message: format!(
+                "Tăng đột biến / sudden rise: {} từ {} lên {} {} trong vòng 1 giờ (+{} > {}), trạm {}, lúc {}",
+                info.parameter,
+                num(base),
+                num(v),
+                info.unit,
+                num(rise),
+                num(max_rise),
+                info.station,
+                local_time(t, offset)
+            ),
+            window_end: Some(t),
+            opened_at: t,
+            reference: v,
+        };
+        book.breach(list, f, info, mode, out);
+    } else if rise < max_rise * (1.0 - h) {
+        book.clear(list, t, mode, out);
     }
 }
 

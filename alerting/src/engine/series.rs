@@ -67,7 +67,9 @@ pub(super) struct SeriesState {
     pub(super) seen: VecDeque<(DateTime<Utc>, f64)>,
     pub(super) windows: Vec<WindowSet>,
     pub(super) incidents: BTreeMap<RuleKind, Vec<Incident>>,
-    pub(super) prev_valid: Option<(DateTime<Utc>, f64)>,
+    /// Valid in-order values of the last hour (sudden change's baseline),
+    /// oldest first.
+    pub(super) recent_valid: VecDeque<(DateTime<Utc>, f64)>,
     pub(super) run: Option<Run>,
     pub(super) episode: Option<Episode>,
     pub(super) day_episodes: Option<(NaiveDate, u32)>,
