@@ -1,7 +1,8 @@
 //! `station_events`: what stations say about themselves (HJ 212 restart
 //! and status notices). The processor writes them ([`write`], idempotent:
 //! a resent notice is the same event); the query service lists them with
-//! the data-gap alerts as a station's events.
+//! the data-gap alerts as a station's events. And `raw_files`, the files
+//! stations uploaded, kept unchanged as evidence ([`write_files`]).
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
@@ -52,4 +53,40 @@ pub async fn write(client: &Client, rows: &[EventRow]) -> Result<u64, DbError> {
             &[&station, &kind, &code, &at, &station_time, &detail, &source, &received],
         )
         .await?)
+}
+
+/// A file a station uploaded, as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRow {
+    pub station_id: String,
+    pub name: String,
+    pub content: Vec<u8>,
+    pub received_at: DateTime<Utc>,
+    /// `v1::SourceProtocol` as sent.
+    pub source: i32,
+}
+
+/// Writes `files` with their SHA-256; a file already kept (same station,
+/// name and bytes) is left as it is. Returns the new rows.
+pub async fn write_files(client: &Client, files: &[FileRow]) -> Result<u64, DbError> {
+    use sha2::Digest as _;
+    let mut n = 0;
+    for f in files {
+        let digest = sha2::Sha256::digest(&f.content).to_vec();
+        n += client
+            .execute(
+                "INSERT INTO raw_files (station_id, name, sha256, content, received_at, source) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &f.station_id,
+                    &f.name,
+                    &digest,
+                    &f.content,
+                    &f.received_at,
+                    &i16::try_from(f.source).unwrap_or(0),
+                ],
+            )
+            .await?;
+    }
+    Ok(n)
 }

@@ -1,7 +1,7 @@
 //! Versioned SQL migrations, applied at start.
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
-//! registry tables and their aggregates, 0001-0002, 0006, 0009, 0011, 0013, 0015-0019; alerting's
+//! registry tables and their aggregates, 0001-0002, 0006, 0009, 0011, 0013, 0015-0020; alerting's
 //! tables, 0003-0005, 0007, 0012 and 0014; people's access tokens, 0008; the audit log, 0010); one that
 //! depends on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
@@ -173,6 +173,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 19,
         name: "station_events",
         plain: include_str!("../migrations/0019_station_events.sql"),
+        timescale: None,
+    },
+    Migration {
+        version: 20,
+        name: "raw_files",
+        plain: include_str!("../migrations/0020_raw_files.sql"),
         timescale: None,
     },
 ];

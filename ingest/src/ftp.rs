@@ -5,8 +5,10 @@
 //! itself, not a directory: an upload (`STOR`) is read whole (at most
 //! `ftp.max_file_bytes`), decoded, published, and answered `226` only once
 //! Kafka (in single-node mode, the processor's commit) has acknowledged its
-//! records. A file refused is answered `550` with the reason, and its bytes
-//! are kept on `ingest.rejected` like every refusal. Nothing is written to
+//! records. The file itself rides unchanged on the first record, and the
+//! processor keeps it (`raw_files`) as evidence with its reception time. A
+//! file refused is answered `550` with the reason, and its bytes are kept
+//! on `ingest.rejected` like every refusal. Nothing is written to
 //! disk, so there is no watched directory and no race with a half-written
 //! file.
 //!
@@ -222,7 +224,10 @@ impl Upload {
                 .and_then(|_| self.decode(station, &name, &body))
         };
         let prepared = match decoded {
-            Ok(samples) => self.intake.accept(SOURCE, samples),
+            Ok(samples) => {
+                self.intake
+                    .accept_file(SOURCE, samples, Some((name.as_str(), body.as_slice())))
+            }
             Err(e) => {
                 // What is kept of a refused file: its name, then its bytes.
                 let mut kept = format!("{name}\n").into_bytes();

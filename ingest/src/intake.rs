@@ -9,7 +9,7 @@ use chrono::Utc;
 use prost::Message;
 use quantrac_proto::Sample;
 use quantrac_proto::domain::to_timestamp;
-use quantrac_proto::v1::{ReadingBatch, RejectedInput, SourceProtocol, StationNotice};
+use quantrac_proto::v1::{RawFile, ReadingBatch, RejectedInput, SourceProtocol, StationNotice};
 use quantrac_proto::wire::WireError;
 
 use crate::sink::{Acks, OutRecord, Sink, SinkError};
@@ -91,12 +91,30 @@ impl Intake {
 
     /// One `ReadingBatch` record per sample, keyed by station.
     pub fn accept(&self, source: SourceProtocol, samples: Vec<Sample>) -> Prepared {
+        self.accept_file(source, samples, None)
+    }
+
+    /// [`Intake::accept`] of the samples of one file `(name, bytes)`, which
+    /// rides unchanged on the first record, as evidence.
+    pub fn accept_file(
+        &self,
+        source: SourceProtocol,
+        samples: Vec<Sample>,
+        file: Option<(&str, &[u8])>,
+    ) -> Prepared {
         let received_at = Utc::now();
         let mut readings = 0;
+        let mut file = file.map(|(name, content)| RawFile {
+            name: name.to_owned(),
+            content: content.to_vec(),
+            received_at: Some(to_timestamp(received_at)),
+            source: source as i32,
+        });
         let records = samples
             .into_iter()
             .map(|s| {
-                let batch = s.into_batch(source, received_at, &self.node);
+                let mut batch = s.into_batch(source, received_at, &self.node);
+                batch.file = file.take();
                 readings += batch.readings.len();
                 OutRecord {
                     topic: Arc::clone(&self.readings_topic),
@@ -127,6 +145,7 @@ impl Intake {
             readings: Vec::new(),
             ingest_node: self.node.to_string(),
             notices: vec![notice],
+            file: None,
         };
         Prepared {
             records: vec![OutRecord {

@@ -504,8 +504,9 @@ async fn restart_notices_are_kept_as_station_events() {
 }
 
 /// A Circular 10 file uploaded over FTP is answered 226 only once its
-/// readings are committed (they are in the table when the upload returns);
-/// the same file again adds nothing.
+/// readings are committed (they are in the table when the upload returns),
+/// and the file is kept unchanged as evidence; the same file again adds
+/// nothing.
 #[tokio::test]
 async fn ftp_uploads_are_answered_once_committed_and_a_resend_adds_nothing() {
     let prefix = unique("FN");
@@ -555,11 +556,24 @@ async fn ftp_uploads_are_answered_once_committed_and_a_resend_adds_nothing() {
     assert_eq!(sent, Ok(body.len() as u64));
     // No waiting: 226 came after the commit.
     assert_eq!(count(&client, &stored).await, 3);
+    // The file itself, unchanged, with its reception time.
+    let kept = format!(
+        "SELECT count(*) FROM raw_files WHERE station_id = '{station}' AND name = '{name}' \
+         AND content = decode('{}', 'hex') AND sha256 = sha256(content) \
+         AND received_at > now() - interval '1 minute'",
+        body.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    assert_eq!(count(&client, &kept).await, 1);
     // The same file again: answered, nothing new.
     let again =
         quantrac_testkit::ftp::upload(addr, &station, FTP_SECRET, &name, body.as_bytes()).await;
     assert_eq!(again, Ok(body.len() as u64));
     assert_eq!(count(&client, &stored).await, 3);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM raw_files").await,
+        1,
+        "the same file is kept once"
+    );
     let source: i16 = client
         .query_one(
             "SELECT source FROM readings WHERE station_id = $1 AND parameter = 'COD'",

@@ -32,6 +32,8 @@ pub struct Checked {
     pub rejected: Vec<RejectedReading>,
     /// What stations said about themselves (HJ 212 notices).
     pub events: Vec<quantrac_db::events::EventRow>,
+    /// Files stations uploaded, unchanged (evidence).
+    pub files: Vec<quantrac_db::events::FileRow>,
 }
 
 impl Checked {
@@ -106,6 +108,21 @@ pub fn check(
                 continue;
             }
         };
+        if let Some(file) = &batch.file
+            && let Some(known) = registry.station(&batch.station_id)
+        {
+            out.files.push(quantrac_db::events::FileRow {
+                station_id: known.id.clone(),
+                name: file.name.replace('\0', ""),
+                content: file.content.clone(),
+                received_at: file
+                    .received_at
+                    .as_ref()
+                    .and_then(from_timestamp)
+                    .unwrap_or(now),
+                source: file.source,
+            });
+        }
         for (i, notice) in batch.notices.iter().enumerate() {
             match event(&batch.station_id, notice, registry, now) {
                 Ok(e) => out.events.push(e),

@@ -1,7 +1,7 @@
 //! Storage that stays bounded: what TimescaleDB's retention policy does for
 //! `readings`, done by the processor where no policy runs (plain
-//! PostgreSQL), and the same horizon for `rejected_readings` and
-//! `station_events`, which no policy covers anywhere.
+//! PostgreSQL), and the same horizon for `rejected_readings`,
+//! `station_events` and `raw_files`, which no policy covers anywhere.
 //!
 //! Every `storage.cleanup_every`, in slices of 10,000 rows so a long
 //! backlog never holds one big lock. Several processors may run it at once:
@@ -41,6 +41,7 @@ pub async fn run(
             "station_events",
             store.delete_expired_events(retention).await,
         );
+        report("raw_files", store.delete_expired_files(retention).await);
     }
 }
 

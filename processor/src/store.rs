@@ -134,6 +134,18 @@ impl Store {
         quantrac_db::events::write(client, rows).await
     }
 
+    /// Uploaded files (idempotent); the new rows.
+    pub async fn write_files(
+        &mut self,
+        files: &[quantrac_db::events::FileRow],
+    ) -> Result<u64, StoreError> {
+        if files.is_empty() {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        quantrac_db::events::write_files(client, files).await
+    }
+
     /// Newer readings into `latest_readings`.
     pub async fn upsert_latest(
         &mut self,
@@ -187,6 +199,16 @@ impl Store {
         self.delete_before(
             "DELETE FROM rejected_readings WHERE key IN \
              (SELECT key FROM rejected_readings WHERE rejected_at < $1 LIMIT 10000)",
+            retention,
+        )
+        .await
+    }
+
+    /// Uploaded files kept no longer than readings, by reception.
+    pub async fn delete_expired_files(&mut self, retention: Duration) -> Result<u64, StoreError> {
+        self.delete_before(
+            "DELETE FROM raw_files WHERE ctid IN \
+             (SELECT ctid FROM raw_files WHERE received_at < $1 LIMIT 10000)",
             retention,
         )
         .await

@@ -188,9 +188,10 @@ impl Worker {
         }
     }
 
-    /// Stores the batch's station events, retrying while the database is
-    /// away; events it refuses are kept as `storage_refused` rejections
-    /// (a notice is evidence too) rather than stopping the partition.
+    /// Stores the batch's station events and uploaded files, retrying
+    /// while the database is away; what it refuses is kept as
+    /// `storage_refused` rejections (a notice, a file, is evidence too)
+    /// rather than stopping the partition.
     async fn store_events(
         &mut self,
         checked: &mut Checked,
@@ -198,9 +199,18 @@ impl Worker {
     ) -> Result<(), ProcessorError> {
         let mut backoff = self.batch.min_backoff;
         loop {
-            match self.store.write_events(&checked.events).await {
-                Ok(n) => {
-                    metrics::counter!("processor_station_events_stored_total").increment(n);
+            let written = match self.store.write_events(&checked.events).await {
+                Ok(events) => self
+                    .store
+                    .write_files(&checked.files)
+                    .await
+                    .map(|files| (events, files)),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok((events, files)) => {
+                    metrics::counter!("processor_station_events_stored_total").increment(events);
+                    metrics::counter!("processor_raw_files_stored_total").increment(files);
                     return Ok(());
                 }
                 Err(e) if e.is_transient() => {
@@ -213,10 +223,15 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, events = checked.events.len(), "database refused station events; keeping them as rejected");
-                    let refused: Vec<RejectedReading> = std::mem::take(&mut checked.events)
+                    let mut refused: Vec<RejectedReading> = std::mem::take(&mut checked.events)
                         .iter()
                         .map(|ev| event_refusal(ev, &e))
                         .collect();
+                    refused.extend(
+                        std::mem::take(&mut checked.files)
+                            .into_iter()
+                            .map(|f| file_refusal(f, &e)),
+                    );
                     self.store
                         .write(&[], &refused)
                         .await
@@ -360,6 +375,22 @@ fn event_refusal(ev: &quantrac_db::events::EventRow, e: &StoreError) -> Rejected
         station_id: ev.station_id.clone(),
         key: format!("event/{}/{}/{}", ev.station_id, ev.code, ev.at.to_rfc3339()),
         raw: raw.into_bytes(),
+        ..Default::default()
+    }
+}
+
+fn file_refusal(f: quantrac_db::events::FileRow, e: &StoreError) -> RejectedReading {
+    RejectedReading {
+        reason: RejectReason::StorageRefused.as_str().to_owned(),
+        detail: format!("file {}: {e}", f.name),
+        station_id: f.station_id.clone(),
+        key: format!(
+            "file/{}/{}/{}",
+            f.station_id,
+            f.name,
+            f.received_at.to_rfc3339()
+        ),
+        raw: f.content,
         ..Default::default()
     }
 }

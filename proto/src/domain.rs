@@ -221,6 +221,7 @@ impl Sample {
             readings,
             ingest_node: ingest_node.to_owned(),
             notices: Vec::new(),
+            file: None,
         }
     }
 }
