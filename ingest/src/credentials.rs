@@ -30,7 +30,7 @@ pub enum Check {
     NoSecret,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Table {
     hashes: HashMap<String, String>,
     /// Every id and alias → the station's id.
@@ -39,6 +39,17 @@ struct Table {
     with_identity: std::collections::HashSet<String>,
     /// SHA-256 of each station's verified secret.
     verified: HashMap<String, [u8; 32]>,
+}
+
+/// Never the hashes or digests: a Debug print can reach a log (libunftp
+/// logs its server builder, which holds these, on every connection).
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("stations_with_secret", &self.hashes.len())
+            .field("names", &self.names.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The stations' secret hashes, reloaded when the registry file changes.
@@ -288,6 +299,19 @@ parameters = [{{ code = "COD", unit = "mg/L", range_min = 0, range_max = 500 }}]
     /// Two facilities each run a station coded KT01: the full identity in
     /// the file name tells them apart; a third facility's KT01 is refused
     /// rather than stored under the first one.
+    #[test]
+    fn debug_prints_no_secret_hash() {
+        let hash = quantrac_plumbing::secret::hash("s3cret").expect("hash");
+        let mut t = Table::default();
+        t.hashes.insert("ST-1".into(), hash.clone());
+        t.verified.insert("ST-1".into(), digest("s3cret"));
+        let c = Credentials::none(false);
+        *c.table.write().expect("lock") = t;
+        let printed = format!("{c:?}");
+        assert!(!printed.contains(&hash), "{printed}");
+        assert!(printed.contains("stations_with_secret: 1"), "{printed}");
+    }
+
     #[test]
     fn circular10_files_name_stations_by_province_facility_and_station() {
         let text = [
