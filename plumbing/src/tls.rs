@@ -217,8 +217,13 @@ pub fn grpc_client(ca: Option<&Path>) -> Result<tonic::transport::ClientTlsConfi
 /// A gRPC endpoint for `url`: TLS for `https://`, trusting `ca` (or the
 /// public web roots); plain for `http://`.
 pub fn grpc_endpoint(url: &str, ca: Option<&Path>) -> Result<tonic::transport::Endpoint, String> {
-    let endpoint =
-        tonic::transport::Endpoint::from_shared(url.to_owned()).map_err(|e| e.to_string())?;
+    // HTTP/2's default receive window is 64 KiB: an answer larger than
+    // that (the latest values of every station, a page of 10,000 points)
+    // would wait a round trip for each window update.
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| e.to_string())?
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20);
     if url.starts_with("https://") {
         let tls = grpc_client(ca).map_err(|e| e.to_string())?;
         endpoint.tls_config(tls).map_err(|e| e.to_string())

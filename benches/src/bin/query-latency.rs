@@ -264,9 +264,12 @@ async fn main() -> Result<()> {
     )
     .await?
     .secret;
-    let mut c = QueryServiceClient::connect(format!("http://{}", query.grpc_addr))
-        .await?
-        .max_decoding_message_size(256 << 20);
+    // The endpoint the console and the `quantrac` client use.
+    let endpoint =
+        quantrac_plumbing::tls::grpc_endpoint(&format!("http://{}", query.grpc_addr), None)
+            .map_err(anyhow::Error::msg)?;
+    let mut c =
+        QueryServiceClient::new(endpoint.connect().await?).max_decoding_message_size(256 << 20);
     let picks = stations(args.rounds, args.stations);
     let (start, end) = span;
     let day = (end - chrono::Duration::days(1), end);
