@@ -219,9 +219,8 @@ impl Upload {
                 ),
             ))
         } else {
-            std::str::from_utf8(&body)
-                .map_err(|_| WireError::new("circular10.encoding", "the file is not UTF-8"))
-                .and_then(|_| self.decode(station, &name, &body))
+            // decode_record refuses a file that is not UTF-8.
+            self.decode(station, &name, &body)
         };
         let prepared = match decoded {
             Ok(samples) => {

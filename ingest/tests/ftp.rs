@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use quantrac_ingest::Ingest;
-use quantrac_testkit::ftp::{free_port, free_ports, upload, upload_tls};
+use quantrac_testkit::ftp::{free_port, free_ports, upload, upload_tls, wait_listening};
 use quantrac_testkit::registry::Outfalls;
 use tokio_util::sync::CancellationToken;
 
@@ -51,15 +51,7 @@ async fn start(
         .await
         .expect("start");
     assert_eq!(ingest.ftp_addr, Some(addr));
-    // libunftp binds in its task: wait until it accepts.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "FTP receiver listening"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_listening(addr).await;
     (ingest, addr, stop)
 }
 

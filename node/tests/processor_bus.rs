@@ -28,6 +28,25 @@ struct SingleNode {
     processor_stop: CancellationToken,
 }
 
+/// Sends HJ 212 `frames` on one connection; each is answered as an upload
+/// (CN 9014), in single-node mode once committed.
+async fn send_answered_as_uploads(ingest: &Ingest, frames: &[Vec<u8>]) {
+    let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
+        .await
+        .expect("connect")
+        .into_split();
+    let mut rd = BufReader::new(rd);
+    for f in frames {
+        wr.write_all(f).await.expect("write");
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, rd.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        assert_eq!(hj212::decode(line.as_bytes()).expect("reply").cn, "9014");
+    }
+}
+
 /// The secret of the FTP node's station.
 const FTP_SECRET: &str = "ftp-node-secret";
 
@@ -263,11 +282,6 @@ async fn hourly_records_do_not_collide_with_real_time_values() {
             cp,
         })
     };
-    let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
-        .await
-        .expect("connect")
-        .into_split();
-    let mut rd = BufReader::new(rd);
     let frames = [
         packet(
             "20250101000000001",
@@ -296,15 +310,7 @@ async fn hourly_records_do_not_collide_with_real_time_values() {
             format!("DataTime={data_time};w01018-Min=1,w01018-Avg=2.0,w01018-Max=3,w01018-Flag=N"),
         ),
     ];
-    for f in frames {
-        wr.write_all(&f).await.expect("write");
-        let mut line = String::new();
-        tokio::time::timeout(WAIT, rd.read_line(&mut line))
-            .await
-            .expect("reply in time")
-            .expect("read");
-        assert_eq!(hj212::decode(line.as_bytes()).expect("reply").cn, "9014");
-    }
+    send_answered_as_uploads(ingest, &frames).await;
     let client = db(&db_url).await;
     let r = client
         .query_one(
@@ -467,20 +473,7 @@ async fn restart_notices_are_kept_as_station_events() {
             cp: cp.clone(),
         })
     };
-    let (rd, mut wr) = TcpStream::connect(ingest.tcp_addr.expect("tcp"))
-        .await
-        .expect("connect")
-        .into_split();
-    let mut rd = BufReader::new(rd);
-    for f in [packet(&station), packet(&station)] {
-        wr.write_all(&f).await.expect("write");
-        let mut line = String::new();
-        tokio::time::timeout(WAIT, rd.read_line(&mut line))
-            .await
-            .expect("reply in time")
-            .expect("read");
-        assert_eq!(hj212::decode(line.as_bytes()).expect("reply").cn, "9014");
-    }
+    send_answered_as_uploads(ingest, &[packet(&station), packet(&station)]).await;
     let client = db(&db_url).await;
     let rows = client
         .query(
@@ -512,14 +505,7 @@ async fn ftp_uploads_are_answered_once_committed_and_a_resend_adds_nothing() {
     let prefix = unique("FN");
     let node = SingleNode::start_with(&prefix, true).await;
     let addr = node.ingest.ftp_addr.expect("ftp");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "FTP receiver listening"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    quantrac_testkit::ftp::wait_listening(addr).await;
     let station = format!("{prefix}-0");
     let vn = chrono::FixedOffset::east_opt(7 * 3600).expect("offset");
     let at = chrono::DateTime::from_timestamp(Utc::now().timestamp() / 300 * 300 - 600, 0)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::ProcessorError;
-use crate::store::Store;
+use crate::store::{Expiring, Store};
 
 /// Runs until `shutdown`. `readings_too`: plain PostgreSQL (TimescaleDB's
 /// own policy drops whole chunks of `readings`).
@@ -30,18 +30,20 @@ pub async fn run(
             () = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        if readings_too {
-            report("readings", store.delete_expired(retention).await);
+        for table in [
+            Expiring::Readings,
+            Expiring::Rejected,
+            Expiring::StationEvents,
+            Expiring::RawFiles,
+        ] {
+            if table == Expiring::Readings && !readings_too {
+                continue;
+            }
+            report(
+                table.columns().0,
+                store.delete_expired(table, retention).await,
+            );
         }
-        report(
-            "rejected_readings",
-            store.delete_expired_rejections(retention).await,
-        );
-        report(
-            "station_events",
-            store.delete_expired_events(retention).await,
-        );
-        report("raw_files", store.delete_expired_files(retention).await);
     }
 }
 

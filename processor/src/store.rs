@@ -36,6 +36,31 @@ pub struct Store {
     method: WriteMethod,
 }
 
+/// Tables kept no longer than `storage.retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiring {
+    /// Plain PostgreSQL only: TimescaleDB's retention policy drops chunks.
+    Readings,
+    /// By when they were rejected.
+    Rejected,
+    /// By the event's time.
+    StationEvents,
+    /// By reception.
+    RawFiles,
+}
+
+impl Expiring {
+    /// Its metrics label (the table), row key and time column.
+    pub fn columns(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Expiring::Readings => ("readings", "ctid", "measured_at"),
+            Expiring::Rejected => ("rejected_readings", "key", "rejected_at"),
+            Expiring::StationEvents => ("station_events", "ctid", "at"),
+            Expiring::RawFiles => ("raw_files", "ctid", "received_at"),
+        }
+    }
+}
+
 impl Store {
     /// Connects and applies the migrations.
     pub async fn open(
@@ -179,46 +204,19 @@ impl Store {
         Ok(())
     }
 
-    /// Plain PostgreSQL has no retention policy: delete old readings in
-    /// bounded slices so a long backlog never holds one huge lock.
-    pub async fn delete_expired(&mut self, retention: Duration) -> Result<u64, StoreError> {
-        self.delete_before(
-            "DELETE FROM readings WHERE ctid IN \
-             (SELECT ctid FROM readings WHERE measured_at < $1 LIMIT 10000)",
-            retention,
-        )
-        .await
-    }
-
-    /// Rejected readings kept no longer than readings, by when they were
-    /// rejected.
-    pub async fn delete_expired_rejections(
+    /// Deletes `table`'s rows past `retention` in slices of 10,000, so a
+    /// long backlog never holds one huge lock.
+    pub async fn delete_expired(
         &mut self,
+        table: Expiring,
         retention: Duration,
     ) -> Result<u64, StoreError> {
+        let (name, key, time) = table.columns();
         self.delete_before(
-            "DELETE FROM rejected_readings WHERE key IN \
-             (SELECT key FROM rejected_readings WHERE rejected_at < $1 LIMIT 10000)",
-            retention,
-        )
-        .await
-    }
-
-    /// Uploaded files kept no longer than readings, by reception.
-    pub async fn delete_expired_files(&mut self, retention: Duration) -> Result<u64, StoreError> {
-        self.delete_before(
-            "DELETE FROM raw_files WHERE ctid IN \
-             (SELECT ctid FROM raw_files WHERE received_at < $1 LIMIT 10000)",
-            retention,
-        )
-        .await
-    }
-
-    /// Station events kept no longer than readings, by their time.
-    pub async fn delete_expired_events(&mut self, retention: Duration) -> Result<u64, StoreError> {
-        self.delete_before(
-            "DELETE FROM station_events WHERE ctid IN \
-             (SELECT ctid FROM station_events WHERE at < $1 LIMIT 10000)",
+            &format!(
+                "DELETE FROM {name} WHERE {key} IN \
+                 (SELECT {key} FROM {name} WHERE {time} < $1 LIMIT 10000)"
+            ),
             retention,
         )
         .await

@@ -355,12 +355,16 @@ fn reported_refusal(row: &quantrac_db::ReportedRow, e: &StoreError) -> RejectedR
         row.kind,
         row.period_start.to_rfc3339()
     );
-    storage_refused(reading, e, key)
+    storage_refused(
+        &reading.station_id,
+        &reading.parameter,
+        reading.encode_to_vec(),
+        key,
+        e.to_string(),
+    )
 }
 
-/// A reading the database refused, as a rejection: the reading as it was
-/// validated, the database's reason, and no time (it may be what was
-/// refused).
+/// A station event the database refused, as a rejection.
 fn event_refusal(ev: &quantrac_db::events::EventRow, e: &StoreError) -> RejectedReading {
     let raw = format!(
         "{} {} {} {}",
@@ -369,32 +373,25 @@ fn event_refusal(ev: &quantrac_db::events::EventRow, e: &StoreError) -> Rejected
         ev.at.to_rfc3339(),
         ev.detail
     );
-    RejectedReading {
-        reason: RejectReason::StorageRefused.as_str().to_owned(),
-        detail: e.to_string(),
-        station_id: ev.station_id.clone(),
-        key: format!("event/{}/{}/{}", ev.station_id, ev.code, ev.at.to_rfc3339()),
-        raw: raw.into_bytes(),
-        ..Default::default()
-    }
+    let key = format!("event/{}/{}/{}", ev.station_id, ev.code, ev.at.to_rfc3339());
+    storage_refused(&ev.station_id, "", raw.into_bytes(), key, e.to_string())
 }
 
+/// An uploaded file the database refused, as a rejection: its bytes.
 fn file_refusal(f: quantrac_db::events::FileRow, e: &StoreError) -> RejectedReading {
-    RejectedReading {
-        reason: RejectReason::StorageRefused.as_str().to_owned(),
-        detail: format!("file {}: {e}", f.name),
-        station_id: f.station_id.clone(),
-        key: format!(
-            "file/{}/{}/{}",
-            f.station_id,
-            f.name,
-            f.received_at.to_rfc3339()
-        ),
-        raw: f.content,
-        ..Default::default()
-    }
+    let key = format!(
+        "file/{}/{}/{}",
+        f.station_id,
+        f.name,
+        f.received_at.to_rfc3339()
+    );
+    let detail = format!("file {}: {e}", f.name);
+    storage_refused(&f.station_id, "", f.content, key, detail)
 }
 
+/// A reading the database refused, as a rejection: the reading as it was
+/// validated, the database's reason, and no time (it may be what was
+/// refused).
 fn refusal(row: &Normalised, e: &StoreError) -> RejectedReading {
     let reading = quantrac_proto::v1::Reading {
         station_id: row.station_id.clone(),
@@ -420,24 +417,32 @@ fn refusal(row: &Normalised, e: &StoreError) -> RejectedReading {
     } else {
         row.ingest_id.clone()
     };
-    storage_refused(reading, e, key)
+    storage_refused(
+        &reading.station_id,
+        &reading.parameter,
+        reading.encode_to_vec(),
+        key,
+        e.to_string(),
+    )
 }
 
-/// The rejection of what the database refused: the record as it was, the
-/// database's reason, and no time (it may be what was refused).
+/// The rejection of what the database refused: the record's bytes as it
+/// was, the database's reason, and no time (it may be what was refused).
 fn storage_refused(
-    reading: quantrac_proto::v1::Reading,
-    e: &StoreError,
+    station: &str,
+    parameter: &str,
+    raw: Vec<u8>,
     key: String,
+    detail: String,
 ) -> RejectedReading {
     RejectedReading {
         reason: RejectReason::StorageRefused.as_str().to_owned(),
-        detail: e.to_string(),
-        station_id: reading.station_id.clone(),
-        parameter: reading.parameter.clone(),
+        detail,
+        station_id: station.to_owned(),
+        parameter: parameter.to_owned(),
         measured_at: None,
         key,
-        raw: reading.encode_to_vec(),
+        raw,
         ..Default::default()
     }
 }

@@ -4,7 +4,9 @@
 
 use std::net::{SocketAddr, TcpListener};
 
-use suppaftp::tokio::{AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream};
+use suppaftp::tokio::{
+    AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream, ImplAsyncFtpStream, TokioTlsStream,
+};
 
 /// A port nobody listens on now (bound and released: another process could
 /// take it meanwhile, which a test then reports as a bind failure).
@@ -32,6 +34,19 @@ pub fn free_ports(n: u16) -> [u16; 2] {
     panic!("no {n} consecutive free ports");
 }
 
+/// Waits (at most 30 s) until `addr` accepts connections: libunftp binds
+/// inside its task, after ingest's start returned.
+pub async fn wait_listening(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "FTP receiver listening on {addr}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Logs in as `user` and uploads `body` as `name`; the server's refusal
 /// (login or upload) as text.
 pub async fn upload(
@@ -41,9 +56,20 @@ pub async fn upload(
     name: &str,
     body: &[u8],
 ) -> Result<u64, String> {
-    let mut ftp = AsyncFtpStream::connect(addr)
+    let ftp = AsyncFtpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    login_and_put(ftp, user, password, name, body).await
+}
+
+/// The session after connecting: login, one upload, quit.
+async fn login_and_put<T: TokioTlsStream + Send>(
+    mut ftp: ImplAsyncFtpStream<T>,
+    user: &str,
+    password: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<u64, String> {
     ftp.login(user, password)
         .await
         .map_err(|e| format!("login: {e}"))?;
@@ -78,19 +104,11 @@ pub async fn upload_tls(
     let ftp = AsyncRustlsFtpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let mut ftp = ftp
+    let ftp = ftp
         .into_secure(connector, "localhost")
         .await
         .map_err(|e| format!("AUTH TLS: {e}"))?;
-    ftp.login(user, password)
-        .await
-        .map_err(|e| format!("login: {e}"))?;
-    let sent = ftp
-        .put_file(name, &mut &body[..])
-        .await
-        .map_err(|e| format!("upload: {e}"));
-    let _ = ftp.quit().await;
-    sent
+    login_and_put(ftp, user, password, name, body).await
 }
 
 /// The certificates of a PEM bundle.
