@@ -18,6 +18,7 @@
 #   restart   stop then start
 #   status    one line per service; exit 0 only if all are up
 #   env       print 'export ...' lines for clients: eval "$(deploy/services.sh env)"
+#   logs      the last lines of each service's log (QUANTRAC_LOG_LINES, default 40)
 #   clean     stop and delete the service's state (data, logs, config; Kafka jars and
 #             deploy/timescale/node_modules are kept)
 #
@@ -60,7 +61,7 @@ main() {
     usage
     return 0
     ;;
-  install | start | stop | restart | status | env | clean) ;;
+  install | start | stop | restart | status | env | logs | clean) ;;
   *)
     usage >&2
     die "unknown command '$cmd'"
@@ -93,6 +94,23 @@ main() {
     local rc=0
     for s in "${services[@]}"; do "${s}_status" || rc=3; done
     return "$rc"
+    ;;
+  logs)
+    # The end of each service's own log, for a failed run's diagnosis.
+    local s f
+    for s in "${services[@]}"; do
+      case $s in
+      postgres) f=$(pg_log) ;;
+      kafka) f=$KAFKA_SERVER_LOG ;;
+      mosquitto) f=$MOSQ_LOG ;;
+      timescale) f=$TS_LOG ;;
+      smtp) f=$SMTP_LOG ;;
+      *) continue ;;
+      esac
+      printf '\n--- %s: %s (last %s lines)\n' "$s" "$f" "${QUANTRAC_LOG_LINES:-40}"
+      if [[ -f $f ]]; then tail -n "${QUANTRAC_LOG_LINES:-40}" "$f"; else echo "(no log)"; fi
+    done
+    return 0
     ;;
   esac
 

@@ -18,7 +18,21 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 cargo --version
 
+# On any failure after the services are up: what the machine and the
+# services looked like, so a CI failure can be diagnosed from its log.
+diagnose() {
+  local rc=$?
+  ((rc == 0)) && return 0
+  printf '\n==> failed (exit %s): machine and services at the end\n' "$rc"
+  df -h / . 2>/dev/null || true
+  free -m 2>/dev/null || true
+  deploy/services.sh status || true
+  QUANTRAC_LOG_LINES=60 deploy/services.sh logs || true
+  return "$rc"
+}
+
 step "services (deploy/services.sh start)"
+trap diagnose EXIT
 deploy/services.sh start
 eval "$(deploy/services.sh env)"
 
