@@ -225,6 +225,13 @@ pub struct TcpConfig {
     /// A connection with no frame for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// At `max_connections`, a newcomer takes the slot of the connection
+    /// silent longest, if it has been silent at least this long: idle
+    /// connections (a scan, a crashed peer, an attack from many addresses)
+    /// cannot lock stations out until `idle_timeout`. An evicted logger
+    /// dials again when it next sends.
+    #[serde(with = "humantime_serde")]
+    pub evict_idle_after: Duration,
     /// Frames read ahead of their reply on one connection.
     pub pipeline_window: usize,
     /// Readings a second one sending address may deliver (all its
@@ -256,6 +263,7 @@ impl Default for TcpConfig {
             max_frame_bytes: 64 * 1024,
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
+            evict_idle_after: Duration::from_secs(10),
             pipeline_window: 32,
             max_readings_per_second_per_address: 0,
             max_readings_per_second_per_station: 1_000,

@@ -37,6 +37,12 @@
 //! that station from the handshake on. The handshake, like a frame, must
 //! complete within `read_timeout`.
 //!
+//! Connections: at most `max_connections`, `max_connections_per_address`
+//! of them from one address. When every slot is taken, a newcomer waits in
+//! the kernel's backlog and the connection silent longest (for at least
+//! `evict_idle_after`) is closed to make room: idle connections from many
+//! addresses cannot lock stations out until `idle_timeout`.
+//!
 //! Replies keep the order of the frames. A connection may pipeline up to
 //! `pipeline_window` frames ahead of their replies; past that, ingest stops
 //! reading and TCP flow control slows the logger. When Kafka cannot take a
@@ -111,17 +117,34 @@ pub async fn run(
     });
     let limit = Arc::new(Semaphore::new(config.tcp.max_connections));
     let per_address = Arc::new(PerAddress::default());
+    let quiet = Arc::new(Quiet::default());
     let tracker = TaskTracker::new();
     let status = Arc::clone(ctx.intake.status());
     status.set_tcp_listening(true);
     let mut backoff = Duration::from_millis(10);
     loop {
         // Wait for a free slot before accepting: excess connections queue
-        // in the kernel's backlog instead of costing memory here.
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            p = Arc::clone(&limit).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        // in the kernel's backlog instead of costing memory here. While
+        // every slot is taken, the connection silent longest gives its slot
+        // up (once silent for evict_idle_after), one for each newcomer.
+        let permit = loop {
+            if let Ok(p) = Arc::clone(&limit).try_acquire_owned() {
+                break Some(p);
+            }
+            if let Some(silent) = quiet.evict_quietest(ctx.tcp.evict_idle_after) {
+                metrics::counter!("ingest_tcp_evicted_total").increment(1);
+                tracing::warn!(target: "quantrac::security", silent_s = silent.as_secs(), limit = ctx.tcp.max_connections, "every connection slot taken: closing the connection silent longest to make room");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break None,
+                p = tokio::time::timeout(Duration::from_millis(500), Arc::clone(&limit).acquire_owned()) => {
+                    if let Ok(Ok(p)) = p {
+                        break Some(p);
+                    }
+                }
+            }
         };
+        let Some(permit) = permit else { break };
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             r = listener.accept() => match r {
@@ -145,14 +168,19 @@ pub async fn run(
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
         let tls = tls.clone();
+        let quiet = quiet.enter();
         tracker.spawn(async move {
             let _slot = slot;
             let _ = stream.set_nodelay(true);
             metrics::gauge!("ingest_tcp_connections").increment(1.0);
             let result = match tls {
-                None => connection(stream, peer, ConnAuth::default(), &ctx, &shutdown).await,
+                None => {
+                    connection(stream, peer, ConnAuth::default(), &ctx, &quiet, &shutdown).await
+                }
                 Some(acceptor) => match handshake(&acceptor, stream, peer, &ctx).await {
-                    Some((stream, auth)) => connection(stream, peer, auth, &ctx, &shutdown).await,
+                    Some((stream, auth)) => {
+                        connection(stream, peer, auth, &ctx, &quiet, &shutdown).await
+                    }
                     None => Ok(()),
                 },
             };
@@ -175,6 +203,78 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Open connections, each with when it last completed a frame (or
+/// opened): at capacity, the one silent longest makes room.
+#[derive(Default)]
+struct Quiet {
+    next: std::sync::atomic::AtomicU64,
+    open:
+        std::sync::Mutex<std::collections::HashMap<u64, (tokio::time::Instant, CancellationToken)>>,
+}
+
+/// One connection's place in [`Quiet`], removed on drop.
+struct QuietEntry {
+    quiet: Arc<Quiet>,
+    id: u64,
+    evicted: CancellationToken,
+}
+
+impl Quiet {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<u64, (tokio::time::Instant, CancellationToken)>,
+    > {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn enter(self: &Arc<Self>) -> QuietEntry {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let evicted = CancellationToken::new();
+        self.lock()
+            .insert(id, (tokio::time::Instant::now(), evicted.clone()));
+        QuietEntry {
+            quiet: Arc::clone(self),
+            id,
+            evicted,
+        }
+    }
+
+    /// Tells the connection silent longest to close, if it has been silent
+    /// at least `after`; returns how long it was.
+    fn evict_quietest(&self, after: Duration) -> Option<Duration> {
+        let open = self.lock();
+        let (since, token) = open
+            .values()
+            .filter(|(_, t)| !t.is_cancelled())
+            .min_by_key(|(since, _)| *since)?;
+        let silent = since.elapsed();
+        if silent < after {
+            return None;
+        }
+        token.cancel();
+        Some(silent)
+    }
+}
+
+impl QuietEntry {
+    /// A frame arrived: the connection is in use.
+    fn heard(&self) {
+        if let Some(e) = self.quiet.lock().get_mut(&self.id) {
+            e.0 = tokio::time::Instant::now();
+        }
+    }
+}
+
+impl Drop for QuietEntry {
+    fn drop(&mut self) {
+        self.quiet.lock().remove(&self.id);
+    }
 }
 
 /// Open connections per address.
@@ -271,6 +371,7 @@ async fn connection<S>(
     peer: SocketAddr,
     mut auth: ConnAuth,
     ctx: &Ctx,
+    quiet: &QuietEntry,
     shutdown: &CancellationToken,
 ) -> std::io::Result<()>
 where
@@ -327,6 +428,10 @@ where
         // must arrive within read_timeout.
         let started = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
+            () = quiet.evicted.cancelled() => {
+                tracing::debug!(%peer, "closed to make room for a new connection");
+                break Ok(());
+            }
             r = tokio::time::timeout(ctx.tcp.idle_timeout, reader.fill_buf()) => r,
         };
         match started {
@@ -405,6 +510,7 @@ where
                 }
             }
         };
+        quiet.heard();
         let Some(job) = handle_frame(ctx, &origin, &mut auth, frame, shutdown).await else {
             break Ok(());
         };

@@ -133,3 +133,56 @@ async fn a_station_over_its_rate_cap_is_slowed_not_refused() {
     stop.cancel();
     ingest.wait().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn idle_connections_from_many_addresses_give_their_slots_to_a_station() {
+    let topics = create_topics(&unique("t-evict")).await;
+    let mut config = test_config(&topics, &unique("n"));
+    config.tcp.max_connections = 20;
+    config.tcp.max_connections_per_address = 5;
+    config.tcp.evict_idle_after = Duration::from_secs(1);
+    // Without eviction these would hold every slot for this long.
+    config.tcp.idle_timeout = Duration::from_secs(600);
+    let stop = CancellationToken::new();
+    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, stop.clone())
+        .await
+        .expect("start");
+    let addr = ingest.tcp_addr.expect("tcp");
+
+    // Every slot taken by connections that send nothing, 5 per address.
+    let mut idle = Vec::new();
+    for c in 0..20u8 {
+        idle.push(
+            connect_from([127, 0, 1, 1 + c / 5], addr)
+                .await
+                .expect("idle connection"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A station dials in: it waits in the backlog until the connection
+    // silent longest has been silent for a second, then takes its slot.
+    let s = connect_from([127, 0, 0, 2], addr).await.expect("connect");
+    let (rd, mut wr) = s.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut line = json::encode(&sample(&unique("REAL"), Utc::now(), 42.0));
+    line.push(b'\n');
+    wr.write_all(&line).await.expect("write");
+    let mut reply = String::new();
+    let answered = tokio::time::timeout(Duration::from_secs(10), rd.read_line(&mut reply)).await;
+    assert!(answered.is_ok(), "the station got no slot within 10 s");
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+
+    // The first idle connection (silent longest) was the one closed.
+    let mut buf = [0u8; 1];
+    let first = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut idle[0], &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(first, Ok(Ok(0) | Err(_))),
+        "the oldest idle connection is still open: {first:?}"
+    );
+    stop.cancel();
+}
