@@ -32,14 +32,17 @@ mod common;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::Parser;
+use common::procs::{
+    Proc, forget_session, free_addr, http_get, judged_count, prom_counter, stored_count,
+};
 use common::{Service, TopicSpec};
 use prost::Message;
 use quantrac_alerting::AlertingConfig;
@@ -53,7 +56,7 @@ use quantrac_testkit::samples::outfall as sample;
 use quantrac_testkit::{unique, unique_ident};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message as _};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -99,124 +102,6 @@ struct Args {
     /// Rows for the psql \copy limit.
     #[arg(long, default_value_t = 300_000)]
     copy_rows: i64,
-}
-
-fn bin(name: &str) -> Result<PathBuf> {
-    let dir = std::env::current_exe()?
-        .parent()
-        .context("exe dir")?
-        .to_owned();
-    let p = dir.join(name);
-    if !p.exists() {
-        bail!(
-            "{} not built: cargo build --release -p quantrac-ingest -p quantrac-processor -p quantrac-alerting --bins",
-            p.display()
-        );
-    }
-    Ok(p)
-}
-
-fn free_addr() -> Result<std::net::SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// A pipeline service in its own process.
-struct Proc {
-    name: &'static str,
-    child: tokio::process::Child,
-    http: std::net::SocketAddr,
-}
-
-impl Proc {
-    async fn start(
-        name: &'static str,
-        config: &Path,
-        http: std::net::SocketAddr,
-        log: &Path,
-    ) -> Result<Self> {
-        let log = std::fs::File::create(log)?;
-        let child = tokio::process::Command::new(bin(name)?)
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        let p = Proc { name, child, http };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(p.http, "/health").await.map(|(s, _)| s) != Some(200) {
-            if Instant::now() > deadline {
-                bail!("{name} not healthy within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(p)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().unwrap_or(0)
-    }
-
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
-/// Status and body of an HTTP/1.0 GET.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut text))
-        .await
-        .ok()?
-        .ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-/// Readings the processor has stored so far (read now, not from the
-/// sampler, whose value can be a second old).
-async fn stored_count(processor_http: std::net::SocketAddr) -> u64 {
-    http_get(processor_http, "/metrics")
-        .await
-        .map_or(0.0, |(_, b)| prom_counter(&b, "processor_stored_total")) as u64
-}
-
-/// Readings alerting has evaluated so far.
-async fn judged_count(alerting_http: std::net::SocketAddr) -> u64 {
-    http_get(alerting_http, "/metrics")
-        .await
-        .map_or(0.0, |(_, b)| {
-            prom_counter(&b, "alerting_readings_evaluated_total")
-        }) as u64
-}
-
-/// A counter's value on a Prometheus page (summed over its labels).
-fn prom_counter(page: &str, name: &str) -> f64 {
-    page.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Offered samples/s for one link, read at each tick so steps change it.
@@ -1089,22 +974,6 @@ async fn main() -> Result<()> {
     )
     .await;
     Ok(())
-}
-
-/// Ends an MQTT session: a clean-session connection with its client id.
-async fn forget_session(url: &str, user: &str, password: &str, client_id: &str) {
-    let Ok(b) = quantrac_ingest::mqtt::broker_address(url) else {
-        return;
-    };
-    let mut o = rumqttc::MqttOptions::new(client_id, b.host, b.port);
-    o.set_credentials(user, password).set_clean_session(true);
-    let (client, mut el) = rumqttc::AsyncClient::new(o, 8);
-    if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) =
-        tokio::time::timeout(Duration::from_secs(10), el.poll()).await
-    {
-        let _ = client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
-    }
 }
 
 /// Rows/s of `psql \copy` loading `rows` stored readings into a copy of the

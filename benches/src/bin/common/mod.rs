@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -479,6 +481,11 @@ pub fn pid_cpu_seconds(pid: u32) -> f64 {
 /// A process's peak resident memory so far (`VmHWM`), in MiB.
 pub fn pid_peak_rss_mib(pid: u32) -> f64 {
     status_kib(&format!("/proc/{pid}/status"), "VmHWM:") / 1024.0
+}
+
+/// A process's resident memory now (`VmRSS`), in MiB; 0 once it is gone.
+pub fn pid_rss_mib(pid: u32) -> f64 {
+    status_kib(&format!("/proc/{pid}/status"), "VmRSS:") / 1024.0
 }
 
 fn status_kib(path: &str, field: &str) -> f64 {

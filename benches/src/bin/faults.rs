@@ -1,0 +1,1276 @@
+//! `faults`: the whole pipeline under injected faults, and whether it kept
+//! its promises. Simulated stations, each with its own TCP connection or
+//! MQTT session, send readings at a fixed pace to `quantrac-ingest`,
+//! `quantrac-processor` and `quantrac-alerting` (each its own process, with
+//! Kafka, Mosquitto and PostgreSQL from `deploy/services.sh`), on a fresh
+//! database and fresh topics. A station behaves like a real logger: it keeps
+//! every sample until it is acknowledged (a TCP reply `ok`, an MQTT PUBACK)
+//! and sends it again after a reconnection or a refusal.
+//!
+//! The run is a sequence of phases; in each, one fault is injected a few
+//! seconds in while the load goes on (`--fault`, repeatable):
+//! `kill -9` of each service (restarted at once), a restart of Kafka,
+//! PostgreSQL or Mosquitto, a `kill -9` of Mosquitto, poison records on the
+//! readings topic, an MQTT message over ingest's size limit and one of 10,900
+//! lines, 1,100 idle TCP connections, and a 10× burst.
+//!
+//! Some stations send a COD over the permit every 20th sample: each such
+//! sample must open exactly one `limit_exceeded` alert.
+//!
+//! At the end, with the load stopped and every station's samples answered
+//! (or given up after `--drain`), every sample is looked for in the
+//! database. Per phase: samples and readings sent, acknowledged and stored,
+//! lost (acknowledged, not stored) and duplicated; alerts expected, raised,
+//! raised twice and missing; the time until every station had an answer
+//! again after the fault; and each process's peak memory. The report goes to
+//! `benches/results/faults-<time>.{md,json}`. The exit status is 1 when a
+//! promise was broken: a reading lost or duplicated, an alert missing or
+//! doubled, or a station not answered within `--recover-within`.
+//!
+//!     scripts/faults.sh                # the full run (about 1 million readings)
+//!     scripts/faults.sh --short        # the CI version (about 2 minutes)
+
+mod common;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use clap::{Parser, ValueEnum};
+use common::TopicSpec;
+use common::procs::{Proc, forget_session, free_addr};
+use quantrac_alerting::AlertingConfig;
+use quantrac_ingest::IngestConfig;
+use quantrac_processor::ProcessorConfig;
+use quantrac_proto::wire::json;
+use quantrac_testkit::registry::Outfalls;
+use quantrac_testkit::samples::outfall;
+use quantrac_testkit::{unique, unique_ident};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(about = "The whole pipeline under injected faults: lost, duplicated, alerts, recovery")]
+struct Args {
+    /// Faults, one phase each, in order (repeat). Default: all of them.
+    #[arg(long = "fault", value_enum)]
+    faults: Vec<Fault>,
+    /// The CI version: 100 stations, 12 s phases, the faults that need no
+    /// Kafka restart, every sample answered within 20 s.
+    #[arg(long)]
+    short: bool,
+    /// Simulated stations, one sample (4 readings) a second each.
+    #[arg(long, default_value_t = 500)]
+    stations: usize,
+    /// Share of the stations on MQTT; the rest use TCP JSON lines.
+    #[arg(long, default_value_t = 0.5)]
+    mqtt_share: f64,
+    /// Length of a phase (a fault's injection and its aftermath).
+    #[arg(long, default_value = "42s", value_parser = humantime::parse_duration)]
+    phase: Duration,
+    /// When, in a phase, its fault is injected.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    inject_after: Duration,
+    /// The promise: every station answered again within this after a fault.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    recover_within: Duration,
+    /// After the load stops, how long stations may wait for their last answers.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    drain: Duration,
+    /// Idle TCP connections opened by the `slow-connections` fault: more
+    /// than ingest's `tcp.max_connections` (1,024), so that as stations hang
+    /// up and dial again, idle connections queued before them take their
+    /// slots.
+    #[arg(long, default_value_t = 1100)]
+    slow_connections: usize,
+    /// Where the report goes.
+    #[arg(long, default_value = "benches/results")]
+    out: PathBuf,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Fault {
+    /// No fault.
+    Baseline,
+    KillIngest,
+    KillProcessor,
+    KillAlerting,
+    RestartKafka,
+    RestartPostgres,
+    RestartMosquitto,
+    /// `kill -9` of the broker: what it had acknowledged and not yet written
+    /// to its persistence file is at risk.
+    KillMosquitto,
+    /// Undecodable, empty and out-of-range records on the readings topic.
+    Poison,
+    /// An MQTT message over ingest's payload limit, and a Circular 10
+    /// message of 10,900 lines.
+    OversizedMqtt,
+    /// `--slow-connections` TCP connections that send nothing.
+    SlowConnections,
+    /// Every station sends 10 samples a second for 10 s.
+    Burst,
+}
+
+impl Fault {
+    // Slow connections come after the kills: killing ingest would free
+    // their slots, and they stay until the end.
+    const SHORT: [Fault; 10] = [
+        Fault::Baseline,
+        Fault::KillIngest,
+        Fault::KillProcessor,
+        Fault::KillAlerting,
+        Fault::RestartPostgres,
+        Fault::RestartMosquitto,
+        Fault::SlowConnections,
+        Fault::Poison,
+        Fault::OversizedMqtt,
+        Fault::Burst,
+    ];
+    const FULL: [Fault; 12] = [
+        Fault::Baseline,
+        Fault::KillIngest,
+        Fault::KillProcessor,
+        Fault::KillAlerting,
+        Fault::RestartKafka,
+        Fault::RestartPostgres,
+        Fault::RestartMosquitto,
+        Fault::Poison,
+        Fault::OversizedMqtt,
+        Fault::SlowConnections,
+        Fault::Burst,
+        Fault::KillMosquitto,
+    ];
+
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
+    }
+}
+
+/// One sample (4 readings) a station sent, and what became of it.
+#[derive(Debug, Clone)]
+struct Sent {
+    station: usize,
+    measured_at: DateTime<Utc>,
+    /// The phase in which it was first sent.
+    phase: usize,
+    exceeds: bool,
+    /// Milliseconds since the run's start.
+    sent_ms: u64,
+    acked_ms: Option<u64>,
+}
+
+/// Every sample of the run, by id (its index).
+#[derive(Debug)]
+struct Ledger {
+    t0: Instant,
+    samples: Mutex<Vec<Sent>>,
+    phase: AtomicUsize,
+    /// Samples per second per station (1, or 10 in a burst).
+    pace: AtomicU32,
+    refusals: AtomicUsize,
+}
+
+impl Ledger {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sent>> {
+        self.samples.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new sample of `station`, its COD over the permit every 20th time
+    /// for the alert stations; returns its id and its JSON line.
+    fn next(
+        &self,
+        station: usize,
+        name: &str,
+        k: u64,
+        alerts: bool,
+        start: DateTime<Utc>,
+    ) -> (usize, Vec<u8>) {
+        let measured_at = start + chrono::Duration::seconds(i64::try_from(k).unwrap_or(i64::MAX));
+        let exceeds = alerts && k % 20 == 10;
+        let cod = if exceeds { 300.0 } else { 40.0 };
+        let line = json::encode(&outfall(name, measured_at, cod));
+        let mut s = self.lock();
+        s.push(Sent {
+            station,
+            measured_at,
+            phase: self.phase.load(Ordering::Relaxed),
+            exceeds,
+            sent_ms: self.now_ms(),
+            acked_ms: None,
+        });
+        (s.len() - 1, line)
+    }
+
+    fn acked(&self, id: usize) {
+        let now = self.now_ms();
+        if let Some(s) = self.lock().get_mut(id) {
+            s.acked_ms.get_or_insert(now);
+        }
+    }
+}
+
+/// One station's clock: the slot of its next sample, one a second (or
+/// faster in a burst), measured at the wall-clock second it is due.
+struct Clock {
+    k: u64,
+    next: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new(offset: Duration) -> Self {
+        Clock {
+            k: 0,
+            next: tokio::time::Instant::now() + offset,
+        }
+    }
+
+    async fn tick(&mut self, pace: u32) -> u64 {
+        tokio::time::sleep_until(self.next).await;
+        self.next += Duration::from_millis(1000 / u64::from(pace.max(1)));
+        self.k += 1;
+        self.k - 1
+    }
+}
+
+/// A station over TCP: JSON lines, one reply per line in order. Like many
+/// loggers it hangs up after a while (every 10 to 20 samples, once
+/// everything sent is answered) and dials again. Unanswered lines are sent
+/// again on the next connection; a refused one a second later.
+#[allow(clippy::too_many_arguments)]
+async fn tcp_station(
+    addr: std::net::SocketAddr,
+    station: usize,
+    name: String,
+    alerts: bool,
+    start: DateTime<Utc>,
+    ledger: Arc<Ledger>,
+    stop: CancellationToken,
+    give_up: CancellationToken,
+) {
+    // Staggered, so that some station dials in every second.
+    let reconnect_every = 10 + (station % 11) as u32;
+    // Not yet acknowledged, oldest first; the first `written` of them were
+    // sent on the current connection.
+    let mut pending: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
+    let mut refused: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
+    let mut clock = Clock::new(Duration::from_millis((station as u64 * 7919) % 1000));
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    let done = |pending: &VecDeque<_>, refused: &VecDeque<_>| {
+        give_up.is_cancelled() || (stop.is_cancelled() && pending.is_empty() && refused.is_empty())
+    };
+    'connection: loop {
+        if done(&pending, &refused) {
+            return;
+        }
+        let Ok(Ok(conn)) =
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let (rd, mut wr) = conn.into_split();
+        let mut replies = BufReader::new(rd).lines();
+        pending.extend(refused.drain(..));
+        let mut out = Vec::new();
+        for (_, line) in &pending {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        if wr.write_all(&out).await.is_err() {
+            continue;
+        }
+        let (mut written, mut sent_here, mut closing) = (pending.len(), 0u32, false);
+        loop {
+            if done(&pending, &refused) {
+                return;
+            }
+            if closing && written == 0 {
+                continue 'connection;
+            }
+            tokio::select! {
+                () = give_up.cancelled() => return,
+                k = clock.tick(ledger.pace.load(Ordering::Relaxed)), if !stop.is_cancelled() => {
+                    let (id, line) = ledger.next(station, &name, k, alerts, start);
+                    pending.push_back((id, line.clone()));
+                    if !closing {
+                        let mut line = line;
+                        line.push(b'\n');
+                        if wr.write_all(&line).await.is_err() {
+                            continue 'connection;
+                        }
+                        written += 1;
+                        sent_here += 1;
+                        closing = sent_here >= reconnect_every;
+                    }
+                }
+                _ = retry.tick(), if !refused.is_empty() && !closing => {
+                    let mut out = Vec::new();
+                    // Written ones stay in front: nothing unwritten is queued
+                    // while the connection is not closing.
+                    while let Some((id, line)) = refused.pop_front() {
+                        out.extend_from_slice(&line);
+                        out.push(b'\n');
+                        pending.push_back((id, line));
+                        written += 1;
+                    }
+                    if wr.write_all(&out).await.is_err() {
+                        continue 'connection;
+                    }
+                }
+                reply = replies.next_line() => match reply {
+                    Ok(Some(text)) => {
+                        let Some((id, line)) = pending.pop_front() else { continue };
+                        written = written.saturating_sub(1);
+                        if text.contains("\"ok\":true") {
+                            ledger.acked(id);
+                        } else {
+                            ledger.refusals.fetch_add(1, Ordering::Relaxed);
+                            refused.push_back((id, line));
+                        }
+                    }
+                    Ok(None) | Err(_) => continue 'connection,
+                },
+            }
+        }
+    }
+}
+
+/// A station with its own persistent MQTT session (QoS 1). rumqttc sends
+/// unacknowledged messages again after a reconnection; a sample counts as
+/// acknowledged at its PUBACK.
+#[allow(clippy::too_many_arguments)]
+async fn mqtt_station(
+    broker: (String, u16, String, String),
+    client_id: String,
+    station: usize,
+    name: String,
+    alerts: bool,
+    start: DateTime<Utc>,
+    ledger: Arc<Ledger>,
+    stop: CancellationToken,
+    give_up: CancellationToken,
+) {
+    let (host, port, user, password) = broker;
+    let mut o = rumqttc::MqttOptions::new(client_id, host, port);
+    o.set_credentials(user, password)
+        .set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(5))
+        .set_inflight(100);
+    let (client, mut events) = rumqttc::AsyncClient::new(o, 16);
+    let topic = format!("stations/{name}/readings");
+    // Published, waiting for rumqttc to give them a packet id.
+    let mut queued: VecDeque<usize> = VecDeque::new();
+    // Not yet handed to rumqttc (its request queue was full).
+    let mut backlog: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
+    let mut in_flight: HashMap<u16, usize> = HashMap::new();
+    let mut clock = Clock::new(Duration::from_millis((station as u64 * 7919) % 1000));
+    loop {
+        if give_up.is_cancelled()
+            || (stop.is_cancelled()
+                && backlog.is_empty()
+                && queued.is_empty()
+                && in_flight.is_empty())
+        {
+            let _ = client.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_millis(500), events.poll()).await;
+            return;
+        }
+        tokio::select! {
+            () = give_up.cancelled() => {}
+            k = clock.tick(ledger.pace.load(Ordering::Relaxed)), if !stop.is_cancelled() => {
+                let (id, line) = ledger.next(station, &name, k, alerts, start);
+                backlog.push_back((id, line));
+            }
+            event = events.poll() => match event {
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                    // A resend keeps its packet id; a new one takes the next
+                    // queued sample.
+                    if let std::collections::hash_map::Entry::Vacant(e) = in_flight.entry(pkid)
+                        && let Some(id) = queued.pop_front()
+                    {
+                        e.insert(id);
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack))) => {
+                    if let Some(id) = in_flight.remove(&ack.pkid) {
+                        ledger.acked(id);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            },
+        }
+        while let Some((id, line)) = backlog.pop_front() {
+            if client
+                .try_publish(&topic, rumqttc::QoS::AtLeastOnce, false, line.clone())
+                .is_ok()
+            {
+                queued.push_back(id);
+            } else {
+                backlog.push_front((id, line));
+                break;
+            }
+        }
+    }
+}
+
+/// What one phase saw.
+#[derive(Debug, Default, serde::Serialize)]
+struct PhaseReport {
+    fault: String,
+    /// Seconds after the run's start.
+    injected_at_s: f64,
+    ended_at_s: f64,
+    /// How long the injection itself took (a restart until the service was up).
+    injection_s: f64,
+    note: String,
+    samples_sent: usize,
+    readings_sent: usize,
+    readings_acked: usize,
+    readings_stored: usize,
+    readings_lost: usize,
+    alerts_expected: usize,
+    alerts_raised: usize,
+    alerts_raised_twice: usize,
+    alerts_missing: usize,
+    /// The longest a sample sent after the injection (in this phase) waited
+    /// for its answer.
+    recovery_s: Option<f64>,
+    stations_not_recovered: usize,
+    peak_rss_mib: std::collections::BTreeMap<String, f64>,
+}
+
+#[tokio::main]
+#[allow(clippy::too_many_lines)]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt().with_env_filter("warn").init();
+    let mut args = Args::parse();
+    if args.short {
+        args.stations = args.stations.min(100);
+        args.phase = args.phase.min(Duration::from_secs(12));
+        args.inject_after = args.inject_after.min(Duration::from_secs(3));
+        args.recover_within = args.recover_within.min(Duration::from_secs(20));
+    }
+    let faults: Vec<Fault> = match (args.faults.is_empty(), args.short) {
+        (false, _) => args.faults.clone(),
+        (true, true) => Fault::SHORT.to_vec(),
+        (true, false) => Fault::FULL.to_vec(),
+    };
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let brokers = quantrac_testkit::env::kafka_brokers();
+    let admin_url = quantrac_testkit::env::database_url();
+    let mqtt_url = quantrac_testkit::env::mqtt_url();
+    let (mqtt_user, mqtt_password) = (
+        quantrac_testkit::env::var("QUANTRAC_MQTT_USER", "ingest"),
+        quantrac_testkit::env::var("QUANTRAC_MQTT_PASSWORD", "ingest-secret"),
+    );
+    let (station_user, station_password) = (
+        quantrac_testkit::env::var("QUANTRAC_MQTT_STATION_USER", "station-demo"),
+        quantrac_testkit::env::var("QUANTRAC_MQTT_STATION_PASSWORD", "demo-secret"),
+    );
+    println!("faults: {}", common::machine_line());
+    println!(
+        "{} stations ({} % MQTT), {} phases of {:?}: {}",
+        args.stations,
+        (args.mqtt_share * 100.0).round(),
+        faults.len(),
+        args.phase,
+        faults
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // Fresh database, topics and registry.
+    let db_name = unique_ident("faults");
+    let db_url = quantrac_testkit::db::create_database(&admin_url, &db_name)
+        .await
+        .context("CREATE DATABASE")?;
+    let base = unique("faults");
+    let t = |s: &str| format!("{base}.{s}");
+    let (raw, valid, rejected, alerts_topic, ingest_rejected) = (
+        t("raw"),
+        t("valid"),
+        t("rejected"),
+        t("alerts"),
+        t("ingest-rejected"),
+    );
+    let specs: Vec<TopicSpec<'_>> = [&raw, &valid, &rejected, &alerts_topic, &ingest_rejected]
+        .iter()
+        .map(|n| TopicSpec {
+            name: n,
+            partitions: 6,
+            configs: &[],
+        })
+        .collect();
+    common::create_topics(&brokers, &specs).await?;
+    let prefix = unique("F");
+    let registry = Outfalls::numbered(&prefix, args.stations)
+        .expected_interval("1h")
+        .write()?;
+    let work = std::env::temp_dir().join(&base);
+    std::fs::create_dir_all(&work)?;
+
+    let (ingest_http, processor_http, alerting_http) = (free_addr()?, free_addr()?, free_addr()?);
+    let (tcp_addr, grpc_addr) = (free_addr()?, free_addr()?);
+    let mut i = IngestConfig {
+        node_id: unique("faults-ingest"),
+        ..Default::default()
+    };
+    i.http.listen = ingest_http;
+    i.tcp.listen = tcp_addr;
+    i.tcp.max_readings_per_second_per_station = 0;
+    i.kafka.brokers = brokers.clone();
+    i.kafka.readings_topic = raw.clone();
+    i.kafka.rejected_topic = ingest_rejected.clone();
+    i.mqtt.url = mqtt_url.clone();
+    i.mqtt.username = mqtt_user;
+    i.mqtt.password = mqtt_password;
+    let max_payload = i.mqtt.max_payload_bytes;
+    let mut p = ProcessorConfig {
+        database_url: db_url.clone(),
+        registry: registry.clone(),
+        ..Default::default()
+    };
+    p.http.listen = processor_http;
+    p.kafka.brokers = brokers.clone();
+    p.kafka.group_id = unique("faults-p");
+    p.kafka.raw_topic = raw.clone();
+    p.kafka.valid_topic = valid.clone();
+    p.kafka.rejected_topic = rejected.clone();
+    let mut a = AlertingConfig {
+        database_url: db_url.clone(),
+        registry: registry.clone(),
+        rules: repo.join("deploy/rules.toml"),
+        grpc_listen: grpc_addr,
+        http_listen: alerting_http,
+        ..Default::default()
+    };
+    a.kafka.brokers = brokers.clone();
+    a.kafka.group_id = unique("faults-a");
+    a.kafka.valid_topic = valid.clone();
+    a.kafka.alerts_topic = alerts_topic.clone();
+    for (file, text) in [
+        ("ingest.toml", toml::to_string(&i)?),
+        ("processor.toml", toml::to_string(&p)?),
+        ("alerting.toml", toml::to_string(&a)?),
+    ] {
+        std::fs::write(work.join(file), text)?;
+    }
+    let mut processor = Proc::start(
+        "quantrac-processor",
+        &work.join("processor.toml"),
+        processor_http,
+        &work.join("processor.log"),
+    )
+    .await?;
+    let mut alerting = Proc::start(
+        "quantrac-alerting",
+        &work.join("alerting.toml"),
+        alerting_http,
+        &work.join("alerting.log"),
+    )
+    .await?;
+    let mut ingest = Proc::start(
+        "quantrac-ingest",
+        &work.join("ingest.toml"),
+        ingest_http,
+        &work.join("ingest.log"),
+    )
+    .await?;
+    println!("services up; logs and configs in {}", work.display());
+
+    // The fleet: alert stations are every 10th, on both protocols.
+    let ledger = Arc::new(Ledger {
+        t0: Instant::now(),
+        samples: Mutex::new(Vec::new()),
+        phase: AtomicUsize::new(0),
+        pace: AtomicU32::new(1),
+        refusals: AtomicUsize::new(0),
+    });
+    let stop = CancellationToken::new();
+    let give_up = CancellationToken::new();
+    let start = DateTime::from_timestamp(Utc::now().timestamp(), 0).context("now")?;
+    let n_mqtt = ((args.stations as f64 * args.mqtt_share).round() as usize).min(args.stations);
+    let b = quantrac_ingest::mqtt::broker_address(&mqtt_url).map_err(|e| anyhow::anyhow!(e))?;
+    let mut fleet = Vec::new();
+    let mut client_ids = Vec::new();
+    for s in 0..args.stations {
+        let name = format!("{prefix}-{s}");
+        let alerts = s % 10 == 0;
+        let (ledger, stop, give_up) = (Arc::clone(&ledger), stop.clone(), give_up.clone());
+        if s < n_mqtt {
+            let client_id = format!("{base}-{s}");
+            client_ids.push(client_id.clone());
+            let broker = (
+                b.host.clone(),
+                b.port,
+                station_user.clone(),
+                station_password.clone(),
+            );
+            fleet.push(tokio::spawn(mqtt_station(
+                broker, client_id, s, name, alerts, start, ledger, stop, give_up,
+            )));
+        } else {
+            fleet.push(tokio::spawn(tcp_station(
+                tcp_addr, s, name, alerts, start, ledger, stop, give_up,
+            )));
+        }
+    }
+
+    // Memory: every second, each process's resident size, kept per phase.
+    let peaks: Arc<Mutex<Vec<HashMap<String, f64>>>> =
+        Arc::new(Mutex::new(vec![HashMap::new(); faults.len()]));
+    let pids: Arc<Mutex<[(&'static str, u32); 3]>> = Arc::new(Mutex::new([
+        ("ingest", ingest.pid()),
+        ("processor", processor.pid()),
+        ("alerting", alerting.pid()),
+    ]));
+    {
+        let (peaks, pids, ledger, stop) = (
+            Arc::clone(&peaks),
+            Arc::clone(&pids),
+            Arc::clone(&ledger),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let phase = ledger.phase.load(Ordering::Relaxed);
+                let mut now: Vec<(String, f64)> = common::service_rss_mib()
+                    .into_iter()
+                    .map(|(s, v)| (format!("{s:?}").to_lowercase(), v))
+                    .collect();
+                for (name, pid) in *pids.lock().unwrap_or_else(PoisonError::into_inner) {
+                    now.push((name.to_owned(), common::pid_rss_mib(pid)));
+                }
+                if let Some(p) = peaks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_mut(phase)
+                {
+                    for (k, v) in now {
+                        let e = p.entry(k).or_insert(0.0);
+                        *e = e.max(v);
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    // The phases.
+    let mut reports: Vec<PhaseReport> = Vec::new();
+    let mut idle_held: Vec<TcpStream> = Vec::new();
+    for (n, fault) in faults.iter().enumerate() {
+        ledger.phase.store(n, Ordering::Relaxed);
+        let phase_start = Instant::now();
+        tokio::time::sleep(args.inject_after).await;
+        let injected_ms = ledger.now_ms();
+        let began = Instant::now();
+        let note = match fault {
+            Fault::Baseline => String::new(),
+            Fault::KillIngest => {
+                ingest.kill9().await;
+                ingest.restart().await?;
+                String::new()
+            }
+            Fault::KillProcessor => {
+                processor.kill9().await;
+                processor.restart().await?;
+                String::new()
+            }
+            Fault::KillAlerting => {
+                alerting.kill9().await;
+                alerting.restart().await?;
+                String::new()
+            }
+            Fault::RestartKafka => services(&repo, "restart", "kafka").await?,
+            Fault::RestartPostgres => services(&repo, "restart", "postgres").await?,
+            Fault::RestartMosquitto => services(&repo, "restart", "mosquitto").await?,
+            Fault::KillMosquitto => {
+                let killed = std::process::Command::new("pkill")
+                    .args(["-9", "-x", "mosquitto"])
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                let started = services(&repo, "start", "mosquitto").await?;
+                format!("killed: {killed}; {started}")
+            }
+            Fault::Poison => poison(&brokers, &raw).await?,
+            Fault::OversizedMqtt => {
+                oversized(
+                    &b.host,
+                    b.port,
+                    &station_user,
+                    &station_password,
+                    &prefix,
+                    max_payload,
+                )
+                .await?
+            }
+            Fault::SlowConnections => {
+                // Held to the end of the run: an attack does not stop
+                // when a phase does.
+                let conns = idle_connections(tcp_addr, args.slow_connections).await;
+                let held = conns.len();
+                idle_held = conns;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let open = common::procs::http_get(ingest_http, "/metrics")
+                    .await
+                    .map_or(-1.0, |(_, b)| {
+                        common::procs::prom_counter(&b, "ingest_tcp_connections")
+                    });
+                format!("{held} idle connections opened; ingest holds {open} connections")
+            }
+            Fault::Burst => {
+                ledger.pace.store(10, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                ledger.pace.store(1, Ordering::Relaxed);
+                "10 samples/s per station for 10 s".to_owned()
+            }
+        };
+        {
+            let mut p = pids.lock().unwrap_or_else(PoisonError::into_inner);
+            *p = [
+                ("ingest", ingest.pid()),
+                ("processor", processor.pid()),
+                ("alerting", alerting.pid()),
+            ];
+        }
+        let injection_s = began.elapsed().as_secs_f64();
+        println!(
+            "phase {n} {}: injected at {:.1} s, took {injection_s:.1} s {note}",
+            fault.name(),
+            injected_ms as f64 / 1000.0
+        );
+        let rest = args
+            .phase
+            .saturating_sub(phase_start.elapsed())
+            .max(Duration::from_secs(5));
+        tokio::time::sleep(rest).await;
+        reports.push(PhaseReport {
+            fault: fault.name(),
+            injected_at_s: injected_ms as f64 / 1000.0,
+            ended_at_s: ledger.now_ms() as f64 / 1000.0,
+            injection_s,
+            note,
+            ..Default::default()
+        });
+    }
+
+    // Drain: stations stop sampling and wait for their last answers.
+    stop.cancel();
+    drop(idle_held);
+    let drained =
+        tokio::time::timeout(args.drain, futures::future::join_all(fleet.iter_mut())).await;
+    give_up.cancel();
+    for f in fleet.into_iter().filter(|f| !f.is_finished()) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), f).await;
+    }
+    if drained.is_err() {
+        println!(
+            "some stations still had unanswered samples after {:?}",
+            args.drain
+        );
+    }
+    let samples = ledger.lock().clone();
+    let acked_readings = samples.iter().filter(|s| s.acked_ms.is_some()).count() as i64 * 4;
+    println!(
+        "load stopped: {} samples sent, {} acknowledged, {} refusals answered (and resent)",
+        samples.len(),
+        acked_readings / 4,
+        ledger.refusals.load(Ordering::Relaxed)
+    );
+
+    // Wait until what was acknowledged is stored, and judged.
+    let db = quantrac_testkit::db::connect(&db_url).await;
+    let settle = Instant::now();
+    let mut last = (-1, Instant::now());
+    loop {
+        let n = quantrac_testkit::db::count(
+            &db,
+            &format!("SELECT count(*) FROM readings WHERE station_id LIKE '{prefix}-%'"),
+        )
+        .await;
+        if n >= acked_readings || last.1.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Alerting judges what is stored a little later.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!(
+        "stored settled after {:.1} s",
+        settle.elapsed().as_secs_f64()
+    );
+
+    // Look for every sample.
+    let mut stored: HashMap<(String, i64), i64> = HashMap::new();
+    for r in db
+        .query(
+            "SELECT station_id, (extract(epoch FROM measured_at) * 1000)::bigint, count(*)::bigint \
+             FROM readings WHERE station_id LIKE $1 GROUP BY 1, 2",
+            &[&format!("{prefix}-%")],
+        )
+        .await?
+    {
+        stored.insert((r.get(0), r.get(1)), r.get(2));
+    }
+    let duplicated: i64 = db
+        .query_one(
+            "SELECT count(*) - count(DISTINCT (station_id, parameter, measured_at)) FROM readings",
+            &[],
+        )
+        .await?
+        .get(0);
+    let mut raised: HashMap<(String, i64), i64> = HashMap::new();
+    for r in db
+        .query(
+            "SELECT station_id, (extract(epoch FROM window_start) * 1000)::bigint, count(*)::bigint \
+             FROM alerts WHERE rule = 'limit_exceeded' AND station_id LIKE $1 GROUP BY 1, 2",
+            &[&format!("{prefix}-%")],
+        )
+        .await?
+    {
+        raised.insert((r.get(0), r.get(1)), r.get(2));
+    }
+    let promise_ms = u64::try_from(args.recover_within.as_millis()).unwrap_or(u64::MAX);
+    tally(
+        &samples,
+        &stored,
+        &raised,
+        &prefix,
+        (ledger.now_ms(), promise_ms),
+        &mut reports,
+    );
+    let peaks = peaks.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    for (r, p) in reports.iter_mut().zip(peaks) {
+        r.peak_rss_mib = p
+            .into_iter()
+            .map(|(k, v)| (k, (v * 10.0).round() / 10.0))
+            .collect();
+    }
+    let unexpected_alerts = raised.len().saturating_sub(
+        samples
+            .iter()
+            .filter(|s| {
+                s.exceeds
+                    && raised.contains_key(&(
+                        format!("{prefix}-{}", s.station),
+                        s.measured_at.timestamp_millis(),
+                    ))
+            })
+            .count(),
+    );
+
+    // Stop the services and wipe the stations' broker sessions.
+    for p in [ingest, processor, alerting] {
+        p.stop().await;
+    }
+    for id in &client_ids {
+        forget_session(&mqtt_url, &station_user, &station_password, id).await;
+    }
+    forget_session(
+        &mqtt_url,
+        &quantrac_testkit::env::var("QUANTRAC_MQTT_USER", "ingest"),
+        &quantrac_testkit::env::var("QUANTRAC_MQTT_PASSWORD", "ingest-secret"),
+        &format!("quantrac-{}", i.node_id),
+    )
+    .await;
+
+    // Verdict and report.
+    let mut broken = Vec::new();
+    for r in &reports {
+        if r.readings_lost > 0 {
+            broken.push(format!("{}: {} readings lost", r.fault, r.readings_lost));
+        }
+        if r.alerts_missing > 0 || r.alerts_raised_twice > 0 {
+            broken.push(format!(
+                "{}: {} alerts missing, {} raised twice",
+                r.fault, r.alerts_missing, r.alerts_raised_twice
+            ));
+        }
+        if r.stations_not_recovered > 0 {
+            broken.push(format!(
+                "{}: {} stations waited longer than {:?} for an answer (longest {:.1} s)",
+                r.fault,
+                r.stations_not_recovered,
+                args.recover_within,
+                r.recovery_s.unwrap_or_default()
+            ));
+        }
+    }
+    if duplicated != 0 {
+        broken.push(format!("{duplicated} duplicate rows"));
+    }
+    if unexpected_alerts != 0 {
+        broken.push(format!(
+            "{unexpected_alerts} limit_exceeded alerts for no exceeding sample"
+        ));
+    }
+    let stamp = Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let md = markdown(
+        &args,
+        &reports,
+        &broken,
+        &work,
+        duplicated,
+        unexpected_alerts,
+    );
+    std::fs::create_dir_all(&args.out)?;
+    let path = args.out.join(format!("faults-{stamp}"));
+    std::fs::write(path.with_extension("md"), &md)?;
+    std::fs::write(
+        path.with_extension("json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "machine": common::machine_line(),
+            "stations": args.stations,
+            "mqtt_share": args.mqtt_share,
+            "phase_s": args.phase.as_secs_f64(),
+            "recover_within_s": args.recover_within.as_secs_f64(),
+            "phases": reports,
+            "duplicate_rows": duplicated,
+            "unexpected_alerts": unexpected_alerts,
+            "broken": broken,
+        }))?,
+    )?;
+    println!("{md}");
+    println!("report: {}.md and .json", path.display());
+    let _ = db.batch_execute("SELECT 1").await;
+    common::delete_topics(
+        &brokers,
+        &[&raw, &valid, &rejected, &alerts_topic, &ingest_rejected],
+    )
+    .await;
+    if !broken.is_empty() {
+        bail!("promises broken: {}", broken.join("; "));
+    }
+    Ok(())
+}
+
+/// Fills each phase's counts from the samples, what is stored, and the
+/// alerts raised.
+fn tally(
+    samples: &[Sent],
+    stored: &HashMap<(String, i64), i64>,
+    raised: &HashMap<(String, i64), i64>,
+    prefix: &str,
+    (run_end_ms, promise_ms): (u64, u64),
+    reports: &mut [PhaseReport],
+) {
+    for s in samples {
+        let Some(r) = reports.get_mut(s.phase) else {
+            continue;
+        };
+        let key = (
+            format!("{prefix}-{}", s.station),
+            s.measured_at.timestamp_millis(),
+        );
+        let rows = stored.get(&key).copied().unwrap_or(0);
+        r.samples_sent += 1;
+        r.readings_sent += 4;
+        r.readings_stored += usize::try_from(rows).unwrap_or(0);
+        if s.acked_ms.is_some() {
+            r.readings_acked += 4;
+            r.readings_lost += usize::try_from(4 - rows.min(4)).unwrap_or(0);
+        }
+        if s.exceeds && rows > 0 {
+            r.alerts_expected += 1;
+            match raised.get(&key).copied().unwrap_or(0) {
+                0 => r.alerts_missing += 1,
+                1 => r.alerts_raised += 1,
+                _ => {
+                    r.alerts_raised += 1;
+                    r.alerts_raised_twice += 1;
+                }
+            }
+        }
+    }
+    // Recovery: the longest a sample sent between the injection and the
+    // phase's end waited for its answer (never answered: until the run's
+    // end); a station with a sample that waited longer than the promise did
+    // not recover in time.
+    for r in reports.iter_mut() {
+        let (from, to) = (
+            (r.injected_at_s * 1000.0) as u64,
+            (r.ended_at_s * 1000.0) as u64,
+        );
+        let mut worst = 0u64;
+        let mut late = std::collections::HashSet::new();
+        for s in samples.iter().filter(|s| (from..to).contains(&s.sent_ms)) {
+            let waited = s.acked_ms.unwrap_or(run_end_ms).saturating_sub(s.sent_ms);
+            worst = worst.max(waited);
+            if s.acked_ms.is_none() || waited > promise_ms {
+                late.insert(s.station);
+            }
+        }
+        r.stations_not_recovered = late.len();
+        r.recovery_s = Some(worst as f64 / 1000.0);
+    }
+}
+
+/// `deploy/services.sh <cmd> <service>`, timed; returns a note.
+async fn services(repo: &std::path::Path, cmd: &str, service: &str) -> Result<String> {
+    let t = Instant::now();
+    let out = tokio::process::Command::new(repo.join("deploy/services.sh"))
+        .args([cmd, service])
+        .output()
+        .await
+        .with_context(|| format!("deploy/services.sh {cmd} {service}"))?;
+    if !out.status.success() {
+        bail!(
+            "deploy/services.sh {cmd} {service}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(format!(
+        "{service} {cmd} took {:.1} s",
+        t.elapsed().as_secs_f64()
+    ))
+}
+
+/// Records the processor must set aside without stopping: bytes that are
+/// not a batch, an empty record, and a batch whose reception time
+/// PostgreSQL cannot store.
+async fn poison(brokers: &str, topic: &str) -> Result<String> {
+    use prost::Message as _;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let far = prost_types::Timestamp {
+        seconds: 300_000 * 365 * 86_400,
+        nanos: 0,
+    };
+    let batch = quantrac_proto::v1::ReadingBatch {
+        station_id: "POISON".into(),
+        readings: vec![quantrac_proto::v1::Reading {
+            station_id: "POISON".into(),
+            parameter: "COD".into(),
+            value: 1.0,
+            measured_at: Some(far),
+            received_at: Some(far),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let records: [(&str, Vec<u8>); 3] = [
+        ("POISON-1", b"\xff\xfe not a batch".to_vec()),
+        ("POISON-2", Vec::new()),
+        ("POISON-3", batch.encode_to_vec()),
+    ];
+    for (key, payload) in &records {
+        producer
+            .send(
+                FutureRecord::to(topic).key(*key).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("poison record: {e}"))?;
+    }
+    Ok(format!("{} poison records", records.len()))
+}
+
+/// One MQTT message over ingest's payload limit, and a Circular 10 payload
+/// of 10,900 timestamped lines (within the limit), for a station of the
+/// fleet.
+async fn oversized(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    prefix: &str,
+    max_payload: usize,
+) -> Result<String> {
+    let mut o = rumqttc::MqttOptions::new(unique("faults-big"), host, port);
+    o.set_credentials(user, password)
+        .set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+    let (client, mut events) = rumqttc::AsyncClient::new(o, 8);
+    let topic = format!("stations/{prefix}-1/readings");
+    client
+        .publish(
+            &topic,
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            vec![b'x'; max_payload * 2],
+        )
+        .await?;
+    // 10,900 pH lines (23 bytes each, no unit) fit under the limit, as in
+    // the issue's case: one message, more records than ingest's window.
+    let mut lines = String::new();
+    let start = Utc::now() - chrono::Duration::days(40);
+    for k in 0..10_900i64 {
+        let at = start + chrono::Duration::seconds(k * 60);
+        let _ = writeln!(lines, "pH\t7\t{}\t00", at.format("%Y%m%d%H%M%S"));
+    }
+    let long = lines.len();
+    client
+        .publish(&topic, rumqttc::QoS::AtLeastOnce, false, lines.into_bytes())
+        .await?;
+    let mut acks = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acks < 2 && Instant::now() < deadline {
+        if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) =
+            tokio::time::timeout(Duration::from_secs(1), events.poll()).await
+        {
+            acks += 1;
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), events.poll()).await;
+    Ok(format!(
+        "{} and {long} bytes published, {acks} of 2 acknowledged by the broker",
+        max_payload * 2
+    ))
+}
+
+/// `n` TCP connections to ingest that send nothing, from
+/// `n / 4` loopback addresses (127.0.1.x, 127.0.2.x, …), so that ingest's
+/// per-address cap does not turn them away: a thousand hosts on a
+/// province's network, not one.
+async fn idle_connections(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for c in 0..n {
+        let host = c / 4 + 256;
+        let from = std::net::Ipv4Addr::new(127, 0, (host / 250) as u8, (host % 250 + 1) as u8);
+        let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+            break;
+        };
+        if socket.bind((from, 0).into()).is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(2), socket.connect(addr)).await {
+            Ok(Ok(conn)) => out.push(conn),
+            _ => break,
+        }
+    }
+    out
+}
+
+fn markdown(
+    args: &Args,
+    reports: &[PhaseReport],
+    broken: &[String],
+    work: &std::path::Path,
+    duplicated: i64,
+    unexpected_alerts: usize,
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Fault injection, {}\n",
+        Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    let _ = writeln!(md, "Machine: {}.\n", common::machine_line());
+    let _ = writeln!(
+        md,
+        "{} stations, one sample (4 readings) a second each, {:.0} % over MQTT (QoS 1, persistent sessions), the rest over TCP JSON lines; every 10th station sends a COD over its permit every 20th sample. Phases of {:?}, the fault injected {:?} in. Logs in `{}`.\n",
+        args.stations,
+        args.mqtt_share * 100.0,
+        args.phase,
+        args.inject_after,
+        work.display()
+    );
+    let _ = writeln!(
+        md,
+        "| phase | readings sent | acked | stored | lost | alerts expected | raised | twice | missing | recovery s | not recovered | injection s | peak RSS MiB (ingest / processor / alerting / kafka / mosquitto / postgres) |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    let mut total = PhaseReport::default();
+    for r in reports {
+        let rss = [
+            "ingest",
+            "processor",
+            "alerting",
+            "kafka",
+            "mosquitto",
+            "postgres",
+        ]
+        .iter()
+        .map(|k| {
+            r.peak_rss_mib
+                .get(*k)
+                .map_or("-".to_owned(), |v| format!("{v:.0}"))
+        })
+        .collect::<Vec<_>>()
+        .join(" / ");
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {:.1} | {rss} |",
+            r.fault,
+            common::thousands(r.readings_sent as f64),
+            common::thousands(r.readings_acked as f64),
+            common::thousands(r.readings_stored as f64),
+            r.readings_lost,
+            r.alerts_expected,
+            r.alerts_raised,
+            r.alerts_raised_twice,
+            r.alerts_missing,
+            r.recovery_s.map_or("-".to_owned(), |s| format!("{s:.1}")),
+            r.stations_not_recovered,
+            r.injection_s,
+        );
+        total.readings_sent += r.readings_sent;
+        total.readings_acked += r.readings_acked;
+        total.readings_stored += r.readings_stored;
+        total.readings_lost += r.readings_lost;
+        total.alerts_expected += r.alerts_expected;
+        total.alerts_raised += r.alerts_raised;
+        total.alerts_raised_twice += r.alerts_raised_twice;
+        total.alerts_missing += r.alerts_missing;
+    }
+    let _ = writeln!(
+        md,
+        "| **all** | {} | {} | {} | **{}** | {} | {} | {} | {} | | | | |\n",
+        common::thousands(total.readings_sent as f64),
+        common::thousands(total.readings_acked as f64),
+        common::thousands(total.readings_stored as f64),
+        total.readings_lost,
+        total.alerts_expected,
+        total.alerts_raised,
+        total.alerts_raised_twice,
+        total.alerts_missing,
+    );
+    let _ = writeln!(md, "Notes per phase:\n");
+    for r in reports.iter().filter(|r| !r.note.is_empty()) {
+        let _ = writeln!(md, "- {}: {}", r.fault, r.note);
+    }
+    let _ = writeln!(
+        md,
+        "\nDuplicate rows (same station, parameter and time) in the whole run: {duplicated}. `limit_exceeded` alerts for no exceeding sample: {unexpected_alerts}.\n"
+    );
+    let _ = writeln!(
+        md,
+        "Lost: acknowledged to the station and not stored. Recovery: the longest a sample sent after the injection, in that phase, waited for its answer; not recovered: stations with such a sample that waited longer than the promise ({:?}) or was never answered.\n",
+        args.recover_within
+    );
+    if broken.is_empty() {
+        let _ = writeln!(md, "**Every promise kept.**");
+    } else {
+        let _ = writeln!(md, "**Promises broken:**\n");
+        for b in broken {
+            let _ = writeln!(md, "- {b}");
+        }
+    }
+    md
+}
