@@ -109,7 +109,11 @@ fn spawn(name: &str, config: &Path, log: &Path) -> Result<tokio::process::Child>
     tokio::process::Command::new(bin(name)?)
         .arg("--config")
         .arg(config)
-        .env("RUST_LOG", "warn")
+        // QUANTRAC_SERVICE_LOG, e.g. "info", for the services' own logs.
+        .env(
+            "RUST_LOG",
+            std::env::var("QUANTRAC_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)
