@@ -123,12 +123,17 @@ impl Default for AuthConfig {
 pub struct HttpConfig {
     /// `/metrics` (Prometheus) and `/health`.
     pub listen: SocketAddr,
+    /// `/health` reports a stall (503) when frames kept arriving for this
+    /// long and none was answered.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            stall_after: Duration::from_secs(60),
         }
     }
 }

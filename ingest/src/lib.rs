@@ -163,6 +163,8 @@ impl Ingest {
                 status: Arc::clone(&status),
                 mqtt_enabled: config.mqtt.enabled,
                 tcp_enabled: config.tcp.enabled,
+                stall_after: config.http.stall_after,
+                progress: std::sync::Mutex::default(),
             });
             let shutdown = shutdown.clone();
             async move { Ok(http.serve(health, metrics, shutdown).await?) }

@@ -73,23 +73,105 @@ impl Status {
 }
 
 /// `/health` of an ingest instance: unhealthy while Kafka (or the bus)
-/// refuses deliveries, or an enabled receiver is down.
+/// refuses deliveries, an enabled receiver is down, or the instance is
+/// stalled: frames kept arriving for `stall_after` while none was answered.
 #[derive(Debug)]
 pub(crate) struct IngestHealth {
     pub status: std::sync::Arc<Status>,
     pub mqtt_enabled: bool,
     pub tcp_enabled: bool,
+    pub stall_after: std::time::Duration,
+    /// Received and answered counts when answers last moved, and when.
+    pub progress: std::sync::Mutex<Option<(u64, u64, std::time::Instant)>>,
+}
+
+impl IngestHealth {
+    /// For how long frames have arrived with none answered (`None`: not
+    /// stalled). Checked when `/health` is asked; an idle instance (nothing
+    /// arriving) is not stalled.
+    fn stalled_for(&self, s: &Snapshot) -> Option<std::time::Duration> {
+        let answered = s.acknowledged + s.rejected;
+        let mut p = self
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *p {
+            Some((received, before, since)) if before == answered => {
+                let waited = since.elapsed();
+                (s.received > received && waited >= self.stall_after).then_some(waited)
+            }
+            _ => {
+                *p = Some((s.received, answered, std::time::Instant::now()));
+                None
+            }
+        }
+    }
 }
 
 impl quantrac_plumbing::http::Health for IngestHealth {
     fn report(&self) -> quantrac_plumbing::http::HealthReport {
         let s = self.status.snapshot();
+        let stalled = self.stalled_for(&s);
         let healthy = !s.kafka_failing
             && (!self.mqtt_enabled || s.mqtt_connected)
-            && (!self.tcp_enabled || s.tcp_listening);
-        quantrac_plumbing::http::HealthReport {
-            healthy,
-            status: serde_json::to_value(s).unwrap_or_default(),
+            && (!self.tcp_enabled || s.tcp_listening)
+            && stalled.is_none();
+        let mut status = serde_json::to_value(s).unwrap_or_default();
+        if let (Some(waited), Some(map)) = (stalled, status.as_object_mut()) {
+            map.insert("stalled_for_s".into(), waited.as_secs().into());
         }
+        quantrac_plumbing::http::HealthReport { healthy, status }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use quantrac_plumbing::http::Health as _;
+
+    use super::*;
+
+    fn health(stall_after: Duration) -> (Arc<Status>, IngestHealth) {
+        let status = Arc::new(Status::default());
+        status.set_tcp_listening(true);
+        let h = IngestHealth {
+            status: Arc::clone(&status),
+            mqtt_enabled: false,
+            tcp_enabled: true,
+            stall_after,
+            progress: std::sync::Mutex::default(),
+        };
+        (status, h)
+    }
+
+    #[test]
+    fn frames_arriving_with_none_answered_are_a_stall() {
+        let (status, h) = health(Duration::from_millis(30));
+        status.received();
+        status.acknowledged();
+        assert!(h.report().healthy);
+        // Frames keep arriving, none is answered.
+        status.received();
+        std::thread::sleep(Duration::from_millis(50));
+        status.received();
+        let r = h.report();
+        assert!(!r.healthy, "{:?}", r.status);
+        assert!(r.status.get("stalled_for_s").is_some(), "{:?}", r.status);
+        // An answer is progress.
+        status.acknowledged();
+        assert!(h.report().healthy);
+    }
+
+    #[test]
+    fn an_idle_instance_is_not_stalled() {
+        let (status, h) = health(Duration::from_millis(30));
+        // One frame never answered (say, refused while Kafka was down),
+        // then nothing arrives.
+        status.received();
+        assert!(h.report().healthy);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(h.report().healthy);
     }
 }
