@@ -273,15 +273,20 @@ async fn warm_up_from_kafka(
     restored: usize,
 ) -> Result<(), AlertingError> {
     let c = Arc::clone(config);
-    let readings = tokio::task::spawn_blocking(move || warmup::evaluated_readings(&c))
+    // Batches stream from the reader thread through a bounded channel.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let reader = tokio::task::spawn_blocking(move || warmup::evaluated_readings(&c, &tx));
+    while let Some(batch) = rx.recv().await {
+        for r in &batch {
+            engine.warm_up(r);
+        }
+    }
+    let warmed = reader
         .await
         .map_err(|e| AlertingError::Task(e.to_string()))??;
-    for r in &readings {
-        engine.warm_up(r);
-    }
     tracing::info!(
         open_alerts = restored,
-        warm_up_readings = readings.len(),
+        warm_up_readings = warmed,
         "alerting engine restored"
     );
     Ok(())

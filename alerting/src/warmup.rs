@@ -65,9 +65,15 @@ fn settled<T>(
     }
 }
 
-/// The readings already evaluated by this consumer group within the
-/// warm-up horizon, in measurement order. Blocking: run it off the runtime.
-pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>, AlertingError> {
+/// Sends the readings already evaluated by this consumer group within the
+/// warm-up horizon to `out`, a batch at a time, in topic order (per series,
+/// the order they were evaluated in); returns how many. The channel is
+/// bounded, so a day of readings never sits in memory at once. Blocking:
+/// run it off the runtime.
+pub fn evaluated_readings(
+    config: &AlertingConfig,
+    out: &tokio::sync::mpsc::Sender<Vec<StoredReading>>,
+) -> Result<usize, AlertingError> {
     let topic = config.kafka.valid_topic.as_str();
     let mut cc =
         quantrac_plumbing::kafka::client_config(&config.kafka.brokers, &config.kafka.properties);
@@ -142,9 +148,9 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
             .map_err(|e| kafka("warm-up partition list", e))?;
         ends.insert(*p, end);
     }
-    let mut readings = Vec::new();
+    let mut sent = 0;
     if ends.is_empty() {
-        return Ok(readings);
+        return Ok(sent);
     }
     reader
         .assign(&assignment)
@@ -169,7 +175,11 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
         if m.offset() < end
             && let Ok(batch) = StoredReadingBatch::decode(m.payload().unwrap_or_default())
         {
-            readings.extend(batch.readings);
+            sent += batch.readings.len();
+            if out.blocking_send(batch.readings).is_err() {
+                // The engine side is gone (shutting down).
+                return Ok(sent);
+            }
         }
         if m.offset() + 1 >= end {
             ends.remove(&m.partition());
@@ -178,10 +188,7 @@ pub fn evaluated_readings(config: &AlertingConfig) -> Result<Vec<StoredReading>,
     if !ends.is_empty() {
         tracing::warn!(partitions = ?ends.keys().collect::<Vec<_>>(), "warm-up did not reach the committed offsets in time");
     }
-    // Per series the topic order is the evaluation order; across series any
-    // order works. Measurement order keeps windows simple.
-    readings.sort_by_key(|r| r.measured_at.map(|t| (t.seconds, t.nanos)));
-    Ok(readings)
+    Ok(sent)
 }
 
 /// What [`from_database`] did.

@@ -284,7 +284,8 @@ impl Engine {
 
     /// Rebuilds state from a reading already judged before a restart
     /// (windows, last values, incidents, seen set) without opening alerts.
-    /// Feed the database's recent readings in `measured_at` order, after
+    /// Feed the recent readings per series in the order they were judged
+    /// (the topic's order) or in `measured_at` order, after
     /// [`Engine::restore`]. A restored alert the readings show cleared is
     /// resolved, and that event comes out of the next `observe` or `tick`.
     pub fn warm_up(&mut self, reading: &StoredReading) {
