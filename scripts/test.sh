@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs and starts the real
 # services (Kafka, Mosquitto, PostgreSQL) on loopback, then runs the format
-# check, clippy and every test against them.
+# check, clippy, every test against them, and the short fault-injection run.
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh -p quantrac-ingest   # extra args go to `cargo test`
@@ -50,6 +50,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace --locked "$@"
+
+step "fault injection, short (scripts/faults.sh --short)"
+# Every service killed or restarted under load; fails when a reading is
+# lost or duplicated, an alert missing or doubled, or a station waits over
+# 20 s. The report stays in target/faults.
+scripts/faults.sh --short --out target/faults
 
 step "fuzz targets compile"
 cargo check --manifest-path proto/fuzz/Cargo.toml --bins --quiet
