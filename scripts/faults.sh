@@ -30,8 +30,9 @@ deploy/services.sh start tls kafka mosquitto postgres
 eval "$(deploy/services.sh env)"
 
 printf '\n==> build (%s)\n' "${profile[*]:-debug}"
-cargo build --locked "${profile[@]}" -p quantrac-ingest -p quantrac-processor -p quantrac-alerting --bins
-cargo build --locked "${profile[@]}" -p quantrac-benches --bin faults
+# One build of every binary: the services and the suite with the same
+# features as the rest of the workspace (a subset would rebuild the deps).
+cargo build --locked "${profile[@]}" --workspace --bins
 
 printf '\n==> faults %s\n' "$*"
 exec "$dir/faults" "$@"

@@ -111,7 +111,12 @@ mosquitto_write_config() {
     echo "persistence true"
     echo "persistence_location $MOSQ_DATA/"
     echo "persistence_file mosquitto.db"
-    echo "autosave_interval 10"
+    # Mosquitto keeps messages in memory and writes them all to
+    # mosquitto.db every autosave_interval seconds (or, with
+    # QUANTRAC_MOSQ_AUTOSAVE_ON_CHANGES=true, every that many changes): a
+    # kill -9 loses what it acknowledged since. See README "MQTT durability".
+    echo "autosave_interval ${QUANTRAC_MOSQ_AUTOSAVE_INTERVAL:-10}"
+    echo "autosave_on_changes ${QUANTRAC_MOSQ_AUTOSAVE_ON_CHANGES:-false}"
     echo "max_queued_messages 100000"
     # QoS 1 messages in flight to one subscriber: ingest acknowledges after
     # Kafka, so a larger window keeps it busy.
