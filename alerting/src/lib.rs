@@ -242,6 +242,7 @@ impl Alerting {
             commands,
             pending,
             health,
+            waiting: Vec::new(),
         };
         tasks.spawn(task.run(input, shutdown.clone()));
         tracing::info!(%grpc_addr, %http_addr, "alerting started");

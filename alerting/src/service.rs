@@ -39,7 +39,20 @@ pub(crate) struct EngineTask {
     pub pending: Vec<AlertEvent>,
     /// What `/health` reports of this task.
     pub health: Arc<crate::Health>,
+    /// Officers' actions handed to another instance, awaiting its outcome.
+    pub waiting: Vec<Waiting>,
 }
+
+/// An officer's action forwarded to the instance holding the alert.
+pub(crate) struct Waiting {
+    id: i64,
+    alert_id: String,
+    reply: tokio::sync::oneshot::Sender<Result<v1::Alert, Status>>,
+    deadline: tokio::time::Instant,
+}
+
+/// How long a forwarded action waits for the instance holding the alert.
+const FORWARD_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The engine's input edge: `readings.valid` on Kafka, or the processor's
 /// stored batches on the in-process bus (single-node mode).
@@ -159,7 +172,6 @@ impl EngineTask {
         command: Command,
         shutdown: &CancellationToken,
     ) -> Result<(), AlertingError> {
-        let now = Utc::now();
         let Command {
             action,
             alert_id,
@@ -167,13 +179,64 @@ impl EngineTask {
             note,
             reply,
         } = command;
-        let result = match action {
-            Action::Acknowledge => self.engine.acknowledge(&alert_id, &officer, &note, now),
-            Action::Resolve => self.engine.resolve(&alert_id, &officer, &note, now),
-            Action::Assign(to) => self.engine.assign(&alert_id, &officer, &to, &note, now),
-            Action::Comment => self.engine.comment(&alert_id, &officer, &note, now),
+        if self.engine.handles(&alert_id) {
+            let answer = self
+                .act(&action, &alert_id, &officer, &note, shutdown)
+                .await?;
+            let _ = reply.send(answer);
+            return Ok(());
+        }
+        // Another instance holds it (or none does): hand it over through
+        // the database, and answer when that instance has acted.
+        let assignee = match &action {
+            Action::Assign(to) => to.as_str(),
+            _ => "",
         };
-        let answer = match result {
+        let forwarded = match store::alert_exists(&self.db, &alert_id).await {
+            Ok(false) => Err(Status::not_found(format!("no alert {alert_id}"))),
+            Ok(true) => store::forward_command(
+                &self.db,
+                &alert_id,
+                action.as_str(),
+                assignee,
+                &officer,
+                &note,
+            )
+            .await
+            .map_err(|e| Status::unavailable(e.to_string())),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        };
+        match forwarded {
+            Ok(id) => self.waiting.push(Waiting {
+                id,
+                alert_id,
+                reply,
+                deadline: tokio::time::Instant::now() + FORWARD_DEADLINE,
+            }),
+            Err(status) => {
+                let _ = reply.send(Err(status));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies an officer's action to an alert this engine handles.
+    async fn act(
+        &mut self,
+        action: &Action,
+        alert_id: &str,
+        officer: &str,
+        note: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Result<v1::Alert, Status>, AlertingError> {
+        let now = Utc::now();
+        let result = match action {
+            Action::Acknowledge => self.engine.acknowledge(alert_id, officer, note, now),
+            Action::Resolve => self.engine.resolve(alert_id, officer, note, now),
+            Action::Assign(to) => self.engine.assign(alert_id, officer, to, note, now),
+            Action::Comment => self.engine.comment(alert_id, officer, note, now),
+        };
+        Ok(match result {
             Ok(event) => match self.apply(vec![event], shutdown).await?.pop() {
                 Some(r) => Ok(r.alert),
                 None => Err(Status::failed_precondition(
@@ -181,9 +244,109 @@ impl EngineTask {
                 )),
             },
             Err(e) => Err(Status::not_found(e.to_string())),
+        })
+    }
+
+    /// Actions other instances received for alerts this engine handles:
+    /// applied here, their outcome written back. Then the answers to the
+    /// actions this instance forwarded.
+    async fn forwarded(&mut self, shutdown: &CancellationToken) -> Result<(), AlertingError> {
+        let pending = match store::pending_commands(&self.db).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading forwarded officer actions failed; retried on the next tick");
+                return Ok(());
+            }
         };
-        let _ = reply.send(answer);
+        for f in pending {
+            if !self.engine.handles(&f.alert_id) {
+                continue;
+            }
+            match store::claim_command(&self.db, f.id, &self.config.node_id).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, command = f.id, "claiming a forwarded action failed");
+                    continue;
+                }
+            }
+            let action = match f.action.as_str() {
+                "acknowledge" => Action::Acknowledge,
+                "resolve" => Action::Resolve,
+                "assign" => Action::Assign(f.assignee.clone()),
+                _ => Action::Comment,
+            };
+            let answer = self
+                .act(&action, &f.alert_id, &f.officer, &f.note, shutdown)
+                .await?;
+            let outcome = match answer {
+                Ok(alert) => store::Outcome {
+                    code: tonic::Code::Ok as i32,
+                    message: String::new(),
+                    alert: Some(alert),
+                },
+                Err(status) => store::Outcome {
+                    code: status.code() as i32,
+                    message: status.message().to_owned(),
+                    alert: None,
+                },
+            };
+            if let Err(e) = store::finish_command(&self.db, f.id, &outcome).await {
+                tracing::warn!(error = %e, command = f.id, "writing a forwarded action's outcome failed");
+            }
+            metrics::counter!("alerting_forwarded_actions_total", "side" => "applied").increment(1);
+        }
+        self.answer_forwarded().await;
         Ok(())
+    }
+
+    /// Answers the officers whose actions went to another instance, once it
+    /// acted or the deadline passed.
+    async fn answer_forwarded(&mut self) {
+        let mut still = Vec::new();
+        for w in std::mem::take(&mut self.waiting) {
+            let outcome = match store::command_outcome(&self.db, w.id).await {
+                Ok(Some(o)) => Some(o),
+                Ok(None) if tokio::time::Instant::now() < w.deadline => None,
+                Ok(None) => {
+                    // Nobody acted in time: give up, unless it was done
+                    // in the meantime.
+                    let gave_up = store::Outcome {
+                        code: tonic::Code::Unavailable as i32,
+                        message: format!(
+                            "no alerting instance acted on {} within {FORWARD_DEADLINE:?}",
+                            w.alert_id
+                        ),
+                        alert: None,
+                    };
+                    match store::finish_command(&self.db, w.id, &gave_up).await {
+                        Ok(true) => Some(gave_up),
+                        _ => store::command_outcome(&self.db, w.id).await.ok().flatten(),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a forwarded action's outcome failed");
+                    None
+                }
+            };
+            match outcome {
+                Some(o) => {
+                    metrics::counter!("alerting_forwarded_actions_total", "side" => "answered")
+                        .increment(1);
+                    let _ = w.reply.send(match o.alert {
+                        Some(alert) if o.code == tonic::Code::Ok as i32 => Ok(alert),
+                        _ => Err(Status::new(tonic::Code::from(o.code), o.message)),
+                    });
+                }
+                None if tokio::time::Instant::now() > w.deadline + FORWARD_DEADLINE => {
+                    let _ = w
+                        .reply
+                        .send(Err(Status::unavailable("database unavailable")));
+                }
+                None => still.push(w),
+            }
+        }
+        self.waiting = still;
     }
 
     /// Runs the task; `/health` says it stopped once it returns.
@@ -231,6 +394,7 @@ impl EngineTask {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 Some(command) = self.commands.recv() => self.command(command, shutdown).await?,
+                _ = clock.forwarded.tick() => self.forwarded(shutdown).await?,
                 _ = clock.tick.tick() => self.on_tick(clock, shutdown).await?,
                 Some(batch) = rx.recv() => {
                     let events = self.evaluate(&batch);
@@ -291,6 +455,7 @@ impl EngineTask {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 Some(command) = self.commands.recv() => self.command(command, shutdown).await?,
+                _ = clock.forwarded.tick() => self.forwarded(shutdown).await?,
                 _ = clock.tick.tick() => {
                     let ctx = consumer.context();
                     if ctx.ownership.count_unknown() {
@@ -400,6 +565,8 @@ impl rdkafka::consumer::ConsumerContext for OwnershipContext {
 /// The engine's clock and what it watches between ticks.
 struct Clock {
     tick: tokio::time::Interval,
+    /// Officers' actions forwarded between instances, looked for this often.
+    forwarded: tokio::time::Interval,
     rules_modified: Option<SystemTime>,
 }
 
@@ -407,8 +574,11 @@ impl Clock {
     fn new(config: &AlertingConfig) -> Self {
         let mut tick = tokio::time::interval(config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut forwarded = tokio::time::interval(Duration::from_millis(250));
+        forwarded.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Clock {
             tick,
+            forwarded,
             rules_modified: modified(&config.rules),
         }
     }

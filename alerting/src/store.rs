@@ -331,3 +331,137 @@ pub async fn in_maintenance(db: &Client, a: &v1::Alert) -> Result<bool, AlertSto
     };
     Ok(maintenance_window(db, &a.station_id, at).await?.is_some())
 }
+
+/// An officer's action another instance received, for the one holding the
+/// alert (`alert_commands`).
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub id: i64,
+    pub alert_id: String,
+    pub action: String,
+    pub assignee: String,
+    pub officer: String,
+    pub note: String,
+}
+
+/// What became of a forwarded action: a `tonic::Code`, its message, and
+/// the alert after it when it succeeded.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub code: i32,
+    pub message: String,
+    pub alert: Option<v1::Alert>,
+}
+
+/// Whether an alert with this id was ever recorded.
+pub async fn alert_exists(client: &Client, alert_id: &str) -> Result<bool, AlertStoreError> {
+    Ok(client
+        .query_opt("SELECT 1 FROM alerts WHERE id = $1", &[&alert_id])
+        .await?
+        .is_some())
+}
+
+/// Queues an action for the instance holding the alert; returns its id.
+pub async fn forward_command(
+    client: &Client,
+    alert_id: &str,
+    action: &str,
+    assignee: &str,
+    officer: &str,
+    note: &str,
+) -> Result<i64, AlertStoreError> {
+    Ok(client
+        .query_one(
+            "INSERT INTO alert_commands (alert_id, action, assignee, officer, note) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&alert_id, &action, &assignee, &officer, &note],
+        )
+        .await?
+        .get(0))
+}
+
+/// Actions not yet done, oldest first; finished ones older than a day are
+/// deleted on the way.
+pub async fn pending_commands(client: &Client) -> Result<Vec<Forwarded>, AlertStoreError> {
+    client
+        .execute(
+            "DELETE FROM alert_commands WHERE done_at < now() - interval '1 day'",
+            &[],
+        )
+        .await?;
+    let rows = client
+        .query(
+            "SELECT id, alert_id, action, assignee, officer, note FROM alert_commands \
+             WHERE done_at IS NULL ORDER BY id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Forwarded {
+            id: r.get(0),
+            alert_id: r.get(1),
+            action: r.get(2),
+            assignee: r.get(3),
+            officer: r.get(4),
+            note: r.get(5),
+        })
+        .collect())
+}
+
+/// Takes a pending action for `node`; false when another instance took it
+/// or it is done.
+pub async fn claim_command(client: &Client, id: i64, node: &str) -> Result<bool, AlertStoreError> {
+    Ok(client
+        .execute(
+            "UPDATE alert_commands SET claimed_by = $2 \
+             WHERE id = $1 AND claimed_by IS NULL AND done_at IS NULL",
+            &[&id, &node],
+        )
+        .await?
+        == 1)
+}
+
+/// Writes an action's outcome, unless it is already done (the receiving
+/// instance gave up on it); returns whether it was written.
+pub async fn finish_command(
+    client: &Client,
+    id: i64,
+    outcome: &Outcome,
+) -> Result<bool, AlertStoreError> {
+    let result = outcome.alert.as_ref().map(Message::encode_to_vec);
+    Ok(client
+        .execute(
+            "UPDATE alert_commands SET done_at = now(), code = $2, message = $3, result = $4 \
+             WHERE id = $1 AND done_at IS NULL",
+            &[&id, &outcome.code, &outcome.message, &result],
+        )
+        .await?
+        == 1)
+}
+
+/// The outcome of a forwarded action, once it is done.
+pub async fn command_outcome(client: &Client, id: i64) -> Result<Option<Outcome>, AlertStoreError> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT code, message, result FROM alert_commands WHERE id = $1 AND done_at IS NOT NULL",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let result: Option<Vec<u8>> = row.get(2);
+    let alert = match result {
+        Some(bytes) => Some(
+            v1::Alert::decode(bytes.as_slice())
+                .map_err(|e| AlertStoreError::Corrupt(format!("command {id}"), e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(Some(Outcome {
+        code: row.get::<_, Option<i32>>(0).unwrap_or(2),
+        message: row.get::<_, Option<String>>(1).unwrap_or_default(),
+        alert,
+    }))
+}

@@ -85,6 +85,76 @@ async fn a_subscriber_on_either_instance_sees_both_instances_changes() {
     b.wait().await.expect("b stopped cleanly");
 }
 
+/// An officer's action reaches whichever instance the load balancer picks:
+/// on the instance that does not hold the alert it is handed over, through
+/// the database, to the one that does, whose engine then knows it (it used
+/// to answer NotFound).
+#[tokio::test]
+async fn an_action_on_the_instance_without_the_alert_takes_effect_on_the_one_with_it() {
+    let db_url = fresh_database().await;
+    let station = unique("MX");
+    let registry = registry(&station);
+    let stop = CancellationToken::new();
+    let (a, a_in) = start(&db_url, &registry, &stop).await;
+    let (b, _b_in) = start(&db_url, &registry, &stop).await;
+    let mut on_a = subscribe(&a, &db_url).await;
+    a_in.send(cod(&station, 300.0, 60))
+        .await
+        .expect("a running");
+    let opened = openings(&mut on_a, 1).await.remove(0);
+
+    let mut officer_on_b =
+        common::alert_client(b.grpc_addr, &db_url, "officer-b", Role::Officer).await;
+    let acked = officer_on_b
+        .acknowledge(quantrac_proto::v1::AcknowledgeAlertRequest {
+            alert_id: opened.id.clone(),
+            officer: String::new(),
+            note: "calling the plant".into(),
+        })
+        .await
+        .expect("acknowledged through B")
+        .into_inner();
+    assert_eq!(acked.state(), AlertState::Acknowledged);
+    assert_eq!(acked.acknowledged_by, "officer-b");
+
+    // A's engine holds it acknowledged now: acknowledging again there is
+    // refused, resolving is not.
+    let mut officer_on_a =
+        common::alert_client(a.grpc_addr, &db_url, "officer-a", Role::Officer).await;
+    let again = officer_on_a
+        .acknowledge(quantrac_proto::v1::AcknowledgeAlertRequest {
+            alert_id: opened.id.clone(),
+            officer: String::new(),
+            note: String::new(),
+        })
+        .await;
+    assert!(again.is_err(), "acknowledged twice: {again:?}");
+    let resolved = officer_on_b
+        .resolve(quantrac_proto::v1::ResolveAlertRequest {
+            alert_id: opened.id.clone(),
+            officer: String::new(),
+            note: "fixed".into(),
+        })
+        .await
+        .expect("resolved through B")
+        .into_inner();
+    assert_eq!(resolved.state(), AlertState::Resolved);
+
+    // An id no instance ever recorded is not found at once.
+    let missing = officer_on_b
+        .acknowledge(quantrac_proto::v1::AcknowledgeAlertRequest {
+            alert_id: format!("limit_exceeded/{station}/COD/2020-01-01T00:00:00Z"),
+            officer: String::new(),
+            note: String::new(),
+        })
+        .await
+        .expect_err("unknown alert");
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing}");
+    stop.cancel();
+    a.wait().await.expect("a stopped cleanly");
+    b.wait().await.expect("b stopped cleanly");
+}
+
 /// A `StoredReadingBatch` of `station`, measured now (as the processor
 /// publishes it on `readings.valid`).
 fn live_cod(station: &str) -> quantrac_proto::v1::StoredReadingBatch {

@@ -181,6 +181,12 @@ const MIGRATIONS: &[Migration] = &[
         plain: include_str!("../migrations/0020_raw_files.sql"),
         timescale: None,
     },
+    Migration {
+        version: 21,
+        name: "alert_commands",
+        plain: include_str!("../migrations/0021_alert_commands.sql"),
+        timescale: None,
+    },
 ];
 
 /// What the schema ended up using.

@@ -498,6 +498,19 @@ impl Engine {
             .collect()
     }
 
+    /// Whether officers' actions on `alert_id` take effect here: this
+    /// engine holds the alert and judges its station (with several
+    /// instances, the one owning the station's partition).
+    pub fn handles(&self, alert_id: &str) -> bool {
+        AlertKey::parse(alert_id).is_some_and(|k| {
+            self.book.alerts.contains_key(&k)
+                && self
+                    .owner
+                    .as_ref()
+                    .is_none_or(|o| o.watching_since(&k.station_id).is_some())
+        })
+    }
+
     fn record_mut(&mut self, alert_id: &str) -> Result<&mut AlertRecord, EngineError> {
         AlertKey::parse(alert_id)
             .and_then(|k| self.book.alerts.get_mut(&k))
