@@ -69,7 +69,7 @@ pub async fn connect(url: &str) -> Result<Client, AlertStoreError> {
     let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "alerting database connection closed");
+            tracing::warn!(error = %describe(&e), "alerting database connection closed");
         }
     });
     client

@@ -200,7 +200,7 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Client, DbEr
     let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "database connection closed");
+            tracing::warn!(error = %describe(&e), "database connection closed");
         }
     });
     if !options.statement_timeout.is_zero() {
