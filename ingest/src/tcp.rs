@@ -1067,6 +1067,70 @@ async fn read_record_body<R: AsyncBufRead + Unpin>(
 mod tests {
     use super::*;
 
+    /// Every frame `read_line` gives, reading `input` through a buffer of
+    /// `capacity` bytes.
+    fn frames(input: &[u8], max: usize, capacity: usize) -> Vec<(LineRead, Vec<u8>)> {
+        // In-memory reads need no reactor: a plain executor, cheap per case.
+        futures::executor::block_on(async {
+            let mut r = BufReader::with_capacity(capacity, input);
+            let mut out = Vec::new();
+            loop {
+                let mut line = Vec::new();
+                let read = read_line(&mut r, &mut line, max)
+                    .await
+                    .expect("in-memory read");
+                if read == LineRead::Eof {
+                    return out;
+                }
+                out.push((read, line));
+            }
+        })
+    }
+
+    proptest::proptest! {
+        /// The TCP framing against a model: any bytes, cut into reads of
+        /// any size, give one frame per newline-terminated segment (and the
+        /// unterminated tail), each the segment without its `\r\n`, or its
+        /// first `max` bytes marked too long; never more than `max` bytes.
+        #[test]
+        fn framing_matches_the_model_whatever_the_reads(
+            input in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => proptest::num::u8::ANY,
+                    1 => proptest::strategy::Just(b'\n'),
+                    1 => proptest::strategy::Just(b'\r'),
+                ],
+                0..400,
+            ),
+            max in 1usize..64,
+            capacity in 1usize..70,
+        ) {
+            let got = frames(&input, max, capacity);
+            let mut want = Vec::new();
+            let mut segments: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+            // The piece after the last newline: a frame only if not empty.
+            let tail = segments.pop().filter(|t| !t.is_empty());
+            for seg in segments {
+                if seg.len() > max {
+                    want.push((LineRead::TooLong, seg[..max].to_vec()));
+                } else {
+                    let seg = seg.strip_suffix(b"\r").unwrap_or(seg);
+                    want.push((LineRead::Line, seg.to_vec()));
+                }
+            }
+            // At EOF the last line counts without its newline (and keeps a
+            // final `\r`: nothing says it ends there).
+            if let Some(t) = tail {
+                if t.len() > max {
+                    want.push((LineRead::TooLong, t[..max].to_vec()));
+                } else {
+                    want.push((LineRead::Line, t.to_vec()));
+                }
+            }
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     async fn lines(input: &[u8], max: usize) -> Vec<(LineRead, Vec<u8>)> {
         let mut r = BufReader::with_capacity(8, input);
         let mut out = Vec::new();
