@@ -1132,18 +1132,7 @@ mod tests {
     }
 
     async fn lines(input: &[u8], max: usize) -> Vec<(LineRead, Vec<u8>)> {
-        let mut r = BufReader::with_capacity(8, input);
-        let mut out = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            let read = read_line(&mut r, &mut line, max)
-                .await
-                .expect("in-memory read");
-            if read == LineRead::Eof {
-                return out;
-            }
-            out.push((read, line));
-        }
+        frames(input, max, 8)
     }
 
     #[tokio::test]

@@ -40,14 +40,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::Parser;
-use common::procs::{
-    Proc, forget_session, free_addr, http_get, judged_count, prom_counter, stored_count,
-};
+use common::procs::{Proc, forget_session, http_get, judged_count, prom_counter, stored_count};
 use common::{Service, TopicSpec};
 use prost::Message;
-use quantrac_alerting::AlertingConfig;
-use quantrac_ingest::IngestConfig;
-use quantrac_processor::ProcessorConfig;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
 use quantrac_proto::v1::{StoredReadingBatch, SubscribeAlertsRequest};
 use quantrac_proto::wire::json;
@@ -297,23 +292,8 @@ async fn main() -> Result<()> {
         .await
         .context("CREATE DATABASE")?;
     let base = unique("e2e");
-    let t = |s: &str| format!("{base}.{s}");
-    let (raw, valid, rejected, alerts, ingest_rejected) = (
-        t("raw"),
-        t("valid"),
-        t("rejected"),
-        t("alerts"),
-        t("ingest-rejected"),
-    );
-    let specs: Vec<TopicSpec<'_>> = [&raw, &valid, &rejected, &alerts, &ingest_rejected]
-        .iter()
-        .map(|n| TopicSpec {
-            name: n,
-            partitions: 6,
-            configs: &[],
-        })
-        .collect();
-    common::create_topics(&brokers, &specs).await?;
+    let topics = common::pipeline::Topics::create(&brokers, &base).await?;
+    let valid = topics.valid.clone();
     let prefix = unique("E");
     let registry = Outfalls::numbered(&prefix, args.stations + args.probe_stations.max(1))
         .expected_interval("1h")
@@ -322,73 +302,23 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&work)?;
 
     // Configurations, written as the services read them.
-    let (ingest_http, processor_http, alerting_http) = (free_addr()?, free_addr()?, free_addr()?);
-    let (tcp_addr, grpc_addr) = (free_addr()?, free_addr()?);
-    let mut i = IngestConfig {
-        node_id: unique("e2e-ingest"),
-        ..Default::default()
-    };
-    i.http.listen = ingest_http;
-    i.tcp.listen = tcp_addr;
-    i.tcp.max_readings_per_second_per_station = 0;
-    i.kafka.brokers = brokers.clone();
-    i.kafka.readings_topic = raw.clone();
-    i.kafka.rejected_topic = ingest_rejected.clone();
-    i.mqtt.url = mqtt_url.clone();
-    i.mqtt.username = mqtt_user;
-    i.mqtt.password = mqtt_password;
-    let mut p = ProcessorConfig {
-        database_url: db_url.clone(),
-        registry: registry.clone(),
-        ..Default::default()
-    };
-    p.http.listen = processor_http;
-    p.batch.write_when_idle = !args.processor_waits;
-    p.kafka.brokers = brokers.clone();
-    p.kafka.group_id = unique("e2e-p");
-    p.kafka.raw_topic = raw.clone();
-    p.kafka.valid_topic = valid.clone();
-    p.kafka.rejected_topic = rejected.clone();
-    let mut a = AlertingConfig {
-        database_url: db_url.clone(),
-        registry: registry.clone(),
-        rules: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules.toml"),
-        grpc_listen: grpc_addr,
-        http_listen: alerting_http,
-        ..Default::default()
-    };
-    a.kafka.brokers = brokers.clone();
-    a.kafka.group_id = unique("e2e-a");
-    a.kafka.valid_topic = valid.clone();
-    a.kafka.alerts_topic = alerts.clone();
-    for (file, text) in [
-        ("ingest.toml", toml::to_string(&i)?),
-        ("processor.toml", toml::to_string(&p)?),
-        ("alerting.toml", toml::to_string(&a)?),
-    ] {
-        std::fs::write(work.join(file), text)?;
-    }
-    let processor = Proc::start(
-        "quantrac-processor",
-        &work.join("processor.toml"),
-        processor_http,
-        &work.join("processor.log"),
-    )
-    .await?;
-    let alerting = Proc::start(
-        "quantrac-alerting",
-        &work.join("alerting.toml"),
-        alerting_http,
-        &work.join("alerting.log"),
-    )
-    .await?;
-    let ingest = Proc::start(
-        "quantrac-ingest",
-        &work.join("ingest.toml"),
-        ingest_http,
-        &work.join("ingest.log"),
-    )
-    .await?;
+    let mut configs = common::pipeline::Configs::new(
+        "e2e",
+        &db_url,
+        &registry,
+        &topics,
+        &brokers,
+        (&mqtt_url, &mqtt_user, &mqtt_password),
+    )?;
+    configs.processor.batch.write_when_idle = !args.processor_waits;
+    let (tcp_addr, grpc_addr) = (configs.tcp, configs.grpc);
+    let (processor_http, alerting_http) =
+        (configs.processor.http.listen, configs.alerting.http_listen);
+    let common::pipeline::Services {
+        ingest,
+        processor,
+        alerting,
+    } = common::pipeline::start(&work, &configs).await?;
     let procs = [&ingest, &processor, &alerting];
     println!(
         "services up ({} s); logs and configs in {}",
@@ -799,9 +729,9 @@ async fn main() -> Result<()> {
     // queue every later run's messages (and slow the broker down).
     forget_session(
         &mqtt_url,
-        &i.mqtt.username,
-        &i.mqtt.password,
-        &format!("quantrac-{}", i.node_id),
+        &configs.ingest.mqtt.username,
+        &configs.ingest.mqtt.password,
+        &format!("quantrac-{}", configs.ingest.node_id),
     )
     .await;
 
@@ -968,11 +898,7 @@ async fn main() -> Result<()> {
             .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
             .await;
     }
-    common::delete_topics(
-        &brokers,
-        &[&raw, &valid, &rejected, &alerts, &ingest_rejected],
-    )
-    .await;
+    common::delete_topics(&brokers, &topics.names()).await;
     Ok(())
 }
 

@@ -42,11 +42,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
-use common::TopicSpec;
-use common::procs::{Proc, forget_session, free_addr};
-use quantrac_alerting::AlertingConfig;
-use quantrac_ingest::IngestConfig;
-use quantrac_processor::ProcessorConfig;
+use common::procs::forget_session;
 use quantrac_proto::wire::json;
 use quantrac_testkit::registry::Outfalls;
 use quantrac_testkit::samples::outfall;
@@ -508,23 +504,7 @@ async fn main() -> Result<()> {
         .await
         .context("CREATE DATABASE")?;
     let base = unique("faults");
-    let t = |s: &str| format!("{base}.{s}");
-    let (raw, valid, rejected, alerts_topic, ingest_rejected) = (
-        t("raw"),
-        t("valid"),
-        t("rejected"),
-        t("alerts"),
-        t("ingest-rejected"),
-    );
-    let specs: Vec<TopicSpec<'_>> = [&raw, &valid, &rejected, &alerts_topic, &ingest_rejected]
-        .iter()
-        .map(|n| TopicSpec {
-            name: n,
-            partitions: 6,
-            configs: &[],
-        })
-        .collect();
-    common::create_topics(&brokers, &specs).await?;
+    let topics = common::pipeline::Topics::create(&brokers, &base).await?;
     let prefix = unique("F");
     let registry = Outfalls::numbered(&prefix, args.stations)
         .expected_interval("1h")
@@ -532,73 +512,21 @@ async fn main() -> Result<()> {
     let work = std::env::temp_dir().join(&base);
     std::fs::create_dir_all(&work)?;
 
-    let (ingest_http, processor_http, alerting_http) = (free_addr()?, free_addr()?, free_addr()?);
-    let (tcp_addr, grpc_addr) = (free_addr()?, free_addr()?);
-    let mut i = IngestConfig {
-        node_id: unique("faults-ingest"),
-        ..Default::default()
-    };
-    i.http.listen = ingest_http;
-    i.tcp.listen = tcp_addr;
-    i.tcp.max_readings_per_second_per_station = 0;
-    i.kafka.brokers = brokers.clone();
-    i.kafka.readings_topic = raw.clone();
-    i.kafka.rejected_topic = ingest_rejected.clone();
-    i.mqtt.url = mqtt_url.clone();
-    i.mqtt.username = mqtt_user;
-    i.mqtt.password = mqtt_password;
-    let max_payload = i.mqtt.max_payload_bytes;
-    let mut p = ProcessorConfig {
-        database_url: db_url.clone(),
-        registry: registry.clone(),
-        ..Default::default()
-    };
-    p.http.listen = processor_http;
-    p.kafka.brokers = brokers.clone();
-    p.kafka.group_id = unique("faults-p");
-    p.kafka.raw_topic = raw.clone();
-    p.kafka.valid_topic = valid.clone();
-    p.kafka.rejected_topic = rejected.clone();
-    let mut a = AlertingConfig {
-        database_url: db_url.clone(),
-        registry: registry.clone(),
-        rules: repo.join("deploy/rules.toml"),
-        grpc_listen: grpc_addr,
-        http_listen: alerting_http,
-        ..Default::default()
-    };
-    a.kafka.brokers = brokers.clone();
-    a.kafka.group_id = unique("faults-a");
-    a.kafka.valid_topic = valid.clone();
-    a.kafka.alerts_topic = alerts_topic.clone();
-    for (file, text) in [
-        ("ingest.toml", toml::to_string(&i)?),
-        ("processor.toml", toml::to_string(&p)?),
-        ("alerting.toml", toml::to_string(&a)?),
-    ] {
-        std::fs::write(work.join(file), text)?;
-    }
-    let mut processor = Proc::start(
-        "quantrac-processor",
-        &work.join("processor.toml"),
-        processor_http,
-        &work.join("processor.log"),
-    )
-    .await?;
-    let mut alerting = Proc::start(
-        "quantrac-alerting",
-        &work.join("alerting.toml"),
-        alerting_http,
-        &work.join("alerting.log"),
-    )
-    .await?;
-    let mut ingest = Proc::start(
-        "quantrac-ingest",
-        &work.join("ingest.toml"),
-        ingest_http,
-        &work.join("ingest.log"),
-    )
-    .await?;
+    let configs = common::pipeline::Configs::new(
+        "faults",
+        &db_url,
+        &registry,
+        &topics,
+        &brokers,
+        (&mqtt_url, &mqtt_user, &mqtt_password),
+    )?;
+    let (tcp_addr, ingest_http) = (configs.tcp, configs.ingest.http.listen);
+    let max_payload = configs.ingest.mqtt.max_payload_bytes;
+    let common::pipeline::Services {
+        mut ingest,
+        mut processor,
+        mut alerting,
+    } = common::pipeline::start(&work, &configs).await?;
     println!("services up; logs and configs in {}", work.display());
 
     // The fleet: alert stations are every 10th, on both protocols.
@@ -729,7 +657,7 @@ async fn main() -> Result<()> {
                 ingest.restart().await?;
                 format!("ingest stopped 5 s, then broker killed: {killed}; {started}")
             }
-            Fault::Poison => poison(&brokers, &raw).await?,
+            Fault::Poison => poison(&brokers, &topics.raw).await?,
             Fault::OversizedMqtt => {
                 oversized(
                     &b.host,
@@ -910,7 +838,7 @@ async fn main() -> Result<()> {
         &mqtt_url,
         &quantrac_testkit::env::var("QUANTRAC_MQTT_USER", "ingest"),
         &quantrac_testkit::env::var("QUANTRAC_MQTT_PASSWORD", "ingest-secret"),
-        &format!("quantrac-{}", i.node_id),
+        &format!("quantrac-{}", configs.ingest.node_id),
     )
     .await;
 
@@ -973,11 +901,7 @@ async fn main() -> Result<()> {
     println!("{md}");
     println!("report: {}.md and .json", path.display());
     let _ = db.batch_execute("SELECT 1").await;
-    common::delete_topics(
-        &brokers,
-        &[&raw, &valid, &rejected, &alerts_topic, &ingest_rejected],
-    )
-    .await;
+    common::delete_topics(&brokers, &topics.names()).await;
     if !broken.is_empty() {
         bail!("promises broken: {}", broken.join("; "));
     }
