@@ -507,6 +507,10 @@ impl EngineTask {
         }
         let events = self.engine.tick(Utc::now());
         self.apply(events, shutdown).await?;
+        // On the clock, not on the 250 ms poll for forwarded actions.
+        if let Err(e) = store::prune_commands(&self.db).await {
+            tracing::warn!(error = %e, "pruning finished officer actions failed");
+        }
         Ok(())
     }
 }

@@ -380,15 +380,8 @@ pub async fn forward_command(
         .get(0))
 }
 
-/// Actions not yet done, oldest first; finished ones older than a day are
-/// deleted on the way.
+/// Actions not yet done, oldest first.
 pub async fn pending_commands(client: &Client) -> Result<Vec<Forwarded>, AlertStoreError> {
-    client
-        .execute(
-            "DELETE FROM alert_commands WHERE done_at < now() - interval '1 day'",
-            &[],
-        )
-        .await?;
     let rows = client
         .query(
             "SELECT id, alert_id, action, assignee, officer, note FROM alert_commands \
@@ -420,6 +413,16 @@ pub async fn claim_command(client: &Client, id: i64, node: &str) -> Result<bool,
         )
         .await?
         == 1)
+}
+
+/// Deletes actions finished more than a day ago.
+pub async fn prune_commands(client: &Client) -> Result<u64, AlertStoreError> {
+    Ok(client
+        .execute(
+            "DELETE FROM alert_commands WHERE done_at < now() - interval '1 day'",
+            &[],
+        )
+        .await?)
 }
 
 /// Writes an action's outcome, unless it is already done (the receiving

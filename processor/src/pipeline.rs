@@ -357,6 +357,14 @@ mod tests {
         }
     }
 
+    /// A record holding `batch`, as ingest writes it.
+    fn batch_record(batch: &ReadingBatch) -> InRecord {
+        InRecord {
+            payload: Bytes::from(batch.encode_to_vec()),
+            ..record(b"")
+        }
+    }
+
     /// Records that carry no reading are counted and kept as undecodable,
     /// keyed by where they were read, instead of disappearing.
     #[test]
@@ -417,14 +425,11 @@ parameters = [{ code = "COD", unit = "mg/L", range_min = 0, range_max = 1000 }]
             source: 3,
         };
         let batch = |station: &str, notices| {
-            let bytes = ReadingBatch {
+            batch_record(&ReadingBatch {
                 station_id: station.into(),
                 notices,
                 ..Default::default()
-            }
-            .encode_to_vec();
-            let leaked: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            record(leaked)
+            })
         };
         let checked = check(
             &[
@@ -506,14 +511,11 @@ parameters = [
         let measuring = quantrac_proto::v1::DeviceStatus::Measuring as i32;
         let calibrating = quantrac_proto::v1::DeviceStatus::Calibrating as i32;
         let batch = |readings: Vec<quantrac_proto::v1::Reading>| {
-            let bytes = ReadingBatch {
+            batch_record(&ReadingBatch {
                 station_id: readings[0].station_id.clone(),
                 readings,
                 ..Default::default()
-            }
-            .encode_to_vec();
-            let leaked: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            record(leaked)
+            })
         };
         let checked = check(
             &[

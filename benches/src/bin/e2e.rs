@@ -274,15 +274,9 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     let brokers = quantrac_testkit::env::kafka_brokers();
     let admin_url = quantrac_testkit::env::database_url();
-    let mqtt_url = quantrac_testkit::env::mqtt_url();
-    let (mqtt_user, mqtt_password) = (
-        quantrac_testkit::env::var("QUANTRAC_MQTT_USER", "ingest"),
-        quantrac_testkit::env::var("QUANTRAC_MQTT_PASSWORD", "ingest-secret"),
-    );
-    let (station_user, station_password) = (
-        quantrac_testkit::env::var("QUANTRAC_MQTT_STATION_USER", "station-demo"),
-        quantrac_testkit::env::var("QUANTRAC_MQTT_STATION_PASSWORD", "demo-secret"),
-    );
+    let mqtt = common::pipeline::MqttAccounts::from_env();
+    let mqtt_url = mqtt.url.clone();
+    let (station_user, station_password) = mqtt.station.clone();
     let machine = common::machine_line();
     println!("e2e: {machine}");
 
@@ -302,14 +296,8 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&work)?;
 
     // Configurations, written as the services read them.
-    let mut configs = common::pipeline::Configs::new(
-        "e2e",
-        &db_url,
-        &registry,
-        &topics,
-        &brokers,
-        (&mqtt_url, &mqtt_user, &mqtt_password),
-    )?;
+    let mut configs =
+        common::pipeline::Configs::new("e2e", &db_url, &registry, &topics, &brokers, &mqtt)?;
     configs.processor.batch.write_when_idle = !args.processor_waits;
     let (tcp_addr, grpc_addr) = (configs.tcp, configs.grpc);
     let (processor_http, alerting_http) =

@@ -233,7 +233,10 @@ struct Clock {
 }
 
 impl Clock {
-    fn new(offset: Duration) -> Self {
+    /// Starting within the next second, at a point that depends on the
+    /// station, so the fleet does not send in step.
+    fn staggered(station: usize) -> Self {
+        let offset = Duration::from_millis((station as u64 * 7919) % 1000);
         Clock {
             k: 0,
             next: tokio::time::Instant::now() + offset,
@@ -248,28 +251,42 @@ impl Clock {
     }
 }
 
+/// What every simulated station has, whatever its protocol.
+struct Station {
+    index: usize,
+    name: String,
+    /// Sends a COD over its permit every 20th sample.
+    alerts: bool,
+    /// Measurement time of its first sample.
+    start: DateTime<Utc>,
+    ledger: Arc<Ledger>,
+    /// Stop sampling (then drain).
+    stop: CancellationToken,
+    /// Stop waiting for answers.
+    give_up: CancellationToken,
+}
+
 /// A station over TCP: JSON lines, one reply per line in order. Like many
 /// loggers it hangs up after a while (every 10 to 20 samples, once
 /// everything sent is answered) and dials again. Unanswered lines are sent
 /// again on the next connection; a refused one a second later.
-#[allow(clippy::too_many_arguments)]
-async fn tcp_station(
-    addr: std::net::SocketAddr,
-    station: usize,
-    name: String,
-    alerts: bool,
-    start: DateTime<Utc>,
-    ledger: Arc<Ledger>,
-    stop: CancellationToken,
-    give_up: CancellationToken,
-) {
+async fn tcp_station(addr: std::net::SocketAddr, st: Station) {
+    let Station {
+        index: station,
+        name,
+        alerts,
+        start,
+        ledger,
+        stop,
+        give_up,
+    } = st;
     // Staggered, so that some station dials in every second.
     let reconnect_every = 10 + (station % 11) as u32;
     // Not yet acknowledged, oldest first; the first `written` of them were
     // sent on the current connection.
     let mut pending: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
     let mut refused: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
-    let mut clock = Clock::new(Duration::from_millis((station as u64 * 7919) % 1000));
+    let mut clock = Clock::staggered(station);
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     let done = |pending: &VecDeque<_>, refused: &VecDeque<_>| {
         give_up.is_cancelled() || (stop.is_cancelled() && pending.is_empty() && refused.is_empty())
@@ -354,18 +371,16 @@ async fn tcp_station(
 /// A station with its own persistent MQTT session (QoS 1). rumqttc sends
 /// unacknowledged messages again after a reconnection; a sample counts as
 /// acknowledged at its PUBACK.
-#[allow(clippy::too_many_arguments)]
-async fn mqtt_station(
-    broker: (String, u16, String, String),
-    client_id: String,
-    station: usize,
-    name: String,
-    alerts: bool,
-    start: DateTime<Utc>,
-    ledger: Arc<Ledger>,
-    stop: CancellationToken,
-    give_up: CancellationToken,
-) {
+async fn mqtt_station(broker: (String, u16, String, String), client_id: String, st: Station) {
+    let Station {
+        index: station,
+        name,
+        alerts,
+        start,
+        ledger,
+        stop,
+        give_up,
+    } = st;
     let (host, port, user, password) = broker;
     let mut o = rumqttc::MqttOptions::new(client_id, host, port);
     o.set_credentials(user, password)
@@ -379,7 +394,7 @@ async fn mqtt_station(
     // Not yet handed to rumqttc (its request queue was full).
     let mut backlog: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
     let mut in_flight: HashMap<u16, usize> = HashMap::new();
-    let mut clock = Clock::new(Duration::from_millis((station as u64 * 7919) % 1000));
+    let mut clock = Clock::staggered(station);
     loop {
         if give_up.is_cancelled()
             || (stop.is_cancelled()
@@ -475,15 +490,9 @@ async fn main() -> Result<()> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let brokers = quantrac_testkit::env::kafka_brokers();
     let admin_url = quantrac_testkit::env::database_url();
-    let mqtt_url = quantrac_testkit::env::mqtt_url();
-    let (mqtt_user, mqtt_password) = (
-        quantrac_testkit::env::var("QUANTRAC_MQTT_USER", "ingest"),
-        quantrac_testkit::env::var("QUANTRAC_MQTT_PASSWORD", "ingest-secret"),
-    );
-    let (station_user, station_password) = (
-        quantrac_testkit::env::var("QUANTRAC_MQTT_STATION_USER", "station-demo"),
-        quantrac_testkit::env::var("QUANTRAC_MQTT_STATION_PASSWORD", "demo-secret"),
-    );
+    let mqtt = common::pipeline::MqttAccounts::from_env();
+    let mqtt_url = mqtt.url.clone();
+    let (station_user, station_password) = mqtt.station.clone();
     println!("faults: {}", common::machine_line());
     println!(
         "{} stations ({} % MQTT), {} phases of {:?}: {}",
@@ -512,14 +521,8 @@ async fn main() -> Result<()> {
     let work = std::env::temp_dir().join(&base);
     std::fs::create_dir_all(&work)?;
 
-    let configs = common::pipeline::Configs::new(
-        "faults",
-        &db_url,
-        &registry,
-        &topics,
-        &brokers,
-        (&mqtt_url, &mqtt_user, &mqtt_password),
-    )?;
+    let configs =
+        common::pipeline::Configs::new("faults", &db_url, &registry, &topics, &brokers, &mqtt)?;
     let (tcp_addr, ingest_http) = (configs.tcp, configs.ingest.http.listen);
     let max_payload = configs.ingest.mqtt.max_payload_bytes;
     let common::pipeline::Services {
@@ -547,7 +550,15 @@ async fn main() -> Result<()> {
     for s in 0..args.stations {
         let name = format!("{prefix}-{s}");
         let alerts = s % 10 == 0;
-        let (ledger, stop, give_up) = (Arc::clone(&ledger), stop.clone(), give_up.clone());
+        let st = Station {
+            index: s,
+            name,
+            alerts,
+            start,
+            ledger: Arc::clone(&ledger),
+            stop: stop.clone(),
+            give_up: give_up.clone(),
+        };
         if s < n_mqtt {
             let client_id = format!("{base}-{s}");
             client_ids.push(client_id.clone());
@@ -557,13 +568,9 @@ async fn main() -> Result<()> {
                 station_user.clone(),
                 station_password.clone(),
             );
-            fleet.push(tokio::spawn(mqtt_station(
-                broker, client_id, s, name, alerts, start, ledger, stop, give_up,
-            )));
+            fleet.push(tokio::spawn(mqtt_station(broker, client_id, st)));
         } else {
-            fleet.push(tokio::spawn(tcp_station(
-                tcp_addr, s, name, alerts, start, ledger, stop, give_up,
-            )));
+            fleet.push(tokio::spawn(tcp_station(tcp_addr, st)));
         }
     }
 
@@ -637,23 +644,13 @@ async fn main() -> Result<()> {
             Fault::RestartPostgres => services(&repo, "restart", "postgres").await?,
             Fault::RestartMosquitto => services(&repo, "restart", "mosquitto").await?,
             Fault::KillMosquitto => {
-                let killed = std::process::Command::new("pkill")
-                    .args(["-9", "-x", "mosquitto"])
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false);
-                let started = services(&repo, "start", "mosquitto").await?;
+                let (killed, started) = kill_mosquitto(&repo).await?;
                 format!("killed: {killed}; {started}")
             }
             Fault::KillMosquittoWithBacklog => {
                 ingest.kill9().await;
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                let killed = std::process::Command::new("pkill")
-                    .args(["-9", "-x", "mosquitto"])
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false);
-                let started = services(&repo, "start", "mosquitto").await?;
+                let (killed, started) = kill_mosquitto(&repo).await?;
                 ingest.restart().await?;
                 format!("ingest stopped 5 s, then broker killed: {killed}; {started}")
             }
@@ -836,8 +833,8 @@ async fn main() -> Result<()> {
     }
     forget_session(
         &mqtt_url,
-        &quantrac_testkit::env::var("QUANTRAC_MQTT_USER", "ingest"),
-        &quantrac_testkit::env::var("QUANTRAC_MQTT_PASSWORD", "ingest-secret"),
+        &configs.ingest.mqtt.username,
+        &configs.ingest.mqtt.password,
         &format!("quantrac-{}", configs.ingest.node_id),
     )
     .await;
@@ -967,6 +964,16 @@ fn tally(
         r.stations_not_recovered = late.len();
         r.recovery_s = Some(worst as f64 / 1000.0);
     }
+}
+
+/// `kill -9` of the broker (every `mosquitto` on the machine), then
+/// `deploy/services.sh start mosquitto`; whether one was killed, and a note.
+async fn kill_mosquitto(repo: &std::path::Path) -> Result<(bool, String)> {
+    let killed = std::process::Command::new("pkill")
+        .args(["-9", "-x", "mosquitto"])
+        .status()
+        .is_ok_and(|s| s.success());
+    Ok((killed, services(repo, "start", "mosquitto").await?))
 }
 
 /// `deploy/services.sh <cmd> <service>`, timed; returns a note.

@@ -57,6 +57,31 @@ impl Topics {
     }
 }
 
+/// The test broker's accounts, from `deploy/services.sh env` (with its
+/// defaults): ingest's (reads only) and the simulated fleet's (writes only).
+pub struct MqttAccounts {
+    pub url: String,
+    pub ingest: (String, String),
+    pub station: (String, String),
+}
+
+impl MqttAccounts {
+    pub fn from_env() -> Self {
+        let var = quantrac_testkit::env::var;
+        MqttAccounts {
+            url: quantrac_testkit::env::mqtt_url(),
+            ingest: (
+                var("QUANTRAC_MQTT_USER", "ingest"),
+                var("QUANTRAC_MQTT_PASSWORD", "ingest-secret"),
+            ),
+            station: (
+                var("QUANTRAC_MQTT_STATION_USER", "station-demo"),
+                var("QUANTRAC_MQTT_STATION_PASSWORD", "demo-secret"),
+            ),
+        }
+    }
+}
+
 /// Where a run's services are and what they read.
 pub struct Configs {
     pub ingest: IngestConfig,
@@ -68,16 +93,16 @@ pub struct Configs {
 }
 
 impl Configs {
-    /// `tag` names the run's consumer groups and ingest node; the MQTT
-    /// account is ingest's (`url`, `user`, `password`). No per-station
-    /// TCP rate cap: the load generator decides the rate.
+    /// `tag` names the run's consumer groups and ingest node; ingest uses
+    /// its own MQTT account. No per-station TCP rate cap: the load
+    /// generator decides the rate.
     pub fn new(
         tag: &str,
         db_url: &str,
         registry: &Path,
         topics: &Topics,
         brokers: &str,
-        (url, user, password): (&str, &str, &str),
+        mqtt: &MqttAccounts,
     ) -> Result<Self> {
         let (tcp, grpc) = (free_addr()?, free_addr()?);
         let mut i = IngestConfig {
@@ -90,9 +115,8 @@ impl Configs {
         i.kafka.brokers = brokers.to_owned();
         i.kafka.readings_topic = topics.raw.clone();
         i.kafka.rejected_topic = topics.ingest_rejected.clone();
-        i.mqtt.url = url.to_owned();
-        i.mqtt.username = user.to_owned();
-        i.mqtt.password = password.to_owned();
+        i.mqtt.url.clone_from(&mqtt.url);
+        (i.mqtt.username, i.mqtt.password) = mqtt.ingest.clone();
         let mut p = ProcessorConfig {
             database_url: db_url.to_owned(),
             registry: registry.to_owned(),
