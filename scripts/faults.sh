@@ -25,8 +25,8 @@ for a in "$@"; do
   fi
 done
 
-printf '\n==> services (deploy/services.sh start kafka mosquitto postgres)\n'
-deploy/services.sh start tls kafka mosquitto postgres
+printf '\n==> services (deploy/services.sh start kafka mosquitto postgres smtp)\n'
+deploy/services.sh start tls kafka mosquitto postgres smtp
 eval "$(deploy/services.sh env)"
 
 printf '\n==> build (%s)\n' "${profile[*]:-debug}"

@@ -9,7 +9,9 @@
 //!
 //! The run is a sequence of phases; in each, one fault is injected a few
 //! seconds in while the load goes on (`--fault`, repeatable):
-//! `kill -9` of each service (restarted at once), a restart of Kafka,
+//! `kill -9` of each service (restarted at once), a second alerting
+//! instance joining and leaving the consumer group, the webhook endpoint
+//! and the mail server down, a restart of Kafka,
 //! PostgreSQL or Mosquitto, a `kill -9` of Mosquitto, poison records on the
 //! readings topic, an MQTT message over ingest's size limit and one of 10,900
 //! lines, 1,100 idle TCP connections, and a 10× burst.
@@ -21,7 +23,8 @@
 //! (or given up after `--drain`), every sample is looked for in the
 //! database. Per phase: samples and readings sent, acknowledged and stored,
 //! lost (acknowledged, not stored) and duplicated; alerts expected, raised,
-//! raised twice and missing; the time until every station had an answer
+//! raised twice and missing, and notified (a webhook endpoint in this
+//! process, and the test mail server); the time until every station had an answer
 //! again after the fault; and each process's peak memory. The report goes to
 //! `benches/results/faults-<time>.{md,json}`. The exit status is 1 when a
 //! promise was broken: a reading lost or duplicated, an alert missing or
@@ -99,6 +102,12 @@ enum Fault {
     KillIngest,
     KillProcessor,
     KillAlerting,
+    /// A second alerting instance joins the consumer group (its partitions
+    /// move), and 15 s later leaves it (they move back).
+    RebalanceAlerting,
+    /// The webhook endpoint answers 503 and the mail server is stopped,
+    /// for 15 s.
+    NotifiersDown,
     RestartKafka,
     RestartPostgres,
     RestartMosquitto,
@@ -125,11 +134,13 @@ enum Fault {
 impl Fault {
     // Slow connections come after the kills: killing ingest would free
     // their slots, and they stay until the end.
-    const SHORT: [Fault; 10] = [
+    const SHORT: [Fault; 12] = [
         Fault::Baseline,
         Fault::KillIngest,
         Fault::KillProcessor,
         Fault::KillAlerting,
+        Fault::RebalanceAlerting,
+        Fault::NotifiersDown,
         Fault::RestartPostgres,
         Fault::RestartMosquitto,
         Fault::SlowConnections,
@@ -137,11 +148,13 @@ impl Fault {
         Fault::OversizedMqtt,
         Fault::Burst,
     ];
-    const FULL: [Fault; 12] = [
+    const FULL: [Fault; 14] = [
         Fault::Baseline,
         Fault::KillIngest,
         Fault::KillProcessor,
         Fault::KillAlerting,
+        Fault::RebalanceAlerting,
+        Fault::NotifiersDown,
         Fault::RestartKafka,
         Fault::RestartPostgres,
         Fault::RestartMosquitto,
@@ -202,7 +215,8 @@ impl Ledger {
         start: DateTime<Utc>,
     ) -> (usize, Vec<u8>) {
         let measured_at = start + chrono::Duration::seconds(i64::try_from(k).unwrap_or(i64::MAX));
-        let exceeds = alerts && k % 20 == 10;
+        // Staggered by station, so that every phase has some.
+        let exceeds = alerts && (k + station as u64) % 20 == 10;
         let cod = if exceeds { 300.0 } else { 40.0 };
         let line = json::encode(&outfall(name, measured_at, cod));
         let mut s = self.lock();
@@ -464,6 +478,14 @@ struct PhaseReport {
     alerts_raised: usize,
     alerts_raised_twice: usize,
     alerts_missing: usize,
+    /// Raised alerts whose opening reached the webhook endpoint, and the
+    /// mail server (at least once).
+    alerts_notified_webhook: usize,
+    alerts_notified_mail: usize,
+    /// Raised alerts with a change the webhook endpoint received twice
+    /// (delivery is at least once: a crash between the POST and its
+    /// recorded cursor sends it again).
+    alerts_webhook_twice: usize,
     /// The longest a sample sent after the injection (in this phase) waited
     /// for its answer.
     recovery_s: Option<f64>,
@@ -521,8 +543,23 @@ async fn main() -> Result<()> {
     let work = std::env::temp_dir().join(&base);
     std::fs::create_dir_all(&work)?;
 
-    let configs =
+    let mut configs =
         common::pipeline::Configs::new("faults", &db_url, &registry, &topics, &brokers, &mqtt)?;
+    // Every alert change to a webhook endpoint here and, by mail, to one
+    // officer subscribed to everything.
+    let webhook = common::notified::Webhook::serve().await?;
+    let mail_to = format!("{base}@faults.example.org");
+    configs.alerting.webhooks.urls = vec![webhook.url.clone()];
+    let email = &mut configs.alerting.email;
+    email.smtp_url = quantrac_testkit::env::var("QUANTRAC_SMTP_URL", "smtp://127.0.0.1:12525");
+    email.subscriptions = vec![quantrac_alerting::config::Subscription {
+        address: mail_to.clone(),
+        zones: Vec::new(),
+        stations: Vec::new(),
+        min_severity: "info".into(),
+    }];
+    email.facility_rules = Vec::new();
+    email.escalation_after = None;
     let (tcp_addr, ingest_http) = (configs.tcp, configs.ingest.http.listen);
     let max_payload = configs.ingest.mqtt.max_payload_bytes;
     let common::pipeline::Services {
@@ -577,7 +614,7 @@ async fn main() -> Result<()> {
     // Memory: every second, each process's resident size, kept per phase.
     let peaks: Arc<Mutex<Vec<HashMap<String, f64>>>> =
         Arc::new(Mutex::new(vec![HashMap::new(); faults.len()]));
-    let pids: Arc<Mutex<[(&'static str, u32); 3]>> = Arc::new(Mutex::new([
+    let pids: Arc<Mutex<Vec<(&'static str, u32)>>> = Arc::new(Mutex::new(vec![
         ("ingest", ingest.pid()),
         ("processor", processor.pid()),
         ("alerting", alerting.pid()),
@@ -596,8 +633,8 @@ async fn main() -> Result<()> {
                     .into_iter()
                     .map(|(s, v)| (format!("{s:?}").to_lowercase(), v))
                     .collect();
-                for (name, pid) in *pids.lock().unwrap_or_else(PoisonError::into_inner) {
-                    now.push((name.to_owned(), common::pid_rss_mib(pid)));
+                for (name, pid) in pids.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+                    now.push(((*name).to_owned(), common::pid_rss_mib(*pid)));
                 }
                 if let Some(p) = peaks
                     .lock()
@@ -639,6 +676,40 @@ async fn main() -> Result<()> {
                 alerting.kill9().await;
                 alerting.restart().await?;
                 String::new()
+            }
+            Fault::RebalanceAlerting => {
+                let mut second = configs.alerting.clone();
+                second.grpc_listen = common::procs::free_addr()?;
+                second.http_listen = common::procs::free_addr()?;
+                let config = work.join("alerting-2.toml");
+                std::fs::write(&config, toml::to_string(&second)?)?;
+                let other = common::procs::Proc::start(
+                    "quantrac-alerting",
+                    &config,
+                    second.http_listen,
+                    &work.join("alerting-2.log"),
+                )
+                .await?;
+                pids.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(("alerting-2", other.pid()));
+                tokio::time::sleep(Duration::from_secs(15)).await;
+                other.stop().await;
+                pids.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|(name, _)| *name != "alerting-2");
+                "a second alerting instance joined the group, and left it 15 s later".to_owned()
+            }
+            Fault::NotifiersDown => {
+                webhook.set_down(true);
+                let stopped = services(&repo, "stop", "smtp").await?;
+                tokio::time::sleep(Duration::from_secs(15)).await;
+                webhook.set_down(false);
+                let started = services(&repo, "start", "smtp").await?;
+                format!(
+                    "webhook answered 503 and the mail server was down for 15 s ({} POSTs refused; {stopped}, {started})",
+                    webhook.refused()
+                )
             }
             Fault::RestartKafka => services(&repo, "restart", "kafka").await?,
             Fault::RestartPostgres => services(&repo, "restart", "postgres").await?,
@@ -687,14 +758,14 @@ async fn main() -> Result<()> {
                 "10 samples/s per station for 10 s".to_owned()
             }
         };
-        {
-            let mut p = pids.lock().unwrap_or_else(PoisonError::into_inner);
-            *p = [
+        pids.lock().unwrap_or_else(PoisonError::into_inner).splice(
+            0..3,
+            [
                 ("ingest", ingest.pid()),
                 ("processor", processor.pid()),
                 ("alerting", alerting.pid()),
-            ];
-        }
+            ],
+        );
         let injection_s = began.elapsed().as_secs_f64();
         println!(
             "phase {n} {}: injected at {:.1} s, took {injection_s:.1} s {note}",
@@ -784,22 +855,50 @@ async fn main() -> Result<()> {
         )
         .await?
         .get(0);
-    let mut raised: HashMap<(String, i64), i64> = HashMap::new();
+    // The alerts raised, by station and window: their ids.
+    let mut raised: HashMap<(String, i64), Vec<String>> = HashMap::new();
     for r in db
         .query(
-            "SELECT station_id, (extract(epoch FROM window_start) * 1000)::bigint, count(*)::bigint \
-             FROM alerts WHERE rule = 'limit_exceeded' AND station_id LIKE $1 GROUP BY 1, 2",
+            "SELECT station_id, (extract(epoch FROM window_start) * 1000)::bigint, id \
+             FROM alerts WHERE rule = 'limit_exceeded' AND station_id LIKE $1",
             &[&format!("{prefix}-%")],
         )
         .await?
     {
-        raised.insert((r.get(0), r.get(1)), r.get(2));
+        raised
+            .entry((r.get(0), r.get(1)))
+            .or_default()
+            .push(r.get(2));
     }
+    // Wait until each has reached the webhook and the mailbox (or nothing
+    // new arrived for 30 s).
+    let ids: Vec<&String> = raised.values().flatten().collect();
+    let (mut told, mut last) = ((0, 0), Instant::now());
+    let (hooked, mailed) = loop {
+        let (hooked, mailed) = (webhook.by_alert(), common::notified::mailed(&mail_to));
+        let now = (
+            ids.iter().filter(|id| hooked.contains_key(**id)).count(),
+            ids.iter().filter(|id| mailed.contains_key(**id)).count(),
+        );
+        if now == (ids.len(), ids.len()) || last.elapsed() > Duration::from_secs(30) {
+            break (hooked, mailed);
+        }
+        if now != told {
+            (told, last) = (now, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!(
+        "notified: {} of {} alerts by webhook, {} by mail",
+        ids.iter().filter(|id| hooked.contains_key(**id)).count(),
+        ids.len(),
+        ids.iter().filter(|id| mailed.contains_key(**id)).count()
+    );
     let promise_ms = u64::try_from(args.recover_within.as_millis()).unwrap_or(u64::MAX);
     tally(
         &samples,
         &stored,
-        &raised,
+        (&raised, &hooked, &mailed),
         &prefix,
         (ledger.now_ms(), promise_ms),
         &mut reports,
@@ -828,6 +927,7 @@ async fn main() -> Result<()> {
     for p in [ingest, processor, alerting] {
         p.stop().await;
     }
+    common::notified::forget_mail(&mail_to);
     for id in &client_ids {
         forget_session(&mqtt_url, &station_user, &station_password, id).await;
     }
@@ -849,6 +949,12 @@ async fn main() -> Result<()> {
             broken.push(format!(
                 "{}: {} alerts missing, {} raised twice",
                 r.fault, r.alerts_missing, r.alerts_raised_twice
+            ));
+        }
+        if r.alerts_notified_webhook < r.alerts_raised || r.alerts_notified_mail < r.alerts_raised {
+            broken.push(format!(
+                "{}: of {} alerts raised, {} reached the webhook and {} the mailbox",
+                r.fault, r.alerts_raised, r.alerts_notified_webhook, r.alerts_notified_mail
             ));
         }
         if r.stations_not_recovered > 0 {
@@ -910,7 +1016,11 @@ async fn main() -> Result<()> {
 fn tally(
     samples: &[Sent],
     stored: &HashMap<(String, i64), i64>,
-    raised: &HashMap<(String, i64), i64>,
+    (raised, hooked, mailed): (
+        &HashMap<(String, i64), Vec<String>>,
+        &HashMap<String, (u32, u32)>,
+        &HashMap<String, u32>,
+    ),
     prefix: &str,
     (run_end_ms, promise_ms): (u64, u64),
     reports: &mut [PhaseReport],
@@ -933,13 +1043,20 @@ fn tally(
         }
         if s.exceeds && rows > 0 {
             r.alerts_expected += 1;
-            match raised.get(&key).copied().unwrap_or(0) {
+            let ids = raised.get(&key).map_or(&[][..], Vec::as_slice);
+            match ids.len() {
                 0 => r.alerts_missing += 1,
                 1 => r.alerts_raised += 1,
                 _ => {
                     r.alerts_raised += 1;
                     r.alerts_raised_twice += 1;
                 }
+            }
+            if let Some(id) = ids.first() {
+                let hook = hooked.get(id).copied().unwrap_or_default();
+                r.alerts_notified_webhook += usize::from(hook.0 > 0);
+                r.alerts_webhook_twice += usize::from(hook.1 > 0);
+                r.alerts_notified_mail += usize::from(mailed.contains_key(id));
             }
         }
     }
@@ -1139,11 +1256,11 @@ fn markdown(
     );
     let _ = writeln!(
         md,
-        "| phase | readings sent | acked | stored | lost | alerts expected | raised | twice | missing | recovery s | not recovered | injection s | peak RSS MiB (ingest / processor / alerting / kafka / mosquitto / postgres) |"
+        "| phase | readings sent | acked | stored | lost | alerts expected | raised | twice | missing | notified webhook / mail | webhook twice | recovery s | not recovered | injection s | peak RSS MiB (ingest / processor / alerting / kafka / mosquitto / postgres) |"
     );
     let _ = writeln!(
         md,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     let mut total = PhaseReport::default();
     for r in reports {
@@ -1165,7 +1282,7 @@ fn markdown(
         .join(" / ");
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {:.1} | {rss} |",
+            "| {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} / {} | {} | {} | {} | {:.1} | {rss} |",
             r.fault,
             common::thousands(r.readings_sent as f64),
             common::thousands(r.readings_acked as f64),
@@ -1175,6 +1292,9 @@ fn markdown(
             r.alerts_raised,
             r.alerts_raised_twice,
             r.alerts_missing,
+            r.alerts_notified_webhook,
+            r.alerts_notified_mail,
+            r.alerts_webhook_twice,
             r.recovery_s.map_or("-".to_owned(), |s| format!("{s:.1}")),
             r.stations_not_recovered,
             r.injection_s,
@@ -1187,10 +1307,13 @@ fn markdown(
         total.alerts_raised += r.alerts_raised;
         total.alerts_raised_twice += r.alerts_raised_twice;
         total.alerts_missing += r.alerts_missing;
+        total.alerts_notified_webhook += r.alerts_notified_webhook;
+        total.alerts_notified_mail += r.alerts_notified_mail;
+        total.alerts_webhook_twice += r.alerts_webhook_twice;
     }
     let _ = writeln!(
         md,
-        "| **all** | {} | {} | {} | **{}** | {} | {} | {} | {} | | | | |\n",
+        "| **all** | {} | {} | {} | **{}** | {} | {} | {} | {} | {} / {} | {} | | | | |\n",
         common::thousands(total.readings_sent as f64),
         common::thousands(total.readings_acked as f64),
         common::thousands(total.readings_stored as f64),
@@ -1199,6 +1322,9 @@ fn markdown(
         total.alerts_raised,
         total.alerts_raised_twice,
         total.alerts_missing,
+        total.alerts_notified_webhook,
+        total.alerts_notified_mail,
+        total.alerts_webhook_twice,
     );
     let _ = writeln!(md, "Notes per phase:\n");
     for r in reports.iter().filter(|r| !r.note.is_empty()) {
@@ -1210,7 +1336,7 @@ fn markdown(
     );
     let _ = writeln!(
         md,
-        "Lost: acknowledged to the station and not stored. Recovery: the longest a sample sent after the injection, in that phase, waited for its answer; not recovered: stations with such a sample that waited longer than the promise ({:?}) or was never answered.\n",
+        "Lost: acknowledged to the station and not stored. Recovery: the longest a sample sent after the injection, in that phase, waited for its answer; not recovered: stations with such a sample that waited longer than the promise ({:?}) or was never answered. Notified: raised alerts whose changes reached the webhook endpoint, and the mailbox of an officer subscribed to every alert; webhook twice: alerts with a change POSTed twice (delivery is at least once).\n",
         args.recover_within
     );
     if broken.is_empty() {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod notified;
 pub mod pipeline;
 pub mod procs;
 
