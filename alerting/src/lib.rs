@@ -23,8 +23,8 @@
 //! - [`service`]: the engine task that ties them together.
 //! - [`warmup`]: after a restart, the engine's windows are rebuilt from the
 //!   readings the consumer group had already evaluated (in single-node
-//!   mode, from the database up to per-station watermarks, judging what
-//!   lies after them).
+//!   mode, from the database, judging what `alert_pending` says was
+//!   stored and not judged yet).
 //!
 //! In: stored readings, from `readings.valid` ([`Edge::Kafka`]) or from
 //! the processor in the same process ([`Edge::Bus`]). Out: the alerts
@@ -183,7 +183,11 @@ impl Alerting {
             Edge::Kafka => {
                 warm_up_from_kafka(&mut engine, &config, restored).await?;
                 let producer = alerts_producer(&config)?;
-                (service::Input::Kafka, Some(producer), Vec::new())
+                (
+                    service::Input::Kafka,
+                    Some(producer),
+                    warmup::DatabaseWarmUp::default(),
+                )
             }
             // Single-node mode runs without Kafka: no `alerts` topic there.
             Edge::Bus(rx) => {
@@ -240,7 +244,8 @@ impl Alerting {
             db,
             notifier,
             commands,
-            pending,
+            pending: pending.events,
+            unjudged: pending.unjudged,
             health,
             waiting: Vec::new(),
         };
@@ -293,14 +298,15 @@ async fn warm_up_from_kafka(
     Ok(())
 }
 
-/// Windows from the database, up to the watermarks; returns the changes
-/// from judging what was stored after them (single-node mode).
+/// Windows from the database; the changes from judging what was stored
+/// and not judged yet, and the `alert_pending` rows it covered (single-node
+/// mode).
 async fn warm_up_from_database(
     engine: &mut engine::Engine,
     config: &AlertingConfig,
     db: &tokio_postgres::Client,
     restored: usize,
-) -> Result<Vec<alert::AlertEvent>, AlertingError> {
+) -> Result<warmup::DatabaseWarmUp, AlertingError> {
     let w = warmup::from_database(engine, db, config.warm_up, chrono::Utc::now()).await?;
     tracing::info!(
         open_alerts = restored,
@@ -309,7 +315,7 @@ async fn warm_up_from_database(
         alert_changes = w.events.len(),
         "alerting engine restored"
     );
-    Ok(w.events)
+    Ok(w)
 }
 
 fn alerts_producer(

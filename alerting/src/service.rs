@@ -37,6 +37,8 @@ pub(crate) struct EngineTask {
     /// Alert changes from judging, at start, readings stored but maybe not
     /// judged before a crash (single-node mode).
     pub pending: Vec<AlertEvent>,
+    /// The `alert_pending` rows those came from, cleared once recorded.
+    pub unjudged: Vec<(i64, String)>,
     /// What `/health` reports of this task.
     pub health: Arc<crate::Health>,
     /// Officers' actions handed to another instance, awaiting its outcome.
@@ -131,26 +133,13 @@ impl EngineTask {
         Ok(recorded)
     }
 
-    /// The engine's watermarks for the stations of `batch`.
-    fn batch_watermarks(&self, batch: &StoredReadingBatch) -> Vec<(String, chrono::DateTime<Utc>)> {
-        let stations: std::collections::HashSet<&str> = batch
-            .readings
-            .iter()
-            .map(|r| r.station_id.as_str())
-            .collect();
-        self.engine
-            .watermarks()
-            .filter(|(s, _)| stations.contains(s))
-            .map(|(s, t)| (s.to_owned(), t))
-            .collect()
-    }
-
-    /// Single-node mode. A failure is logged, not retried: a watermark left
-    /// behind only makes a restart judge more readings again.
-    async fn save_watermarks(&self, marks: Vec<(String, chrono::DateTime<Utc>)>) {
-        if let Err(e) = store::save_watermarks(&self.db, &marks).await {
-            metrics::counter!("alerting_watermark_failures_total").increment(1);
-            tracing::warn!(error = %e, stations = marks.len(), "saving alert watermarks; a restart will judge these readings again");
+    /// Single-node mode: `alert_pending` rows whose readings are judged
+    /// and their changes recorded. A failure is logged, not retried: a row
+    /// left behind only makes a restart judge those readings again.
+    async fn judged(&self, done: &[(i64, &str)]) {
+        if let Err(e) = quantrac_db::pending::judged(&self.db, done).await {
+            metrics::counter!("alerting_pending_clear_failures_total").increment(1);
+            tracing::warn!(error = %e, rows = done.len(), "clearing judged readings from alert_pending; a restart will judge them again");
         }
     }
 
@@ -384,12 +373,9 @@ impl EngineTask {
         // crash; then every station's line moves up to what is judged.
         let pending = std::mem::take(&mut self.pending);
         self.apply(pending, shutdown).await?;
-        let all: Vec<(String, chrono::DateTime<Utc>)> = self
-            .engine
-            .watermarks()
-            .map(|(s, t)| (s.to_owned(), t))
-            .collect();
-        self.save_watermarks(all).await;
+        let unjudged = std::mem::take(&mut self.unjudged);
+        let done: Vec<(i64, &str)> = unjudged.iter().map(|(b, s)| (*b, s.as_str())).collect();
+        self.judged(&done).await;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -399,10 +385,11 @@ impl EngineTask {
                 Some(batch) = rx.recv() => {
                     let events = self.evaluate(&batch);
                     self.apply(events, shutdown).await?;
-                    // Only now, with the changes recorded: the line up to
-                    // which a restart rebuilds instead of judging again.
-                    let marks = self.batch_watermarks(&batch);
-                    self.save_watermarks(marks).await;
+                    // Only now, with the changes recorded: a restart no
+                    // longer needs to judge these readings.
+                    if batch.unjudged_batch != 0 {
+                        self.judged(&[(batch.unjudged_batch, batch.station_id.as_str())]).await;
+                    }
                 }
             }
         }

@@ -5,8 +5,6 @@
 //! (a replay, a restart, a second instance) is dropped here, before anyone
 //! is notified; a change to an alert that is already resolved likewise.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use prost::Message;
 use quantrac_db::describe;
@@ -260,40 +258,6 @@ pub async fn mark_notified(client: &Client, alerts: &[v1::Alert]) -> Result<(), 
             )
             .await?;
     }
-    Ok(())
-}
-
-/// Per station, the newest measurement time the engine judged (single-node
-/// mode; see `warmup::from_database`).
-pub async fn watermarks(
-    client: &Client,
-) -> Result<HashMap<String, DateTime<Utc>>, AlertStoreError> {
-    let rows = client
-        .query("SELECT station_id, judged_until FROM alert_watermarks", &[])
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// Moves watermarks forward (never back: a late batch judged after a newer
-/// one must not lower the line).
-pub async fn save_watermarks(
-    client: &Client,
-    marks: &[(String, DateTime<Utc>)],
-) -> Result<(), AlertStoreError> {
-    if marks.is_empty() {
-        return Ok(());
-    }
-    let (stations, times): (Vec<&str>, Vec<DateTime<Utc>>) =
-        marks.iter().map(|(s, t)| (s.as_str(), *t)).unzip();
-    client
-        .execute(
-            "INSERT INTO alert_watermarks (station_id, judged_until) \
-             SELECT * FROM unnest($1::text[], $2::timestamptz[]) \
-             ON CONFLICT (station_id) DO UPDATE SET \
-             judged_until = GREATEST(alert_watermarks.judged_until, EXCLUDED.judged_until), updated_at = now()",
-            &[&stations, &times],
-        )
-        .await?;
     Ok(())
 }
 

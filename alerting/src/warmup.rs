@@ -8,14 +8,19 @@
 //! would be lost.
 //!
 //! Single-node mode has no topic: [`from_database`] reads the stored
-//! readings instead and splits them by the per-station watermarks the
-//! engine task saves after each batch's alert changes are recorded. Up to
-//! the watermark a reading was judged and only rebuilds state; after it, it
-//! was stored but maybe not judged (the process died between the commit
-//! and the engine), so it is judged now. A watermark saved late only means
-//! more readings judged twice, which the database's alert keys absorb.
+//! readings instead and splits them by `alert_pending`, the record of
+//! stored readings not judged yet that the processor writes in the same
+//! transaction as the readings and the engine task clears once their alert
+//! changes are recorded. A reading covered there was stored but maybe not
+//! judged (the process died between the commit and the engine), so it is
+//! judged now, however late it was measured; the rest only rebuilds state.
+//! A row cleared late only means readings judged twice, which the
+//! database's alert keys absorb.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use prost::Message;
 use quantrac_proto::v1::{StoredReading, StoredReadingBatch};
@@ -30,7 +35,6 @@ use crate::AlertingError;
 use crate::alert::AlertEvent;
 use crate::config::AlertingConfig;
 use crate::engine::Engine;
-use crate::store;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -194,16 +198,20 @@ pub fn evaluated_readings(
 /// What [`from_database`] did.
 #[derive(Debug, Default)]
 pub struct DatabaseWarmUp {
-    /// Readings at or before their station's watermark: state only.
+    /// Readings judged before: state only.
     pub warmed: usize,
-    /// Readings after it: judged again.
+    /// Readings stored but not known to be judged: judged now.
     pub judged: usize,
     /// The alert changes those produced, to record and notify.
     pub events: Vec<AlertEvent>,
+    /// The `alert_pending` rows judged here, to clear once `events` are
+    /// recorded.
+    pub unjudged: Vec<(i64, String)>,
 }
 
 /// Single-node mode: rebuilds the engine from the readings stored within
-/// `horizon`, judging those after their station's watermark.
+/// `horizon`, judging those `alert_pending` covers (and, first, those it
+/// covers from before the horizon: a late backlog).
 pub async fn from_database(
     engine: &mut Engine,
     db: &tokio_postgres::Client,
@@ -212,24 +220,58 @@ pub async fn from_database(
 ) -> Result<DatabaseWarmUp, AlertingError> {
     use futures::TryStreamExt;
 
-    let marks = store::watermarks(db).await?;
+    let pending = quantrac_db::pending::all(db).await?;
+    let mut ranges: HashMap<&str, Vec<std::ops::RangeInclusive<DateTime<Utc>>>> = HashMap::new();
+    for p in &pending {
+        ranges
+            .entry(p.station_id.as_str())
+            .or_default()
+            .push(p.first_at..=p.last_at);
+    }
+    let unjudged = |station: &str, at: DateTime<Utc>| {
+        ranges
+            .get(station)
+            .is_some_and(|r| r.iter().any(|range| range.contains(&at)))
+    };
     let since = now - chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::days(2));
+    let mut out = DatabaseWarmUp::default();
+    // Older than the horizon: only what was never judged, oldest first.
+    let mut old: Vec<_> = Vec::new();
+    for p in pending.iter().filter(|p| p.first_at < since) {
+        old.extend(
+            quantrac_db::pending::readings_between(
+                db,
+                &p.station_id,
+                p.first_at,
+                since.min(p.last_at + chrono::Duration::microseconds(1)),
+            )
+            .await?,
+        );
+    }
+    old.sort_by_key(|r| r.measured_at);
+    old.dedup_by(|a, b| {
+        (&a.station_id, &a.parameter, a.measured_at) == (&b.station_id, &b.parameter, b.measured_at)
+    });
+    for row in old {
+        out.events.extend(engine.observe(&row.to_stored(), now));
+        out.judged += 1;
+    }
     let readings = quantrac_db::readings::since(db, since).await?;
     futures::pin_mut!(readings);
-    let mut out = DatabaseWarmUp::default();
     while let Some(row) = readings.try_next().await? {
-        let judged_before = marks
-            .get(&row.station_id)
-            .is_some_and(|mark| row.measured_at <= *mark);
         let r = row.to_stored();
-        if judged_before {
-            engine.warm_up(&r);
-            out.warmed += 1;
-        } else {
+        if unjudged(&row.station_id, row.measured_at) {
             out.events.extend(engine.observe(&r, now));
             out.judged += 1;
+        } else {
+            engine.warm_up(&r);
+            out.warmed += 1;
         }
     }
+    out.unjudged = pending
+        .into_iter()
+        .map(|p| (p.batch, p.station_id))
+        .collect();
     Ok(out)
 }
 

@@ -175,6 +175,7 @@ fn live_cod(station: &str) -> quantrac_proto::v1::StoredReadingBatch {
             received_at: Some(to_timestamp(now)),
             ingest_id: uuid::Uuid::now_v7().to_string(),
         }],
+        unjudged_batch: 0,
     }
 }
 

@@ -13,6 +13,7 @@
 //!   station, parameter, measured_at), alerting's warm-up and the query
 //!   side read it back.
 //! - [`events`]: what stations say about themselves (HJ 212 notices).
+//! - [`pending`]: single-node mode's stored readings not judged yet.
 //! - [`registry`]: the station registry written to its tables.
 //! - [`access`]: people's bearer tokens (digests, roles, expiry), checked
 //!   by every gRPC service; [`Reconnecting`], the connection a long-lived
@@ -26,6 +27,7 @@
 pub mod access;
 pub mod audit;
 pub mod events;
+pub mod pending;
 pub mod readings;
 pub mod registry;
 pub mod schema;

@@ -414,7 +414,11 @@ pub async fn insert_rejected(
     Ok(n)
 }
 
-fn from_row(r: &tokio_postgres::Row) -> Result<ReadingRow, DbError> {
+/// The columns [`from_row`] reads, in its order.
+pub(crate) const ROW_COLUMNS: &str = "station_id, parameter, measured_at, value, unit, status, \
+     device_flag, qc_flag, source, received_at, coalesce(ingest_id::text, ''), converted, wire_code";
+
+pub(crate) fn from_row(r: &tokio_postgres::Row) -> Result<ReadingRow, DbError> {
     let corrupt = |detail: String| DbError::Corrupt {
         what: "reading",
         detail,
@@ -448,9 +452,9 @@ pub async fn since(
 ) -> Result<impl Stream<Item = Result<ReadingRow, DbError>> + use<>, DbError> {
     let rows = client
         .query_raw(
-            "SELECT station_id, parameter, measured_at, value, unit, status, device_flag, qc_flag, \
-             source, received_at, coalesce(ingest_id::text, ''), converted, wire_code FROM readings \
-             WHERE measured_at >= $1 ORDER BY measured_at",
+            &format!(
+                "SELECT {ROW_COLUMNS} FROM readings WHERE measured_at >= $1 ORDER BY measured_at"
+            ),
             [since],
         )
         .await?;

@@ -187,6 +187,12 @@ const MIGRATIONS: &[Migration] = &[
         plain: include_str!("../migrations/0021_alert_commands.sql"),
         timescale: None,
     },
+    Migration {
+        version: 22,
+        name: "alert_pending",
+        plain: include_str!("../migrations/0022_alert_pending.sql"),
+        timescale: None,
+    },
 ];
 
 /// What the schema ended up using.

@@ -1,7 +1,8 @@
 //! Single-node mode over the real PostgreSQL (no Kafka): a reading the
 //! processor committed but alerting never judged, because the process
-//! stopped in between, is judged when alerting starts again, and what was
-//! judged before is not alerted twice.
+//! stopped in between, is judged when alerting starts again (a late one,
+//! measured before readings already judged, too), and what was judged
+//! before is not alerted twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,7 +192,7 @@ async fn a_reading_stored_but_not_judged_before_a_stop_is_alerted_at_start() {
     assert_eq!(
         split(&db, &registry).await,
         (2, 0),
-        "the judged readings are behind the saved watermark"
+        "the judged readings are no longer pending"
     );
 
     // 2. The crash window: the processor commits a new exceedance, but
@@ -206,7 +207,7 @@ async fn a_reading_stored_but_not_judged_before_a_stop_is_alerted_at_start() {
     assert_eq!(
         split(&db, &registry).await,
         (2, 1),
-        "the unjudged reading is after the watermark"
+        "the unjudged reading is pending"
     );
 
     // 3. Alerting starts again, alone: the second exceedance is alerted,
@@ -240,7 +241,7 @@ async fn a_reading_stored_but_not_judged_before_a_stop_is_alerted_at_start() {
         .expect("count")
         .get(0);
     assert_eq!(opened, 2, "one opening per exceedance");
-    // Watermarks are saved after the changes are recorded: wait for them.
+    // Pending rows are cleared after the changes are recorded: wait for it.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let s = split(&db, &registry).await;
@@ -269,4 +270,60 @@ async fn token(db_url: &str, role: quantrac_db::access::Role) -> String {
     .await
     .expect("issue a token")
     .secret
+}
+
+#[tokio::test]
+async fn a_late_reading_stored_but_not_judged_before_a_stop_is_alerted_at_start() {
+    let db_url = fresh_database().await;
+    let station = unique("SNL");
+    let registry = registry(&station);
+    let (db, conn) = tokio_postgres::connect(&db_url, NoTls).await.expect("db");
+    tokio::spawn(conn);
+
+    // 1. Processor and alerting together: an ordinary reading 30 minutes
+    //    ago is judged (nothing left pending).
+    let (stop, alerting_stop) = (CancellationToken::new(), CancellationToken::new());
+    let (alerting, stored_tx) = start_single_node(&db_url, &registry, &alerting_stop).await;
+    let (processor, bus) = start_processor(&db_url, &registry, stored_tx, &stop).await;
+    store(&bus, &cod(&station, &[100.0], 30)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while split(&db, &registry).await != (1, 0) {
+        assert!(tokio::time::Instant::now() < deadline, "the reading judged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    processor.wait().await.expect("processor stopped cleanly");
+    alerting_stop.cancel();
+    alerting.wait().await.expect("alerting stopped cleanly");
+
+    // 2. A logger's backlog arrives late: an exceedance measured two hours
+    //    ago, before the judged reading. The processor commits it; alerting
+    //    is gone before judging it.
+    let stop = CancellationToken::new();
+    let (unread_tx, unread_rx) = mpsc::channel(16);
+    let (processor, bus) = start_processor(&db_url, &registry, unread_tx, &stop).await;
+    store(&bus, &cod(&station, &[400.0], 120)).await;
+    stop.cancel();
+    processor.wait().await.expect("processor stopped cleanly");
+    drop(unread_rx);
+    assert_eq!(
+        split(&db, &registry).await,
+        (1, 1),
+        "the late reading is pending, though older than what was judged"
+    );
+
+    // 3. Alerting starts again: the late exceedance is alerted.
+    let alerting_stop = CancellationToken::new();
+    let (alerting, _idle) = start_single_node(&db_url, &registry, &alerting_stop).await;
+    wait_for_exceedance(&db, 400.0).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while split(&db, &registry).await != (2, 0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the late reading no longer pending once judged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alerting_stop.cancel();
+    alerting.wait().await.expect("alerting stopped cleanly");
 }

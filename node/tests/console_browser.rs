@@ -172,6 +172,7 @@ async fn exceedance_at(s: &Stack, station: &str, value: f64) {
                 received_at: Some(to_timestamp(Utc::now())),
                 ingest_id: uuid::Uuid::now_v7().to_string(),
             }],
+            unjudged_batch: 0,
         })
         .await
         .expect("bus");

@@ -119,6 +119,11 @@ pub async fn run(
                 rejected.push(ingest_rejection(&record.topic, offset, &record.payload));
             }
         }
+        // The write records its readings as not judged yet (alert_pending)
+        // under a number that is unique across restarts; alerting clears
+        // it once judged, and a restart judges what is left, however late.
+        let unjudged = positions.next();
+        worker.set_unjudged_batch(stored.as_ref().map(|_| unjudged));
         let outcome = worker.store(&readings, rejected, &shutdown).await;
         let answer = match &outcome {
             Ok(_) => Ok(()),
@@ -135,9 +140,11 @@ pub async fn run(
         if let (Ok(checked), Some(next)) = (&outcome, &stored) {
             for (_, payload) in crate::pipeline::valid_records(&checked.valid) {
                 // Re-decoding is cheap and keeps one encoder for both modes.
-                if let Ok(batch) = StoredReadingBatch::decode(&payload[..])
-                    && next.send(batch).await.is_err()
-                {
+                let Ok(mut batch) = StoredReadingBatch::decode(&payload[..]) else {
+                    continue;
+                };
+                batch.unjudged_batch = unjudged;
+                if next.send(batch).await.is_err() {
                     tracing::warn!("alerting engine stopped; stored readings are not evaluated");
                 }
             }

@@ -319,6 +319,7 @@ pub fn valid_records(valid: &[Normalised]) -> Vec<(String, Vec<u8>)> {
                 StoredReadingBatch {
                     station_id: n.station_id.clone(),
                     readings: vec![reading],
+                    ..Default::default()
                 },
             )),
         }

@@ -34,6 +34,8 @@ pub struct Store {
     options: ConnectOptions,
     client: Option<Client>,
     method: WriteMethod,
+    /// Single-node mode: the batch the next writes record as not judged.
+    unjudged: Option<i64>,
 }
 
 /// Tables kept no longer than `storage.retention`.
@@ -77,6 +79,7 @@ impl Store {
                 options: *options,
                 client: Some(client),
                 method,
+                unjudged: None,
             },
             info,
         ))
@@ -90,7 +93,15 @@ impl Store {
             options: self.options,
             client: None,
             method: self.method,
+            unjudged: None,
         }
+    }
+
+    /// Single-node mode: the writes that follow record their readings as
+    /// not judged yet under `batch` (`quantrac_db::pending`), in the same
+    /// transaction; `None` (Kafka mode): they do not.
+    pub fn set_unjudged_batch(&mut self, batch: Option<i64>) {
+        self.unjudged = batch;
     }
 
     /// The live connection, reconnecting when the previous one broke.
@@ -114,10 +125,13 @@ impl Store {
         readings: &[ReadingRow],
         rejected: &[RejectedReading],
     ) -> Result<WriteOutcome, StoreError> {
-        let method = self.method;
+        let (method, unjudged) = (self.method, self.unjudged);
         let client = self.client().await?;
         let mut tx = client.transaction().await?;
         let written = quantrac_db::readings::write(&mut tx, readings, method).await?;
+        if let Some(batch) = unjudged {
+            quantrac_db::pending::record(&tx, batch, readings).await?;
+        }
         let rejected_new = quantrac_db::readings::insert_rejected(&tx, rejected).await?;
         tx.commit().await?;
         Ok(WriteOutcome {

@@ -59,6 +59,11 @@ impl Worker {
     ///
     /// `also_rejected` are rejections made before the processor (ingest's,
     /// in single-node mode), stored in the same transaction.
+    /// Single-node mode: see [`Store::set_unjudged_batch`].
+    pub fn set_unjudged_batch(&mut self, batch: Option<i64>) {
+        self.store.set_unjudged_batch(batch);
+    }
+
     pub async fn store(
         &mut self,
         records: &[InRecord],
