@@ -26,6 +26,7 @@ pub struct IngestConfig {
     pub kafka: KafkaConfig,
     pub mqtt: MqttConfig,
     pub tcp: TcpConfig,
+    pub mqtt_listener: MqttListenerConfig,
     pub hj212: Hj212Config,
     pub circular10: Circular10Config,
     pub ftp: FtpConfig,
@@ -44,6 +45,7 @@ impl Default for IngestConfig {
             kafka: KafkaConfig::default(),
             mqtt: MqttConfig::default(),
             tcp: TcpConfig::default(),
+            mqtt_listener: MqttListenerConfig::default(),
             hj212: Hj212Config::default(),
             circular10: Circular10Config::default(),
             ftp: FtpConfig::default(),
@@ -279,6 +281,71 @@ impl Default for TcpConfig {
     }
 }
 
+/// Ingest's own MQTT 3.1.1 endpoint for stations (see `mqtt_listener`):
+/// a station's PUBACK goes out only after Kafka acknowledged its message,
+/// where a broker (Mosquitto) acknowledges before its disk has it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttListenerConfig {
+    /// Off by default: deployments that use a broker are unchanged.
+    pub enabled: bool,
+    /// The plain port.
+    pub listen: SocketAddr,
+    /// A TLS port beside the plain one (needs `[mqtt_listener.tls]`).
+    pub tls_listen: Option<SocketAddr>,
+    /// Certificate and key of the TLS port; with `client_ca`, a station may
+    /// authenticate by a client certificate whose CN is its id.
+    pub tls: Option<quantrac_plumbing::tls::ServerTls>,
+    pub max_connections: usize,
+    /// Connections one address may hold; more are closed as soon as
+    /// accepted, so one host cannot take every slot.
+    pub max_connections_per_address: usize,
+    /// Largest packet read whole. A larger PUBLISH is not buffered: it is
+    /// rejected (its first bytes kept) and acknowledged, so the station
+    /// stops resending it; any other larger packet closes the connection.
+    pub max_packet_bytes: usize,
+    /// The CONNECT must arrive within this after the connection opens.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A connection whose CONNECT asked for no keep-alive is closed after
+    /// this long without a packet.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// PUBLISHes read ahead of their PUBACK on one connection; past that,
+    /// ingest stops reading and TCP flow control slows the station.
+    pub in_flight_per_connection: usize,
+    /// The persistent sessions (client ids that connected with
+    /// `clean_session = 0`), kept across restarts; created when missing.
+    pub sessions_file: std::path::PathBuf,
+    /// Most persistent sessions kept; past it a new one is refused (CONNACK
+    /// "server unavailable") and the station retries.
+    pub max_sessions: usize,
+    /// At shutdown, PUBACKs of what Kafka already acknowledged go out
+    /// within this, then connections close.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for MqttListenerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1884)),
+            tls_listen: None,
+            tls: None,
+            max_connections: 1_024,
+            max_connections_per_address: 256,
+            max_packet_bytes: MqttConfig::default().max_payload_bytes,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(600),
+            in_flight_per_connection: 32,
+            sessions_file: "state/mqtt-sessions".into(),
+            max_sessions: 100_000,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Hj212Config {
@@ -323,6 +390,58 @@ impl Default for Circular10Config {
         Self {
             utc_offset: "+07:00".into(),
         }
+    }
+}
+
+impl MqttListenerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls_listen.is_some() != self.tls.is_some() {
+            return Err(invalid(
+                "mqtt_listener.tls_listen",
+                "set it together with [mqtt_listener.tls] (cert, key)",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid(
+                "mqtt_listener.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.max_connections_per_address == 0 {
+            return Err(invalid(
+                "mqtt_listener.max_connections_per_address",
+                "must be at least 1",
+            ));
+        }
+        // Room for a CONNECT with a long client id and credentials.
+        if self.max_packet_bytes < 1_024 {
+            return Err(invalid(
+                "mqtt_listener.max_packet_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.connect_timeout < Duration::from_millis(100) {
+            return Err(invalid(
+                "mqtt_listener.connect_timeout",
+                "must be at least 100ms",
+            ));
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return Err(invalid("mqtt_listener.idle_timeout", "must be at least 1s"));
+        }
+        if self.in_flight_per_connection == 0 {
+            return Err(invalid(
+                "mqtt_listener.in_flight_per_connection",
+                "must be at least 1",
+            ));
+        }
+        if self.sessions_file.as_os_str().is_empty() {
+            return Err(invalid("mqtt_listener.sessions_file", "must name a file"));
+        }
+        if self.max_sessions == 0 {
+            return Err(invalid("mqtt_listener.max_sessions", "must be at least 1"));
+        }
+        Ok(())
     }
 }
 
@@ -409,11 +528,14 @@ impl IngestConfig {
         if self.kafka.message_timeout < Duration::from_secs(1) {
             return Err(invalid("kafka.message_timeout", "must be at least 1s"));
         }
-        if !self.mqtt.enabled && !self.tcp.enabled {
+        if !self.mqtt.enabled && !self.tcp.enabled && !self.mqtt_listener.enabled {
             return Err(invalid(
                 "mqtt.enabled",
-                "enable at least one receiver (mqtt or tcp)",
+                "enable at least one receiver (mqtt, tcp or mqtt_listener)",
             ));
+        }
+        if self.mqtt_listener.enabled {
+            self.mqtt_listener.validate()?;
         }
         if self.mqtt.enabled {
             crate::mqtt::broker_address(&self.mqtt.url).map_err(|e| invalid("mqtt.url", e))?;
@@ -514,6 +636,35 @@ mod tests {
         let err = IngestConfig::from_toml("[tcp]\nread_timeout = \"soon\"\n")
             .expect_err("must be refused");
         assert!(err.to_string().contains("read_timeout"), "{err}");
+    }
+
+    #[test]
+    fn mqtt_listener_is_off_by_default_and_validated_by_field() {
+        let c = IngestConfig::from_toml("[mqtt]\npassword = \"p\"\n").expect("defaults");
+        assert!(!c.mqtt_listener.enabled);
+        assert_eq!(c.mqtt_listener.max_packet_bytes, c.mqtt.max_payload_bytes);
+        let err = IngestConfig::from_toml(
+            "[mqtt]\npassword = \"p\"\n[mqtt_listener]\nenabled = true\nin_flight_per_connection = 0\n",
+        )
+        .expect_err("must be refused");
+        assert!(
+            err.to_string()
+                .contains("mqtt_listener.in_flight_per_connection"),
+            "{err}"
+        );
+        let err = IngestConfig::from_toml(
+            "[mqtt]\npassword = \"p\"\n[mqtt_listener]\nenabled = true\ntls_listen = \"127.0.0.1:8884\"\n",
+        )
+        .expect_err("must be refused");
+        assert!(
+            err.to_string().contains("mqtt_listener.tls_listen"),
+            "{err}"
+        );
+        // The listener alone is a receiver.
+        IngestConfig::from_toml(
+            "[mqtt]\nenabled = false\n[tcp]\nenabled = false\n[mqtt_listener]\nenabled = true\n",
+        )
+        .expect("the listener alone");
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! - [`config`]: the TOML file + environment configuration, validated at
 //!   start with errors that name the field.
 //! - [`mqtt`]: persistent-session MQTT receiver with manual, in-order PUBACKs.
+//! - [`mqtt_listener`]: ingest's own MQTT 3.1.1 endpoint for stations (no
+//!   broker between): PUBACK only once Kafka has the message, in order;
+//!   station credentials or client certificates; persistent sessions
+//!   remembered in a file.
 //! - [`tcp`]: HJ 212-2017 / Circular 10 / JSON-lines receiver with bounded
 //!   connections, frame size, timeouts and per-connection pipelining.
 //! - [`credentials`]: each station's secret hash from the registry,
@@ -37,6 +41,7 @@ pub mod decode;
 pub mod ftp;
 pub mod intake;
 pub mod mqtt;
+pub mod mqtt_listener;
 pub mod rate;
 pub mod sink;
 pub mod status;
@@ -79,6 +84,8 @@ pub enum IngestError {
     Task(String),
     #[error("FTP receiver: {0}")]
     Ftp(String),
+    #[error(transparent)]
+    Sessions(#[from] mqtt_listener::SessionError),
 }
 
 /// Where ingest's records go.
@@ -107,6 +114,9 @@ pub struct Ingest {
     pub tls_addr: Option<SocketAddr>,
     /// Where the FTP(S) receiver listens.
     pub ftp_addr: Option<SocketAddr>,
+    /// Where ingest's own MQTT endpoint listens (plain, then TLS).
+    pub mqtt_listener_addr: Option<SocketAddr>,
+    pub mqtt_listener_tls_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
     tasks: JoinSet<Result<(), IngestError>>,
     shutdown: CancellationToken,
@@ -163,6 +173,7 @@ impl Ingest {
                 status: Arc::clone(&status),
                 mqtt_enabled: config.mqtt.enabled,
                 tcp_enabled: config.tcp.enabled,
+                mqtt_listener_enabled: config.mqtt_listener.enabled,
                 stall_after: config.http.stall_after,
                 progress: std::sync::Mutex::default(),
             });
@@ -213,6 +224,48 @@ impl Ingest {
                 shutdown.clone(),
             ));
         }
+        let mut mqtt_bound = [None, None];
+        if config.mqtt_listener.enabled {
+            let ml = &config.mqtt_listener;
+            // Read before listening: a file that cannot be used stops the
+            // start, rather than answering stations without their sessions.
+            let sessions = Arc::new(mqtt_listener::Sessions::open(
+                &ml.sessions_file,
+                ml.max_sessions,
+            )?);
+            let tls = match (&ml.tls_listen, &ml.tls) {
+                (Some(addr), Some(files)) => Some((
+                    *addr,
+                    Some(tokio_rustls::TlsAcceptor::from(
+                        quantrac_plumbing::tls::server_config(files, &[])?,
+                    )),
+                )),
+                _ => None,
+            };
+            for (slot, (addr, acceptor)) in [Some((ml.listen, None)), tls]
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.map(|p| (i, p)))
+            {
+                let what = if acceptor.is_some() {
+                    "mqtt_listener.tls"
+                } else {
+                    "mqtt_listener"
+                };
+                let listener = bind_tcp(addr, what).await?;
+                mqtt_bound[slot] = listener.local_addr().ok();
+                tasks.spawn(mqtt_listener::run(
+                    Arc::clone(&config),
+                    intake.clone(),
+                    Arc::clone(&credentials),
+                    Arc::clone(&sessions),
+                    listener,
+                    acceptor,
+                    shutdown.clone(),
+                ));
+            }
+        }
+        let [mqtt_listener_addr, mqtt_listener_tls_addr] = mqtt_bound;
         if config.mqtt.enabled {
             tasks.spawn(mqtt::run(
                 Arc::clone(&config),
@@ -220,12 +273,14 @@ impl Ingest {
                 shutdown.clone(),
             ));
         }
-        tracing::info!(node = config.node_id, ?tcp_addr, ?tls_addr, ?ftp_addr, %http_addr, mqtt = config.mqtt.enabled, "ingest started");
+        tracing::info!(node = config.node_id, ?tcp_addr, ?tls_addr, ?ftp_addr, ?mqtt_listener_addr, ?mqtt_listener_tls_addr, %http_addr, mqtt = config.mqtt.enabled, "ingest started");
         Ok(Self {
             status,
             tcp_addr,
             tls_addr,
             ftp_addr,
+            mqtt_listener_addr,
+            mqtt_listener_tls_addr,
             http_addr,
             tasks,
             shutdown,

@@ -15,6 +15,7 @@ pub struct Status {
     kafka_failing: AtomicBool,
     mqtt_connected: AtomicBool,
     tcp_listening: AtomicBool,
+    mqtt_listening: AtomicBool,
 }
 
 /// A copy of [`Status`] at one moment.
@@ -32,6 +33,8 @@ pub struct Snapshot {
     pub kafka_failing: bool,
     pub mqtt_connected: bool,
     pub tcp_listening: bool,
+    /// Ingest's own MQTT endpoint accepts stations.
+    pub mqtt_listening: bool,
 }
 
 impl Status {
@@ -58,6 +61,9 @@ impl Status {
     pub(crate) fn set_tcp_listening(&self, v: bool) {
         self.tcp_listening.store(v, Ordering::Relaxed);
     }
+    pub(crate) fn set_mqtt_listening(&self, v: bool) {
+        self.mqtt_listening.store(v, Ordering::Relaxed);
+    }
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -68,6 +74,7 @@ impl Status {
             kafka_failing: self.kafka_failing.load(Ordering::Relaxed),
             mqtt_connected: self.mqtt_connected.load(Ordering::Relaxed),
             tcp_listening: self.tcp_listening.load(Ordering::Relaxed),
+            mqtt_listening: self.mqtt_listening.load(Ordering::Relaxed),
         }
     }
 }
@@ -80,6 +87,7 @@ pub(crate) struct IngestHealth {
     pub status: std::sync::Arc<Status>,
     pub mqtt_enabled: bool,
     pub tcp_enabled: bool,
+    pub mqtt_listener_enabled: bool,
     pub stall_after: std::time::Duration,
     /// Received and answered counts when answers last moved, and when.
     pub progress: std::sync::Mutex<Option<(u64, u64, std::time::Instant)>>,
@@ -115,6 +123,7 @@ impl quantrac_plumbing::http::Health for IngestHealth {
         let healthy = !s.kafka_failing
             && (!self.mqtt_enabled || s.mqtt_connected)
             && (!self.tcp_enabled || s.tcp_listening)
+            && (!self.mqtt_listener_enabled || s.mqtt_listening)
             && stalled.is_none();
         let mut status = serde_json::to_value(s).unwrap_or_default();
         if let (Some(waited), Some(map)) = (stalled, status.as_object_mut()) {
@@ -140,6 +149,7 @@ mod tests {
             status: Arc::clone(&status),
             mqtt_enabled: false,
             tcp_enabled: true,
+            mqtt_listener_enabled: false,
             stall_after,
             progress: std::sync::Mutex::default(),
         };

@@ -279,13 +279,13 @@ impl Drop for QuietEntry {
 
 /// Open connections per address.
 #[derive(Default)]
-struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+pub(crate) struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
 
 /// One connection's place in [`PerAddress`], given back on drop.
-struct AddressSlot(Arc<PerAddress>, std::net::IpAddr);
+pub(crate) struct AddressSlot(Arc<PerAddress>, std::net::IpAddr);
 
 impl PerAddress {
-    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+    pub(crate) fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
         let mut m = self
             .0
             .lock()
