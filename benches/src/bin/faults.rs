@@ -14,9 +14,11 @@
 //! and the mail server down, a restart of Kafka,
 //! PostgreSQL or Mosquitto, a `kill -9` of Mosquitto, poison records on the
 //! readings topic, an MQTT message over ingest's size limit and one of 10,900
-//! lines, 1,100 idle TCP connections, and a 10× burst.
+//! lines, 1,100 idle TCP connections, a 10× burst, and 10 s of overload
+//! (100 samples a second per station: about 10× what the pipeline
+//! sustains here).
 //!
-//! Some stations send a COD over the permit every 20th sample: each such
+//! Some stations send a COD over the permit every 20 s: each such
 //! sample must open exactly one `limit_exceeded` alert.
 //!
 //! At the end, with the load stopped and every station's samples answered
@@ -27,8 +29,9 @@
 //! process, and the test mail server); the time until every station had an answer
 //! again after the fault; and each process's peak memory. The report goes to
 //! `benches/results/faults-<time>.{md,json}`. The exit status is 1 when a
-//! promise was broken: a reading lost or duplicated, an alert missing or
-//! doubled, or a station not answered within `--recover-within`.
+//! promise was broken: a reading lost or duplicated, an alert missing,
+//! doubled or not notified, a station not answered within
+//! `--recover-within`, or a service over 200 MB.
 //!
 //!     scripts/faults.sh                # the full run (about 1 million readings)
 //!     scripts/faults.sh --short        # the CI version (about 2 minutes)
@@ -129,12 +132,17 @@ enum Fault {
     SlowConnections,
     /// Every station sends 10 samples a second for 10 s.
     Burst,
+    /// Every station sends 100 samples a second for 10 s: with 500
+    /// stations, 200,000 readings a second offered, about 10× what the
+    /// pipeline sustains on this machine (`e2e`). Stations are slowed,
+    /// never refused, and memory stays bounded.
+    Overload,
 }
 
 impl Fault {
     // Slow connections come after the kills: killing ingest would free
     // their slots, and they stay until the end.
-    const SHORT: [Fault; 12] = [
+    const SHORT: [Fault; 13] = [
         Fault::Baseline,
         Fault::KillIngest,
         Fault::KillProcessor,
@@ -147,8 +155,9 @@ impl Fault {
         Fault::Poison,
         Fault::OversizedMqtt,
         Fault::Burst,
+        Fault::Overload,
     ];
-    const FULL: [Fault; 14] = [
+    const FULL: [Fault; 15] = [
         Fault::Baseline,
         Fault::KillIngest,
         Fault::KillProcessor,
@@ -162,6 +171,7 @@ impl Fault {
         Fault::OversizedMqtt,
         Fault::SlowConnections,
         Fault::Burst,
+        Fault::Overload,
         Fault::KillMosquitto,
     ];
 
@@ -170,6 +180,9 @@ impl Fault {
             .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
     }
 }
+
+/// The promise on each Rust service's resident memory, in MiB (200 MB).
+const MEMORY_BOUND_MIB: f64 = 190.7;
 
 /// One sample (4 readings) a station sent, and what became of it.
 #[derive(Debug, Clone)]
@@ -204,19 +217,23 @@ impl Ledger {
         self.samples.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A new sample of `station`, its COD over the permit every 20th time
+    /// A new sample of `station`, its COD over the permit every 20 s
     /// for the alert stations; returns its id and its JSON line.
     fn next(
         &self,
         station: usize,
         name: &str,
-        k: u64,
+        Slot { at_ms, step_ms }: Slot,
         alerts: bool,
         start: DateTime<Utc>,
     ) -> (usize, Vec<u8>) {
-        let measured_at = start + chrono::Duration::seconds(i64::try_from(k).unwrap_or(i64::MAX));
-        // Staggered by station, so that every phase has some.
-        let exceeds = alerts && (k + station as u64) % 20 == 10;
+        let measured_at =
+            start + chrono::Duration::milliseconds(i64::try_from(at_ms).unwrap_or(i64::MAX));
+        // Every 20 s of measurement time whatever the pace (the first sample
+        // of that second), one incident each; staggered by station, so
+        // that every phase has some.
+        let exceeds =
+            alerts && (at_ms / 1000 + station as u64) % 20 == 10 && at_ms % 1000 < step_ms;
         let cod = if exceeds { 300.0 } else { 40.0 };
         let line = json::encode(&outfall(name, measured_at, cod));
         let mut s = self.lock();
@@ -240,10 +257,20 @@ impl Ledger {
 }
 
 /// One station's clock: the slot of its next sample, one a second (or
-/// faster in a burst), measured at the wall-clock second it is due.
+/// faster in a burst), measured when it is due: measurement times keep
+/// pace with the wall clock whatever the rate (a station measuring ahead of
+/// it would be refused as `future_timestamp`).
 struct Clock {
-    k: u64,
+    at_ms: u64,
     next: tokio::time::Instant,
+}
+
+/// A sample's measurement time in ms after the run's start, and the time
+/// to the next.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    at_ms: u64,
+    step_ms: u64,
 }
 
 impl Clock {
@@ -252,16 +279,21 @@ impl Clock {
     fn staggered(station: usize) -> Self {
         let offset = Duration::from_millis((station as u64 * 7919) % 1000);
         Clock {
-            k: 0,
+            at_ms: 0,
             next: tokio::time::Instant::now() + offset,
         }
     }
 
-    async fn tick(&mut self, pace: u32) -> u64 {
+    async fn tick(&mut self, pace: u32) -> Slot {
         tokio::time::sleep_until(self.next).await;
-        self.next += Duration::from_millis(1000 / u64::from(pace.max(1)));
-        self.k += 1;
-        self.k - 1
+        let step_ms = 1000 / u64::from(pace.max(1));
+        let slot = Slot {
+            at_ms: self.at_ms,
+            step_ms,
+        };
+        self.next += Duration::from_millis(step_ms);
+        self.at_ms += step_ms;
+        slot
     }
 }
 
@@ -269,7 +301,7 @@ impl Clock {
 struct Station {
     index: usize,
     name: String,
-    /// Sends a COD over its permit every 20th sample.
+    /// Sends a COD over its permit every 20 s.
     alerts: bool,
     /// Measurement time of its first sample.
     start: DateTime<Utc>,
@@ -336,8 +368,8 @@ async fn tcp_station(addr: std::net::SocketAddr, st: Station) {
             }
             tokio::select! {
                 () = give_up.cancelled() => return,
-                k = clock.tick(ledger.pace.load(Ordering::Relaxed)), if !stop.is_cancelled() => {
-                    let (id, line) = ledger.next(station, &name, k, alerts, start);
+                slot = clock.tick(ledger.pace.load(Ordering::Relaxed)), if !stop.is_cancelled() => {
+                    let (id, line) = ledger.next(station, &name, slot, alerts, start);
                     pending.push_back((id, line.clone()));
                     if !closing {
                         let mut line = line;
@@ -422,8 +454,8 @@ async fn mqtt_station(broker: (String, u16, String, String), client_id: String, 
         }
         tokio::select! {
             () = give_up.cancelled() => {}
-            k = clock.tick(ledger.pace.load(Ordering::Relaxed)), if !stop.is_cancelled() => {
-                let (id, line) = ledger.next(station, &name, k, alerts, start);
+            slot = clock.tick(ledger.pace.load(Ordering::Relaxed)), if !stop.is_cancelled() => {
+                let (id, line) = ledger.next(station, &name, slot, alerts, start);
                 backlog.push_back((id, line));
             }
             event = events.poll() => match event {
@@ -757,6 +789,24 @@ async fn main() -> Result<()> {
                 ledger.pace.store(1, Ordering::Relaxed);
                 "10 samples/s per station for 10 s".to_owned()
             }
+            Fault::Overload => {
+                ledger.pace.store(100, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                ledger.pace.store(1, Ordering::Relaxed);
+                let to = ledger.now_ms();
+                let acked = ledger
+                    .lock()
+                    .iter()
+                    .filter(|s| s.acked_ms.is_some_and(|t| (injected_ms..to).contains(&t)))
+                    .count();
+                format!(
+                    "100 samples/s per station for 10 s: {} readings/s offered, {} acknowledged",
+                    common::thousands((args.stations * 400) as f64),
+                    common::thousands(
+                        acked as f64 * 4.0 * 1000.0 / (to - injected_ms).max(1) as f64
+                    )
+                )
+            }
         };
         pids.lock().unwrap_or_else(PoisonError::into_inner).splice(
             0..3,
@@ -829,12 +879,31 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Alerting judges what is stored a little later.
-    tokio::time::sleep(Duration::from_secs(5)).await;
     println!(
         "stored settled after {:.1} s",
         settle.elapsed().as_secs_f64()
     );
+    // Alerting judges what is stored later: wait until its consumer group
+    // has committed everything on the valid topic (or made no progress
+    // for 30 s).
+    let judging = Instant::now();
+    let mut last = (i64::MAX, Instant::now());
+    loop {
+        let lag = group_lag(&brokers, &configs.alerting.kafka.group_id, &topics.valid).await;
+        if lag == Some(0) || last.1.elapsed() > Duration::from_secs(30) {
+            println!(
+                "alerting's lag {lag:?} after {:.1} s",
+                judging.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        if let Some(lag) = lag
+            && lag < last.0
+        {
+            last = (lag, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Look for every sample.
     let mut stored: HashMap<(String, i64), i64> = HashMap::new();
@@ -967,6 +1036,19 @@ async fn main() -> Result<()> {
             ));
         }
     }
+    // Each Rust service under 200 MB, whatever the load.
+    for r in &reports {
+        for (name, mib) in &r.peak_rss_mib {
+            if ["ingest", "processor", "alerting", "alerting-2"].contains(&name.as_str())
+                && *mib > MEMORY_BOUND_MIB
+            {
+                broken.push(format!(
+                    "{}: {name} peaked at {mib:.0} MiB (bound {MEMORY_BOUND_MIB} MiB)",
+                    r.fault
+                ));
+            }
+        }
+    }
     if duplicated != 0 {
         broken.push(format!("{duplicated} duplicate rows"));
     }
@@ -1081,6 +1163,41 @@ fn tally(
         r.stations_not_recovered = late.len();
         r.recovery_s = Some(worst as f64 / 1000.0);
     }
+}
+
+/// Records of `topic` the consumer `group` has not committed yet (`None`
+/// when Kafka does not answer).
+async fn group_lag(brokers: &str, group: &str, topic: &str) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .create()
+            .ok()?;
+        let timeout = Duration::from_secs(5);
+        let meta = c.fetch_metadata(Some(&topic), timeout).ok()?;
+        let partitions = meta.topics().first()?.partitions().len();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&topic, i32::try_from(p).ok()?);
+        }
+        let committed = c.committed_offsets(tpl, timeout).ok()?;
+        let mut lag = 0;
+        for e in committed.elements() {
+            let (_, high) = c.fetch_watermarks(&topic, e.partition(), timeout).ok()?;
+            let done = match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => 0,
+            };
+            lag += (high - done).max(0);
+        }
+        Some(lag)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// `kill -9` of the broker (every `mosquitto` on the machine), then
@@ -1247,7 +1364,7 @@ fn markdown(
     let _ = writeln!(md, "Machine: {}.\n", common::machine_line());
     let _ = writeln!(
         md,
-        "{} stations, one sample (4 readings) a second each, {:.0} % over MQTT (QoS 1, persistent sessions), the rest over TCP JSON lines; every 10th station sends a COD over its permit every 20th sample. Phases of {:?}, the fault injected {:?} in. Logs in `{}`.\n",
+        "{} stations, one sample (4 readings) a second each, {:.0} % over MQTT (QoS 1, persistent sessions), the rest over TCP JSON lines; every 10th station sends a COD over its permit every 20 s (of measurement time, at any pace). Phases of {:?}, the fault injected {:?} in. Logs in `{}`.\n",
         args.stations,
         args.mqtt_share * 100.0,
         args.phase,
