@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzing the station wire decoders (proto/fuzz: HJ 212, Circular 10, JSON
-# lines) with cargo-fuzz (libFuzzer), outside CI, then ingest's TCP framing
+# lines, and the head of an oversized MQTT PUBLISH, which ingest's MQTT
+# listener parses with a std-only file the target includes by path) with
+# cargo-fuzz (libFuzzer), outside CI, then ingest's TCP framing
 # against its model (the property test framing_matches_the_model_whatever_
 # _the_reads, FUZZ_RUNS cases in a release build; the framing is async code
 # inside the ingest crate, which libFuzzer's sanitizer build of librdkafka
