@@ -425,3 +425,73 @@ async fn session_present_follows_clean_session_across_reconnects_and_restarts() 
     assert!(present(false).await);
     stop(ingest, stop_token).await;
 }
+
+/// On the TLS port a client certificate names the station: no password,
+/// and a user name of another station is refused.
+#[tokio::test]
+async fn a_client_certificate_authenticates_its_station_on_the_tls_port() {
+    use quantrac_testkit::env::{tls_ca, tls_server, tls_station};
+    let topics = create_topics(&unique("t-ml-tls")).await;
+    let (station, cert, key) = tls_station();
+    let mut config = test_config(&topics, &unique("n"));
+    config.tcp.enabled = false;
+    config.auth.registry = Some(registry(&station, "cert-station-secret"));
+    config.mqtt_listener.enabled = true;
+    config.mqtt_listener.listen = "127.0.0.1:0".parse().expect("addr");
+    config.mqtt_listener.tls_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let (server_cert, server_key) = tls_server();
+    config.mqtt_listener.tls = Some(quantrac_plumbing::tls::ServerTls {
+        cert: server_cert,
+        key: server_key,
+        client_ca: Some(tls_ca()),
+        require_client_cert: false,
+    });
+    config.mqtt_listener.sessions_file = std::env::temp_dir()
+        .join(unique("state"))
+        .join("mqtt-sessions");
+    let (ingest, stop_token, _) = start(config).await;
+    let port = ingest.mqtt_listener_tls_addr.expect("tls port").port();
+    let tls = |identity: bool| {
+        let id = identity.then_some((cert.as_path(), key.as_path()));
+        rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            quantrac_plumbing::tls::client_config(Some(&tls_ca()), id).expect("client config"),
+        ))
+    };
+    let mut o = MqttOptions::new(unique("c"), "localhost", port);
+    o.set_transport(tls(true));
+    let (client, mut el) = AsyncClient::new(o, 4);
+    connect(&mut el).await;
+    client
+        .publish(
+            format!("stations/{station}/readings"),
+            QoS::AtLeastOnce,
+            false,
+            reading(&station, 0, 5.0),
+        )
+        .await
+        .expect("queue");
+    pubacks(&mut el, 1).await;
+    assert_eq!(read_batches(&topics.raw, 1, WAIT).await.len(), 1);
+
+    // The certificate with another station's name, or no certificate and
+    // no password: refused.
+    for (identity, user, code) in [
+        (true, "SOMEONE-ELSE", ConnectReturnCode::NotAuthorized),
+        (
+            false,
+            station.as_str(),
+            ConnectReturnCode::BadUserNamePassword,
+        ),
+    ] {
+        let mut o = MqttOptions::new(unique("c"), "localhost", port);
+        o.set_transport(tls(identity));
+        o.set_credentials(user, "");
+        let (_client, mut el) = AsyncClient::new(o, 4);
+        let r = next(&mut el).await;
+        assert!(
+            matches!(&r, Err(ConnectionError::ConnectionRefused(c)) if *c == code),
+            "{user}: {r:?}"
+        );
+    }
+    stop(ingest, stop_token).await;
+}
