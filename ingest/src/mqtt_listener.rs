@@ -383,14 +383,21 @@ impl Drop for LiveEntry<'_> {
     }
 }
 
-/// Encodes and writes packets in the order they come.
+/// Encodes and writes packets in the order they come; closes at once
+/// when the connection `failed` (a message Kafka did not take).
 async fn writer<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut out: mpsc::Receiver<Packet>,
     timeout: Duration,
+    failed: CancellationToken,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::new();
-    while let Some(p) = out.recv().await {
+    loop {
+        let p = tokio::select! {
+            biased;
+            () = failed.cancelled() => break,
+            p = out.recv() => match p { Some(p) => p, None => break },
+        };
         buf.clear();
         p.write(&mut buf, usize::MAX)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -652,6 +659,7 @@ where
         wr,
         out_rx,
         reader.silence.max(Duration::from_secs(10)),
+        failed.clone(),
     ));
     let acker = tokio::spawn(ack_in_order(
         job_rx,
@@ -774,6 +782,12 @@ where
     // Nothing more is read; PUBACKs of what Kafka acknowledged still go out.
     drop(job_tx);
     drop(out_tx);
+    if failed.is_cancelled() {
+        // Closed without waiting: the acker finishes the deliveries still
+        // pending (bounded by kafka.message_timeout) on its own.
+        let _ = write.await;
+        return result;
+    }
     let drain = async {
         let _ = acker.await;
         write.await
