@@ -967,7 +967,11 @@ async fn main() -> Result<()> {
     tally(
         &samples,
         &stored,
-        (&raised, &hooked, &mailed),
+        Alerts {
+            raised: &raised,
+            hooked: &hooked,
+            mailed: &mailed,
+        },
         &prefix,
         (ledger.now_ms(), promise_ms),
         &mut reports,
@@ -1093,16 +1097,25 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// The alerts raised (their ids, by station and window) and what reached
+/// the webhook endpoint (changes, and changes received twice, per alert)
+/// and the mailbox (messages per alert).
+struct Alerts<'a> {
+    raised: &'a HashMap<(String, i64), Vec<String>>,
+    hooked: &'a HashMap<String, (u32, u32)>,
+    mailed: &'a HashMap<String, u32>,
+}
+
 /// Fills each phase's counts from the samples, what is stored, and the
 /// alerts raised.
 fn tally(
     samples: &[Sent],
     stored: &HashMap<(String, i64), i64>,
-    (raised, hooked, mailed): (
-        &HashMap<(String, i64), Vec<String>>,
-        &HashMap<String, (u32, u32)>,
-        &HashMap<String, u32>,
-    ),
+    Alerts {
+        raised,
+        hooked,
+        mailed,
+    }: Alerts<'_>,
     prefix: &str,
     (run_end_ms, promise_ms): (u64, u64),
     reports: &mut [PhaseReport],
