@@ -74,6 +74,12 @@ struct Args {
     /// Share of the stations on MQTT; the rest use TCP JSON lines.
     #[arg(long, default_value_t = 0.5)]
     mqtt_share: f64,
+    /// Where MQTT stations publish: ingest's own MQTT endpoint (PUBACK once
+    /// Kafka has the message), or Mosquitto (PUBACK from the broker; ingest
+    /// subscribes). The default list of faults has the broker's own faults
+    /// only with `broker`.
+    #[arg(long, value_enum, default_value = "listener")]
+    mqtt_via: MqttVia,
     /// Length of a phase (a fault's injection and its aftermath).
     #[arg(long, default_value = "42s", value_parser = humantime::parse_duration)]
     phase: Duration,
@@ -95,6 +101,13 @@ struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum MqttVia {
+    Listener,
+    Broker,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -541,6 +554,19 @@ async fn main() -> Result<()> {
         (true, true) => Fault::SHORT.to_vec(),
         (true, false) => Fault::FULL.to_vec(),
     };
+    // With the listener, no station goes through Mosquitto: its faults
+    // would try nothing.
+    let broker_fault = |f: &Fault| {
+        matches!(
+            f,
+            Fault::RestartMosquitto | Fault::KillMosquitto | Fault::KillMosquittoWithBacklog
+        )
+    };
+    let faults: Vec<Fault> = if args.faults.is_empty() && args.mqtt_via == MqttVia::Listener {
+        faults.into_iter().filter(|f| !broker_fault(f)).collect()
+    } else {
+        faults
+    };
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let brokers = quantrac_testkit::env::kafka_brokers();
     let admin_url = quantrac_testkit::env::database_url();
@@ -549,9 +575,13 @@ async fn main() -> Result<()> {
     let (station_user, station_password) = mqtt.station.clone();
     println!("faults: {}", common::machine_line());
     println!(
-        "{} stations ({} % MQTT), {} phases of {:?}: {}",
+        "{} stations ({} % MQTT, to the {}), {} phases of {:?}: {}",
         args.stations,
         (args.mqtt_share * 100.0).round(),
+        match args.mqtt_via {
+            MqttVia::Listener => "MQTT listener",
+            MqttVia::Broker => "broker",
+        },
         faults.len(),
         args.phase,
         faults
@@ -592,8 +622,35 @@ async fn main() -> Result<()> {
     }];
     email.facility_rules = Vec::new();
     email.escalation_after = None;
+    // MQTT stations publish to ingest's own endpoint (under their station
+    // id) or to Mosquitto (the fleet's shared account), and `max_payload`
+    // is the limit of the one they use.
+    let b = quantrac_ingest::mqtt::broker_address(&mqtt_url).map_err(|e| anyhow::anyhow!(e))?;
+    let (mqtt_host, mqtt_port, max_payload) = match args.mqtt_via {
+        MqttVia::Listener => {
+            let l = &mut configs.ingest.mqtt_listener;
+            l.enabled = true;
+            l.listen = common::procs::free_addr()?;
+            l.sessions_file = work.join("mqtt-sessions");
+            configs.ingest.mqtt.enabled = false;
+            (
+                l.listen.ip().to_string(),
+                l.listen.port(),
+                l.max_packet_bytes,
+            )
+        }
+        MqttVia::Broker => (
+            b.host.clone(),
+            b.port,
+            configs.ingest.mqtt.max_payload_bytes,
+        ),
+    };
+    let mqtt_login = |station: &str| match args.mqtt_via {
+        // No secret in the suite's registry: the station id is enough.
+        MqttVia::Listener => (station.to_owned(), String::new()),
+        MqttVia::Broker => (station_user.clone(), station_password.clone()),
+    };
     let (tcp_addr, ingest_http) = (configs.tcp, configs.ingest.http.listen);
-    let max_payload = configs.ingest.mqtt.max_payload_bytes;
     let common::pipeline::Services {
         mut ingest,
         mut processor,
@@ -613,12 +670,12 @@ async fn main() -> Result<()> {
     let give_up = CancellationToken::new();
     let start = DateTime::from_timestamp(Utc::now().timestamp(), 0).context("now")?;
     let n_mqtt = ((args.stations as f64 * args.mqtt_share).round() as usize).min(args.stations);
-    let b = quantrac_ingest::mqtt::broker_address(&mqtt_url).map_err(|e| anyhow::anyhow!(e))?;
     let mut fleet = Vec::new();
     let mut client_ids = Vec::new();
     for s in 0..args.stations {
         let name = format!("{prefix}-{s}");
         let alerts = s % 10 == 0;
+        let (user, password) = mqtt_login(&name);
         let st = Station {
             index: s,
             name,
@@ -631,12 +688,7 @@ async fn main() -> Result<()> {
         if s < n_mqtt {
             let client_id = format!("{base}-{s}");
             client_ids.push(client_id.clone());
-            let broker = (
-                b.host.clone(),
-                b.port,
-                station_user.clone(),
-                station_password.clone(),
-            );
+            let broker = (mqtt_host.clone(), mqtt_port, user, password);
             fleet.push(tokio::spawn(mqtt_station(broker, client_id, st)));
         } else {
             fleet.push(tokio::spawn(tcp_station(tcp_addr, st)));
@@ -759,11 +811,12 @@ async fn main() -> Result<()> {
             }
             Fault::Poison => poison(&brokers, &topics.raw).await?,
             Fault::OversizedMqtt => {
+                let (user, password) = mqtt_login(&format!("{prefix}-1"));
                 oversized(
-                    &b.host,
-                    b.port,
-                    &station_user,
-                    &station_password,
+                    &mqtt_host,
+                    mqtt_port,
+                    &user,
+                    &password,
                     &prefix,
                     max_payload,
                 )
@@ -1001,16 +1054,18 @@ async fn main() -> Result<()> {
         p.stop().await;
     }
     common::notified::forget_mail(&mail_to);
-    for id in &client_ids {
-        forget_session(&mqtt_url, &station_user, &station_password, id).await;
+    if args.mqtt_via == MqttVia::Broker {
+        for id in &client_ids {
+            forget_session(&mqtt_url, &station_user, &station_password, id).await;
+        }
+        forget_session(
+            &mqtt_url,
+            &configs.ingest.mqtt.username,
+            &configs.ingest.mqtt.password,
+            &format!("quantrac-{}", configs.ingest.node_id),
+        )
+        .await;
     }
-    forget_session(
-        &mqtt_url,
-        &configs.ingest.mqtt.username,
-        &configs.ingest.mqtt.password,
-        &format!("quantrac-{}", configs.ingest.node_id),
-    )
-    .await;
 
     // Verdict and report.
     let mut broken = Vec::new();
@@ -1079,6 +1134,7 @@ async fn main() -> Result<()> {
             "machine": common::machine_line(),
             "stations": args.stations,
             "mqtt_share": args.mqtt_share,
+            "mqtt_via": args.mqtt_via,
             "phase_s": args.phase.as_secs_f64(),
             "recover_within_s": args.recover_within.as_secs_f64(),
             "phases": reports,
@@ -1332,7 +1388,7 @@ async fn oversized(
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_millis(500), events.poll()).await;
     Ok(format!(
-        "{} and {long} bytes published, {acks} of 2 acknowledged by the broker",
+        "{} and {long} bytes published, {acks} of 2 acknowledged",
         max_payload * 2
     ))
 }
@@ -1377,9 +1433,13 @@ fn markdown(
     let _ = writeln!(md, "Machine: {}.\n", common::machine_line());
     let _ = writeln!(
         md,
-        "{} stations, one sample (4 readings) a second each, {:.0} % over MQTT (QoS 1, persistent sessions), the rest over TCP JSON lines; every 10th station sends a COD over its permit every 20 s (of measurement time, at any pace). Phases of {:?}, the fault injected {:?} in. Logs in `{}`.\n",
+        "{} stations, one sample (4 readings) a second each, {:.0} % over MQTT (QoS 1, persistent sessions, {}), the rest over TCP JSON lines; every 10th station sends a COD over its permit every 20 s (of measurement time, at any pace). Phases of {:?}, the fault injected {:?} in. Logs in `{}`.\n",
         args.stations,
         args.mqtt_share * 100.0,
+        match args.mqtt_via {
+            MqttVia::Listener => "to ingest's own MQTT endpoint",
+            MqttVia::Broker => "through Mosquitto",
+        },
         args.phase,
         args.inject_after,
         work.display()
