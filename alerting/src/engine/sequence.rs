@@ -23,11 +23,19 @@ pub(super) struct Run {
 /// How far back sudden change looks for the value a rise starts from.
 const RISE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
-/// Most values kept for it (a station reporting every few seconds).
+/// Most values kept for it (a bound; the minimum queue below rarely holds
+/// more than a few dozen).
 const MAX_RECENT: usize = 4_096;
 
-/// Keeps `(t, v)` as a valid in-order value, and only the last hour's.
+/// Keeps `(t, v)` as a valid in-order value of the last hour, as a minimum
+/// queue: a value is dropped as soon as a newer one is not greater, since
+/// the newer one stays in the hour longer and the lowest value of the hour
+/// is all sudden change asks for. Values and times increase from front to
+/// back, so memory does not grow with the reporting rate.
 pub(super) fn remember_valid(state: &mut SeriesState, t: DateTime<Utc>, v: f64) {
+    while state.recent_valid.back().is_some_and(|&(_, pv)| pv >= v) {
+        state.recent_valid.pop_back();
+    }
     state.recent_valid.push_back((t, v));
     while state
         .recent_valid
@@ -163,5 +171,41 @@ pub(super) fn flatline(
             book.breach(list, f, info, mode, out);
         }
         state.run = Some(run);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// The minimum queue gives sudden change the same baseline as every
+        /// value of the hour would: the lowest valid value in the hour
+        /// before each new one, and it stays small however fast values come.
+        #[test]
+        fn the_kept_values_give_the_lowest_of_the_hour(
+            steps in proptest::collection::vec((1i64..900, 0u32..1000), 1..600),
+        ) {
+            let mut state = SeriesState::default();
+            let mut all: Vec<(DateTime<Utc>, f64)> = Vec::new();
+            let mut t = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+            for (gap, v) in steps {
+                t += chrono::TimeDelta::seconds(gap);
+                let v = f64::from(v) / 10.0;
+                let lowest = |vals: &mut dyn Iterator<Item = &(DateTime<Utc>, f64)>| {
+                    vals.filter(|(pt, _)| *pt >= t - RISE_WINDOW && *pt < t)
+                        .map(|&(_, pv)| pv)
+                        .fold(f64::INFINITY, f64::min)
+                };
+                let expected = lowest(&mut all.iter());
+                let kept = lowest(&mut state.recent_valid.iter());
+                prop_assert_eq!(kept, expected);
+                remember_valid(&mut state, t, v);
+                all.push((t, v));
+                prop_assert!(state.recent_valid.len() <= all.len());
+            }
+        }
     }
 }
