@@ -2,7 +2,9 @@
 //! and status notices). The processor writes them ([`write`], idempotent:
 //! a resent notice is the same event); the query service lists them with
 //! the data-gap alerts as a station's events. And `raw_files`, the files
-//! stations uploaded, kept unchanged as evidence ([`write_files`]).
+//! stations uploaded, kept unchanged as evidence ([`write_files`]), and
+//! `raw_frames`, the digests of the frames that came over TCP and MQTT
+//! ([`write_frames`]).
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
@@ -64,6 +66,44 @@ pub struct FileRow {
     pub received_at: DateTime<Utc>,
     /// `v1::SourceProtocol` as sent.
     pub source: i32,
+}
+
+/// The digest of a frame a station sent (see `quantrac.v1.FrameDigest`),
+/// with its readings' station and reception time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameRow {
+    pub station_id: String,
+    pub received_at: DateTime<Utc>,
+    pub sha256: Vec<u8>,
+    pub size: u32,
+    pub origin: String,
+    /// `v1::SourceProtocol` as sent.
+    pub source: i32,
+}
+
+/// Writes frame digests; one already kept is left as it is. Returns the
+/// new rows.
+pub async fn write_frames(client: &Client, frames: &[FrameRow]) -> Result<u64, DbError> {
+    if frames.is_empty() {
+        return Ok(0);
+    }
+    let station: Vec<&str> = frames.iter().map(|f| f.station_id.as_str()).collect();
+    let received: Vec<DateTime<Utc>> = frames.iter().map(|f| f.received_at).collect();
+    let sha256: Vec<&[u8]> = frames.iter().map(|f| f.sha256.as_slice()).collect();
+    let size: Vec<i64> = frames.iter().map(|f| i64::from(f.size)).collect();
+    let origin: Vec<&str> = frames.iter().map(|f| f.origin.as_str()).collect();
+    let source: Vec<i16> = frames
+        .iter()
+        .map(|f| i16::try_from(f.source).unwrap_or(0))
+        .collect();
+    Ok(client
+        .execute(
+            "INSERT INTO raw_frames (station_id, received_at, sha256, size, origin, source) \
+             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bytea[], $4::bigint[], \
+             $5::text[], $6::smallint[]) ON CONFLICT DO NOTHING",
+            &[&station, &received, &sha256, &size, &origin, &source],
+        )
+        .await?)
 }
 
 /// Writes `files` with their SHA-256; a file already kept (same station,

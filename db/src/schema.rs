@@ -193,6 +193,12 @@ const MIGRATIONS: &[Migration] = &[
         plain: include_str!("../migrations/0022_alert_pending.sql"),
         timescale: None,
     },
+    Migration {
+        version: 23,
+        name: "raw_frames",
+        plain: include_str!("../migrations/0023_raw_frames.sql"),
+        timescale: None,
+    },
 ];
 
 /// What the schema ended up using.

@@ -9,7 +9,9 @@ use chrono::Utc;
 use prost::Message;
 use quantrac_proto::Sample;
 use quantrac_proto::domain::to_timestamp;
-use quantrac_proto::v1::{RawFile, ReadingBatch, RejectedInput, SourceProtocol, StationNotice};
+use quantrac_proto::v1::{
+    FrameDigest, RawFile, ReadingBatch, RejectedInput, SourceProtocol, StationNotice,
+};
 use quantrac_proto::wire::WireError;
 
 use crate::sink::{Acks, OutRecord, Sink, SinkError};
@@ -27,6 +29,38 @@ pub enum Verdict {
 pub struct Prepared {
     pub records: Vec<OutRecord>,
     pub verdict: Verdict,
+}
+
+/// What is kept of a frame: the SHA-256 of its bytes with every HJ 212
+/// `PW=` value replaced by `<redacted>` (a digest of the secret would let a
+/// weak one be guessed offline), its size and its origin.
+pub fn frame_digest(raw: &[u8], origin: &str) -> FrameDigest {
+    use sha2::Digest as _;
+    FrameDigest {
+        sha256: sha2::Sha256::digest(redact_pw(raw)).to_vec(),
+        size: u32::try_from(raw.len()).unwrap_or(u32::MAX),
+        origin: origin.to_owned(),
+    }
+}
+
+/// The bytes with the value of every `PW=` field replaced by `<redacted>`
+/// (an HJ 212 packet's CRC then no longer matches: the bytes are evidence of
+/// what came, less the secret). Other frames come back unchanged.
+pub fn redact_pw(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.windows(3).position(|w| w == b"PW=") {
+        out.extend_from_slice(&rest[..i + 3]);
+        out.extend_from_slice(b"<redacted>");
+        rest = &rest[i + 3..];
+        let end = rest
+            .iter()
+            .position(|&c| c == b';' || c == b'&' || c == b'\r' || c == b'\n')
+            .unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// Short, bounded label for metrics and logs.
@@ -94,6 +128,18 @@ impl Intake {
         self.accept_file(source, samples, None)
     }
 
+    /// [`Intake::accept`] of the samples of one frame, each record carrying
+    /// the frame's digest ([`frame_digest`]) and `origin` as evidence.
+    pub fn accept_frame(
+        &self,
+        source: SourceProtocol,
+        samples: Vec<Sample>,
+        raw: &[u8],
+        origin: &str,
+    ) -> Prepared {
+        self.prepare(source, samples, None, Some(frame_digest(raw, origin)))
+    }
+
     /// [`Intake::accept`] of the samples of one file `(name, bytes)`, which
     /// rides unchanged on the first record, as evidence.
     pub fn accept_file(
@@ -101,6 +147,16 @@ impl Intake {
         source: SourceProtocol,
         samples: Vec<Sample>,
         file: Option<(&str, &[u8])>,
+    ) -> Prepared {
+        self.prepare(source, samples, file, None)
+    }
+
+    fn prepare(
+        &self,
+        source: SourceProtocol,
+        samples: Vec<Sample>,
+        file: Option<(&str, &[u8])>,
+        frame: Option<FrameDigest>,
     ) -> Prepared {
         let received_at = Utc::now();
         let mut readings = 0;
@@ -115,6 +171,7 @@ impl Intake {
             .map(|s| {
                 let mut batch = s.into_batch(source, received_at, &self.node);
                 batch.file = file.take();
+                batch.frame.clone_from(&frame);
                 readings += batch.readings.len();
                 OutRecord {
                     topic: Arc::clone(&self.readings_topic),
@@ -146,6 +203,7 @@ impl Intake {
             ingest_node: self.node.to_string(),
             notices: vec![notice],
             file: None,
+            frame: None,
         };
         Prepared {
             records: vec![OutRecord {
@@ -206,5 +264,35 @@ impl Intake {
 
     pub fn sink(&self) -> &Sink {
         &self.sink
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_digest_does_not_depend_on_the_password_and_does_on_the_rest() {
+        let a = frame_digest(
+            b"##0101QN=1;ST=32;CN=2011;PW=secret-1;MN=S1;CP=&&w01018-Rtd=40&&",
+            "x",
+        );
+        let b = frame_digest(
+            b"##0101QN=1;ST=32;CN=2011;PW=other;MN=S1;CP=&&w01018-Rtd=40&&",
+            "x",
+        );
+        let c = frame_digest(
+            b"##0101QN=1;ST=32;CN=2011;PW=other;MN=S1;CP=&&w01018-Rtd=41&&",
+            "x",
+        );
+        assert_eq!(a.sha256, b.sha256, "the secret is not in the digest");
+        assert_ne!(b.sha256, c.sha256, "the value is");
+        assert_eq!(a.size, 63);
+        use sha2::Digest as _;
+        assert_eq!(
+            frame_digest(b"{\"station_id\":\"S1\"}", "x").sha256,
+            sha2::Sha256::digest(b"{\"station_id\":\"S1\"}").to_vec(),
+            "a frame without PW is hashed as it came"
+        );
     }
 }

@@ -281,7 +281,7 @@ async fn prepare(
     // rejected record must fit on Kafka.
     let kept = &publish.payload[..publish.payload.len().min(max_payload)];
     let prepared = match decoded {
-        Ok(samples) => intake.accept(source, samples),
+        Ok(samples) => intake.accept_frame(source, samples, &publish.payload, &topic),
         Err(e) => intake.reject(source, &topic, &station, kept, e),
     };
     let acks = tokio::select! {

@@ -706,7 +706,7 @@ where
                     ));
                 } else {
                     let reply = answer(p.qos, p.pkid);
-                    let (source, prepared) = prepare(ctx, station, &p);
+                    let (source, prepared) = prepare(ctx, station, &peer.to_string(), &p);
                     match publish(ctx, source, prepared, reply, shutdown).await {
                         Some(job) => Some(job),
                         None => break Ok(()),
@@ -817,8 +817,9 @@ async fn reply(out: &mpsc::Sender<Packet>, p: Packet) {
     let _ = out.send(p).await;
 }
 
-/// Decodes a PUBLISH into records (or a rejected record).
-fn prepare(ctx: &Ctx, station: &str, p: &Publish) -> (SourceProtocol, Prepared) {
+/// Decodes a PUBLISH into records (or a rejected record); `origin` is the
+/// station's address.
+fn prepare(ctx: &Ctx, station: &str, origin: &str, p: &Publish) -> (SourceProtocol, Prepared) {
     let intake = &ctx.intake;
     let (source, decoded, record_station) = match topic_station(&p.topic, station, |s| {
         ctx.credentials.canonical(s)
@@ -837,7 +838,7 @@ fn prepare(ctx: &Ctx, station: &str, p: &Publish) -> (SourceProtocol, Prepared) 
     };
     intake.received(source);
     let prepared = match decoded {
-        Ok(samples) => intake.accept(source, samples),
+        Ok(samples) => intake.accept_frame(source, samples, &p.payload, origin),
         Err(e) => intake.reject(source, &p.topic, record_station, &p.payload, e),
     };
     (source, prepared)

@@ -69,7 +69,7 @@ use crate::IngestError;
 use crate::config::{AuthConfig, Hj212Config, IngestConfig, TcpConfig, invalid, parse_offset};
 use crate::credentials::{Check, Credentials};
 use crate::decode;
-use crate::intake::{Intake, Prepared, Verdict};
+use crate::intake::{Intake, Prepared, Verdict, redact_pw};
 use crate::rate::RateCap;
 use crate::sink::Acks;
 
@@ -627,7 +627,7 @@ async fn handle_frame(
             let prepared = match json::decode(&raw, None) {
                 Ok(s) => match unproven(ctx, auth, std::slice::from_ref(&s)) {
                     Some(e) => intake.reject(source, origin, &s.station_id, &raw, e),
-                    None => intake.accept(source, vec![s]),
+                    None => intake.accept_frame(source, vec![s], &raw, origin),
                 },
                 Err(e) => intake.reject(source, origin, "", &raw, e),
             };
@@ -646,7 +646,10 @@ async fn handle_frame(
                         let raw = [header, body].join(&b'\n');
                         intake.reject(source, origin, &station, &raw, e)
                     }
-                    None => intake.accept(source, samples),
+                    None => {
+                        let raw = [&header[..], &body[..]].join(&b'\n');
+                        intake.accept_frame(source, samples, &raw, origin)
+                    }
                 },
                 Err(e) => {
                     let raw = [header, body].join(&b'\n');
@@ -902,7 +905,10 @@ async fn hj212_frame(ctx: &Ctx, origin: &str, raw: &[u8]) -> (Prepared, Option<V
             let reply = packet
                 .wants_reply()
                 .then(|| hj212::encode(&packet.data_response()));
-            (intake.accept(source, vec![sample]), reply)
+            (
+                intake.accept_frame(source, vec![sample], raw, origin),
+                reply,
+            )
         }
         Err(e) => refuse(100, e),
     }
@@ -921,26 +927,6 @@ fn truncated(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-/// The packet with the value of every `PW=` field replaced by
-/// `<redacted>` (its CRC then no longer matches: the bytes are evidence of
-/// what came, less the secret).
-fn redact_pw(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(i) = rest.windows(3).position(|w| w == b"PW=") {
-        out.extend_from_slice(&rest[..i + 3]);
-        out.extend_from_slice(b"<redacted>");
-        rest = &rest[i + 3..];
-        let end = rest
-            .iter()
-            .position(|&c| c == b';' || c == b'&' || c == b'\r' || c == b'\n')
-            .unwrap_or(rest.len());
-        rest = &rest[end..];
-    }
-    out.extend_from_slice(rest);
-    out
 }
 
 /// Password comparison that does not stop at the first differing byte.

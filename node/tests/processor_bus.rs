@@ -574,3 +574,63 @@ async fn ftp_uploads_are_answered_once_committed_and_a_resend_adds_nothing() {
     );
     node.stop().await;
 }
+
+/// Every stored reading can be traced to the frame it came in: the SHA-256
+/// of the frame as the station sent it (HJ 212 `PW=` value redacted first,
+/// no line ending), with the station, the reception time of its readings,
+/// its size and the sender's address.
+#[tokio::test]
+async fn every_reading_is_traced_to_the_digest_of_its_frame() {
+    use sha2::Digest as _;
+    let prefix = unique("FD");
+    let node = SingleNode::start(&prefix).await;
+    let client = db(&node.db_url).await;
+    let station = format!("{prefix}-0");
+    let mut sample = samples(&prefix, 1, 1).remove(0);
+    for (v, code) in sample
+        .values
+        .iter_mut()
+        .zip(["w01001", "w01012", "w01018", "w21003"])
+    {
+        v.parameter = code.into();
+        v.unit.clear();
+    }
+    let packet = hj212::encode(&hj212::Packet::from_sample(
+        &sample,
+        "2011",
+        "32",
+        "pw",
+        1,
+        Utc::now(),
+        chrono::FixedOffset::east_opt(7 * 3600).expect("offset"),
+    ));
+    send_answered_as_uploads(&node.ingest, std::slice::from_ref(&packet)).await;
+
+    // What the station (or an auditor holding its copy) computes.
+    let frame = packet.strip_suffix(b"\r\n").expect("line ending");
+    let text = String::from_utf8(frame.to_vec()).expect("ASCII");
+    assert!(text.contains("PW=pw;"), "{text}");
+    let redacted = text.replace("PW=pw;", "PW=<redacted>;");
+    let expected = sha2::Sha256::digest(redacted.as_bytes()).to_vec();
+
+    let rows = client
+        .query(
+            "SELECT f.sha256, f.size, f.origin, count(r.*) FROM raw_frames f \
+             JOIN readings r ON r.station_id = f.station_id AND r.received_at = f.received_at \
+             WHERE f.station_id = $1 GROUP BY 1, 2, 3",
+            &[&station],
+        )
+        .await
+        .expect("frames");
+    assert_eq!(rows.len(), 1, "one frame");
+    let r = &rows[0];
+    assert_eq!(
+        r.get::<_, Vec<u8>>(0),
+        expected,
+        "digest of the redacted frame"
+    );
+    assert_eq!(r.get::<_, i64>(1), frame.len() as i64);
+    assert!(r.get::<_, String>(2).starts_with("127.0.0.1:"));
+    assert_eq!(r.get::<_, i64>(3), 4, "its four readings");
+    node.stop().await;
+}

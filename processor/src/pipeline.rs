@@ -34,6 +34,8 @@ pub struct Checked {
     pub events: Vec<quantrac_db::events::EventRow>,
     /// Files stations uploaded, unchanged (evidence).
     pub files: Vec<quantrac_db::events::FileRow>,
+    /// Digests of the frames the readings came in (evidence).
+    pub frames: Vec<quantrac_db::events::FrameRow>,
 }
 
 impl Checked {
@@ -121,6 +123,26 @@ pub fn check(
                     .and_then(from_timestamp)
                     .unwrap_or(now),
                 source: file.source,
+            });
+        }
+        // Keyed like its readings: the station and their reception time.
+        if let Some(frame) = &batch.frame
+            && let Some(known) = registry.station(&batch.station_id)
+            && let Some(received_at) = batch
+                .readings
+                .first()
+                .and_then(|r| r.received_at.as_ref())
+                .and_then(from_timestamp)
+        {
+            let mut origin = frame.origin.clone();
+            no_nul(&mut origin);
+            out.frames.push(quantrac_db::events::FrameRow {
+                station_id: known.id.clone(),
+                received_at,
+                sha256: frame.sha256.clone(),
+                size: frame.size,
+                origin,
+                source: batch.readings.first().map_or(0, |r| r.source),
             });
         }
         for (i, notice) in batch.notices.iter().enumerate() {

@@ -35,6 +35,7 @@ pub async fn run(
             Expiring::Rejected,
             Expiring::StationEvents,
             Expiring::RawFiles,
+            Expiring::RawFrames,
         ] {
             if table == Expiring::Readings && !readings_too {
                 continue;

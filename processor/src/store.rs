@@ -49,6 +49,8 @@ pub enum Expiring {
     StationEvents,
     /// By reception.
     RawFiles,
+    /// By reception.
+    RawFrames,
 }
 
 impl Expiring {
@@ -59,6 +61,7 @@ impl Expiring {
             Expiring::Rejected => ("rejected_readings", "key", "rejected_at"),
             Expiring::StationEvents => ("station_events", "ctid", "at"),
             Expiring::RawFiles => ("raw_files", "ctid", "received_at"),
+            Expiring::RawFrames => ("raw_frames", "ctid", "received_at"),
         }
     }
 }
@@ -171,6 +174,18 @@ impl Store {
         }
         let client = self.client().await?;
         quantrac_db::events::write(client, rows).await
+    }
+
+    /// Frame digests (idempotent); the new rows.
+    pub async fn write_frames(
+        &mut self,
+        frames: &[quantrac_db::events::FrameRow],
+    ) -> Result<u64, StoreError> {
+        if frames.is_empty() {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        quantrac_db::events::write_frames(client, frames).await
     }
 
     /// Uploaded files (idempotent); the new rows.

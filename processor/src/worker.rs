@@ -205,17 +205,21 @@ impl Worker {
         let mut backoff = self.batch.min_backoff;
         loop {
             let written = match self.store.write_events(&checked.events).await {
-                Ok(events) => self
-                    .store
-                    .write_files(&checked.files)
-                    .await
-                    .map(|files| (events, files)),
+                Ok(events) => match self.store.write_files(&checked.files).await {
+                    Ok(files) => self
+                        .store
+                        .write_frames(&checked.frames)
+                        .await
+                        .map(|frames| (events, files, frames)),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             match written {
-                Ok((events, files)) => {
+                Ok((events, files, frames)) => {
                     metrics::counter!("processor_station_events_stored_total").increment(events);
                     metrics::counter!("processor_raw_files_stored_total").increment(files);
+                    metrics::counter!("processor_raw_frames_stored_total").increment(frames);
                     return Ok(());
                 }
                 Err(e) if e.is_transient() => {
@@ -237,6 +241,14 @@ impl Worker {
                             .into_iter()
                             .map(|f| file_refusal(f, &e)),
                     );
+                    // Digests carry nothing the database can refuse (NULs are
+                    // replaced); should it refuse them all the same, they are
+                    // counted, the readings stay.
+                    let frames = std::mem::take(&mut checked.frames).len();
+                    if frames > 0 {
+                        metrics::counter!("processor_raw_frames_refused_total")
+                            .increment(frames as u64);
+                    }
                     self.store
                         .write(&[], &refused)
                         .await

@@ -222,6 +222,7 @@ impl Sample {
             ingest_node: ingest_node.to_owned(),
             notices: Vec::new(),
             file: None,
+            frame: None,
         }
     }
 }
