@@ -324,6 +324,11 @@ pub struct MqttListenerConfig {
     /// within this, then connections close.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Readings a second one station may deliver (all its connections);
+    /// over it, its next PUBLISH is read later (back-pressure through
+    /// withheld PUBACKs and TCP flow control, nothing refused), as on TCP.
+    /// A backlog after an outage goes out at this rate. 0: no cap.
+    pub max_readings_per_second_per_station: u32,
 }
 
 impl Default for MqttListenerConfig {
@@ -342,6 +347,7 @@ impl Default for MqttListenerConfig {
             sessions_file: "state/mqtt-sessions".into(),
             max_sessions: 100_000,
             shutdown_grace: Duration::from_secs(10),
+            max_readings_per_second_per_station: 1_000,
         }
     }
 }

@@ -31,6 +31,8 @@
 //!   to Kafka and the PUBLISH is acknowledged, so the station stops
 //!   resending it. Any other oversized or malformed packet closes the
 //!   connection.
+//! - A station over `max_readings_per_second_per_station` has its next
+//!   PUBLISH read later (back-pressure, nothing refused), as on TCP.
 //! - Up to `in_flight_per_connection` PUBLISHes are read ahead of their
 //!   PUBACK; past that ingest stops reading and TCP flow control slows the
 //!   station. A connection silent for 1.5 × its keep-alive (or
@@ -70,6 +72,7 @@ use crate::config::{MqttListenerConfig, invalid, parse_offset};
 use crate::credentials::{Check, Credentials};
 use crate::decode;
 use crate::intake::{Intake, Prepared, Verdict};
+use crate::rate::RateCap;
 use crate::sink::Acks;
 use crate::tcp::PerAddress;
 pub use sessions::{SessionError, Sessions};
@@ -105,6 +108,7 @@ struct Ctx {
     cfg: MqttListenerConfig,
     offset: FixedOffset,
     live: Live,
+    per_station: RateCap,
 }
 
 /// Accepts stations until `shutdown`, then lets every connection send the
@@ -127,6 +131,7 @@ pub async fn run(
             IngestError::Config(invalid("circular10.utc_offset", "expected +HH:MM"))
         })?,
         live: Live::default(),
+        per_station: RateCap::new(cfg.max_readings_per_second_per_station),
         cfg,
     });
     let limit = Arc::new(Semaphore::new(ctx.cfg.max_connections));
@@ -771,11 +776,26 @@ where
             Frame::Packet(_) => break Err(ConnError::Protocol("unexpected packet type")),
         };
         if let Some(job) = job {
+            let wait = match &job.verdict {
+                Some(Verdict::Accepted { readings }) => {
+                    let now = tokio::time::Instant::now().into_std();
+                    ctx.per_station.take(station, *readings, now)
+                }
+                _ => Duration::ZERO,
+            };
             // A full queue is the in-flight bound: no more reading.
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
                 () = failed.cancelled() => break Ok(()),
                 r = job_tx.send(job) => if r.is_err() { break Ok(()) },
+            }
+            if !wait.is_zero() {
+                // Over the station's rate: read its next PUBLISH later.
+                metrics::counter!("ingest_mqtt_listener_rate_limited_total").increment(1);
+                tokio::select! {
+                    () = shutdown.cancelled() => break Ok(()),
+                    () = tokio::time::sleep(wait) => {}
+                }
             }
         }
     };

@@ -155,6 +155,12 @@ async fn a_qos1_json_sample_is_acknowledged_and_on_the_readings_topic() {
     assert_eq!(batches.len(), 1);
     let want = json::decode(&payload, None).expect("sample");
     assert_eq!(batch_to_sample(&batches[0]), want);
+    // Its evidence: the digest of the payload as the station sent it.
+    let frame = batches[0].frame.as_ref().expect("frame digest");
+    use sha2::Digest as _;
+    assert_eq!(frame.sha256, sha2::Sha256::digest(&payload).to_vec());
+    assert_eq!(frame.size as usize, payload.len());
+    assert!(frame.origin.starts_with("127.0.0.1:"), "{}", frame.origin);
     assert!(
         batches[0]
             .readings
@@ -493,5 +499,42 @@ async fn a_client_certificate_authenticates_its_station_on_the_tls_port() {
             "{user}: {r:?}"
         );
     }
+    stop(ingest, stop_token).await;
+}
+
+/// Over its rate cap a station is slowed, not refused: every PUBLISH is
+/// acknowledged, and those past the first second's allowance take the time
+/// the cap gives them.
+#[tokio::test]
+async fn a_station_over_its_rate_cap_is_slowed_not_refused() {
+    let mut s = setup("t-ml-rate").await;
+    // 10 readings a second; each sample below carries 4.
+    s.config.mqtt_listener.max_readings_per_second_per_station = 10;
+    let (ingest, stop_token, addr) = start(s.config.clone()).await;
+    let (client, mut el) = AsyncClient::new(options(addr, &unique("c"), &s.station, s.secret), 16);
+    connect(&mut el).await;
+    let topic = format!("stations/{}/readings", s.station);
+    let started = std::time::Instant::now();
+    for minute in 0..10 {
+        client
+            .publish(
+                &topic,
+                QoS::AtLeastOnce,
+                false,
+                reading(&s.station, minute, 10.0),
+            )
+            .await
+            .expect("queue");
+    }
+    let (acked, _) = pubacks(&mut el, 10).await;
+    assert_eq!(acked.len(), 10, "every PUBLISH acknowledged");
+    // 10 readings of allowance, then 10 a second: the 10th PUBLISH cannot
+    // be read before about 3 s (a lower bound, which load cannot break;
+    // without the cap this takes a fraction of a second).
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2_000),
+        "40 readings in {took:?} under a 10/s cap"
+    );
     stop(ingest, stop_token).await;
 }
