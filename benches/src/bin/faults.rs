@@ -1,11 +1,20 @@
 //! `faults`: the whole pipeline under injected faults, and whether it kept
-//! its promises. Simulated stations, each with its own TCP connection or
-//! MQTT session, send readings at a fixed pace to `quantrac-ingest`,
-//! `quantrac-processor` and `quantrac-alerting` (each its own process, with
-//! Kafka, Mosquitto and PostgreSQL from `deploy/services.sh`), on a fresh
-//! database and fresh topics. A station behaves like a real logger: it keeps
-//! every sample until it is acknowledged (a TCP reply `ok`, an MQTT PUBACK)
-//! and sends it again after a reconnection or a refusal.
+//! its promises. Simulated stations, each with its own TCP connection, MQTT
+//! session or FTP uploads, send readings at a fixed pace to
+//! `quantrac-ingest`, `quantrac-processor` and `quantrac-alerting` (each its
+//! own process, with Kafka, Mosquitto and PostgreSQL from
+//! `deploy/services.sh`), on a fresh database and fresh topics. A station
+//! behaves like a real logger: it proves itself with its secret (from the
+//! registry, as in production), keeps every sample until it is acknowledged
+//! (a TCP reply `ok`, `OK n` or CN=9014, an MQTT PUBACK, an FTP 226) and
+//! sends it again after a reconnection, a refusal or a missing answer.
+//!
+//! The fleet speaks every protocol ingest receives: MQTT JSON
+//! (`--mqtt-share`), TCP JSON lines, TCP HJ 212-2017 and TCP Circular 10
+//! records (the rest, in thirds), and Circular 10 files over FTP (every
+//! `--ftp-every`-th station, one file every 10 s). HJ 212 and Circular 10
+//! carry measurement times to the second, so their stations keep one
+//! sample a second in a burst or an overload.
 //!
 //! The run is a sequence of phases; in each, one fault is injected a few
 //! seconds in while the load goes on (`--fault`, repeatable):
@@ -15,11 +24,11 @@
 //! PostgreSQL or Mosquitto, a `kill -9` of Mosquitto, poison records on the
 //! readings topic, an MQTT message over ingest's size limit and one of 10,900
 //! lines, 1,100 idle TCP connections, a 10× burst, and 10 s of overload
-//! (100 samples a second per station: about 10× what the pipeline
-//! sustains here).
+//! (100 samples a second per MQTT and TCP JSON station: about 10× what the
+//! pipeline sustains here).
 //!
-//! Some stations send a COD over the permit every 20 s: each such
-//! sample must open exactly one `limit_exceeded` alert.
+//! Some stations of every protocol send a COD over the permit every 20 s:
+//! each such sample must open exactly one `limit_exceeded` alert.
 //!
 //! At the end, with the load stopped and every station's samples answered
 //! (or given up after `--drain`), every sample is looked for in the
@@ -27,14 +36,16 @@
 //! lost (acknowledged, not stored) and duplicated; alerts expected, raised,
 //! raised twice and missing, and notified (a webhook endpoint in this
 //! process, and the test mail server); the time until every station had an answer
-//! again after the fault; and each process's peak memory. The report goes to
-//! `benches/results/faults-<time>.{md,json}`. The exit status is 1 when a
-//! promise was broken: a reading lost or duplicated, an alert missing,
-//! doubled or not notified, a station not answered within
-//! `--recover-within`, or a service over 200 MB.
+//! again after the fault; and each process's peak memory. Per protocol:
+//! samples sent, acknowledged and stored, readings lost, alerts. The report
+//! goes to `benches/results/faults-<time>.{md,json}`. The exit status is 1
+//! when a promise was broken: a reading lost or duplicated, an alert
+//! missing, doubled or not notified, a station not answered within
+//! `--recover-within`, a protocol with nothing stored, or a service over
+//! 200 MB.
 //!
 //!     scripts/faults.sh                # the full run (about 1 million readings)
-//!     scripts/faults.sh --short        # the CI version (about 2 minutes)
+//!     scripts/faults.sh --short        # the CI version (about 4 minutes)
 
 mod common;
 
@@ -46,16 +57,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use clap::{Parser, ValueEnum};
 use common::procs::forget_session;
-use quantrac_proto::wire::json;
+use quantrac_proto::Sample;
+use quantrac_proto::wire::{circular10, hj212, json};
 use quantrac_testkit::registry::Outfalls;
 use quantrac_testkit::samples::outfall;
 use quantrac_testkit::{unique, unique_ident};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -71,9 +84,14 @@ struct Args {
     /// Simulated stations, one sample (4 readings) a second each.
     #[arg(long, default_value_t = 500)]
     stations: usize,
-    /// Share of the stations on MQTT; the rest use TCP JSON lines.
+    /// Share of the stations on MQTT; the rest (but the FTP ones) use TCP,
+    /// in thirds: JSON lines, HJ 212 and Circular 10 records.
     #[arg(long, default_value_t = 0.5)]
     mqtt_share: f64,
+    /// Every n-th station (0, n, 2n, …) uploads Circular 10 files by FTP
+    /// instead; 0: none.
+    #[arg(long, default_value_t = 25)]
+    ftp_every: usize,
     /// Where MQTT stations publish: ingest's own MQTT endpoint (PUBACK once
     /// Kafka has the message), or Mosquitto (PUBACK from the broker; ingest
     /// subscribes). The default list of faults has the broker's own faults
@@ -98,9 +116,48 @@ struct Args {
     /// slots.
     #[arg(long, default_value_t = 1100)]
     slow_connections: usize,
+    /// The cost of the fleet's secret hash (every station proves itself
+    /// with its secret on every protocol either way).
+    #[arg(long, value_enum, default_value = "light")]
+    argon2: SecretCost,
     /// Where the report goes.
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum SecretCost {
+    /// Argon2id with 1 MiB and one pass (ingest verifies with the
+    /// parameters a hash names): about 10 ms a verification in a debug
+    /// build, so a restarted ingest has the fleet proved again within a
+    /// second.
+    Light,
+    /// A random secret hashed as `quantrac_plumbing::secret::hash` does for
+    /// production (19 MiB, two passes): about 0.4 s a verification in a
+    /// debug build on 2 cores, two at a time, so 100 stations take about a
+    /// minute to prove themselves after each start of ingest, and ingest's
+    /// resident memory passed 400 MiB doing it.
+    Production,
+}
+
+/// The light secret of the fleet and its hash (`m=1024,t=1,p=1`, made once
+/// with the argon2 crate; a fixed test secret, not a credential of
+/// anything).
+const LIGHT_SECRET: &str = "faults-fleet-secret";
+const LIGHT_HASH: &str = "$argon2id$v=19$m=1024,t=1,p=1$cXVhbnRyYWMtZmF1bHRzIQ$JGMGOh8VVBecI+LC8tjZcIB9jI/pIOnqvqFsr3B2JSY";
+
+/// The fleet's one secret (one hash to make and keep) and its hash for
+/// the registry.
+fn fleet_secret(cost: SecretCost) -> Result<(Arc<str>, String)> {
+    Ok(match cost {
+        SecretCost::Light => (LIGHT_SECRET.into(), LIGHT_HASH.to_owned()),
+        SecretCost::Production => {
+            let secret = quantrac_plumbing::secret::generate();
+            let hash = quantrac_plumbing::secret::hash(&secret)?;
+            (secret.into(), hash)
+        }
+    })
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -197,15 +254,100 @@ impl Fault {
 /// The promise on each Rust service's resident memory, in MiB (200 MB).
 const MEMORY_BOUND_MIB: f64 = 190.7;
 
+/// How a station speaks to ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Protocol {
+    /// JSON samples with QoS 1 in a persistent session.
+    Mqtt,
+    /// A TCP connection of its own.
+    Tcp(Dialect),
+    /// Circular 10 files, one every 10 s.
+    Ftp,
+}
+
+/// What a TCP station writes (ingest tells them apart on its one port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Dialect {
+    Json,
+    Hj212,
+    Circular10,
+}
+
+impl Protocol {
+    /// In the reports' order.
+    const ALL: [Protocol; 5] = [
+        Protocol::Mqtt,
+        Protocol::Tcp(Dialect::Json),
+        Protocol::Tcp(Dialect::Hj212),
+        Protocol::Tcp(Dialect::Circular10),
+        Protocol::Ftp,
+    ];
+
+    /// Station `s`'s: every `ftp_every`-th from 0 uploads by FTP, the
+    /// others below `n_mqtt` use MQTT, the rest TCP by `s % 3`. Starting at
+    /// 0 and cycling by 3 put alert stations (every 10th) on every protocol.
+    fn of(s: usize, n_mqtt: usize, ftp_every: usize) -> Self {
+        if ftp_every > 0 && s.is_multiple_of(ftp_every) {
+            Protocol::Ftp
+        } else if s < n_mqtt {
+            Protocol::Mqtt
+        } else {
+            Protocol::Tcp([Dialect::Json, Dialect::Hj212, Dialect::Circular10][s % 3])
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Mqtt => "MQTT JSON",
+            Protocol::Tcp(Dialect::Json) => "TCP JSON",
+            Protocol::Tcp(Dialect::Hj212) => "TCP HJ 212",
+            Protocol::Tcp(Dialect::Circular10) => "TCP Circular 10",
+            Protocol::Ftp => "FTP Circular 10",
+        }
+    }
+
+    /// HJ 212 and Circular 10 write measurement times to the second: their
+    /// stations take one sample a second whatever the pace, or a burst's
+    /// samples would share a time and overwrite each other.
+    fn whole_seconds(self) -> bool {
+        matches!(
+            self,
+            Protocol::Tcp(Dialect::Hj212 | Dialect::Circular10) | Protocol::Ftp
+        )
+    }
+}
+
+/// Stations per protocol, in [`Protocol::ALL`]'s order.
+fn fleet_mix(stations: usize, n_mqtt: usize, ftp_every: usize) -> Vec<(Protocol, usize)> {
+    Protocol::ALL
+        .iter()
+        .map(|p| {
+            let n = (0..stations)
+                .filter(|s| Protocol::of(*s, n_mqtt, ftp_every) == *p)
+                .count();
+            (*p, n)
+        })
+        .collect()
+}
+
+/// Readings a second the fleet offers at `pace` samples a second per
+/// station (the whole-second ones keep 1).
+fn offered(mix: &[(Protocol, usize)], pace: usize) -> usize {
+    mix.iter()
+        .map(|(p, n)| n * 4 * if p.whole_seconds() { 1 } else { pace })
+        .sum()
+}
+
 /// One sample (4 readings) a station sent, and what became of it.
 #[derive(Debug, Clone)]
 struct Sent {
     station: usize,
+    protocol: Protocol,
     measured_at: DateTime<Utc>,
-    /// The phase in which it was first sent.
+    /// The phase in which it was measured.
     phase: usize,
     exceeds: bool,
-    /// Milliseconds since the run's start.
+    /// Milliseconds since the run's start, when first handed to the wire.
     sent_ms: u64,
     acked_ms: Option<u64>,
 }
@@ -219,6 +361,8 @@ struct Ledger {
     /// Samples per second per station (1, or 10 in a burst).
     pace: AtomicU32,
     refusals: AtomicUsize,
+    /// FTP uploads that failed and were made again.
+    ftp_retries: AtomicUsize,
 }
 
 impl Ledger {
@@ -230,35 +374,31 @@ impl Ledger {
         self.samples.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A new sample of `station`, its COD over the permit every 20 s
-    /// for the alert stations; returns its id and its JSON line.
-    fn next(
-        &self,
-        station: usize,
-        name: &str,
-        Slot { at_ms, step_ms }: Slot,
-        alerts: bool,
-        start: DateTime<Utc>,
-    ) -> (usize, Vec<u8>) {
-        let measured_at =
-            start + chrono::Duration::milliseconds(i64::try_from(at_ms).unwrap_or(i64::MAX));
-        // Every 20 s of measurement time whatever the pace (the first sample
-        // of that second), one incident each; staggered by station, so
-        // that every phase has some.
-        let exceeds =
-            alerts && (at_ms / 1000 + station as u64) % 20 == 10 && at_ms % 1000 < step_ms;
-        let cod = if exceeds { 300.0 } else { 40.0 };
-        let line = json::encode(&outfall(name, measured_at, cod));
+    /// A new sample of `station`; returns its id.
+    fn record(&self, station: &Station, measured_at: DateTime<Utc>, exceeds: bool) -> usize {
         let mut s = self.lock();
         s.push(Sent {
-            station,
+            station: station.index,
+            protocol: station.protocol,
             measured_at,
             phase: self.phase.load(Ordering::Relaxed),
             exceeds,
             sent_ms: self.now_ms(),
             acked_ms: None,
         });
-        (s.len() - 1, line)
+        s.len() - 1
+    }
+
+    /// Samples first handed to the wire now, later than measured (an FTP
+    /// file's): the wait for an answer starts here.
+    fn sent(&self, ids: &[usize]) {
+        let now = self.now_ms();
+        let mut s = self.lock();
+        for id in ids {
+            if let Some(x) = s.get_mut(*id) {
+                x.sent_ms = now;
+            }
+        }
     }
 
     fn acked(&self, id: usize) {
@@ -314,9 +454,13 @@ impl Clock {
 struct Station {
     index: usize,
     name: String,
+    protocol: Protocol,
+    /// Its secret; the registry holds its hash, and ingest checks it on
+    /// every protocol, as in production.
+    secret: Arc<str>,
     /// Sends a COD over its permit every 20 s.
     alerts: bool,
-    /// Measurement time of its first sample.
+    /// Measurement time of its first sample (a whole second).
     start: DateTime<Utc>,
     ledger: Arc<Ledger>,
     /// Stop sampling (then drain).
@@ -325,99 +469,348 @@ struct Station {
     give_up: CancellationToken,
 }
 
-/// A station over TCP: JSON lines, one reply per line in order. Like many
-/// loggers it hangs up after a while (every 10 to 20 samples, once
-/// everything sent is answered) and dials again. Unanswered lines are sent
-/// again on the next connection; a refused one a second later.
-async fn tcp_station(addr: std::net::SocketAddr, st: Station) {
-    let Station {
-        index: station,
-        name,
-        alerts,
-        start,
-        ledger,
-        stop,
-        give_up,
-    } = st;
-    // Staggered, so that some station dials in every second.
-    let reconnect_every = 10 + (station % 11) as u32;
-    // Not yet acknowledged, oldest first; the first `written` of them were
-    // sent on the current connection.
-    let mut pending: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
-    let mut refused: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
-    let mut clock = Clock::staggered(station);
-    let mut retry = tokio::time::interval(Duration::from_secs(1));
-    let done = |pending: &VecDeque<_>, refused: &VecDeque<_>| {
-        give_up.is_cancelled() || (stop.is_cancelled() && pending.is_empty() && refused.is_empty())
-    };
-    'connection: loop {
-        if done(&pending, &refused) {
+impl Station {
+    /// Samples a second it takes now.
+    fn pace(&self) -> u32 {
+        if self.protocol.whole_seconds() {
+            1
+        } else {
+            self.ledger.pace.load(Ordering::Relaxed)
+        }
+    }
+
+    /// A new sample in `slot`, its COD over the permit every 20 s for the
+    /// alert stations; its id and the sample.
+    fn sample(&self, Slot { at_ms, step_ms }: Slot) -> (usize, Sample) {
+        let measured_at =
+            self.start + chrono::Duration::milliseconds(i64::try_from(at_ms).unwrap_or(i64::MAX));
+        // Every 20 s of measurement time whatever the pace (the first sample
+        // of that second), one incident each; staggered by station, so
+        // that every phase has some.
+        let exceeds =
+            self.alerts && (at_ms / 1000 + self.index as u64) % 20 == 10 && at_ms % 1000 < step_ms;
+        let cod = if exceeds { 300.0 } else { 40.0 };
+        let id = self.ledger.record(self, measured_at, exceeds);
+        (id, outfall(&self.name, measured_at, cod))
+    }
+}
+
+/// Loggers here keep local time (Viet Nam, UTC+7), as ingest's
+/// `hj212.utc_offset` and `circular10.utc_offset` expect by default.
+fn local_offset() -> FixedOffset {
+    FixedOffset::east_opt(7 * 3600).expect("UTC+7")
+}
+
+/// A sample as an HJ 212-2017 real-time packet (CN 2011) in the standard's
+/// codes from the parameter catalogue (COD is w01018; HJ 212 carries no
+/// units), its secret as `PW`, Flag 5 (version 2017, a reply asked for)
+/// and, as `QN`, its measurement time: unique per station, and echoed in
+/// the reply, which tells which packet it answers.
+fn hj212_packet(sample: &Sample, secret: &str) -> hj212::Packet {
+    use quantrac_proto::domain::{StationKind, parameter_by_code};
+    let mut coded = sample.clone();
+    for v in &mut coded.values {
+        if let Some(p) = parameter_by_code(&v.parameter, StationKind::Wastewater) {
+            v.parameter = p.hj212_code.to_owned();
+        }
+        v.unit.clear();
+    }
+    hj212::Packet::from_sample(
+        &coded,
+        "2011",
+        "32",
+        secret,
+        5,
+        sample.measured_at,
+        local_offset(),
+    )
+}
+
+/// A Circular 10 file name for `station`'s sample at `at`:
+/// `<Province>_<Facility>_<Station>_<yyyyMMddHHmmss>.txt`, local time.
+fn circular10_name(station: &str, at: DateTime<Utc>) -> String {
+    let local = at.with_timezone(&local_offset()).naive_local();
+    circular10::file_name("HN", "FAULTS", station, local)
+}
+
+/// A sample as a Circular 10 record on TCP: its file name line, its
+/// parameter lines, an empty line.
+fn circular10_record(sample: &Sample) -> Vec<u8> {
+    let mut out = circular10_name(&sample.station_id, sample.measured_at).into_bytes();
+    out.extend_from_slice(b"\r\n");
+    out.extend(circular10::encode_record(sample, local_offset()));
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A frame a TCP station sends, and what names it in its answer (HJ 212's
+/// `QN`; the other dialects' answers name nothing and come in order).
+struct Frame {
+    id: usize,
+    bytes: Vec<u8>,
+    key: Option<String>,
+}
+
+/// Ingest's answer to a data frame: acknowledged or refused.
+struct Answer {
+    ok: bool,
+    key: Option<String>,
+}
+
+impl Dialect {
+    fn frame(self, id: usize, sample: &Sample, secret: &str) -> Frame {
+        match self {
+            Dialect::Json => {
+                let mut bytes = json::encode(sample);
+                bytes.push(b'\n');
+                Frame {
+                    id,
+                    bytes,
+                    key: None,
+                }
+            }
+            Dialect::Hj212 => {
+                let packet = hj212_packet(sample, secret);
+                Frame {
+                    id,
+                    bytes: hj212::encode(&packet),
+                    key: Some(packet.qn),
+                }
+            }
+            Dialect::Circular10 => Frame {
+                id,
+                bytes: circular10_record(sample),
+                key: None,
+            },
+        }
+    }
+
+    /// The frame that proves a connection is the station's, sent first on
+    /// each (HJ 212 carries the secret in every packet instead).
+    fn auth(self, station: &str, secret: &str) -> Option<Vec<u8>> {
+        match self {
+            Dialect::Json => {
+                let frame = serde_json::json!({ "auth": { "station": station, "secret": secret } });
+                Some(format!("{frame}\n").into_bytes())
+            }
+            Dialect::Circular10 => Some(format!("AUTH {station} {secret}\n").into_bytes()),
+            Dialect::Hj212 => None,
+        }
+    }
+
+    fn auth_accepted(self, reply: &str) -> bool {
+        match self {
+            Dialect::Json => reply.contains("\"ok\":true"),
+            Dialect::Circular10 | Dialect::Hj212 => reply.starts_with("OK AUTH"),
+        }
+    }
+
+    /// What a reply line says; `None` for one that answers no data frame.
+    fn answer(self, reply: &str) -> Option<Answer> {
+        match self {
+            Dialect::Json => Some(Answer {
+                ok: reply.contains("\"ok\":true"),
+                key: None,
+            }),
+            Dialect::Circular10 => Some(Answer {
+                ok: reply.starts_with("OK "),
+                key: None,
+            }),
+            Dialect::Hj212 => {
+                let p = hj212::decode(reply.as_bytes()).ok()?;
+                let ok = match p.cn.as_str() {
+                    hj212::CN_DATA_RESPONSE => true,
+                    hj212::CN_REQUEST_RESPONSE => false,
+                    _ => return None,
+                };
+                Some(Answer {
+                    ok,
+                    key: Some(p.qn),
+                })
+            }
+        }
+    }
+}
+
+/// A TCP station's frames not yet acknowledged.
+#[derive(Default)]
+struct Outbox {
+    /// Oldest first; the first `written` of them were sent on the current
+    /// connection (the rest came while it was closing).
+    pending: VecDeque<Frame>,
+    written: usize,
+    /// Refused or never answered: sent again a second later.
+    refused: VecDeque<Frame>,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.refused.is_empty()
+    }
+
+    /// On a new connection: everything unacknowledged, to write at once.
+    fn redial(&mut self) -> Vec<u8> {
+        self.pending.extend(self.refused.drain(..));
+        self.written = self.pending.len();
+        self.pending.iter().flat_map(|f| f.bytes.clone()).collect()
+    }
+
+    /// A new frame; its bytes when it is to be written now.
+    fn push(&mut self, frame: Frame, write: bool) -> Option<Vec<u8>> {
+        let bytes = write.then(|| frame.bytes.clone());
+        self.written += usize::from(write);
+        self.pending.push_back(frame);
+        bytes
+    }
+
+    /// The refused frames again, behind the written ones (nothing unwritten
+    /// is queued while the connection is not closing).
+    fn retry(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(f) = self.refused.pop_front() {
+            out.extend_from_slice(&f.bytes);
+            self.pending.push_back(f);
+            self.written += 1;
+        }
+        out
+    }
+
+    /// Settles the frame `answer` is for. Replies keep the frames' order:
+    /// frames written before it and not answered never will be on this
+    /// connection (an HJ 212 packet Kafka did not take gets no reply), so
+    /// they are sent again too.
+    fn answered(&mut self, ledger: &Ledger, answer: Answer) {
+        let at = match &answer.key {
+            None => 0,
+            Some(k) => match self
+                .pending
+                .iter()
+                .take(self.written)
+                .position(|f| f.key.as_ref() == Some(k))
+            {
+                Some(at) => at,
+                None => return,
+            },
+        };
+        if at >= self.written {
             return;
         }
-        let Ok(Ok(conn)) =
-            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
-        else {
+        let unanswered: Vec<Frame> = self.pending.drain(..at).collect();
+        self.refused.extend(unanswered);
+        self.written -= at + 1;
+        let Some(frame) = self.pending.pop_front() else {
+            return;
+        };
+        if answer.ok {
+            ledger.acked(frame.id);
+        } else {
+            ledger.refusals.fetch_add(1, Ordering::Relaxed);
+            self.refused.push_back(frame);
+        }
+    }
+}
+
+/// A TCP connection's replies (one a line) and its writing half.
+type Conn = (tokio::io::Lines<BufReader<OwnedReadHalf>>, OwnedWriteHalf);
+
+/// How long a station waits for its auth frame's answer: after a restart
+/// of ingest the whole fleet proves itself again, an Argon2 verification
+/// each, two at a time.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A logger's reply timeout (HJ 212's `OverTime`): an HJ 212 packet Kafka
+/// did not take gets no reply at all, so a connection silent this long
+/// with packets unanswered is hung up and the packets sent again.
+const HJ212_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Dials ingest and, in a dialect with auth frames, proves the station's
+/// identity first, waiting for the answer, so that every later reply
+/// answers a data frame.
+async fn dial(addr: std::net::SocketAddr, dialect: Dialect, st: &Station) -> Option<Conn> {
+    let conn = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let (rd, mut wr) = conn.into_split();
+    let mut replies = BufReader::new(rd).lines();
+    if let Some(auth) = dialect.auth(&st.name, &st.secret) {
+        wr.write_all(&auth).await.ok()?;
+        let reply = tokio::time::timeout(AUTH_TIMEOUT, replies.next_line())
+            .await
+            .ok()?
+            .ok()??;
+        if !dialect.auth_accepted(&reply) {
+            return None;
+        }
+    }
+    Some((replies, wr))
+}
+
+/// A station over TCP, in one dialect: one reply per frame, in order (an
+/// HJ 212 packet may get none). Like many loggers it hangs up after a
+/// while (every 10 to 20 samples, once everything sent is answered) and
+/// dials again. Unanswered frames are sent again on the next connection; a
+/// refused one a second later.
+async fn tcp_station(addr: std::net::SocketAddr, dialect: Dialect, st: Station) {
+    // Staggered, so that some station dials in every second.
+    let reconnect_every = 10 + (st.index % 11) as u32;
+    let mut out = Outbox::default();
+    let mut clock = Clock::staggered(st.index);
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    let done =
+        |out: &Outbox| st.give_up.is_cancelled() || (st.stop.is_cancelled() && out.is_empty());
+    'connection: loop {
+        if done(&out) {
+            return;
+        }
+        let Some((mut replies, mut wr)) = dial(addr, dialect, &st).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let (rd, mut wr) = conn.into_split();
-        let mut replies = BufReader::new(rd).lines();
-        pending.extend(refused.drain(..));
-        let mut out = Vec::new();
-        for (_, line) in &pending {
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
-        if wr.write_all(&out).await.is_err() {
+        if wr.write_all(&out.redial()).await.is_err() {
             continue;
         }
-        let (mut written, mut sent_here, mut closing) = (pending.len(), 0u32, false);
+        let (mut sent_here, mut closing) = (0u32, false);
+        // Since when ingest has been silent with frames unanswered: the
+        // last reply, or the write that made it owe one.
+        let mut heard = tokio::time::Instant::now();
         loop {
-            if done(&pending, &refused) {
+            if done(&out) {
                 return;
             }
-            if closing && written == 0 {
+            if closing && out.written == 0 {
                 continue 'connection;
             }
             tokio::select! {
-                () = give_up.cancelled() => return,
-                slot = clock.tick(ledger.pace.load(Ordering::Relaxed)), if !stop.is_cancelled() => {
-                    let (id, line) = ledger.next(station, &name, slot, alerts, start);
-                    pending.push_back((id, line.clone()));
-                    if !closing {
-                        let mut line = line;
-                        line.push(b'\n');
-                        if wr.write_all(&line).await.is_err() {
+                () = st.give_up.cancelled() => return,
+                slot = clock.tick(st.pace()), if !st.stop.is_cancelled() => {
+                    let (id, sample) = st.sample(slot);
+                    if out.written == 0 {
+                        heard = tokio::time::Instant::now();
+                    }
+                    if let Some(bytes) = out.push(dialect.frame(id, &sample, &st.secret), !closing) {
+                        if wr.write_all(&bytes).await.is_err() {
                             continue 'connection;
                         }
-                        written += 1;
                         sent_here += 1;
                         closing = sent_here >= reconnect_every;
                     }
                 }
-                _ = retry.tick(), if !refused.is_empty() && !closing => {
-                    let mut out = Vec::new();
-                    // Written ones stay in front: nothing unwritten is queued
-                    // while the connection is not closing.
-                    while let Some((id, line)) = refused.pop_front() {
-                        out.extend_from_slice(&line);
-                        out.push(b'\n');
-                        pending.push_back((id, line));
-                        written += 1;
+                _ = retry.tick(), if !out.refused.is_empty() && !closing => {
+                    if out.written == 0 {
+                        heard = tokio::time::Instant::now();
                     }
-                    if wr.write_all(&out).await.is_err() {
+                    if wr.write_all(&out.retry()).await.is_err() {
                         continue 'connection;
                     }
                 }
+                () = tokio::time::sleep_until(heard + HJ212_REPLY_TIMEOUT),
+                    if dialect == Dialect::Hj212 && out.written > 0 => continue 'connection,
                 reply = replies.next_line() => match reply {
                     Ok(Some(text)) => {
-                        let Some((id, line)) = pending.pop_front() else { continue };
-                        written = written.saturating_sub(1);
-                        if text.contains("\"ok\":true") {
-                            ledger.acked(id);
-                        } else {
-                            ledger.refusals.fetch_add(1, Ordering::Relaxed);
-                            refused.push_back((id, line));
+                        heard = tokio::time::Instant::now();
+                        if let Some(answer) = dialect.answer(&text) {
+                            out.answered(&st.ledger, answer);
                         }
                     }
                     Ok(None) | Err(_) => continue 'connection,
@@ -431,15 +824,6 @@ async fn tcp_station(addr: std::net::SocketAddr, st: Station) {
 /// unacknowledged messages again after a reconnection; a sample counts as
 /// acknowledged at its PUBACK.
 async fn mqtt_station(broker: (String, u16, String, String), client_id: String, st: Station) {
-    let Station {
-        index: station,
-        name,
-        alerts,
-        start,
-        ledger,
-        stop,
-        give_up,
-    } = st;
     let (host, port, user, password) = broker;
     let mut o = rumqttc::MqttOptions::new(client_id, host, port);
     o.set_credentials(user, password)
@@ -447,16 +831,16 @@ async fn mqtt_station(broker: (String, u16, String, String), client_id: String, 
         .set_keep_alive(Duration::from_secs(5))
         .set_inflight(100);
     let (client, mut events) = rumqttc::AsyncClient::new(o, 16);
-    let topic = format!("stations/{name}/readings");
+    let topic = format!("stations/{}/readings", st.name);
     // Published, waiting for rumqttc to give them a packet id.
     let mut queued: VecDeque<usize> = VecDeque::new();
     // Not yet handed to rumqttc (its request queue was full).
     let mut backlog: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
     let mut in_flight: HashMap<u16, usize> = HashMap::new();
-    let mut clock = Clock::staggered(station);
+    let mut clock = Clock::staggered(st.index);
     loop {
-        if give_up.is_cancelled()
-            || (stop.is_cancelled()
+        if st.give_up.is_cancelled()
+            || (st.stop.is_cancelled()
                 && backlog.is_empty()
                 && queued.is_empty()
                 && in_flight.is_empty())
@@ -466,10 +850,10 @@ async fn mqtt_station(broker: (String, u16, String, String), client_id: String, 
             return;
         }
         tokio::select! {
-            () = give_up.cancelled() => {}
-            slot = clock.tick(ledger.pace.load(Ordering::Relaxed)), if !stop.is_cancelled() => {
-                let (id, line) = ledger.next(station, &name, slot, alerts, start);
-                backlog.push_back((id, line));
+            () = st.give_up.cancelled() => {}
+            slot = clock.tick(st.pace()), if !st.stop.is_cancelled() => {
+                let (id, sample) = st.sample(slot);
+                backlog.push_back((id, json::encode(&sample)));
             }
             event = events.poll() => match event {
                 Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
@@ -483,7 +867,7 @@ async fn mqtt_station(broker: (String, u16, String, String), client_id: String, 
                 }
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack))) => {
                     if let Some(id) = in_flight.remove(&ack.pkid) {
-                        ledger.acked(id);
+                        st.ledger.acked(id);
                     }
                 }
                 Ok(_) => {}
@@ -500,6 +884,93 @@ async fn mqtt_station(broker: (String, u16, String, String), client_id: String, 
                 backlog.push_front((id, line));
                 break;
             }
+        }
+    }
+}
+
+/// Samples in one FTP file: a logger writes one every 10 s.
+const FTP_FILE_SAMPLES: usize = 10;
+
+/// How long an FTP upload may take before the station gives it up and
+/// uploads the file again.
+const FTP_UPLOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Circular 10 file an FTP station has written, and its samples' ids.
+struct FtpFile {
+    name: String,
+    body: Vec<u8>,
+    ids: Vec<usize>,
+}
+
+/// A station that uploads a Circular 10 file every 10 s with its samples of
+/// those 10 s, named for the first one's time, as the Circular prescribes.
+/// The file is acknowledged whole by the upload's 226; a refusal or a
+/// broken transfer: the same file again a second later.
+async fn ftp_station(addr: std::net::SocketAddr, st: Station) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::join!(ftp_writer(&st, tx), ftp_uploader(addr, &st, rx));
+}
+
+/// Takes a sample a second and hands each full file to the uploader; on
+/// stop, the last samples in a shorter file. Dropping `files` ends the
+/// uploader once it has uploaded them all.
+async fn ftp_writer(st: &Station, files: tokio::sync::mpsc::UnboundedSender<FtpFile>) {
+    let mut clock = Clock::staggered(st.index);
+    let mut file: Option<FtpFile> = None;
+    loop {
+        tokio::select! {
+            () = st.stop.cancelled() => break,
+            slot = clock.tick(st.pace()) => {
+                let (id, sample) = st.sample(slot);
+                let f = file.get_or_insert_with(|| FtpFile {
+                    name: circular10_name(&st.name, sample.measured_at),
+                    body: Vec::new(),
+                    ids: Vec::new(),
+                });
+                f.body.extend(circular10::encode_record(&sample, local_offset()));
+                f.ids.push(id);
+                let full = f.ids.len() >= FTP_FILE_SAMPLES;
+                if full && let Some(f) = file.take() {
+                    let _ = files.send(f);
+                }
+            }
+        }
+    }
+    if let Some(f) = file {
+        let _ = files.send(f);
+    }
+}
+
+/// Uploads each file until it is answered 226, oldest first.
+async fn ftp_uploader(
+    addr: std::net::SocketAddr,
+    st: &Station,
+    mut files: tokio::sync::mpsc::UnboundedReceiver<FtpFile>,
+) {
+    loop {
+        let f = tokio::select! {
+            () = st.give_up.cancelled() => return,
+            f = files.recv() => match f {
+                Some(f) => f,
+                None => return,
+            },
+        };
+        st.ledger.sent(&f.ids);
+        loop {
+            let upload =
+                quantrac_testkit::ftp::upload(addr, &st.name, &st.secret, &f.name, &f.body);
+            let answered = tokio::select! {
+                () = st.give_up.cancelled() => return,
+                r = tokio::time::timeout(FTP_UPLOAD_TIMEOUT, upload) => matches!(r, Ok(Ok(_))),
+            };
+            if answered {
+                for id in &f.ids {
+                    st.ledger.acked(*id);
+                }
+                break;
+            }
+            st.ledger.ftp_retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
@@ -538,6 +1009,31 @@ struct PhaseReport {
     peak_rss_mib: std::collections::BTreeMap<String, f64>,
 }
 
+/// What one protocol's stations saw over the run.
+#[derive(Debug, Default, serde::Serialize)]
+struct ProtocolReport {
+    protocol: &'static str,
+    stations: usize,
+    samples_sent: usize,
+    samples_acked: usize,
+    /// Samples with all 4 readings stored.
+    samples_stored: usize,
+    readings_stored: usize,
+    readings_lost: usize,
+    alerts_expected: usize,
+    /// Expected alerts raised exactly once.
+    alerts_raised_once: usize,
+}
+
+/// "48 MQTT JSON, 16 TCP JSON, …": the protocols with stations.
+fn mix_line(mix: &[(Protocol, usize)]) -> String {
+    mix.iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(p, n)| format!("{n} {}", p.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[tokio::main]
 #[allow(clippy::too_many_lines)]
 async fn main() -> Result<()> {
@@ -573,11 +1069,13 @@ async fn main() -> Result<()> {
     let mqtt = common::pipeline::MqttAccounts::from_env();
     let mqtt_url = mqtt.url.clone();
     let (station_user, station_password) = mqtt.station.clone();
+    let n_mqtt = ((args.stations as f64 * args.mqtt_share).round() as usize).min(args.stations);
+    let mix = fleet_mix(args.stations, n_mqtt, args.ftp_every);
     println!("faults: {}", common::machine_line());
     println!(
-        "{} stations ({} % MQTT, to the {}), {} phases of {:?}: {}",
+        "{} stations ({}; MQTT to the {}), {} phases of {:?}: {}",
         args.stations,
-        (args.mqtt_share * 100.0).round(),
+        mix_line(&mix),
         match args.mqtt_via {
             MqttVia::Listener => "MQTT listener",
             MqttVia::Broker => "broker",
@@ -599,14 +1097,27 @@ async fn main() -> Result<()> {
     let base = unique("faults");
     let topics = common::pipeline::Topics::create(&brokers, &base).await?;
     let prefix = unique("F");
+    // The hash in every station's registry entry: ingest checks the secret
+    // on every protocol, as in production.
+    let (secret, hash) = fleet_secret(args.argon2)?;
     let registry = Outfalls::numbered(&prefix, args.stations)
         .expected_interval("1h")
+        .with_lines(&format!("secret_hash = \"{hash}\""))
         .write()?;
     let work = std::env::temp_dir().join(&base);
     std::fs::create_dir_all(&work)?;
 
     let mut configs =
         common::pipeline::Configs::new("faults", &db_url, &registry, &topics, &brokers, &mqtt)?;
+    configs.ingest.auth.registry = Some(registry.clone());
+    // The FTP receiver, with passive ports enough for every FTP station
+    // uploading at once.
+    let ftp_addr = common::procs::free_addr()?;
+    if let Some(uploaders) = args.stations.checked_div(args.ftp_every) {
+        configs.ingest.ftp.listen = Some(ftp_addr);
+        let ports = u16::try_from(uploaders + 8).unwrap_or(64);
+        configs.ingest.ftp.passive_ports = quantrac_testkit::ftp::free_ports(ports);
+    }
     // Every alert change to a webhook endpoint here and, by mail, to one
     // officer subscribed to everything.
     let webhook = common::notified::Webhook::serve().await?;
@@ -646,8 +1157,8 @@ async fn main() -> Result<()> {
         ),
     };
     let mqtt_login = |station: &str| match args.mqtt_via {
-        // No secret in the suite's registry: the station id is enough.
-        MqttVia::Listener => (station.to_owned(), String::new()),
+        // Ingest's own endpoint: the station id and its secret.
+        MqttVia::Listener => (station.to_owned(), secret.to_string()),
         MqttVia::Broker => (station_user.clone(), station_password.clone()),
     };
     let (tcp_addr, ingest_http) = (configs.tcp, configs.ingest.http.listen);
@@ -658,41 +1169,43 @@ async fn main() -> Result<()> {
     } = common::pipeline::start(&work, &configs).await?;
     println!("services up; logs and configs in {}", work.display());
 
-    // The fleet: alert stations are every 10th, on both protocols.
+    // The fleet: alert stations are every 10th, on every protocol.
     let ledger = Arc::new(Ledger {
         t0: Instant::now(),
         samples: Mutex::new(Vec::new()),
         phase: AtomicUsize::new(0),
         pace: AtomicU32::new(1),
         refusals: AtomicUsize::new(0),
+        ftp_retries: AtomicUsize::new(0),
     });
     let stop = CancellationToken::new();
     let give_up = CancellationToken::new();
     let start = DateTime::from_timestamp(Utc::now().timestamp(), 0).context("now")?;
-    let n_mqtt = ((args.stations as f64 * args.mqtt_share).round() as usize).min(args.stations);
     let mut fleet = Vec::new();
     let mut client_ids = Vec::new();
     for s in 0..args.stations {
-        let name = format!("{prefix}-{s}");
-        let alerts = s % 10 == 0;
-        let (user, password) = mqtt_login(&name);
         let st = Station {
             index: s,
-            name,
-            alerts,
+            name: format!("{prefix}-{s}"),
+            protocol: Protocol::of(s, n_mqtt, args.ftp_every),
+            secret: Arc::clone(&secret),
+            alerts: s % 10 == 0,
             start,
             ledger: Arc::clone(&ledger),
             stop: stop.clone(),
             give_up: give_up.clone(),
         };
-        if s < n_mqtt {
-            let client_id = format!("{base}-{s}");
-            client_ids.push(client_id.clone());
-            let broker = (mqtt_host.clone(), mqtt_port, user, password);
-            fleet.push(tokio::spawn(mqtt_station(broker, client_id, st)));
-        } else {
-            fleet.push(tokio::spawn(tcp_station(tcp_addr, st)));
-        }
+        fleet.push(match st.protocol {
+            Protocol::Mqtt => {
+                let client_id = format!("{base}-{s}");
+                client_ids.push(client_id.clone());
+                let (user, password) = mqtt_login(&st.name);
+                let broker = (mqtt_host.clone(), mqtt_port, user, password);
+                tokio::spawn(mqtt_station(broker, client_id, st))
+            }
+            Protocol::Tcp(dialect) => tokio::spawn(tcp_station(tcp_addr, dialect, st)),
+            Protocol::Ftp => tokio::spawn(ftp_station(ftp_addr, st)),
+        });
     }
 
     // Memory: every second, each process's resident size, kept per phase.
@@ -840,7 +1353,10 @@ async fn main() -> Result<()> {
                 ledger.pace.store(10, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 ledger.pace.store(1, Ordering::Relaxed);
-                "10 samples/s per station for 10 s".to_owned()
+                format!(
+                    "10 samples/s per MQTT and TCP JSON station for 10 s: {} readings/s offered",
+                    common::thousands(offered(&mix, 10) as f64)
+                )
             }
             Fault::Overload => {
                 ledger.pace.store(100, Ordering::Relaxed);
@@ -853,8 +1369,8 @@ async fn main() -> Result<()> {
                     .filter(|s| s.acked_ms.is_some_and(|t| (injected_ms..to).contains(&t)))
                     .count();
                 format!(
-                    "100 samples/s per station for 10 s: {} readings/s offered, {} acknowledged",
-                    common::thousands((args.stations * 400) as f64),
+                    "100 samples/s per MQTT and TCP JSON station for 10 s: {} readings/s offered, {} acknowledged",
+                    common::thousands(offered(&mix, 100) as f64),
                     common::thousands(
                         acked as f64 * 4.0 * 1000.0 / (to - injected_ms).max(1) as f64
                     )
@@ -908,10 +1424,11 @@ async fn main() -> Result<()> {
     let samples = ledger.lock().clone();
     let acked_readings = samples.iter().filter(|s| s.acked_ms.is_some()).count() as i64 * 4;
     println!(
-        "load stopped: {} samples sent, {} acknowledged, {} refusals answered (and resent)",
+        "load stopped: {} samples sent, {} acknowledged, {} refusals answered (and resent), {} FTP uploads made again",
         samples.len(),
         acked_readings / 4,
-        ledger.refusals.load(Ordering::Relaxed)
+        ledger.refusals.load(Ordering::Relaxed),
+        ledger.ftp_retries.load(Ordering::Relaxed)
     );
 
     // Wait until what was acknowledged is stored, and judged.
@@ -1029,6 +1546,7 @@ async fn main() -> Result<()> {
         (ledger.now_ms(), promise_ms),
         &mut reports,
     );
+    let protocols = by_protocol(&samples, &stored, &raised, &prefix, &mix);
     let peaks = peaks.lock().unwrap_or_else(PoisonError::into_inner).clone();
     for (r, p) in reports.iter_mut().zip(peaks) {
         r.peak_rss_mib = p
@@ -1039,13 +1557,7 @@ async fn main() -> Result<()> {
     let unexpected_alerts = raised.len().saturating_sub(
         samples
             .iter()
-            .filter(|s| {
-                s.exceeds
-                    && raised.contains_key(&(
-                        format!("{prefix}-{}", s.station),
-                        s.measured_at.timestamp_millis(),
-                    ))
-            })
+            .filter(|s| s.exceeds && raised.contains_key(&stored_key(&prefix, s)))
             .count(),
     );
 
@@ -1108,6 +1620,12 @@ async fn main() -> Result<()> {
             }
         }
     }
+    // Every protocol the fleet speaks got readings through.
+    for p in protocols.iter().filter(|p| p.stations > 0) {
+        if p.readings_stored == 0 {
+            broken.push(format!("no reading of a {} station stored", p.protocol));
+        }
+    }
     if duplicated != 0 {
         broken.push(format!("{duplicated} duplicate rows"));
     }
@@ -1119,7 +1637,7 @@ async fn main() -> Result<()> {
     let stamp = Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let md = markdown(
         &args,
-        &reports,
+        (&reports, &protocols),
         &broken,
         &work,
         duplicated,
@@ -1134,7 +1652,10 @@ async fn main() -> Result<()> {
             "machine": common::machine_line(),
             "stations": args.stations,
             "mqtt_share": args.mqtt_share,
+            "ftp_every": args.ftp_every,
+            "argon2": args.argon2,
             "mqtt_via": args.mqtt_via,
+            "protocols": protocols,
             "phase_s": args.phase.as_secs_f64(),
             "recover_within_s": args.recover_within.as_secs_f64(),
             "phases": reports,
@@ -1180,10 +1701,7 @@ fn tally(
         let Some(r) = reports.get_mut(s.phase) else {
             continue;
         };
-        let key = (
-            format!("{prefix}-{}", s.station),
-            s.measured_at.timestamp_millis(),
-        );
+        let key = stored_key(prefix, s);
         let rows = stored.get(&key).copied().unwrap_or(0);
         r.samples_sent += 1;
         r.readings_sent += 4;
@@ -1232,6 +1750,57 @@ fn tally(
         r.stations_not_recovered = late.len();
         r.recovery_s = Some(worst as f64 / 1000.0);
     }
+}
+
+/// A sample's key among the stored rows and the alerts: its station and
+/// its measurement time in ms (whole seconds for HJ 212 and Circular 10).
+fn stored_key(prefix: &str, s: &Sent) -> (String, i64) {
+    (
+        format!("{prefix}-{}", s.station),
+        s.measured_at.timestamp_millis(),
+    )
+}
+
+/// Per protocol: samples sent, acknowledged and stored, readings lost, and
+/// the exceeding samples' alerts.
+fn by_protocol(
+    samples: &[Sent],
+    stored: &HashMap<(String, i64), i64>,
+    raised: &HashMap<(String, i64), Vec<String>>,
+    prefix: &str,
+    mix: &[(Protocol, usize)],
+) -> Vec<ProtocolReport> {
+    let mut out: Vec<ProtocolReport> = mix
+        .iter()
+        .map(|(p, n)| ProtocolReport {
+            protocol: p.name(),
+            stations: *n,
+            ..Default::default()
+        })
+        .collect();
+    for s in samples {
+        let Some(r) = mix
+            .iter()
+            .position(|(p, _)| *p == s.protocol)
+            .and_then(|i| out.get_mut(i))
+        else {
+            continue;
+        };
+        let key = stored_key(prefix, s);
+        let rows = stored.get(&key).copied().unwrap_or(0);
+        r.samples_sent += 1;
+        r.samples_stored += usize::from(rows >= 4);
+        r.readings_stored += usize::try_from(rows).unwrap_or(0);
+        if s.acked_ms.is_some() {
+            r.samples_acked += 1;
+            r.readings_lost += usize::try_from(4 - rows.min(4)).unwrap_or(0);
+        }
+        if s.exceeds && rows > 0 {
+            r.alerts_expected += 1;
+            r.alerts_raised_once += usize::from(raised.get(&key).is_some_and(|ids| ids.len() == 1));
+        }
+    }
+    out
 }
 
 /// Records of `topic` the consumer `group` has not committed yet (`None`
@@ -1418,7 +1987,7 @@ async fn idle_connections(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream
 
 fn markdown(
     args: &Args,
-    reports: &[PhaseReport],
+    (reports, protocols): (&[PhaseReport], &[ProtocolReport]),
     broken: &[String],
     work: &std::path::Path,
     duplicated: i64,
@@ -1433,12 +2002,21 @@ fn markdown(
     let _ = writeln!(md, "Machine: {}.\n", common::machine_line());
     let _ = writeln!(
         md,
-        "{} stations, one sample (4 readings) a second each, {:.0} % over MQTT (QoS 1, persistent sessions, {}), the rest over TCP JSON lines; every 10th station sends a COD over its permit every 20 s (of measurement time, at any pace). Phases of {:?}, the fault injected {:?} in. Logs in `{}`.\n",
+        "{} stations, one sample (4 readings) a second each: {} (MQTT with QoS 1 and persistent sessions, {}; TCP on a connection of their own, redialled every 10-20 samples; FTP one Circular 10 file every 10 s), each proving itself with its secret (Argon2 cost `{}`). HJ 212 and Circular 10 stations keep one sample a second in a burst or an overload (their times are whole seconds). Every 10th station sends a COD over its permit every 20 s (of measurement time, at any pace). Phases of {:?}, the fault injected {:?} in. Logs in `{}`.\n",
         args.stations,
-        args.mqtt_share * 100.0,
+        protocols
+            .iter()
+            .filter(|p| p.stations > 0)
+            .map(|p| format!("{} {}", p.stations, p.protocol))
+            .collect::<Vec<_>>()
+            .join(", "),
         match args.mqtt_via {
             MqttVia::Listener => "to ingest's own MQTT endpoint",
             MqttVia::Broker => "through Mosquitto",
+        },
+        match args.argon2 {
+            SecretCost::Light => "light",
+            SecretCost::Production => "production",
         },
         args.phase,
         args.inject_after,
@@ -1516,6 +2094,25 @@ fn markdown(
         total.alerts_notified_mail,
         total.alerts_webhook_twice,
     );
+    let _ = writeln!(
+        md,
+        "Per protocol (the whole run):\n\n| protocol | stations | samples sent | acked | stored | readings lost | alerts expected | raised once |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for p in protocols {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | **{}** | {} | {} |",
+            p.protocol,
+            p.stations,
+            common::thousands(p.samples_sent as f64),
+            common::thousands(p.samples_acked as f64),
+            common::thousands(p.samples_stored as f64),
+            p.readings_lost,
+            p.alerts_expected,
+            p.alerts_raised_once,
+        );
+    }
+    let _ = writeln!(md);
     let _ = writeln!(md, "Notes per phase:\n");
     for r in reports.iter().filter(|r| !r.note.is_empty()) {
         let _ = writeln!(md, "- {}: {}", r.fault, r.note);
