@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -59,6 +60,8 @@ pub struct Credentials {
     table: RwLock<Table>,
     modified: RwLock<Option<SystemTime>>,
     verifying: Semaphore,
+    /// Argon2 verifications run (the costly part of a check).
+    verifications: AtomicU64,
     /// Refuse stations that have no secret at all.
     pub require_all: bool,
 }
@@ -122,6 +125,7 @@ impl Credentials {
             table: RwLock::new(Table::default()),
             modified: RwLock::new(None),
             verifying: Semaphore::new(MAX_VERIFYING),
+            verifications: AtomicU64::new(0),
             require_all,
         }
     }
@@ -136,6 +140,7 @@ impl Credentials {
             table: RwLock::new(table),
             modified: RwLock::new(modified),
             verifying: Semaphore::new(MAX_VERIFYING),
+            verifications: AtomicU64::new(0),
             require_all,
         })
     }
@@ -195,6 +200,15 @@ impl Credentials {
             .contains_key(station)
     }
 
+    fn is_verified(&self, station: &str, d: &[u8; 32]) -> bool {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .verified
+            .get(station)
+            .is_some_and(|v| same(v, d))
+    }
+
     /// Checks `secret` for `station`.
     pub async fn check(&self, station: &str, secret: &str) -> Check {
         let d = digest(secret);
@@ -214,6 +228,14 @@ impl Credentials {
         let Ok(_permit) = self.verifying.acquire().await else {
             return Check::Wrong;
         };
+        // Another connection of the station may have verified the same
+        // secret while this one waited: a fleet reconnecting at once (after
+        // an ingest restart) must not run one Argon2 check per connection.
+        if self.is_verified(station, &d) {
+            return Check::Valid;
+        }
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ingest_credential_verifications_total").increment(1);
         let secret = secret.to_owned();
         let ok =
             tokio::task::spawn_blocking(move || quantrac_plumbing::secret::verify(&hash, &secret))
@@ -299,6 +321,34 @@ parameters = [{{ code = "COD", unit = "mg/L", range_min = 0, range_max = 500 }}]
     /// Two facilities each run a station coded KT01: the full identity in
     /// the file name tells them apart; a third facility's KT01 is refused
     /// rather than stored under the first one.
+    /// A fleet reconnecting at once (after an ingest restart) sends one
+    /// station's secret on many connections: Argon2 runs once, the others
+    /// find it verified once they get their turn.
+    #[tokio::test]
+    async fn concurrent_checks_of_one_secret_verify_it_once() {
+        let hash = quantrac_plumbing::secret::hash("s3cret").expect("hash");
+        let c = std::sync::Arc::new(Credentials::none(false));
+        c.table
+            .write()
+            .expect("lock")
+            .hashes
+            .insert("ST-1".into(), hash);
+        let checks: Vec<_> = (0..8)
+            .map(|_| {
+                let c = std::sync::Arc::clone(&c);
+                tokio::spawn(async move { c.check("ST-1", "s3cret").await })
+            })
+            .collect();
+        for check in checks {
+            assert_eq!(check.await.expect("task"), Check::Valid);
+        }
+        assert!(
+            c.verifications.load(Ordering::Relaxed) <= MAX_VERIFYING as u64,
+            "{} Argon2 runs for one secret",
+            c.verifications.load(Ordering::Relaxed)
+        );
+    }
+
     #[test]
     fn debug_prints_no_secret_hash() {
         let hash = quantrac_plumbing::secret::hash("s3cret").expect("hash");
