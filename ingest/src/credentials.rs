@@ -12,11 +12,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Verifications at once (each takes a core for tens of milliseconds).
@@ -237,10 +237,7 @@ impl Credentials {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ingest_credential_verifications_total").increment(1);
         let secret = secret.to_owned();
-        let ok =
-            tokio::task::spawn_blocking(move || quantrac_plumbing::secret::verify(&hash, &secret))
-                .await
-                .unwrap_or(false);
+        let ok = verify_on_own_threads(hash, secret).await.unwrap_or(false);
         if !ok {
             return Check::Wrong;
         }
@@ -279,6 +276,46 @@ impl Credentials {
         tracing::info!(path = %path.display(), stations_with_secret = n, "station credentials reloaded");
         Ok(true)
     }
+}
+
+/// Argon2 on `MAX_VERIFYING` threads of its own rather than on tokio's
+/// blocking pool: a verification takes 19 MiB, and the allocator keeps
+/// what a thread freed for that thread's arena, so verifications spread
+/// over many pool threads (a fleet reconnecting) left ingest holding
+/// hundreds of MiB. Callers hold a `verifying` permit, which bounds the
+/// queue.
+fn verify_on_own_threads(hash: String, secret: String) -> oneshot::Receiver<bool> {
+    type Job = (String, String, oneshot::Sender<bool>);
+    static POOL: OnceLock<std::sync::mpsc::Sender<Job>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..MAX_VERIFYING {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        let Ok((hash, secret, reply)) = job else {
+                            return;
+                        };
+                        let _ = reply.send(quantrac_plumbing::secret::verify(&hash, &secret));
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a secret verification thread");
+            }
+        }
+        tx
+    });
+    let (reply, answer) = oneshot::channel();
+    // No thread (none could start): the answer is dropped, the check fails.
+    let _ = pool.send((hash, secret, reply));
+    answer
 }
 
 /// Checks the registry file every `every` until `stop`.
