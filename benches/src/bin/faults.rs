@@ -117,9 +117,10 @@ struct Args {
     #[arg(long, default_value_t = 1100)]
     slow_connections: usize,
     /// The cost of the fleet's secret hash (every station proves itself
-    /// with its secret on every protocol either way).
-    #[arg(long, value_enum, default_value = "light")]
-    argon2: SecretCost,
+    /// with its secret on every protocol either way). Default: production's,
+    /// `light` with `--short` (a debug build).
+    #[arg(long, value_enum)]
+    argon2: Option<SecretCost>,
     /// Where the report goes.
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
@@ -135,9 +136,10 @@ enum SecretCost {
     Light,
     /// A random secret hashed as `quantrac_plumbing::secret::hash` does for
     /// production (19 MiB, two passes): about 0.4 s a verification in a
-    /// debug build on 2 cores, two at a time, so 100 stations take about a
-    /// minute to prove themselves after each start of ingest, and ingest's
-    /// resident memory passed 400 MiB doing it.
+    /// debug build on 2 cores, two at a time. (Before ingest looked at the
+    /// verified secrets again after waiting for a slot, every connection of
+    /// a reconnecting fleet ran its own: 100 stations took about a minute
+    /// after each start of ingest in a debug build.)
     Production,
 }
 
@@ -1039,6 +1041,12 @@ fn mix_line(mix: &[(Protocol, usize)]) -> String {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn").init();
     let mut args = Args::parse();
+    let argon2 = args.argon2.unwrap_or(if args.short {
+        SecretCost::Light
+    } else {
+        SecretCost::Production
+    });
+    args.argon2 = Some(argon2);
     if args.short {
         args.stations = args.stations.min(100);
         args.phase = args.phase.min(Duration::from_secs(12));
@@ -1099,7 +1107,7 @@ async fn main() -> Result<()> {
     let prefix = unique("F");
     // The hash in every station's registry entry: ingest checks the secret
     // on every protocol, as in production.
-    let (secret, hash) = fleet_secret(args.argon2)?;
+    let (secret, hash) = fleet_secret(argon2)?;
     let registry = Outfalls::numbered(&prefix, args.stations)
         .expected_interval("1h")
         .with_lines(&format!("secret_hash = \"{hash}\""))
@@ -1143,6 +1151,8 @@ async fn main() -> Result<()> {
             l.enabled = true;
             l.listen = common::procs::free_addr()?;
             l.sessions_file = work.join("mqtt-sessions");
+            // Every simulated station connects from 127.0.0.1.
+            l.max_connections_per_address = l.max_connections;
             configs.ingest.mqtt.enabled = false;
             (
                 l.listen.ip().to_string(),
@@ -1653,7 +1663,7 @@ async fn main() -> Result<()> {
             "stations": args.stations,
             "mqtt_share": args.mqtt_share,
             "ftp_every": args.ftp_every,
-            "argon2": args.argon2,
+            "argon2": argon2,
             "mqtt_via": args.mqtt_via,
             "protocols": protocols,
             "phase_s": args.phase.as_secs_f64(),
@@ -2014,7 +2024,7 @@ fn markdown(
             MqttVia::Listener => "to ingest's own MQTT endpoint",
             MqttVia::Broker => "through Mosquitto",
         },
-        match args.argon2 {
+        match args.argon2.unwrap_or(SecretCost::Production) {
             SecretCost::Light => "light",
             SecretCost::Production => "production",
         },
