@@ -7,8 +7,8 @@
 # a 10x burst); the report (readings lost and duplicated, alerts missing or
 # doubled, recovery per fault, peak memory) goes to benches/results/.
 #
-#   scripts/faults.sh                  # the full run: ~1 million readings, ~10 minutes (release build)
-#   scripts/faults.sh --short          # the CI version: ~2 minutes (debug build)
+#   scripts/faults.sh                  # the full run: ~3 million readings, ~12 minutes (release build)
+#   scripts/faults.sh --short          # the CI version: ~3.5 minutes (debug build)
 #   scripts/faults.sh --fault kill-ingest --fault restart-kafka --phase 60s
 #
 # Exit status 1 when a promise was broken. It restarts the services it
