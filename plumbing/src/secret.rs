@@ -131,9 +131,92 @@ pub fn verify(hash: &str, secret: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Checks secrets against Argon2 hashes in one memory area kept between
+/// calls, as [`verify`] does: a verification at [`hash`]'s cost fills 19
+/// MiB, and allocating that for each one left the allocator holding freed
+/// areas (a fleet proving its secrets at once took ingest past 250 MiB).
+/// One per thread that verifies.
+#[derive(Default)]
+pub struct Verifier {
+    blocks: Vec<argon2::Block>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("kib", &self.blocks.len())
+            .finish()
+    }
+}
+
+/// The most memory a hash may ask a [`Verifier`] for (KiB): the registry
+/// is the operator's, but a typo must not take the host's memory.
+const MAX_VERIFY_KIB: usize = 256 * 1024;
+
+impl Verifier {
+    /// Whether `secret` is the one `hash` was made from.
+    pub fn verify(&mut self, hash: &str, secret: &str) -> bool {
+        self.check(hash, secret).unwrap_or(false)
+    }
+
+    fn check(&mut self, hash: &str, secret: &str) -> Option<bool> {
+        let h = PasswordHash::new(hash).ok()?;
+        let algorithm = argon2::Algorithm::try_from(h.algorithm).ok()?;
+        let version = match h.version {
+            Some(v) => argon2::Version::try_from(v).ok()?,
+            None => argon2::Version::default(),
+        };
+        let params = argon2::Params::try_from(&h).ok()?;
+        let expected = h.hash?;
+        let mut salt = [0u8; 64];
+        let salt = h.salt?.decode_b64(&mut salt).ok()?;
+        let need = params.block_count();
+        if need > MAX_VERIFY_KIB {
+            return None;
+        }
+        if self.blocks.len() < need {
+            self.blocks.resize(need, argon2::Block::default());
+        }
+        let mut out = vec![0u8; expected.len()];
+        Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(
+                secret.as_bytes(),
+                salt,
+                &mut out,
+                &mut self.blocks[..need],
+            )
+            .ok()?;
+        // Output's equality is constant-time.
+        Some(argon2::password_hash::Output::new(&out).ok()? == expected)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verifier_keeping_its_memory_agrees_with_verify() {
+        let mut v = Verifier::default();
+        let s = generate();
+        let h = hash(&s).expect("hash");
+        // A lighter hash (1 MiB, one pass) after the heavier one: the area
+        // is reused, not resized.
+        let light = "$argon2id$v=19$m=1024,t=1,p=1$cXVhbnRyYWMtZmF1bHRzIQ$JGMGOh8VVBecI+LC8tjZcIB9jI/pIOnqvqFsr3B2JSY";
+        for _ in 0..2 {
+            assert!(v.verify(&h, &s));
+            assert!(!v.verify(&h, "wrong"));
+            assert_eq!(
+                v.verify(light, "faults-fleet-secret"),
+                verify(light, "faults-fleet-secret")
+            );
+            assert!(v.verify(light, "faults-fleet-secret"));
+            assert!(!v.verify(light, "other"));
+        }
+        assert!(!v.verify("not a hash", &s));
+        assert_eq!(v.blocks.len(), 19 * 1024, "the default cost's area, kept");
+        assert!(!v.verify("$argon2id$v=19$m=4194304,t=1,p=1$cXVhbnRyYWMtZmF1bHRzIQ$JGMGOh8VVBecI+LC8tjZcIB9jI/pIOnqvqFsr3B2JSY", "x"), "4 GiB refused");
+    }
 
     #[test]
     fn a_hash_verifies_its_secret_only() {
