@@ -35,9 +35,9 @@
 //! only with readings the engine had judged before it stopped; readings it
 //! may not have judged (stored by the processor, but their alert events not
 //! yet persisted) should go through [`Engine::observe`] instead, which opens
-//! only what no restored alert covers. [`Engine::watermarks`] gives, per
-//! station, the newest measurement time judged: persisted with the alert
-//! events, it is the line between the two.
+//! only what no restored alert covers. Which readings those are is the
+//! service's record, not the engine's (single-node mode: `alert_pending`;
+//! Kafka: the committed offsets).
 //!
 //! Memory per series: one timestamp per reading within `max_lateness` (the
 //! seen set), the window buckets within `max_lateness`, the previous valid

@@ -79,15 +79,15 @@ impl Webhook {
     }
 }
 
-/// Messages to `address` in the test server's Maildir, per alert id
-/// (`X-Quantrac-Alert`).
-pub fn mailed(address: &str) -> HashMap<String, u32> {
+/// The test server's Maildir messages to `address`: each file and its
+/// headers' `X-Quantrac-Alert`, if any.
+fn messages_to(address: &str) -> Vec<(PathBuf, Option<String>)> {
     let dir = PathBuf::from(quantrac_testkit::env::var(
         "QUANTRAC_SMTP_MAILDIR",
         ".local/services/smtp/maildir",
     ))
     .join("new");
-    let mut out = HashMap::new();
+    let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         let header = |name: &str| {
@@ -95,9 +95,19 @@ pub fn mailed(address: &str) -> HashMap<String, u32> {
                 .take_while(|l| !l.is_empty())
                 .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
         };
-        if header("X-RcptTo:").as_deref() == Some(address)
-            && let Some(id) = header("X-Quantrac-Alert:")
-        {
+        if header("X-RcptTo:").as_deref() == Some(address) {
+            out.push((entry.path(), header("X-Quantrac-Alert:")));
+        }
+    }
+    out
+}
+
+/// Messages to `address` in the test server's Maildir, per alert id
+/// (`X-Quantrac-Alert`).
+pub fn mailed(address: &str) -> HashMap<String, u32> {
+    let mut out = HashMap::new();
+    for (_, alert) in messages_to(address) {
+        if let Some(id) = alert {
             *out.entry(id).or_default() += 1;
         }
     }
@@ -106,19 +116,7 @@ pub fn mailed(address: &str) -> HashMap<String, u32> {
 
 /// Removes the run's messages from the Maildir (they are counted).
 pub fn forget_mail(address: &str) {
-    let dir = PathBuf::from(quantrac_testkit::env::var(
-        "QUANTRAC_SMTP_MAILDIR",
-        ".local/services/smtp/maildir",
-    ))
-    .join("new");
-    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let to_us = text
-            .lines()
-            .take_while(|l| !l.is_empty())
-            .any(|l| l.strip_prefix("X-RcptTo:").map(str::trim) == Some(address));
-        if to_us {
-            let _ = std::fs::remove_file(entry.path());
-        }
+    for (path, _) in messages_to(address) {
+        let _ = std::fs::remove_file(path);
     }
 }
