@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
+use futures::FutureExt as _;
 use prost::Message;
 use quantrac_proto::v1::{self, StoredReadingBatch};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -52,6 +53,11 @@ pub(crate) struct Waiting {
     reply: tokio::sync::oneshot::Sender<Result<v1::Alert, Status>>,
     deadline: tokio::time::Instant,
 }
+
+/// Records of `readings.valid` judged before their changes are recorded:
+/// one database transaction and one wake-up for what arrived together,
+/// few enough that the live stream does not wait on a long round.
+const MAX_RECORDS_PER_ROUND: usize = 256;
 
 /// How long a forwarded action waits for the instance holding the alert.
 const FORWARD_DEADLINE: Duration = Duration::from_secs(10);
@@ -456,16 +462,30 @@ impl EngineTask {
                         Ok(m) => m,
                         Err(e) => { tracing::warn!(error = %e, "Kafka consumer error"); continue; }
                     };
-                    let events = match StoredReadingBatch::decode(m.payload().unwrap_or_default()) {
-                        Ok(batch) => self.evaluate(&batch),
-                        Err(e) => {
-                            tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "undecodable record on readings.valid; skipped");
-                            Vec::new()
+                    // With it, what has already arrived: judged together,
+                    // recorded in one transaction, then every offset stored.
+                    let mut messages = vec![m];
+                    while messages.len() < MAX_RECORDS_PER_ROUND {
+                        match consumer.recv().now_or_never() {
+                            Some(Ok(m)) => messages.push(m),
+                            Some(Err(e)) => { tracing::warn!(error = %e, "Kafka consumer error"); break; }
+                            None => break,
                         }
-                    };
+                    }
+                    let mut events = Vec::new();
+                    for m in &messages {
+                        match StoredReadingBatch::decode(m.payload().unwrap_or_default()) {
+                            Ok(batch) => events.extend(self.evaluate(&batch)),
+                            Err(e) => {
+                                tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "undecodable record on readings.valid; skipped");
+                            }
+                        }
+                    }
                     self.apply(events, shutdown).await?;
-                    if let Err(e) = consumer.store_offset_from_message(&m) {
-                        tracing::info!(error = %e, "offset not stored (partition revoked)");
+                    for m in &messages {
+                        if let Err(e) = consumer.store_offset_from_message(m) {
+                            tracing::info!(error = %e, "offset not stored (partition revoked)");
+                        }
                     }
                 }
             }

@@ -83,7 +83,10 @@ pub struct FrameRow {
 
 /// Writes frame digests; one already kept is left as it is. Returns the
 /// new rows.
-pub async fn write_frames(client: &Client, frames: &[FrameRow]) -> Result<u64, DbError> {
+pub async fn write_frames(
+    client: &impl tokio_postgres::GenericClient,
+    frames: &[FrameRow],
+) -> Result<u64, DbError> {
     if frames.is_empty() {
         return Ok(0);
     }

@@ -75,7 +75,7 @@ pub(crate) fn producer(config: &ProcessorConfig) -> Result<FutureProducer, Proce
         &config.kafka.properties,
         &[
             ("compression.type", "lz4".into()),
-            ("linger.ms", "5".into()),
+            ("linger.ms", config.kafka.linger.as_millis().to_string()),
         ],
     );
     Ok(kafka::create(&cc, "producer")?)

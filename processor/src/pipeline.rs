@@ -1,6 +1,7 @@
 //! The pure middle of the processor: Kafka records in, validated readings
 //! and rejections out, and the records to publish once they are stored.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -332,18 +333,23 @@ fn event(
 /// keyed by station, in the batch's order.
 pub fn valid_records(valid: &[Normalised]) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, StoredReadingBatch)> = Vec::new();
+    // Station -> its place in `out`: a batch holds hundreds of stations.
+    let mut place: HashMap<&str, usize> = HashMap::new();
     for n in valid {
         let reading = n.to_stored();
-        match out.iter_mut().find(|(s, _)| *s == n.station_id) {
-            Some((_, b)) => b.readings.push(reading),
-            None => out.push((
-                n.station_id.clone(),
-                StoredReadingBatch {
-                    station_id: n.station_id.clone(),
-                    readings: vec![reading],
-                    ..Default::default()
-                },
-            )),
+        match place.get(n.station_id.as_str()) {
+            Some(&i) => out[i].1.readings.push(reading),
+            None => {
+                place.insert(&n.station_id, out.len());
+                out.push((
+                    n.station_id.clone(),
+                    StoredReadingBatch {
+                        station_id: n.station_id.clone(),
+                        readings: vec![reading],
+                        ..Default::default()
+                    },
+                ));
+            }
         }
     }
     out.into_iter()

@@ -26,6 +26,8 @@ pub struct WriteOutcome {
     pub conflicts: u64,
     /// New rows in `rejected_readings`.
     pub rejected: u64,
+    /// New frame digests in `raw_frames`.
+    pub frames: u64,
 }
 
 #[derive(Debug)]
@@ -127,6 +129,7 @@ impl Store {
         &mut self,
         readings: &[ReadingRow],
         rejected: &[RejectedReading],
+        frames: &[quantrac_db::events::FrameRow],
     ) -> Result<WriteOutcome, StoreError> {
         let (method, unjudged) = (self.method, self.unjudged);
         let client = self.client().await?;
@@ -136,8 +139,16 @@ impl Store {
             quantrac_db::pending::record(&tx, batch, readings).await?;
         }
         let rejected_new = quantrac_db::readings::insert_rejected(&tx, rejected).await?;
+        // In the same commit: a second transaction per batch for the
+        // digests cost PostgreSQL a second WAL flush per batch.
+        let frames_new = if frames.is_empty() {
+            0
+        } else {
+            quantrac_db::events::write_frames(&tx, frames).await?
+        };
         tx.commit().await?;
         Ok(WriteOutcome {
+            frames: frames_new,
             inserted: written.inserted,
             duplicates: (readings.len() as u64 - written.inserted)
                 .saturating_sub(written.conflicts),

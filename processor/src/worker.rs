@@ -79,11 +79,18 @@ impl Worker {
         let mut backoff = self.batch.min_backoff;
         let outcome = loop {
             let started = Instant::now();
-            match self.store.write(&checked.valid, &checked.rejected).await {
+            match self
+                .store
+                .write(&checked.valid, &checked.rejected, &checked.frames)
+                .await
+            {
                 Ok(o) => {
                     metrics::histogram!("processor_commit_seconds")
                         .record(started.elapsed().as_secs_f64());
                     self.status.set_db_failing(false);
+                    // Committed with the readings; not written again below.
+                    checked.frames.clear();
+                    metrics::counter!("processor_raw_frames_stored_total").increment(o.frames);
                     break o;
                 }
                 Err(e) if e.is_transient() => {
@@ -180,7 +187,7 @@ impl Worker {
                             Err(e) => {
                                 let refused = reported_refusal(&row, &e);
                                 self.store
-                                    .write(&[], std::slice::from_ref(&refused))
+                                    .write(&[], std::slice::from_ref(&refused), &[])
                                     .await
                                     .map_err(ProcessorError::Store)?;
                                 checked.rejected.push(refused);
@@ -250,7 +257,7 @@ impl Worker {
                             .increment(frames as u64);
                     }
                     self.store
-                        .write(&[], &refused)
+                        .write(&[], &refused, &[])
                         .await
                         .map_err(ProcessorError::Store)?;
                     checked.rejected.extend(refused);
@@ -269,7 +276,7 @@ impl Worker {
         let mut outcome = WriteOutcome::default();
         let mut refused_rejections = Vec::new();
         for r in &checked.rejected {
-            match self.store.write(&[], std::slice::from_ref(r)).await {
+            match self.store.write(&[], std::slice::from_ref(r), &[]).await {
                 Ok(o) => outcome.rejected += o.rejected,
                 Err(e) if e.is_transient() => return Err(e),
                 Err(e) => refused_rejections.push((r.clone(), e.to_string())),
@@ -281,7 +288,7 @@ impl Worker {
             r.measured_at = None;
             r.rejected_at = None;
             r.detail = format!("{} (stored without its times: {error})", r.detail);
-            match self.store.write(&[], std::slice::from_ref(&r)).await {
+            match self.store.write(&[], std::slice::from_ref(&r), &[]).await {
                 Ok(o) => outcome.rejected += o.rejected,
                 Err(e) if e.is_transient() => return Err(e),
                 Err(e) => {
@@ -293,7 +300,7 @@ impl Worker {
         let mut pending = vec![std::mem::take(&mut checked.valid)];
         let mut stored = Vec::new();
         while let Some(rows) = pending.pop() {
-            match self.store.write(&rows, &[]).await {
+            match self.store.write(&rows, &[], &[]).await {
                 Ok(o) => {
                     outcome.inserted += o.inserted;
                     outcome.duplicates += o.duplicates;
@@ -308,7 +315,11 @@ impl Worker {
                     let refused = refusal(&rows[0], &e);
                     metrics::counter!("processor_rejected_total", "reason" => RejectReason::StorageRefused.as_str()).increment(1);
                     tracing::error!(station = %rows[0].station_id, parameter = %rows[0].parameter, error = %e, "reading refused by the database; kept as rejected");
-                    match self.store.write(&[], std::slice::from_ref(&refused)).await {
+                    match self
+                        .store
+                        .write(&[], std::slice::from_ref(&refused), &[])
+                        .await
+                    {
                         Ok(o) => outcome.rejected += o.rejected,
                         Err(e) if e.is_transient() => {
                             checked.valid = restored(stored, rows, pending);

@@ -177,8 +177,8 @@ async fn timescale_schema_policies_aggregates_and_compression() {
         1200.0,
         QcFlag::AboveRange,
     );
-    let first = store.write(&batch, &[]).await.expect("write");
-    let second = store.write(&batch, &[]).await.expect("write again");
+    let first = store.write(&batch, &[], &[]).await.expect("write");
+    let second = store.write(&batch, &[], &[]).await.expect("write again");
     assert_eq!((first.inserted, first.duplicates), (12, 0));
     assert_eq!((second.inserted, second.duplicates), (0, 12));
     store
@@ -218,7 +218,10 @@ async fn timescale_schema_policies_aggregates_and_compression() {
         1000.0,
         QcFlag::Valid,
     );
-    assert_eq!(store.write(&[late], &[]).await.expect("late").inserted, 1);
+    assert_eq!(
+        store.write(&[late], &[], &[]).await.expect("late").inserted,
+        1
+    );
     let before = hourly_row(&mut store, &station, hour).await;
     assert_eq!(before.get::<_, i64>(0), 10, "not yet in the rollup");
     store
@@ -248,7 +251,7 @@ async fn timescale_schema_policies_aggregates_and_compression() {
         .collect();
     assert_eq!(
         store
-            .write(&old_batch, &[])
+            .write(&old_batch, &[], &[])
             .await
             .expect("old write")
             .inserted,
@@ -278,7 +281,7 @@ async fn timescale_schema_policies_aggregates_and_compression() {
     .await;
     assert_eq!(compressed, 1, "the old chunk is compressed");
     let replay = store
-        .write(&old_batch, &[])
+        .write(&old_batch, &[], &[])
         .await
         .expect("replay into a compressed chunk");
     assert_eq!((replay.inserted, replay.duplicates), (0, 6));

