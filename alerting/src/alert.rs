@@ -43,10 +43,13 @@ pub enum RuleKind {
     /// judged: a logger correcting itself, or someone writing as the
     /// station. The first value stays judged; an officer must look.
     ConflictingValue,
+    /// An instrument whose calibration or inspection (kiểm định) has run
+    /// out, by the registry's dates: one alert per instrument and day.
+    InstrumentExpired,
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 8] = [
+    pub const ALL: [RuleKind; 9] = [
         RuleKind::LimitExceeded,
         RuleKind::AverageExceeded,
         RuleKind::EarlyWarning,
@@ -55,6 +58,7 @@ impl RuleKind {
         RuleKind::InstrumentStatus,
         RuleKind::Flatline,
         RuleKind::ConflictingValue,
+        RuleKind::InstrumentExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl RuleKind {
             RuleKind::InstrumentStatus => "instrument_status",
             RuleKind::Flatline => "flatline",
             RuleKind::ConflictingValue => "conflicting_value",
+            RuleKind::InstrumentExpired => "instrument_expired",
         }
     }
 

@@ -283,6 +283,7 @@ pub struct Severities {
     pub instrument_status: Severity,
     pub flatline: Severity,
     pub conflicting_value: Severity,
+    pub instrument_expired: Severity,
 }
 
 impl Default for Severities {
@@ -296,6 +297,7 @@ impl Default for Severities {
             instrument_status: Severity::Warning,
             flatline: Severity::Warning,
             conflicting_value: Severity::Warning,
+            instrument_expired: Severity::Warning,
         }
     }
 }
@@ -311,6 +313,7 @@ impl Severities {
             RuleKind::InstrumentStatus => self.instrument_status,
             RuleKind::Flatline => self.flatline,
             RuleKind::ConflictingValue => self.conflicting_value,
+            RuleKind::InstrumentExpired => self.instrument_expired,
         }
     }
 }
@@ -638,6 +641,7 @@ struct SeverityPatch {
     instrument_status: Option<Severity>,
     flatline: Option<Severity>,
     conflicting_value: Option<Severity>,
+    instrument_expired: Option<Severity>,
 }
 
 fn set<T: Clone, U>(target: &mut U, from: &Option<T>, f: impl FnOnce(T) -> U) {
@@ -698,6 +702,7 @@ impl RulesPatch {
             set(&mut s.instrument_status, &p.instrument_status, |v| v);
             set(&mut s.flatline, &p.flatline, |v| v);
             set(&mut s.conflicting_value, &p.conflicting_value, |v| v);
+            set(&mut s.instrument_expired, &p.instrument_expired, |v| v);
         }
     }
 }

@@ -174,6 +174,7 @@ fn live_cod(station: &str) -> quantrac_proto::v1::StoredReadingBatch {
             source: 0,
             received_at: Some(to_timestamp(now)),
             ingest_id: uuid::Uuid::now_v7().to_string(),
+            converted: None,
         }],
         unjudged_batch: 0,
     }

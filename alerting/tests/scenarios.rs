@@ -1539,3 +1539,122 @@ flatline.count = 0
         "{ev:?}"
     );
 }
+
+/// A permit stated at a reference O₂ judges the converted value (the
+/// processor's correction, or the station's own): 300 mg/Nm³ as measured
+/// at 11 % O₂ is 450 at 6 %, under a Cmax of 400. Without a converted value
+/// the value is judged as measured, and the alert says it was not
+/// corrected.
+#[test]
+fn a_limit_at_a_reference_o2_judges_the_corrected_value() {
+    let registry = Registry::from_toml(
+        r#"
+[[stations]]
+id = "K1"
+name = "Boiler stack"
+facility = "Test plant"
+industrial_zone = "KCN Test"
+province = "Phú Yên"
+latitude = 13.0
+longitude = 109.3
+kind = "stack"
+parameters = [
+  { code = "SO2", unit = "mg/Nm3", range_min = 0, range_max = 2000, expected_interval = "5m" },
+  { code = "O2",  unit = "%",      range_min = 0, range_max = 25,   expected_interval = "5m" },
+]
+limits = [
+  { parameter = "SO2", max = 400, regulation = "QCVN 19:2009/BTNMT", column = "B", effective_from = 2020-01-01, reference_o2 = 6 },
+]
+"#,
+    )
+    .unwrap_or_else(|e| panic!("registry: {e}"));
+    let mut e = Engine::new(rules(ONLY_LIMIT), Arc::new(registry));
+    let so2 = |t, value, converted| StoredReading {
+        converted,
+        ..reading("K1", "SO2", t, value, "valid")
+    };
+    // Corrected above Cmax though measured below it: opens.
+    let events = feed(&mut e, &[so2(at(1, 0), 300.0, Some(450.0))]);
+    let open = opened(&events);
+    assert_eq!(open.len(), 1, "{events:?}");
+    assert_eq!(open[0].alert.key.rule, RuleKind::LimitExceeded);
+    assert_eq!(open[0].alert.observed_value, 450.0);
+    assert!(
+        open[0].alert.message.contains("corrected to 6 % O₂"),
+        "{}",
+        open[0].alert.message
+    );
+    // Corrected back under: resolved, though measured higher.
+    let events = feed(&mut e, &[so2(at(1, 5), 390.0, Some(300.0))]);
+    assert_eq!(
+        changes(&events, RuleKind::LimitExceeded).len(),
+        1,
+        "{events:?}"
+    );
+    assert!(matches!(events[0].change, Change::Resolved { .. }));
+    // No O₂ with it: judged as measured, and said so.
+    let events = feed(&mut e, &[so2(at(1, 10), 420.0, None)]);
+    let open = opened(&events);
+    assert_eq!(open.len(), 1, "{events:?}");
+    assert_eq!(open[0].alert.observed_value, 420.0);
+    assert!(
+        open[0].alert.message.contains("not corrected to 6 % O₂"),
+        "{}",
+        open[0].alert.message
+    );
+}
+
+/// An instrument whose calibration ran out raises `instrument_expired`
+/// once, from the first day it is no longer covered (local time), on the
+/// clock; still valid on its last day; renewed in the registry, resolved.
+#[test]
+fn an_instrument_past_its_calibration_raises_one_alert_until_renewed() {
+    let with = |valid_to: &str| {
+        Arc::new(
+            Registry::from_toml(&format!(
+                "{REGISTRY}\n[[stations.instruments]]\nname = \"COD analyser SN 7\"\n\
+                 parameters = [\"COD\"]\ncalibrated_on = 2024-07-15\ncalibration_valid_to = {valid_to}\n"
+            ))
+            .unwrap_or_else(|e| panic!("registry: {e}")),
+        )
+    };
+    // The instruments belong to S2 (the last station in REGISTRY), whose
+    // COD is its only parameter.
+    let mut e = Engine::new(rules(ONLY_LIMIT), with("2025-01-15"));
+    // 2025-01-15 16:59 UTC is still the 15th locally: covered.
+    let events = e.tick(at(16, 59));
+    assert!(
+        of(&events, RuleKind::InstrumentExpired).is_empty(),
+        "{events:?}"
+    );
+    // Local midnight: the 16th, out of date.
+    let events = e.tick(at(17, 0));
+    let open = of(&events, RuleKind::InstrumentExpired);
+    assert_eq!(open.len(), 1, "{events:?}");
+    assert_eq!(open[0].change, Change::Opened);
+    assert_eq!(
+        (
+            open[0].alert.key.station_id.as_str(),
+            open[0].alert.key.parameter.as_str()
+        ),
+        ("S2", "COD")
+    );
+    assert!(
+        open[0].alert.message.contains("COD analyser SN 7")
+            && open[0].alert.message.contains("calibration"),
+        "{}",
+        open[0].alert.message
+    );
+    // Once.
+    let events = e.tick(at(17, 5));
+    assert!(
+        of(&events, RuleKind::InstrumentExpired).is_empty(),
+        "{events:?}"
+    );
+    // Renewed: resolved.
+    e.set_registry(with("2026-01-15"));
+    let events = e.tick(at(17, 10));
+    let resolved = of(&events, RuleKind::InstrumentExpired);
+    assert_eq!(resolved.len(), 1, "{events:?}");
+    assert!(matches!(resolved[0].change, Change::Resolved { .. }));
+}

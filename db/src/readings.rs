@@ -55,6 +55,7 @@ impl ReadingRow {
             source: self.source,
             received_at: self.received_at.map(to_timestamp),
             ingest_id: self.ingest_id.clone(),
+            converted: self.converted,
         }
     }
 }

@@ -171,6 +171,7 @@ async fn exceedance_at(s: &Stack, station: &str, value: f64) {
                 source: 0,
                 received_at: Some(to_timestamp(Utc::now())),
                 ingest_id: uuid::Uuid::now_v7().to_string(),
+                converted: None,
             }],
             unjudged_batch: 0,
         })

@@ -239,6 +239,7 @@ pub fn check(
                 }
             }
         }
+        correct_to_reference_o2(&mut out.valid[first_valid..], registry);
     }
     out
 }
@@ -250,6 +251,42 @@ pub fn check(
 fn is_late(n: &Normalised) -> bool {
     n.received_at
         .is_some_and(|r| r - n.measured_at > chrono::Duration::minutes(5))
+}
+
+/// Concentrations a permit judges at a reference O₂ get, as their converted
+/// value, the value corrected with the station's O₂ of the same time in
+/// the same record (`registry::o2_corrected`), unless the station sent its
+/// own (HJ 212 `-ZsRtd`). Without a usable O₂ they keep none, and alerting
+/// says the value it judged was not corrected. The permit is the one in
+/// force on the UTC date of the measurement.
+fn correct_to_reference_o2(rows: &mut [Normalised], registry: &Registry) {
+    let o2_at: HashMap<(String, DateTime<Utc>), f64> = rows
+        .iter()
+        .filter(|r| r.parameter == "O2" && r.qc_flag == QcFlag::Valid)
+        .map(|r| ((r.station_id.clone(), r.measured_at), r.value))
+        .collect();
+    if o2_at.is_empty() {
+        return;
+    }
+    for r in rows
+        .iter_mut()
+        .filter(|r| r.converted.is_none() && r.parameter != "O2")
+    {
+        let Some(&o2) = o2_at.get(&(r.station_id.clone(), r.measured_at)) else {
+            continue;
+        };
+        let Some(reference) = registry
+            .station(&r.station_id)
+            .and_then(|s| s.limit_at(&r.parameter, r.measured_at.date_naive()))
+            .and_then(|l| l.reference_o2)
+        else {
+            continue;
+        };
+        r.converted = quantrac_proto::registry::o2_corrected(r.value, o2, reference);
+        if r.converted.is_some() {
+            metrics::counter!("processor_o2_corrected_total").increment(1);
+        }
+    }
 }
 
 /// NOx as NO2 of a stack that measures NO and NO2 separately (QCVN 19
@@ -599,5 +636,113 @@ parameters = [
         assert!((nox[1].1 - (90.0 * m_no2 / m_no + 10.0)).abs() < 1e-9);
         // The station's own NOx, as sent.
         assert_eq!((nox[2].1, nox[2].3), (170.0, None));
+    }
+
+    /// A permit stated at 6 % O₂ gets each SO2 value corrected with the O₂
+    /// of the same time (the NOx it derives too); the station's own
+    /// converted value stands; without O₂ in the record, or near air, or
+    /// under a permit naming no reference, nothing is corrected.
+    #[test]
+    fn concentrations_are_corrected_to_the_permits_reference_o2() {
+        let station = |id: &str, reference: &str| {
+            format!(
+                r#"
+[[stations]]
+id = "{id}"
+name = "S"
+facility = "F"
+industrial_zone = "Z"
+province = "P"
+latitude = 13.0
+longitude = 109.3
+kind = "stack"
+parameters = [
+  {{ code = "SO2", unit = "mg/Nm3", range_min = 0, range_max = 2000 }},
+  {{ code = "O2", unit = "%", range_min = 0, range_max = 25 }},
+]
+[[stations.limits]]
+parameter = "SO2"
+max = 500
+regulation = "QCVN 19:2009/BTNMT"
+effective_from = 2020-01-01
+{reference}
+"#
+            )
+        };
+        let registry =
+            Registry::from_toml(&(station("ST-1", "reference_o2 = 6") + &station("ST-2", "")))
+                .expect("registry");
+        let at = Utc::now() - chrono::Duration::minutes(5);
+        let reading =
+            |station: &str, p: &str, v: f64, unit: &str, k: u32| quantrac_proto::v1::Reading {
+                station_id: station.into(),
+                parameter: p.into(),
+                value: v,
+                unit: unit.into(),
+                measured_at: Some(to_timestamp(at + chrono::Duration::minutes(i64::from(k)))),
+                status: quantrac_proto::v1::DeviceStatus::Measuring as i32,
+                device_flag: "00".into(),
+                source: 3,
+                ingest_id: format!("0190a3f0-0000-7000-8000-00000000000{k}"),
+                ..Default::default()
+            };
+        let batch = |readings: Vec<quantrac_proto::v1::Reading>| {
+            batch_record(&ReadingBatch {
+                station_id: readings[0].station_id.clone(),
+                readings,
+                ..Default::default()
+            })
+        };
+        let own = quantrac_proto::v1::Reading {
+            converted: Some(333.0),
+            ..reading("ST-1", "SO2", 300.0, "mg/Nm3", 2)
+        };
+        let checked = check(
+            &[
+                batch(vec![
+                    reading("ST-1", "SO2", 300.0, "mg/Nm3", 1),
+                    reading("ST-1", "O2", 11.0, "%", 1),
+                ]),
+                batch(vec![own, reading("ST-1", "O2", 11.0, "%", 2)]),
+                batch(vec![reading("ST-1", "SO2", 300.0, "mg/Nm3", 3)]),
+                batch(vec![
+                    reading("ST-1", "SO2", 300.0, "mg/Nm3", 4),
+                    reading("ST-1", "O2", 20.5, "%", 4),
+                ]),
+                batch(vec![
+                    reading("ST-2", "SO2", 300.0, "mg/Nm3", 5),
+                    reading("ST-2", "O2", 11.0, "%", 5),
+                ]),
+            ],
+            &registry,
+            &ValidationConfig::default(),
+            Utc::now(),
+        );
+        assert!(checked.rejected.is_empty(), "{:?}", checked.rejected);
+        let so2: Vec<_> = checked
+            .valid
+            .iter()
+            .filter(|r| r.parameter == "SO2")
+            .map(|r| (r.station_id.as_str(), r.value, r.converted))
+            .collect();
+        // 300 × (21 − 6) / (21 − 11) = 450.
+        assert_eq!(
+            so2,
+            vec![
+                ("ST-1", 300.0, Some(450.0)),
+                ("ST-1", 300.0, Some(333.0)),
+                ("ST-1", 300.0, None),
+                ("ST-1", 300.0, None),
+                ("ST-2", 300.0, None),
+            ]
+        );
+        // O₂ itself is never corrected.
+        assert!(
+            checked
+                .valid
+                .iter()
+                .filter(|r| r.parameter == "O2")
+                .all(|r| r.converted.is_none())
+        );
     }
 }

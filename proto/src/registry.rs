@@ -203,6 +203,79 @@ pub struct Station {
     pub parameters: Vec<ParameterSpec>,
     #[serde(default)]
     pub limits: Vec<PermitLimit>,
+    /// The station's analysers, with the dates their calibration and
+    /// inspection (kiểm định) run out: an instrument past either raises an
+    /// alert, as its readings can no longer be relied on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instruments: Vec<Instrument>,
+}
+
+/// One analyser of a station and the certificates that vouch for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instrument {
+    /// What the officers call it: make, model, serial number.
+    pub name: String,
+    /// The parameters it measures (codes or aliases; canonical once
+    /// loaded). A multi-gas analyser lists several.
+    pub parameters: Vec<String>,
+    /// Last calibration, and the last day it is valid.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_date_serde"
+    )]
+    pub calibrated_on: Option<NaiveDate>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_date_serde"
+    )]
+    pub calibration_valid_to: Option<NaiveDate>,
+    /// Last inspection (kiểm định) by an accredited body, and the last day
+    /// its certificate is valid.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_date_serde"
+    )]
+    pub inspected_on: Option<NaiveDate>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_date_serde"
+    )]
+    pub inspection_valid_to: Option<NaiveDate>,
+}
+
+/// A certificate of an instrument that runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Certificate {
+    Calibration,
+    Inspection,
+}
+
+impl Certificate {
+    /// Bilingual, for alert messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Certificate::Calibration => "hiệu chuẩn / calibration",
+            Certificate::Inspection => "kiểm định / inspection",
+        }
+    }
+}
+
+impl Instrument {
+    /// The certificates no longer valid on `today`, with their last day.
+    pub fn expired_on(&self, today: NaiveDate) -> Vec<(Certificate, NaiveDate)> {
+        [
+            (Certificate::Calibration, self.calibration_valid_to),
+            (Certificate::Inspection, self.inspection_valid_to),
+        ]
+        .into_iter()
+        .filter_map(|(c, to)| to.filter(|&to| to < today).map(|to| (c, to)))
+        .collect()
+    }
 }
 
 impl fmt::Debug for Station {
@@ -231,6 +304,7 @@ impl fmt::Debug for Station {
             .field("contacts", &self.contacts)
             .field("parameters", &self.parameters)
             .field("limits", &self.limits)
+            .field("instruments", &self.instruments)
             .finish()
     }
 }
@@ -349,6 +423,42 @@ impl Station {
             }
         }
 
+        for i in 0..self.instruments.len() {
+            let inst = &self.instruments[i];
+            if inst.name.trim().is_empty() {
+                return Err(station("an instrument needs a name".into()));
+            }
+            if inst.parameters.is_empty() {
+                return Err(station(format!(
+                    "instrument {:?} measures no parameter",
+                    inst.name
+                )));
+            }
+            for (on, to, what) in [
+                (inst.calibrated_on, inst.calibration_valid_to, "calibration"),
+                (inst.inspected_on, inst.inspection_valid_to, "inspection"),
+            ] {
+                if let (Some(on), Some(to)) = (on, to)
+                    && to < on
+                {
+                    return Err(station(format!(
+                        "instrument {:?}: {what} valid to {to}, before it was done on {on}",
+                        inst.name
+                    )));
+                }
+            }
+            let mut canonical = Vec::with_capacity(inst.parameters.len());
+            for p in &inst.parameters {
+                let spec = self.parameter(p).ok_or_else(|| {
+                    station(format!(
+                        "instrument {:?} measures {p:?}, which the station does not",
+                        inst.name
+                    ))
+                })?;
+                canonical.push(spec.code.clone());
+            }
+            self.instruments[i].parameters = canonical;
+        }
         for i in 0..self.limits.len() {
             let canonical = self.limits[i].check(self)?;
             self.limits[i].parameter = canonical;
@@ -528,6 +638,14 @@ pub struct PermitLimit {
     /// permit says.
     #[serde(default)]
     pub averaging: Averaging,
+    /// The reference O₂ (% by volume) the permit states a stack's
+    /// concentrations at (the emission standards name one per kind of
+    /// source). Each value is then judged corrected to it, `C × (21 −
+    /// O₂ref) / (21 − O₂measured)`, with the O₂ the station sent for the
+    /// same time (or the station's own converted value, HJ 212 `-ZsRtd`).
+    /// None: judged as measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_o2: Option<f64>,
 }
 
 /// The value a limit is judged on.
@@ -602,6 +720,24 @@ impl PermitLimit {
         if self.column.as_deref().is_some_and(|c| c.trim().is_empty()) {
             return Err(err("column, when given, must be non-empty".into()));
         }
+        if let Some(o2) = self.reference_o2 {
+            if !(o2.is_finite() && (0.0..MAX_REFERENCE_O2).contains(&o2)) {
+                return Err(err(format!(
+                    "reference_o2 = {o2} must be a percentage from 0 to below {MAX_REFERENCE_O2}"
+                )));
+            }
+            if spec.code == "O2" || coefficients_forbidden(spec) || spec.unit == "m³/h" {
+                return Err(err(format!(
+                    "reference_o2 corrects a concentration; {} is not one",
+                    spec.code
+                )));
+            }
+            if station.parameter("O2").is_none() {
+                return Err(err(
+                    "reference_o2 needs the station to measure O2 (the correction uses it)".into(),
+                ));
+            }
+        }
         if !self.coefficients.is_empty() {
             if coefficients_forbidden(spec) {
                 return Err(err(format!(
@@ -628,6 +764,28 @@ impl PermitLimit {
         }
         Ok(spec.code.clone())
     }
+}
+
+/// O₂ in air, %: a reference at or above it makes the correction
+/// meaningless (no flue gas).
+pub const MAX_REFERENCE_O2: f64 = 21.0;
+
+/// A stack concentration `value` measured at `o2_measured` % O₂, corrected
+/// to `o2_reference` %: `value × (21 − ref) / (21 − measured)`. None when
+/// the measured O₂ is not below 21 % minus a margin (the stack is blowing
+/// air: start-up, shut-down, a leak) and the factor would be meaningless,
+/// or when either is not a number.
+pub fn o2_corrected(value: f64, o2_measured: f64, o2_reference: f64) -> Option<f64> {
+    // QCVN-style corrections are not applied this close to air: the factor
+    // passes 20 at 20 % O₂ for a 1 % reference.
+    const AIR_MARGIN: f64 = 1.0;
+    let usable = value.is_finite()
+        && o2_reference.is_finite()
+        && (0.0..=MAX_REFERENCE_O2 - AIR_MARGIN).contains(&o2_measured);
+    if !usable {
+        return None;
+    }
+    Some(value * (MAX_REFERENCE_O2 - o2_reference) / (MAX_REFERENCE_O2 - o2_measured))
 }
 
 /// Parameters whose limit QCVN 40 (and its successors) apply without the
@@ -976,6 +1134,7 @@ effective_from = 2015-01-01
             permit_number: None,
             authority: None,
             averaging: Averaging::Single,
+            reference_o2: None,
         };
         assert!((limit.cmax().unwrap_or_default() - 450.0).abs() < 1e-9);
         let no_max = PermitLimit {
@@ -984,6 +1143,40 @@ effective_from = 2015-01-01
             ..limit
         };
         assert_eq!(no_max.cmax(), None);
+    }
+
+    #[test]
+    fn instruments_run_out_after_their_last_valid_day() {
+        let r = load(&one_station(
+            "[[stations.instruments]]\nname = \"COD analyser SN 7\"\nparameters = [\"cod\"]\n\
+             calibrated_on = 2026-06-01\ncalibration_valid_to = 2026-11-30\n\
+             inspected_on = 2025-12-10\ninspection_valid_to = 2026-12-09\n",
+        ));
+        let inst = &r.station("T-1").expect("station").instruments[0];
+        assert_eq!(inst.parameters, vec!["COD".to_owned()], "canonical code");
+        assert!(
+            inst.expired_on(date(2026, 11, 30)).is_empty(),
+            "valid on its last day"
+        );
+        assert_eq!(
+            inst.expired_on(date(2026, 12, 1)),
+            vec![(Certificate::Calibration, date(2026, 11, 30))]
+        );
+        assert_eq!(inst.expired_on(date(2026, 12, 10)).len(), 2);
+    }
+
+    #[test]
+    fn o2_correction() {
+        // 200 mg/Nm³ at 11 % O₂ is 280 at 7 %: (21 − 7) / (21 − 11) = 1.4.
+        let c = o2_corrected(200.0, 11.0, 7.0).unwrap_or_default();
+        assert!((c - 280.0).abs() < 1e-9, "{c}");
+        // At the reference itself nothing changes.
+        assert_eq!(o2_corrected(200.0, 6.0, 6.0), Some(200.0));
+        // Near air the factor is meaningless: none, not a huge number.
+        assert_eq!(o2_corrected(200.0, 20.5, 6.0), None);
+        assert_eq!(o2_corrected(200.0, 21.0, 6.0), None);
+        assert_eq!(o2_corrected(200.0, -1.0, 6.0), None);
+        assert_eq!(o2_corrected(f64::NAN, 8.0, 6.0), None);
     }
 
     #[test]
@@ -1001,6 +1194,24 @@ effective_from = 2015-01-01
             (
                 one_station("").replace("range_max = 500", "range_max = 0"),
                 "must be below range_max",
+            ),
+            (
+                limit("parameter = \"COD\"\nmax = 75\nreference_o2 = 6"),
+                "needs the station to measure O2",
+            ),
+            (
+                one_station("[[stations.instruments]]\nname = \"X\"\nparameters = [\"TSS\"]\n"),
+                "which the station does not",
+            ),
+            (
+                one_station(
+                    "[[stations.instruments]]\nname = \"X\"\nparameters = [\"COD\"]\ninspected_on = 2026-01-01\ninspection_valid_to = 2025-01-01\n",
+                ),
+                "before it was done",
+            ),
+            (
+                limit("parameter = \"COD\"\nmax = 75\nreference_o2 = 21"),
+                "must be a percentage",
             ),
             (
                 one_station("").replace("range_max = 500", "range_max = nan"),

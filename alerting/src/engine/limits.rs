@@ -80,7 +80,26 @@ fn describe(limit: &PermitLimit) -> String {
         s.push_str(" cột ");
         s.push_str(c);
     }
+    if let Some(o2) = limit.reference_o2 {
+        let o2 = num(o2);
+        s.push_str(&format!(", quy đổi về O₂ {o2} % / corrected to {o2} % O₂"));
+    }
     s
+}
+
+/// The limit as the alert describes it when the value could not be
+/// corrected to the permit's reference O₂ (no usable O₂ with it): judged
+/// as measured, and said so.
+pub(super) fn not_corrected(limit: &PermitLimit) -> PermitLimit {
+    let mut l = limit.clone();
+    if let Some(o2) = l.reference_o2.take() {
+        let o2 = num(o2);
+        l.regulation.push_str(&format!(
+            "; giá trị đo chưa quy đổi về O₂ {o2} % (không có O₂ cùng thời điểm) / \
+             value as measured, not corrected to {o2} % O₂ (no O₂ sent with it)"
+        ));
+    }
+    l
 }
 
 /// Limit exceeded and early warning on one value measured at `t`. With

@@ -114,9 +114,11 @@
 //! - `sequence`: sudden change and flatline;
 //! - `instrument`: instrument status (episodes too long, too many a day);
 //! - `gap`: the data gap;
+//! - `certificates`: instruments whose calibration or inspection ran out;
 //! - `time`: time arithmetic, the local calendar, times and numbers in
 //!   messages.
 
+mod certificates;
 mod gap;
 mod incidents;
 mod instrument;
@@ -439,6 +441,9 @@ impl Engine {
 
         // Data gaps: the whole station first, else each parameter.
         self.data_gaps(now, started, &settings, &mut out);
+
+        // Instruments whose calibration or inspection ran out.
+        self.expired_instruments(now, settings.utc_offset, &mut out);
 
         // Re-notification of open, unacknowledged alerts.
         self.renotify(now, &mut out);

@@ -214,15 +214,31 @@ fn judge_value(
     let (t, v) = (reading.t, reading.r.value);
     let (station, code) = (reading.station, &reading.code);
     let limit = station.and_then(|st| st.limit_at(code, local_date(t, offset)));
+    // A limit stated at a reference O₂ judges the corrected value, and its
+    // averages average corrected values; without one the value is judged
+    // as measured and the alert says so.
+    let uncorrected;
+    let (judged, limit) = match limit {
+        Some(l) if l.reference_o2.is_some() => match reading.r.converted {
+            Some(c) if c.is_finite() => (c, Some(l)),
+            _ => {
+                uncorrected = super::limits::not_corrected(l);
+                (v, Some(&uncorrected))
+            }
+        },
+        other => (v, other),
+    };
 
     // Limit and early warning on the value (late readings too).
     if let Some(limit) = limit {
-        value_rules(info, state, book, limit, t, v, at_least, offset, mode, out);
+        value_rules(
+            info, state, book, limit, t, judged, at_least, offset, mode, out,
+        );
     }
 
     // Window averages.
     if info.rules.averages.enabled {
-        state.add_to_windows(t, v, at_least, offset);
+        state.add_to_windows(t, judged, at_least, offset);
     }
 
     if reading.in_order && !at_least {

@@ -84,6 +84,7 @@ pub fn stored_cod(station: &str, value: f64, minutes_ago: i64) -> StoredReadingB
             source: 0,
             received_at: Some(to_timestamp(Utc::now())),
             ingest_id: uuid::Uuid::now_v7().to_string(),
+            converted: None,
         }],
         unjudged_batch: 0,
     }
