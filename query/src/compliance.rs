@@ -97,6 +97,44 @@ pub struct Summary {
     pub expected: u64,
 }
 
+/// A logger's own hourly record (HJ 212 CN 2061): the hour from `start`
+/// and its average.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReportedHour {
+    pub start: DateTime<Utc>,
+    pub average: f64,
+}
+
+/// Periods the station sent no real-time value for, filled from its own
+/// hourly records: a logger configured to send only hourly data counts
+/// toward completeness and is judged. Each hour reported stands for that
+/// hour's expected values; the period's average is the mean of its hours.
+/// A period with any real-time value keeps it (the records never mix).
+/// Returns how many periods were filled.
+pub fn fill_from_hourly(periods: &mut [Period], hours: &[ReportedHour]) -> usize {
+    let mut filled = 0;
+    for p in periods
+        .iter_mut()
+        .filter(|p| p.valid == 0 && p.above_range == 0)
+    {
+        let inside: Vec<f64> = hours
+            .iter()
+            .filter(|h| p.start <= h.start && h.start + chrono::Duration::hours(1) <= p.end)
+            .map(|h| h.average)
+            .filter(|a| a.is_finite())
+            .collect();
+        if inside.is_empty() {
+            continue;
+        }
+        let hours_in_period = ((p.end - p.start).num_seconds() as f64 / 3600.0).max(1.0);
+        let share = (inside.len() as f64 / hours_in_period).min(1.0);
+        p.average = Some(inside.iter().sum::<f64>() / inside.len() as f64);
+        p.valid = (p.expected as f64 * share).round() as u64;
+        filled += 1;
+    }
+    filled
+}
+
 /// Judges each period with enough data against the limit in force at its
 /// start. A period is judged when its valid and saturated readings reach
 /// `min_coverage` of those expected; a saturated reading counts, as its
@@ -259,5 +297,58 @@ mod tests {
         assert!(s.exceeding[2].lower_bound && !s.exceeding[1].lower_bound);
         assert!((s.exceeding[1].multiple - 1.2).abs() < 1e-9);
         assert_eq!((s.valid, s.expected), (51, 60));
+    }
+
+    /// A logger that sends only hourly records: its hours count as complete
+    /// and are judged; an hour with real-time values keeps them; a day
+    /// with 18 of 24 hours reported is 75 % complete.
+    #[test]
+    fn hourly_records_fill_hours_without_real_time_values() {
+        let hour = |start: &str, average| ReportedHour {
+            start: t(start),
+            average,
+        };
+        let empty = |start: &str| Period {
+            average: None,
+            valid: 0,
+            ..period(start, 0.0, 0, 0)
+        };
+        let mut periods = [
+            empty("2026-01-10T00:00:00Z"),
+            period("2026-01-10T01:00:00Z", 90.0, 12, 0),
+            empty("2026-01-10T02:00:00Z"),
+        ];
+        let hours = [
+            hour("2026-01-10T00:00:00Z", 120.0),
+            hour("2026-01-10T01:00:00Z", 500.0),
+        ];
+        assert_eq!(fill_from_hourly(&mut periods, &hours), 1);
+        assert_eq!((periods[0].average, periods[0].valid), (Some(120.0), 12));
+        assert_eq!((periods[1].average, periods[1].valid), (Some(90.0), 12));
+        assert_eq!((periods[2].average, periods[2].valid), (None, 0));
+        let limits = in_force(
+            &[limit("2026-01-01", 100.0)],
+            t("2026-01-10T00:00:00Z"),
+            t("2026-01-11T00:00:00Z"),
+        );
+        let s = judge(&periods, &limits, 0.75);
+        assert_eq!((s.judged, s.exceeding.len()), (2, 1));
+
+        let mut day = [Period {
+            start: t("2026-01-09T17:00:00Z"),
+            end: t("2026-01-10T17:00:00Z"),
+            average: None,
+            valid: 0,
+            above_range: 0,
+            expected: 288,
+        }];
+        let hours: Vec<ReportedHour> = (0..18)
+            .map(|h| ReportedHour {
+                start: t("2026-01-09T17:00:00Z") + Duration::hours(h),
+                average: 50.0,
+            })
+            .collect();
+        assert_eq!(fill_from_hourly(&mut day, &hours), 1);
+        assert_eq!((day[0].average, day[0].valid), (Some(50.0), 216));
     }
 }

@@ -539,6 +539,13 @@ impl QueryGrpc {
                     period.above_range = row.above_range;
                 }
             }
+            // Hours the logger reported only as its own hourly records.
+            if periods.iter().any(|p| p.valid == 0 && p.above_range == 0) {
+                let hours = read::reported_hours(&client, &r.station_id, &p.code, span.0, span.1)
+                    .await
+                    .map_err(|e| db_status(M, &e))?;
+                compliance::fill_from_hourly(&mut periods, &hours);
+            }
             let limits: Vec<read::LimitRow> = all_limits
                 .iter()
                 .filter(|l| l.parameter == p.code)

@@ -550,6 +550,32 @@ pub async fn latest(
     Ok(rows.iter().map(|r| (r.get(0), point(r, 1))).collect())
 }
 
+/// A logger's own hourly records of a parameter starting in [start, end),
+/// valid ones only (HJ 212 CN 2061 kept in `reported_aggregates`).
+pub async fn reported_hours(
+    client: &Client,
+    station: &str,
+    parameter: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<crate::compliance::ReportedHour>, QueryError> {
+    let rows = client
+        .query(
+            "SELECT period_start, avg FROM reported_aggregates WHERE station_id = $1 AND parameter = $2 \
+             AND kind = 'hour' AND qc_flag = 'valid' AND period_start >= $3 AND period_start < $4 \
+             ORDER BY period_start",
+            &[&station, &parameter, &start, &end],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| crate::compliance::ReportedHour {
+            start: r.get(0),
+            average: r.get(1),
+        })
+        .collect())
+}
+
 /// Readings of a parameter left out of averages, by QC flag, and those
 /// the processor refused, by reason (`rejected:<reason>`).
 pub async fn excluded(

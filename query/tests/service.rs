@@ -1018,3 +1018,60 @@ async fn health_and_reflection() {
         "{names:?}"
     );
 }
+
+/// A logger's own hourly record (CN 2061) stands for an hour without
+/// real-time values: the silent hour 10:00-11:00 on the 15th, reported as
+/// an hourly average of 130, counts as complete and is judged (above the
+/// permit's 100); an hourly record beside real-time values changes nothing.
+#[tokio::test]
+async fn hourly_records_count_toward_completeness() {
+    let f = Fixture::new().await;
+    for (at, avg) in [
+        (local(2026, 11, 15, 10, 0), 130.0),
+        (local(2026, 11, 15, 9, 0), 900.0),
+    ] {
+        f.db.execute(
+            "INSERT INTO reported_aggregates (station_id, parameter, kind, period_start, period_seconds, avg, \
+             unit, status, device_flag, qc_flag, source) \
+             VALUES ('Q-1', 'COD', 'hour', $1, 3600, $2, 'mg/L', 1, 'N', 'valid', 3)",
+            &[&at, &avg],
+        )
+        .await
+        .expect("reported hour");
+    }
+    let t = f.token(Role::Analyst).await;
+    let mut c = f.client().await;
+    let r = c
+        .get_compliance(with_token(
+            &t,
+            GetComplianceRequest {
+                station_id: "Q-1".into(),
+                range: range(start(), end()),
+                averaging: String::new(),
+                min_coverage: None,
+                parameters: vec!["COD".into()],
+            },
+        ))
+        .await
+        .expect("compliance")
+        .into_inner();
+    let cod = &r.parameters[0];
+    // One more hour judged and exceeding than without the record.
+    assert_eq!(
+        (cod.periods, cod.periods_judged, cod.periods_exceeding),
+        (48, 47, 24)
+    );
+    let hour = cod
+        .exceedances
+        .iter()
+        .find(|e| e.start.and_then(|t| from_timestamp(&t)) == Some(local(2026, 11, 15, 10, 0)))
+        .expect("the reported hour");
+    assert_eq!(hour.average, 130.0);
+    // The 09:00 hour keeps its real-time average (140 is 11:00; 09:00 is 120).
+    assert!(
+        cod.exceedances.iter().all(|e| e.average != 900.0),
+        "{:?}",
+        cod.exceedances
+    );
+    assert_eq!((cod.readings, cod.expected), (552, 576));
+}
