@@ -1165,6 +1165,16 @@ effective_from = 2015-01-01
         assert_eq!(inst.expired_on(date(2026, 12, 10)).len(), 2);
     }
 
+    /// The sample registry loads, instruments included.
+    #[test]
+    fn the_sample_registry_loads() {
+        let r = load(include_str!("../../deploy/registry.toml"));
+        let st = r.station("PY-HH-ST01").expect("stack");
+        assert_eq!(st.instruments.len(), 2);
+        assert!(st.instruments[0].expired_on(date(2027, 3, 14)).is_empty());
+        assert_eq!(st.instruments[1].parameters, vec!["PM".to_owned()]);
+    }
+
     #[test]
     fn o2_correction() {
         // 200 mg/Nm³ at 11 % O₂ is 280 at 7 %: (21 − 7) / (21 − 11) = 1.4.
