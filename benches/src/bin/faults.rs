@@ -418,6 +418,8 @@ impl Ledger {
 struct Clock {
     at_ms: u64,
     next: tokio::time::Instant,
+    /// The previous sample's measurement time.
+    prev_ms: Option<u64>,
 }
 
 /// A sample's measurement time in ms after the run's start, and the time
@@ -425,7 +427,8 @@ struct Clock {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     at_ms: u64,
-    step_ms: u64,
+    /// Whether no earlier sample of this station fell in the same second.
+    first_in_second: bool,
 }
 
 impl Clock {
@@ -436,6 +439,7 @@ impl Clock {
         Clock {
             at_ms: 0,
             next: tokio::time::Instant::now() + offset,
+            prev_ms: None,
         }
     }
 
@@ -444,8 +448,9 @@ impl Clock {
         let step_ms = 1000 / u64::from(pace.max(1));
         let slot = Slot {
             at_ms: self.at_ms,
-            step_ms,
+            first_in_second: self.prev_ms.is_none_or(|p| p / 1000 != self.at_ms / 1000),
         };
+        self.prev_ms = Some(self.at_ms);
         self.next += Duration::from_millis(step_ms);
         self.at_ms += step_ms;
         slot
@@ -483,14 +488,21 @@ impl Station {
 
     /// A new sample in `slot`, its COD over the permit every 20 s for the
     /// alert stations; its id and the sample.
-    fn sample(&self, Slot { at_ms, step_ms }: Slot) -> (usize, Sample) {
+    fn sample(
+        &self,
+        Slot {
+            at_ms,
+            first_in_second,
+        }: Slot,
+    ) -> (usize, Sample) {
         let measured_at =
             self.start + chrono::Duration::milliseconds(i64::try_from(at_ms).unwrap_or(i64::MAX));
         // Every 20 s of measurement time whatever the pace (the first sample
-        // of that second), one incident each; staggered by station, so
-        // that every phase has some.
+        // of that second, also when the pace changed within it: two
+        // exceeding samples in a row would be one incident), one incident
+        // each; staggered by station, so that every phase has some.
         let exceeds =
-            self.alerts && (at_ms / 1000 + self.index as u64) % 20 == 10 && at_ms % 1000 < step_ms;
+            self.alerts && (at_ms / 1000 + self.index as u64) % 20 == 10 && first_in_second;
         let cod = if exceeds { 300.0 } else { 40.0 };
         let id = self.ledger.record(self, measured_at, exceeds);
         (id, outfall(&self.name, measured_at, cod))
