@@ -141,11 +141,7 @@ impl Store {
         let rejected_new = quantrac_db::readings::insert_rejected(&tx, rejected).await?;
         // In the same commit: a second transaction per batch for the
         // digests cost PostgreSQL a second WAL flush per batch.
-        let frames_new = if frames.is_empty() {
-            0
-        } else {
-            quantrac_db::events::write_frames(&tx, frames).await?
-        };
+        let frames_new = quantrac_db::events::write_frames(&tx, frames).await?;
         tx.commit().await?;
         Ok(WriteOutcome {
             frames: frames_new,

@@ -5,24 +5,18 @@
 //! registry (the certificate renewed) resolves it. Judged on the clock, by
 //! the instance that watches the station.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone as _, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use quantrac_proto::registry::{Certificate, Instrument};
 
 use super::incidents::Finding;
+use super::time::{local_date, local_midnight};
 use super::{Engine, Mode};
 use crate::alert::{AlertEvent, AlertKey, RuleKind};
 
 const DAY: Duration = Duration::from_secs(86_400);
-
-/// The first instant of `day` in local time, as UTC.
-fn local_midnight(day: NaiveDate, offset: FixedOffset) -> DateTime<Utc> {
-    offset
-        .from_local_datetime(&day.and_time(NaiveTime::MIN))
-        .single()
-        .map_or_else(|| day.and_time(NaiveTime::MIN).and_utc(), |t| t.to_utc())
-}
 
 /// The alert of `inst` for certificates that ran out after `last_day`: its
 /// window is the first day the instrument was no longer covered.
@@ -48,30 +42,20 @@ impl Engine {
         offset: FixedOffset,
         out: &mut Vec<AlertEvent>,
     ) {
-        let today = super::time::local_date(now, offset);
+        let today = local_date(now, offset);
         let registry = std::sync::Arc::clone(&self.registry);
         let mut due = Vec::new();
         for station in registry.stations() {
-            if self
-                .owner
-                .as_ref()
-                .is_some_and(|o| o.watching_since(&station.id).is_none())
-            {
+            if !self.watches(&station.id) {
                 continue;
             }
             for inst in &station.instruments {
-                let mut expired = inst.expired_on(today);
-                expired.sort_by_key(|(_, day)| *day);
-                for day in expired
-                    .iter()
-                    .map(|(_, d)| *d)
-                    .collect::<std::collections::BTreeSet<_>>()
-                {
-                    let certs: Vec<Certificate> = expired
-                        .iter()
-                        .filter(|(_, d)| *d == day)
-                        .map(|(c, _)| *c)
-                        .collect();
+                // Certificates that ran out the same day share one alert.
+                let mut by_day: BTreeMap<NaiveDate, Vec<Certificate>> = BTreeMap::new();
+                for (cert, day) in inst.expired_on(today) {
+                    by_day.entry(day).or_default().push(cert);
+                }
+                for (day, certs) in by_day {
                     if let Some(k) = key(&station.id, inst, day, offset) {
                         due.push((k, inst.name.clone(), inst.parameters.join(", "), certs, day));
                     }
@@ -87,10 +71,7 @@ impl Engine {
                 k.rule == RuleKind::InstrumentExpired
                     && r.is_active()
                     && !due.iter().any(|(d, ..)| d == *k)
-                    && self
-                        .owner
-                        .as_ref()
-                        .is_none_or(|o| o.watching_since(&k.station_id).is_some())
+                    && self.watches(&k.station_id)
             })
             .map(|(k, _)| k.clone())
             .collect();

@@ -507,13 +507,16 @@ impl Engine {
     /// engine holds the alert and judges its station (with several
     /// instances, the one owning the station's partition).
     pub fn handles(&self, alert_id: &str) -> bool {
-        AlertKey::parse(alert_id).is_some_and(|k| {
-            self.book.alerts.contains_key(&k)
-                && self
-                    .owner
-                    .as_ref()
-                    .is_none_or(|o| o.watching_since(&k.station_id).is_some())
-        })
+        AlertKey::parse(alert_id)
+            .is_some_and(|k| self.book.alerts.contains_key(&k) && self.watches(&k.station_id))
+    }
+
+    /// Whether this engine judges `station` (with several instances, the
+    /// one owning the station's partition; alone, every station).
+    fn watches(&self, station: &str) -> bool {
+        self.owner
+            .as_ref()
+            .is_none_or(|o| o.watching_since(station).is_some())
     }
 
     fn record_mut(&mut self, alert_id: &str) -> Result<&mut AlertRecord, EngineError> {

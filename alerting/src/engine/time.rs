@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, TimeDelta, TimeZone as _, Utc};
 
 pub(super) const DAY: Duration = Duration::from_secs(86_400);
 
@@ -38,6 +38,15 @@ pub(super) fn bucket_start(t: DateTime<Utc>, len: Duration, offset: FixedOffset)
     let local = t.timestamp() + off;
     let start = local - local.rem_euclid(len) - off;
     DateTime::from_timestamp(start, 0).unwrap_or(t)
+}
+
+/// The first instant of `day` in local time, as UTC.
+pub(super) fn local_midnight(day: NaiveDate, offset: FixedOffset) -> DateTime<Utc> {
+    let midnight = day.and_time(chrono::NaiveTime::MIN);
+    offset
+        .from_local_datetime(&midnight)
+        .single()
+        .map_or_else(|| midnight.and_utc(), |t| t.to_utc())
 }
 
 pub(super) fn local_date(t: DateTime<Utc>, offset: FixedOffset) -> NaiveDate {
