@@ -26,6 +26,9 @@ pub struct AlertingConfig {
     pub grpc_listen: SocketAddr,
     /// TLS on the gRPC port (cert, key; client_ca for client certificates).
     pub grpc_tls: Option<quantrac_plumbing::tls::ServerTls>,
+    /// People's tokens from an OpenID Connect provider, beside quantrac's
+    /// own (`quantrac token issue`); off when unset.
+    pub oidc: Option<quantrac_plumbing::oidc::OidcConfig>,
     /// `/metrics` and `/health`.
     pub http_listen: SocketAddr,
     pub kafka: KafkaConfig,
@@ -203,6 +206,7 @@ impl Default for AlertingConfig {
             rules: PathBuf::from("deploy/rules.toml"),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             grpc_tls: None,
+            oidc: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9466)),
             kafka: KafkaConfig::default(),
             tick: Duration::from_secs(5),
@@ -299,6 +303,9 @@ impl AlertingConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(problem) = self.oidc.as_ref().and_then(|o| o.problems()) {
+            return Err(invalid("oidc", problem));
+        }
         if !self.database_url.starts_with("postgres://")
             && !self.database_url.starts_with("postgresql://")
         {

@@ -94,6 +94,8 @@ pub struct AlertGrpc {
     pub subscribers: Arc<tokio::sync::Semaphore>,
     /// Manual actions and refused calls go to the audit log.
     pub audit: Arc<quantrac_db::audit::Auditor>,
+    /// People's OIDC tokens, when an issuer is configured.
+    pub oidc: Option<Arc<quantrac_plumbing::oidc::Verifier>>,
 }
 
 fn matches(filter: &SubscribeAlertsRequest, a: &Alert) -> bool {
@@ -324,8 +326,9 @@ impl AlertGrpc {
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         let client = self.db.get().await?;
-        match access::authorize(
+        match access::authorize_with(
             &client,
+            self.oidc.as_deref(),
             access::bearer_token(header),
             needs,
             chrono::Utc::now(),
@@ -342,7 +345,9 @@ impl AlertGrpc {
                     .refused(&e.actor(), method, reason, request.remote_addr())
                     .await;
                 Err(match e {
-                    AccessError::Forbidden { .. } => Status::permission_denied(e.to_string()),
+                    AccessError::Forbidden { .. } | AccessError::NoRole { .. } => {
+                        Status::permission_denied(e.to_string())
+                    }
                     other => Status::unauthenticated(format!(
                         "{other}: send `authorization: Bearer <token>` (`quantrac token issue`)"
                     )),

@@ -397,6 +397,14 @@ async fn serve_grpc(
             &config.database_url,
             quantrac_db::ConnectOptions::default(),
         )),
+        oidc: match &config.oidc {
+            Some(o) => Some(
+                quantrac_plumbing::oidc::Verifier::new(o.clone()).map_err(|e| {
+                    AlertingError::Config(quantrac_plumbing::config::invalid("oidc", e.to_string()))
+                })?,
+            ),
+            None => None,
+        },
     };
     let listener = TcpListener::bind(config.grpc_listen)
         .await

@@ -262,3 +262,84 @@ async fn officers_assign_and_comment_and_the_history_names_them() {
     stop.cancel();
     alerting.wait().await.expect("clean stop");
 }
+
+/// With an `[oidc]` issuer configured, a person signed in at the operator's
+/// identity provider acts with its token: an officer's JWT acknowledges
+/// and the action names them as the provider does; an analyst's JWT is
+/// refused the same action.
+#[tokio::test]
+async fn an_officers_provider_token_acknowledges_under_their_name() {
+    use quantrac_testkit::oidc::{Key, claims, config, serve_jwks};
+
+    let key = Key::ec();
+    let (jwks_url, _) = serve_jwks(serde_json::json!({"keys": [key.jwk("k1")]})).await;
+    let db_url = fresh_database().await;
+    let station = unique("OIDC");
+    let reg = registry(&station);
+    let stop = CancellationToken::new();
+    let mut c = common::alerting_config(&db_url, &reg);
+    c.oidc = Some(config(jwks_url));
+    let (bus, rx) = tokio::sync::mpsc::channel(16);
+    let alerting =
+        quantrac_alerting::Alerting::start(c, quantrac_alerting::Edge::Bus(rx), None, stop.clone())
+            .await
+            .expect("alerting");
+    let client = |token: String| async move {
+        AlertServiceClient::with_interceptor(
+            quantrac_testkit::grpc::channel(alerting.grpc_addr).await,
+            quantrac_testkit::grpc::Bearer::new(&token),
+        )
+    };
+    let mut officer = client(key.sign("k1", &claims("le.thi.b", &["qt-officer"], |_| {}))).await;
+    let mut analyst = client(key.sign("k1", &claims("tran.c", &["qt-analyst"], |_| {}))).await;
+
+    let mut live = analyst
+        .subscribe(SubscribeAlertsRequest::default())
+        .await
+        .expect("an analyst's JWT subscribes")
+        .into_inner();
+    bus.send(stored_cod(&station, 300.0, 10))
+        .await
+        .expect("bus");
+    let opened = tokio::time::timeout(Duration::from_secs(30), live.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("an alert");
+
+    let ack = |note: &str| AcknowledgeAlertRequest {
+        alert_id: opened.id.clone(),
+        officer: "typed.name".into(),
+        note: note.into(),
+    };
+    let e = analyst
+        .acknowledge(ack("not mine to do"))
+        .await
+        .expect_err("an analyst's JWT acknowledges");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    let acked = officer
+        .acknowledge(ack("calling the plant"))
+        .await
+        .expect("an officer's JWT acknowledges")
+        .into_inner();
+    assert_eq!(acked.state(), AlertState::Acknowledged);
+    assert_eq!(acked.acknowledged_by, "oidc:le.thi.b");
+
+    let db = quantrac_testkit::db::connect(&db_url).await;
+    let actors: Vec<(String, String)> = db
+        .query("SELECT actor, action FROM audit_log ORDER BY sequence", &[])
+        .await
+        .expect("audit")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        actors,
+        vec![
+            ("oidc:tran.c".into(), "call_refused".into()),
+            ("oidc:le.thi.b".into(), "acknowledge".into()),
+        ]
+    );
+    stop.cancel();
+    alerting.wait().await.expect("clean stop");
+}

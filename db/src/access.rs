@@ -1,9 +1,13 @@
 //! People's access: bearer tokens with a role and an expiry, kept as
 //! SHA-256 digests (`access_tokens`). Every gRPC service checks a call's
 //! token here and attributes what the call does to the token's identity,
-//! never to a name typed into a request.
+//! never to a name typed into a request. With an `[oidc]` issuer
+//! configured, a JWT from the operator's identity provider is accepted too
+//! (`quantrac_plumbing::oidc`): its identity claim names the person, its
+//! roles map to one of ours.
 
 use chrono::{DateTime, Utc};
+use quantrac_plumbing::oidc::Verifier;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
@@ -78,6 +82,10 @@ pub enum AccessError {
     UnknownRole(String),
     #[error("identity must not be empty")]
     EmptyIdentity,
+    #[error("OIDC token refused: {0}")]
+    Oidc(#[from] quantrac_plumbing::oidc::OidcError),
+    #[error("{identity}'s token grants none of the configured roles")]
+    NoRole { identity: String },
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -86,7 +94,9 @@ impl AccessError {
     /// Who a refusal is about, as far as it is known (never a secret).
     pub fn actor(&self) -> String {
         match self {
-            AccessError::Forbidden { identity, .. } => identity.clone(),
+            AccessError::Forbidden { identity, .. } | AccessError::NoRole { identity } => {
+                identity.clone()
+            }
             AccessError::Expired { prefix, .. } | AccessError::Revoked { prefix, .. } => {
                 prefix.clone()
             }
@@ -101,7 +111,8 @@ impl AccessError {
             AccessError::Unknown => "unknown",
             AccessError::Expired { .. } => "expired",
             AccessError::Revoked { .. } => "revoked",
-            AccessError::Forbidden { .. } => "forbidden",
+            AccessError::Forbidden { .. } | AccessError::NoRole { .. } => "forbidden",
+            AccessError::Oidc(e) => e.reason(),
             AccessError::Db(_) => "database",
             AccessError::UnknownRole(_) | AccessError::EmptyIdentity => "invalid",
         }
@@ -217,10 +228,50 @@ pub async fn authorize(
     needs: Role,
     now: DateTime<Utc>,
 ) -> Result<Identity, AccessError> {
+    authorize_with(client, None, token, needs, now).await
+}
+
+/// As [`authorize`], and a JWT is checked against `oidc`'s issuer when one
+/// is configured. A JWT's person is named `oidc:<identity claim>` in the
+/// audit log, so that it can never pass for a quantrac token's identity.
+pub async fn authorize_with(
+    client: &Client,
+    oidc: Option<&Verifier>,
+    token: Option<&str>,
+    needs: Role,
+    now: DateTime<Utc>,
+) -> Result<Identity, AccessError> {
     let token = token.map(str::trim).filter(|t| !t.is_empty());
     let Some(token) = token else {
         return Err(AccessError::Missing);
     };
+    if let Some(oidc) = oidc
+        && Verifier::looks_like_jwt(token)
+    {
+        let verified = oidc.verify(token, now).await?;
+        let name = format!("oidc:{}", verified.subject);
+        let roles = &oidc.config().roles;
+        let role = verified
+            .roles
+            .iter()
+            .filter_map(|r| roles.get(r)?.parse::<Role>().ok())
+            .max()
+            .ok_or_else(|| AccessError::NoRole {
+                identity: name.clone(),
+            })?;
+        if role < needs {
+            return Err(AccessError::Forbidden {
+                identity: name,
+                has: role,
+                needs,
+            });
+        }
+        return Ok(Identity {
+            name,
+            role,
+            token: "jwt".into(),
+        });
+    }
     let row = client
         .query_opt(
             "SELECT prefix, identity, role, expires_at, revoked_at FROM access_tokens WHERE digest = $1",

@@ -15,6 +15,8 @@
 //!   librdkafka properties are applied first and the settings delivery
 //!   depends on (idempotence, `acks=all`, manual offset store) last, so no
 //!   configuration line can switch them off.
+//! - [`oidc`]: people's OpenID Connect tokens (JWTs), checked against the
+//!   issuer's published keys.
 //! - [`secret`]: station secrets, generated and kept as Argon2id hashes.
 //! - [`syslog`]: security events as RFC 5424 datagrams, when
 //!   `QUANTRAC_SYSLOG` names a collector.
@@ -27,6 +29,7 @@ pub mod bus;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod oidc;
 pub mod process;
 pub mod secret;
 pub mod syslog;

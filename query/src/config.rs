@@ -19,6 +19,9 @@ pub struct QueryConfig {
     pub grpc_listen: SocketAddr,
     /// TLS on the gRPC port (cert, key; client_ca for client certificates).
     pub grpc_tls: Option<quantrac_plumbing::tls::ServerTls>,
+    /// People's tokens from an OpenID Connect provider, beside quantrac's
+    /// own (`quantrac token issue`); off when unset.
+    pub oidc: Option<quantrac_plumbing::oidc::OidcConfig>,
     /// `/metrics` and `/health`.
     pub http_listen: SocketAddr,
     /// Database connections the calls share (each runs several calls at
@@ -51,6 +54,7 @@ impl Default for QueryConfig {
             database_url: "postgres://quantrac:quantrac@127.0.0.1:15432/quantrac".into(),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             grpc_tls: None,
+            oidc: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9467)),
             connections: 4,
             deadline: Duration::from_secs(30),
@@ -84,6 +88,9 @@ impl QueryConfig {
                 "database_url",
                 "expected postgres://user:password@host:port/db",
             ));
+        }
+        if let Some(problem) = self.oidc.as_ref().and_then(|o| o.problems()) {
+            return Err(invalid("oidc", problem));
         }
         if !(1..=64).contains(&self.connections) {
             return Err(invalid("connections", "must be between 1 and 64"));

@@ -32,6 +32,8 @@ pub struct QueryGrpc {
     /// TimescaleDB's real-time continuous aggregates may answer
     /// aggregates ([`read::Source::choose`]).
     rollups: bool,
+    /// People's OIDC tokens, when an issuer is configured.
+    oidc: Option<Arc<quantrac_plumbing::oidc::Verifier>>,
 }
 
 impl QueryGrpc {
@@ -40,12 +42,14 @@ impl QueryGrpc {
         limits: Limits,
         audit: Arc<quantrac_db::audit::Auditor>,
         rollups: bool,
+        oidc: Option<Arc<quantrac_plumbing::oidc::Verifier>>,
     ) -> Self {
         QueryGrpc {
             pool,
             limits,
             audit,
             rollups,
+            oidc,
         }
     }
 
@@ -62,7 +66,8 @@ impl QueryGrpc {
             .await
             .map_err(|e| db_status(method, &e.into()))?;
         let token = bearer(request.metadata());
-        match access::authorize(&client, token, needs, Utc::now()).await {
+        match access::authorize_with(&client, self.oidc.as_deref(), token, needs, Utc::now()).await
+        {
             Ok(identity) => Ok((identity, client)),
             Err(AccessError::Db(e)) => Err(db_status(method, &QueryError::Db(e))),
             Err(e) => {
@@ -85,7 +90,7 @@ pub fn refused(method: &'static str, e: AccessError) -> Status {
     let reason = e.reason();
     metrics::counter!("query_access_refused_total", "reason" => reason).increment(1);
     match e {
-        AccessError::Forbidden { .. } => {
+        AccessError::Forbidden { .. } | AccessError::NoRole { .. } => {
             tracing::warn!(target: "quantrac::security", method, reason, error = %e, "call refused");
             Status::permission_denied(e.to_string())
         }

@@ -57,6 +57,8 @@ pub enum QueryError {
     Http(#[from] quantrac_plumbing::http::HttpError),
     #[error(transparent)]
     Tls(#[from] quantrac_plumbing::tls::TlsError),
+    #[error("oidc: {0}")]
+    Oidc(#[from] quantrac_plumbing::oidc::OidcError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -179,8 +181,17 @@ impl Query {
             rollups,
             "aggregates read from continuous aggregates where they can"
         );
-        let service =
-            grpc::QueryGrpc::new(Arc::clone(&pool), config.limits.clone(), audit, rollups);
+        let oidc = match &config.oidc {
+            Some(o) => Some(quantrac_plumbing::oidc::Verifier::new(o.clone())?),
+            None => None,
+        };
+        let service = grpc::QueryGrpc::new(
+            Arc::clone(&pool),
+            config.limits.clone(),
+            audit,
+            rollups,
+            oidc,
+        );
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(quantrac_proto::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

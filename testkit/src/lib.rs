@@ -14,7 +14,9 @@
 //! - [`samples`]: readings to send;
 //! - [`process`]: a child process that dies with the test;
 //! - [`grpc`]: clients that send a bearer token on every call;
-//! - [`ftp`]: free ports, and uploads through a real FTP(S) client.
+//! - [`ftp`]: free ports, and uploads through a real FTP(S) client;
+//! - [`oidc`]: a stand-in OpenID Connect provider (keys, signed tokens,
+//!   the key set over HTTPS).
 //!
 //! Helpers panic with a message that says what to start: a test that cannot
 //! reach its services has nothing else useful to do.
@@ -24,6 +26,7 @@ pub mod env;
 pub mod ftp;
 pub mod grpc;
 pub mod kafka;
+pub mod oidc;
 pub mod process;
 pub mod registry;
 pub mod samples;
