@@ -8,6 +8,8 @@
 #   timescale  TimescaleDB 2.23 on PGlite (PostgreSQL 17 in WebAssembly, Node.js, npm),
 #              in memory, ONE session shared by all connections (see deploy/README.md)
 #   smtp       a local SMTP server (Debian's python3-aiosmtpd) keeping messages in a Maildir
+#   ftp        an upstream FTP(S) server (Debian's pure-ftpd), standing in for the Ministry's
+#              national system the forwarder delivers Circular 10 files to
 #   browser    headless Chromium and ChromeDriver (Debian packages) for the page tests;
 #              installed only, each test starts its own chromedriver
 #
@@ -40,13 +42,15 @@ source "$QUANTRAC_DEPLOY_DIR/lib/postgres.sh"
 source "$QUANTRAC_DEPLOY_DIR/lib/timescale.sh"
 # shellcheck source=deploy/lib/smtp.sh
 source "$QUANTRAC_DEPLOY_DIR/lib/smtp.sh"
+# shellcheck source=deploy/lib/ftp.sh
+source "$QUANTRAC_DEPLOY_DIR/lib/ftp.sh"
 # shellcheck source=deploy/lib/browser.sh
 source "$QUANTRAC_DEPLOY_DIR/lib/browser.sh"
 
-ALL_SERVICES=(tls kafka mosquitto postgres timescale smtp browser)
+ALL_SERVICES=(tls kafka mosquitto postgres timescale smtp ftp browser)
 
 usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -72,7 +76,7 @@ main() {
   if (($#)); then
     for s in "$@"; do
       case $s in
-      tls | kafka | mosquitto | postgres | timescale | smtp | browser) services+=("$s") ;;
+      tls | kafka | mosquitto | postgres | timescale | smtp | ftp | browser) services+=("$s") ;;
       mail) services+=(smtp) ;;
       chromium) services+=(browser) ;;
       pg | postgresql) services+=(postgres) ;;
@@ -105,6 +109,7 @@ main() {
       mosquitto) f=$MOSQ_LOG ;;
       timescale) f=$TS_LOG ;;
       smtp) f=$SMTP_LOG ;;
+      ftp) f=$FTP_LOG ;;
       *) continue ;;
       esac
       printf '\n--- %s: %s (last %s lines)\n' "$s" "$f" "${QUANTRAC_LOG_LINES:-40}"

@@ -14,6 +14,7 @@
 //!   side read it back.
 //! - [`events`]: what stations say about themselves (HJ 212 notices).
 //! - [`pending`]: single-node mode's stored readings not judged yet.
+//! - [`forward`]: the outbox of the feed to the national system.
 //! - [`registry`]: the station registry written to its tables.
 //! - [`access`]: people's bearer tokens (digests, roles, expiry), checked
 //!   by every gRPC service; [`Reconnecting`], the connection a long-lived
@@ -27,6 +28,7 @@
 pub mod access;
 pub mod audit;
 pub mod events;
+pub mod forward;
 pub mod pending;
 pub mod readings;
 pub mod registry;

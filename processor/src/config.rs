@@ -165,6 +165,10 @@ pub struct StorageConfig {
     /// most this).
     #[serde(with = "humantime_serde")]
     pub latest_every: Duration,
+    /// Queue every stored reading's station and time for `quantrac-forward`
+    /// (the feed to the national system), in the transaction that stores
+    /// it. Off unless a forwarder runs: nothing else empties the queue.
+    pub forward: bool,
 }
 
 impl StorageConfig {
@@ -188,6 +192,7 @@ impl Default for StorageConfig {
             cleanup_every: Duration::from_secs(3_600),
             refresh_rollups_every: Duration::from_secs(600),
             latest_every: Duration::from_secs(1),
+            forward: false,
         }
     }
 }

@@ -128,6 +128,7 @@ impl Processor {
             config.storage.write_method,
         )
         .await?;
+        store.set_forward(config.storage.forward);
         store.sync_registry(&registry).await?;
         tracing::info!(
             timescale = schema.timescale,

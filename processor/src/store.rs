@@ -38,6 +38,8 @@ pub struct Store {
     method: WriteMethod,
     /// Single-node mode: the batch the next writes record as not judged.
     unjudged: Option<i64>,
+    /// Queue each stored time for the national feed (`quantrac_db::forward`).
+    forward: bool,
 }
 
 /// Tables kept no longer than `storage.retention`.
@@ -85,6 +87,7 @@ impl Store {
                 client: Some(client),
                 method,
                 unjudged: None,
+                forward: false,
             },
             info,
         ))
@@ -99,7 +102,14 @@ impl Store {
             client: None,
             method: self.method,
             unjudged: None,
+            forward: self.forward,
         }
+    }
+
+    /// Whether each write also queues its stations' times for the feed to
+    /// the national system, in the same transaction (`storage.forward`).
+    pub fn set_forward(&mut self, forward: bool) {
+        self.forward = forward;
     }
 
     /// Single-node mode: the writes that follow record their readings as
@@ -131,12 +141,15 @@ impl Store {
         rejected: &[RejectedReading],
         frames: &[quantrac_db::events::FrameRow],
     ) -> Result<WriteOutcome, StoreError> {
-        let (method, unjudged) = (self.method, self.unjudged);
+        let (method, unjudged, forward) = (self.method, self.unjudged, self.forward);
         let client = self.client().await?;
         let mut tx = client.transaction().await?;
         let written = quantrac_db::readings::write(&mut tx, readings, method).await?;
         if let Some(batch) = unjudged {
             quantrac_db::pending::record(&tx, batch, readings).await?;
+        }
+        if forward {
+            quantrac_db::forward::enqueue(&tx, readings).await?;
         }
         let rejected_new = quantrac_db::readings::insert_rejected(&tx, rejected).await?;
         // In the same commit: a second transaction per batch for the

@@ -69,3 +69,50 @@ pub fn tls_station() -> (String, std::path::PathBuf, std::path::PathBuf) {
         tls_file("QUANTRAC_TLS_STATION_KEY", "station.key"),
     )
 }
+
+/// The upstream FTP(S) server `deploy/services.sh` runs (pure-ftpd, the
+/// national system's stand-in): where to log in, and where its files and
+/// transfer log are on this machine.
+#[derive(Debug, Clone)]
+pub struct UpstreamFtp {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// The account's home directory on disk.
+    pub home: std::path::PathBuf,
+    /// One line per transfer, `"PUT <path>"` for an upload.
+    pub transfers: std::path::PathBuf,
+}
+
+pub fn upstream_ftp() -> UpstreamFtp {
+    let state = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/services/ftp");
+    let url = std::env::var("QUANTRAC_UPSTREAM_FTP_URL").unwrap_or_else(|_| {
+        let password = std::fs::read_to_string(state.join("password")).unwrap_or_default();
+        format!("ftp://ministry:{}@127.0.0.1:12121", password.trim())
+    });
+    let rest = url
+        .strip_prefix("ftp://")
+        .expect("QUANTRAC_UPSTREAM_FTP_URL is ftp://");
+    let (credentials, address) = rest
+        .rsplit_once('@')
+        .expect("ftp://user:password@host:port");
+    let (user, password) = credentials.split_once(':').expect("user:password");
+    let (host, port) = address
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .expect("host:port");
+    let path = |name: &str, file: &str| {
+        std::env::var_os(name)
+            .map(Into::into)
+            .unwrap_or_else(|| state.join(file))
+    };
+    UpstreamFtp {
+        host: host.into(),
+        port: port.parse().expect("port"),
+        user: user.into(),
+        password: password.into(),
+        home: path("QUANTRAC_UPSTREAM_FTP_HOME", "home"),
+        transfers: path("QUANTRAC_UPSTREAM_FTP_TRANSFERS", "transfers.log"),
+    }
+}
