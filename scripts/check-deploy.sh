@@ -31,7 +31,7 @@ def bad(msg): problems.append(msg)
 # Dockerfile stages.
 dockerfile = open("deploy/docker/Dockerfile").read()
 stages = re.findall(r"^FROM \S+ AS (\w+)$", dockerfile, re.M)
-services = ["ingest", "processor", "alerting", "query", "console"]
+services = ["ingest", "processor", "alerting", "query", "console", "forward"]
 for s in services:
     if s not in stages:
         bad(f"Dockerfile: no stage {s}")
@@ -94,7 +94,7 @@ for s in services:
 
 # Grafana: JSON, provisioned data sources, metrics the code exports.
 code = subprocess.run(["grep", "-rhoE", r"(counter|gauge|histogram)!\(\s*\"[a-z_]+\"", "--include=*.rs",
-                       "ingest/src", "processor/src", "alerting/src", "query/src", "console/src", "plumbing/src"],
+                       "ingest/src", "processor/src", "alerting/src", "query/src", "console/src", "forward/src", "plumbing/src"],
                       capture_output=True, text=True).stdout
 exported = set(re.findall(r"\"([a-z_]+)\"", code))
 uids = {d["uid"] for d in yaml.safe_load(open("deploy/grafana/provisioning/datasources/quantrac.yaml"))["datasources"]}
@@ -104,7 +104,7 @@ for f in glob.glob("deploy/grafana/dashboards/*.json"):
         if p["datasource"]["uid"] not in uids:
             bad(f"{f}: panel {p['title']!r} uses an unknown data source")
         for t in p.get("targets", []):
-            for m in re.findall(r"\b((?:ingest|processor|alerting|query|console)_[a-z_]+)", t.get("expr", "")):
+            for m in re.findall(r"\b((?:ingest|processor|alerting|query|console|forward)_[a-z_]+)", t.get("expr", "")):
                 base = re.sub(r"_(bucket|sum|count)$", "", m)
                 if base not in exported:
                     bad(f"{f}: panel {p['title']!r} queries {m}, which no service exports")

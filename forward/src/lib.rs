@@ -18,6 +18,9 @@
 //!   server with the same bytes is recorded, not sent again.
 //! - Each station's delivery status is the `forward_status` view; the
 //!   feed's lag and backlog are in metrics and `/health`.
+//! - More than one replica may run: one holds a PostgreSQL advisory lock
+//!   and forwards, the others wait for it (the lock goes with its session,
+//!   so a crashed forwarder's standby takes over within `poll`).
 //! - [`config`]: settings, documented in `deploy/forward.toml`.
 
 pub mod config;
@@ -73,6 +76,8 @@ struct State {
     last_error: Option<String>,
     upstream_ok: bool,
     database_ok: bool,
+    /// This replica holds the feed's lock.
+    active: bool,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +111,7 @@ impl Health for Status {
                 "failures": s.failures,
                 "upstream_ok": s.upstream_ok,
                 "database_ok": s.database_ok,
+                "active": s.active,
                 "last_error": s.last_error,
             }),
         }
@@ -196,6 +202,7 @@ impl Forwarder {
             registry_modified: None,
             status,
             session: None,
+            active: false,
         };
         tasks.spawn(run.forever(shutdown.clone()));
         Ok(Forwarder {
@@ -233,7 +240,12 @@ struct Run {
     registry_modified: Option<SystemTime>,
     status: Arc<Status>,
     session: Option<Session>,
+    /// Holds the feed's advisory lock (on `db`'s session).
+    active: bool,
 }
+
+/// `pg_try_advisory_lock` key of the feed: "qtfwd".
+const FEED_LOCK: i64 = 0x0071_7466_7764;
 
 impl Run {
     async fn forever(mut self, shutdown: CancellationToken) -> Result<(), ForwardError> {
@@ -291,6 +303,9 @@ impl Run {
                 quantrac_db::connect(&self.config.database_url, &Default::default()).await
         {
             self.db = c;
+            // The lock went with the old session.
+            self.active = false;
+            self.status.update(|s| s.active = false);
         }
     }
 
@@ -329,6 +344,19 @@ impl Run {
 
     /// Sends what is due; the number of keys handled.
     async fn round(&mut self, shutdown: &CancellationToken) -> Result<usize, quantrac_db::DbError> {
+        if !self.active {
+            self.active = self
+                .db
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&FEED_LOCK])
+                .await?
+                .get(0);
+            if !self.active {
+                return Ok(0);
+            }
+            tracing::info!("holding the feed's lock: this replica forwards");
+            let active = self.active;
+            self.status.update(|s| s.active = active);
+        }
         let now = Utc::now();
         let settle = chrono::Duration::from_std(self.config.settle).unwrap_or_default();
         let due = forward::due(&self.db, now, now - settle, self.config.batch).await?;

@@ -1,6 +1,7 @@
 //! The feed to the national system against the real services: readings
-//! stored by the processor's store (queueing each time in the same
-//! transaction), the forwarder delivering Circular 10 files over FTPS to
+//! stored and their times queued in one transaction, as the processor does
+//! with `storage.forward` (its own test: `processor/tests/forward_outbox.rs`),
+//! the forwarder delivering Circular 10 files over FTPS to
 //! pure-ftpd (`deploy/services.sh start ftp`), whose transfer log counts
 //! every upload.
 
@@ -12,7 +13,6 @@ use quantrac_db::readings::ReadingRow;
 use quantrac_forward::config::{Password, UpstreamConfig};
 use quantrac_forward::render::{self, Identities};
 use quantrac_forward::{ForwardConfig, Forwarder};
-use quantrac_processor::store::Store;
 use quantrac_proto::domain::DeviceStatus;
 use quantrac_proto::qc::QcFlag;
 use quantrac_proto::registry::Registry;
@@ -30,7 +30,8 @@ const PARAMETERS: [(&str, &str, f64); 3] = [
 struct Fixture {
     db_url: String,
     db: tokio_postgres::Client,
-    store: Store,
+    /// The processor's side: writes readings and queues their times.
+    writer: tokio_postgres::Client,
     registry: std::path::PathBuf,
     identities: Identities,
     ftp: UpstreamFtp,
@@ -42,15 +43,10 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Fixture {
         let db_url = quantrac_testkit::db::fresh_database().await;
-        let (mut store, _) = Store::open(
-            &db_url,
-            &Default::default(),
-            &Default::default(),
-            quantrac_db::readings::WriteMethod::Copy,
-        )
-        .await
-        .expect("store");
-        store.set_forward(true);
+        let writer = quantrac_testkit::db::connect(&db_url).await;
+        quantrac_db::schema::migrate(&writer, &Default::default())
+            .await
+            .expect("migrate");
         let prefix = unique("FW");
         let stations = [0, 1, 2].map(|i| format!("{prefix}-{i}"));
         // Two stations with their Circular 10 identity, one without.
@@ -75,7 +71,7 @@ impl Fixture {
         Fixture {
             db_url,
             db,
-            store,
+            writer,
             registry,
             identities,
             ftp: upstream_ftp(),
@@ -115,7 +111,8 @@ impl Fixture {
         (f, stop)
     }
 
-    /// Stores `parameters` of `station` at `at`, as the processor does.
+    /// Stores `parameters` of `station` at `at` and queues the time, in one
+    /// transaction, as the processor does.
     async fn store(&mut self, station: &str, at: DateTime<Utc>, parameters: &[(&str, &str, f64)]) {
         let rows: Vec<ReadingRow> = parameters
             .iter()
@@ -135,7 +132,14 @@ impl Fixture {
                 wire_code: None,
             })
             .collect();
-        self.store.write(&rows, &[], &[]).await.expect("stored");
+        let mut tx = self.writer.transaction().await.expect("tx");
+        quantrac_db::readings::write(&mut tx, &rows, quantrac_db::readings::WriteMethod::Copy)
+            .await
+            .expect("stored");
+        quantrac_db::forward::enqueue(&tx, &rows)
+            .await
+            .expect("queued");
+        tx.commit().await.expect("commit");
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -328,7 +332,9 @@ async fn a_file_already_on_the_server_is_recorded_not_sent_again() {
     before.quit().await;
     assert_eq!(f.uploads().get(&there.name), Some(&1));
 
-    let (fw, stop) = f.start(f.ftp.port).await;
+    // Two replicas: one forwards, the other stands by.
+    let (one, stop) = f.start(f.ftp.port).await;
+    let (other, stop_other) = f.start(f.ftp.port).await;
     f.until(SENT, 3).await;
     f.until("SELECT count(*) FROM forward_outbox", 0).await;
     let uploads = f.uploads();
@@ -341,14 +347,27 @@ async fn a_file_already_on_the_server_is_recorded_not_sent_again() {
     f.store(&a, times[1], &PARAMETERS).await;
     f.until("SELECT count(*) FROM forward_outbox", 0).await;
     assert_eq!(f.uploads().values().sum::<usize>(), 3);
-    let health = health(fw.http_addr).await;
+    let (a, b) = (health(one.http_addr).await, health(other.http_addr).await);
+    let (active, standby) = if a["active"] == true { (a, b) } else { (b, a) };
     assert_eq!(
-        (&health["sent"], &health["recovered"], &health["unchanged"]),
-        (&2.into(), &1.into(), &1.into()),
-        "{health}"
+        (
+            &active["active"],
+            &active["sent"],
+            &active["recovered"],
+            &active["unchanged"]
+        ),
+        (&true.into(), &2.into(), &1.into(), &1.into()),
+        "{active}"
+    );
+    assert_eq!(
+        (&standby["active"], &standby["sent"]),
+        (&false.into(), &0.into()),
+        "{standby}"
     );
     stop.cancel();
-    fw.wait().await.expect("clean stop");
+    one.wait().await.expect("clean stop");
+    stop_other.cancel();
+    other.wait().await.expect("clean stop");
 }
 
 /// The forwarder's `/health` status.
