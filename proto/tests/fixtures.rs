@@ -116,3 +116,71 @@ fn real_packets_decode_to_what_the_station_meant() {
         );
     }
 }
+
+/// Circular 10 files, each in `tests/fixtures/circular10/` under its own
+/// file name, bytes as a logger writes them, beside a `.expect` file that
+/// cites where its shape comes from and says what it must become.
+#[test]
+fn circular10_files_decode_to_what_the_station_meant() {
+    use quantrac_proto::wire::circular10;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/circular10");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    for path in files {
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+        let expect = std::fs::read_to_string(path.with_extension("expect")).expect(".expect");
+        assert!(
+            expect.lines().any(|l| l.starts_with("# source:")),
+            "{name}: every fixture cites its source"
+        );
+        let field = |key: &str| {
+            expect
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key} ")))
+                .unwrap_or_else(|| panic!("{name}: no {key}"))
+        };
+        let want: Vec<(String, f64, String, String)> = expect
+            .lines()
+            .filter_map(|l| l.strip_prefix("value "))
+            .map(|l| {
+                let v: Vec<&str> = l.split(' ').collect();
+                (
+                    v[0].into(),
+                    v[1].parse().expect("value"),
+                    v[2].into(),
+                    v[3].into(),
+                )
+            })
+            .collect();
+
+        let file = circular10::parse_file_name(name).expect("file name");
+        assert_eq!(file.station, field("station"), "{name}");
+        let bytes = std::fs::read(&path).expect("file");
+        let samples = circular10::decode_record(&bytes, &file.station, local_offset())
+            .unwrap_or_else(|e| panic!("{name}: refused: {e:?}"));
+        circular10::check_file_time(&file, &samples, local_offset())
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(samples.len(), 1, "{name}: one sample per file");
+        let time: DateTime<Utc> = field("time").parse().expect("time");
+        assert_eq!(samples[0].measured_at, time, "{name}");
+        let got: Vec<(String, f64, String, String)> = samples[0]
+            .values
+            .iter()
+            .map(|v| {
+                (
+                    v.parameter.clone(),
+                    v.value,
+                    v.unit.clone(),
+                    v.status.circular10_code().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
+}
