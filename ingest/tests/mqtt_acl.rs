@@ -6,7 +6,10 @@
 //! - a station cannot subscribe to the readings; a wrong password is
 //!   refused;
 //! - a station added to the registry can connect once the files are
-//!   regenerated and Mosquitto reloaded, without a restart.
+//!   regenerated and Mosquitto reloaded, without a restart;
+//! - with the dynamic-security plugin's configuration instead, a station
+//!   cannot join ingest's shared subscription, so it takes no share of
+//!   other stations' messages.
 
 mod common;
 
@@ -75,7 +78,43 @@ fn generate(dir: &Path) {
     assert!(status.success(), "quantrac-mqtt-auth failed");
 }
 
+/// The dynamic-security plugin's configuration, in `dir/dynsec.json`.
+fn generate_dynsec(dir: &Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_quantrac-mqtt-auth"))
+        .arg("--registry")
+        .arg(dir.join("registry.toml"))
+        .arg("--accounts")
+        .arg(dir.join("accounts"))
+        .arg("--dynsec-file")
+        .arg(dir.join("dynsec.json"))
+        .status()
+        .expect("run quantrac-mqtt-auth");
+    assert!(status.success(), "quantrac-mqtt-auth --dynsec-file failed");
+}
+
+/// Debian's mosquitto package ships the plugin beside libmosquitto.
+fn dynsec_plugin() -> PathBuf {
+    [
+        "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+        "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+        "/usr/lib/mosquitto_dynamic_security.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("mosquitto_dynamic_security.so (Debian's mosquitto package)")
+}
+
 async fn start_broker(dir: PathBuf) -> Broker {
+    let auth = format!(
+        "password_file {}\nacl_file {}\n",
+        dir.join("passwd").display(),
+        dir.join("acl").display()
+    );
+    start_broker_with(dir, auth).await
+}
+
+async fn start_broker_with(dir: PathBuf, auth: String) -> Broker {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -85,9 +124,7 @@ async fn start_broker(dir: PathBuf) -> Broker {
         &conf,
         format!(
             "per_listener_settings false\nlistener {port} 127.0.0.1\nallow_anonymous false\n\
-             password_file {}\nacl_file {}\npid_file {}\npersistence false\n{}",
-            dir.join("passwd").display(),
-            dir.join("acl").display(),
+             {auth}pid_file {}\npersistence false\n{}",
             dir.join("mosquitto.pid").display(),
             if nix_root() { "user root\n" } else { "" },
         ),
@@ -325,5 +362,143 @@ async fn stations_publish_only_as_themselves_and_never_read() {
 
     stop.cancel();
     ingest.wait().await.expect("clean stop");
+    drop(broker);
+}
+
+/// Mosquitto 2.0's ACL file lets a station account SUBSCRIBE to ingest's
+/// shared group and then drops what the broker hands it (SECURITY.md: with
+/// the ACL file, ingest received 3 of 6). With the dynamic-security
+/// configuration the SUBSCRIBE is refused and ingest receives all six.
+#[tokio::test]
+async fn with_dynamic_security_a_station_cannot_join_ingests_shared_group() {
+    use rumqttc::SubscribeReasonCode;
+
+    let dir = std::env::temp_dir().join(unique("mqtt-dynsec"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (a, b) = (unique("A"), unique("B"));
+    std::fs::write(
+        dir.join("registry.toml"),
+        [station_entry(&a, "a-secret"), station_entry(&b, "b-secret")].concat(),
+    )
+    .expect("registry");
+    std::fs::write(
+        dir.join("accounts"),
+        format!("ingest:{}\n", mosquitto_hash("ingest-pw")),
+    )
+    .expect("accounts");
+    generate_dynsec(&dir);
+    let auth = format!(
+        "plugin {}\nplugin_opt_config_file {}\n",
+        dynsec_plugin().display(),
+        dir.join("dynsec.json").display()
+    );
+    let broker = start_broker_with(dir.clone(), auth).await;
+
+    let group = unique("g");
+    let topics = create_topics(&unique("t-dynsec")).await;
+    let mut config = test_config(&topics, &unique("n"));
+    config.tcp.enabled = false;
+    config.mqtt.enabled = true;
+    config.mqtt.url = format!("mqtt://127.0.0.1:{}", broker.port);
+    config.mqtt.username = "ingest".into();
+    config.mqtt.password = "ingest-pw".into();
+    config.mqtt.shared_group = Some(group.clone());
+    let stop = CancellationToken::new();
+    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, stop.clone())
+        .await
+        .expect("start");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ingest.status.snapshot().mqtt_connected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingest's account was refused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A asks to join ingest's group: refused.
+    let (a_client, mut a_el) = connect(broker.port, &a, "a-secret")
+        .await
+        .expect("A connects");
+    a_client
+        .subscribe(
+            format!("$share/{group}/stations/+/readings"),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .expect("queue");
+    let codes = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::SubAck(ack)) = a_el.poll().await.expect("link") {
+                return ack.return_codes;
+            }
+        }
+    })
+    .await
+    .expect("SUBACK");
+    assert_eq!(
+        codes,
+        vec![SubscribeReasonCode::Failure],
+        "A joined the group"
+    );
+    // A keeps its connection open (its session polled) while B publishes.
+    let a_link = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Ok(ev) = a_el.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = ev {
+                got.push(p.topic);
+            }
+        }
+        got
+    });
+
+    let t = |minute| {
+        Utc.with_ymd_and_hms(2026, 12, 1, 3, minute, 0)
+            .single()
+            .expect("t")
+    };
+    let (b_client, mut b_el) = connect(broker.port, &b, "b-secret")
+        .await
+        .expect("B connects");
+    for i in 0..6 {
+        publish(
+            &b_client,
+            &mut b_el,
+            &format!("stations/{b}/readings"),
+            json::encode(&sample(&b, t(5 * i), 10.0 + f64::from(i))),
+        )
+        .await;
+    }
+    let got = read_batches_where(&topics.raw, 6, WAIT, |x| x.station_id == b).await;
+    assert_eq!(got.len(), 6, "ingest received every one of B's messages");
+    // A publishing as B is dropped; A's own reading, sent after it,
+    // arrives, so the spoof would have too.
+    let (a2, mut a2_el) = connect(broker.port, &a, "a-secret").await.expect("A again");
+    publish(
+        &a2,
+        &mut a2_el,
+        &format!("stations/{b}/readings"),
+        json::encode(&sample(&b, t(59), 99.0)),
+    )
+    .await;
+    publish(
+        &a2,
+        &mut a2_el,
+        &format!("stations/{a}/readings"),
+        json::encode(&sample(&a, t(0), 1.0)),
+    )
+    .await;
+    let own = read_batches_where(&topics.raw, 1, WAIT, |x| x.station_id == a).await;
+    assert_eq!(own.len(), 1, "A's own reading reached Kafka");
+    let all_b = read_batches_where(&topics.raw, 7, Duration::from_secs(1), |x| {
+        x.station_id == b
+    })
+    .await;
+    assert_eq!(all_b.len(), 6, "A's reading as B was delivered");
+    stop.cancel();
+    ingest.wait().await.expect("clean stop");
+    a_link.abort();
+    let received = a_link.await.unwrap_or_default();
+    assert!(received.is_empty(), "station A received {received:?}");
     drop(broker);
 }

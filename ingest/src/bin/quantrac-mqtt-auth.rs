@@ -4,6 +4,11 @@
 //! Files are replaced atomically and only when their text changes; then
 //! Mosquitto (the pid in `--pid-file`) is sent SIGHUP to reload them.
 //! Run it beside the broker.
+//!
+//! With `--dynsec-file` it writes the dynamic-security plugin's
+//! configuration instead, which also refuses a station's SUBSCRIBE (the
+//! ACL file does not check it). The plugin reads that file only at start:
+//! `--on-change` names the command that restarts the broker.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,11 +33,19 @@ struct Args {
     #[arg(long = "reader", default_value = "ingest")]
     readers: Vec<String>,
     /// The password file Mosquitto reads (`password_file`).
-    #[arg(long)]
-    password_file: PathBuf,
+    #[arg(long, required_unless_present = "dynsec_file", requires = "acl_file")]
+    password_file: Option<PathBuf>,
     /// The ACL file Mosquitto reads (`acl_file`).
+    #[arg(long, requires = "password_file")]
+    acl_file: Option<PathBuf>,
+    /// Instead of the two files: the dynamic-security plugin's JSON file
+    /// (`plugin_opt_config_file`).
+    #[arg(long, conflicts_with_all = ["password_file", "acl_file"])]
+    dynsec_file: Option<PathBuf>,
+    /// A command run (`sh -c`) after the files changed, e.g.
+    /// `systemctl restart mosquitto` for the dynamic-security file.
     #[arg(long)]
-    acl_file: PathBuf,
+    on_change: Option<String>,
     /// Mosquitto's pid file: it is sent SIGHUP after a change.
     #[arg(long)]
     pid_file: Option<PathBuf>,
@@ -73,13 +86,38 @@ fn once(args: &Args) -> Result<()> {
     let registry = quantrac_proto::registry::Registry::load(&args.registry)?;
     let accounts = std::fs::read_to_string(&args.accounts)
         .with_context(|| format!("reading {}", args.accounts.display()))?;
-    let files = quantrac_ingest::broker_auth::generate(&registry, &accounts, &args.readers)?;
-    let changed =
-        replace(&args.password_file, &files.passwd)? | replace(&args.acl_file, &files.acl)?;
+    let changed = match (&args.dynsec_file, &args.password_file, &args.acl_file) {
+        (Some(path), _, _) => {
+            let (text, stations) =
+                quantrac_ingest::broker_auth::generate_dynsec(&registry, &accounts, &args.readers)?;
+            let changed = replace(path, &text)?;
+            if changed {
+                tracing::info!(stations, dynsec_file = %path.display(), "dynamic-security configuration written");
+            }
+            changed
+        }
+        (None, Some(passwd), Some(acl)) => {
+            let files =
+                quantrac_ingest::broker_auth::generate(&registry, &accounts, &args.readers)?;
+            let changed = replace(passwd, &files.passwd)? | replace(acl, &files.acl)?;
+            if changed {
+                tracing::info!(stations = files.stations, password_file = %passwd.display(), acl_file = %acl.display(), "broker files written");
+            }
+            changed
+        }
+        _ => anyhow::bail!("give --password-file and --acl-file, or --dynsec-file"),
+    };
     if !changed {
         return Ok(());
     }
-    tracing::info!(stations = files.stations, password_file = %args.password_file.display(), acl_file = %args.acl_file.display(), "broker files written");
+    if let Some(command) = &args.on_change {
+        let status = std::process::Command::new("sh")
+            .args(["-c", command])
+            .status()
+            .context("running --on-change")?;
+        anyhow::ensure!(status.success(), "--on-change {command:?} failed: {status}");
+        tracing::info!(command, "--on-change ran");
+    }
     if let Some(pid_file) = &args.pid_file {
         let Ok(pid) = std::fs::read_to_string(pid_file) else {
             // Not running yet: it reads the files when it starts.
