@@ -5,6 +5,10 @@
 //!   else its id) that may only **publish** to `stations/<name>/readings`,
 //!   for its id and each alias. It can subscribe to nothing: no station
 //!   reads, or acknowledges away, another's data.
+//! - Every station has those grants in the ACL, with or without a hash: on
+//!   a listener that takes client certificates (`require_certificate`,
+//!   `use_identity_as_username`) a certificate whose CN is the station's
+//!   name logs it in without a password, and the same grants apply.
 //! - Service accounts (ingest's, made with `mosquitto_passwd`) come from a
 //!   file of their own; the `readers` among them may only **subscribe** to
 //!   `stations/+/readings`, and publish nothing.
@@ -57,8 +61,9 @@ fn unsafe_name(name: &str) -> bool {
 struct Plan {
     /// Service accounts: user, `$7$` hash, reads the readings.
     services: Vec<(String, String, bool)>,
-    /// Station accounts: user, `$7$` hash, the topic names it publishes as.
-    stations: Vec<(String, String, Vec<String>)>,
+    /// Station accounts: user, `$7$` hash (none: a client certificate
+    /// only), the topic names it publishes as.
+    stations: Vec<(String, Option<String>, Vec<String>)>,
 }
 
 /// Checks and gathers the accounts. `accounts` is a Mosquitto password
@@ -104,9 +109,7 @@ fn plan(registry: &Registry, accounts: &str, readers: &[String]) -> Result<Plan,
         }
     }
     for station in registry.stations() {
-        let Some(hash) = &station.mqtt_hash else {
-            continue;
-        };
+        let hash = &station.mqtt_hash;
         let user = station.mqtt_username.as_deref().unwrap_or(&station.id);
         let problem = |problem: String| BrokerAuthError::Station {
             station: station.id.clone(),
@@ -124,8 +127,10 @@ fn plan(registry: &Registry, accounts: &str, readers: &[String]) -> Result<Plan,
                 "mqtt_username {user:?}: no + # / $ : or spaces"
             )));
         }
-        quantrac_plumbing::secret::check_mosquitto_hash(hash)
-            .map_err(|e| problem(format!("mqtt_hash: {e}")))?;
+        if let Some(hash) = hash {
+            quantrac_plumbing::secret::check_mosquitto_hash(hash)
+                .map_err(|e| problem(format!("mqtt_hash: {e}")))?;
+        }
         if !users.insert(user.to_owned()) {
             return Err(problem(format!("MQTT user {user:?} is already taken")));
         }
@@ -159,7 +164,9 @@ pub fn generate(
         }
     }
     for (user, hash, names) in &plan.stations {
-        let _ = writeln!(passwd, "{user}:{hash}");
+        if let Some(hash) = hash {
+            let _ = writeln!(passwd, "{user}:{hash}");
+        }
         let _ = write!(acl, "\nuser {user}\n");
         for name in names {
             let _ = writeln!(acl, "topic write stations/{name}/readings");
@@ -168,7 +175,7 @@ pub fn generate(
     Ok(BrokerFiles {
         passwd,
         acl,
-        stations: plan.stations.len(),
+        stations: plan.stations.iter().filter(|s| s.1.is_some()).count(),
     })
 }
 
@@ -218,6 +225,10 @@ pub fn generate_dynsec(
         clients.push(client(user, hash, role));
     }
     for (user, hash, names) in &plan.stations {
+        // The plugin authenticates by password only.
+        let Some(hash) = hash else {
+            continue;
+        };
         let role = format!("station:{user}");
         roles.push(serde_json::json!({
             "rolename": role,
@@ -240,7 +251,7 @@ pub fn generate_dynsec(
         },
     });
     let text = serde_json::to_string_pretty(&config).unwrap_or_default();
-    Ok((text, plan.stations.len()))
+    Ok((text, plan.stations.iter().filter(|s| s.1.is_some()).count()))
 }
 
 #[cfg(test)]
@@ -273,6 +284,12 @@ mod tests {
         assert!(files.passwd.contains("\ningest:$7$101$"));
         assert!(files.passwd.contains("\nA1:$7$100000$"));
         assert!(!files.passwd.contains("B2:"));
+        // B2 has no password, but a client certificate may name it.
+        assert!(
+            files
+                .acl
+                .contains("\nuser B2\ntopic write stations/B2/readings\n")
+        );
         assert!(files.acl.contains(
             "\nuser A1\ntopic write stations/A1/readings\ntopic write stations/PY_F_A1/readings\n"
         ));

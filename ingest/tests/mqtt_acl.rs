@@ -502,3 +502,134 @@ async fn with_dynamic_security_a_station_cannot_join_ingests_shared_group() {
     assert!(received.is_empty(), "station A received {received:?}");
     drop(broker);
 }
+
+/// A station that authenticates to Mosquitto with a client certificate
+/// (CN = its id; no password in the registry) on a listener that requires
+/// one (`require_certificate`, `use_identity_as_username`): the ACL
+/// `quantrac-mqtt-auth` generates gives it its own topics only, and the
+/// listener refuses a client without a certificate.
+#[tokio::test]
+async fn a_station_with_a_client_certificate_publishes_only_as_itself() {
+    use quantrac_testkit::env::{tls_ca, tls_server, tls_station};
+
+    let (cert_station, cert, key) = tls_station();
+    let dir = std::env::temp_dir().join(unique("mqtt-cert"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let b = unique("B");
+    // The certificate's station has no mqtt_hash: no password login.
+    let without_hash: String = station_entry(&cert_station, "unused")
+        .lines()
+        .filter(|l| !l.starts_with("mqtt_hash"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        dir.join("registry.toml"),
+        [without_hash, station_entry(&b, "b-secret")].concat(),
+    )
+    .expect("registry");
+    std::fs::write(
+        dir.join("accounts"),
+        format!("ingest:{}\n", mosquitto_hash("ingest-pw")),
+    )
+    .expect("accounts");
+    generate(&dir);
+    let cert_port = quantrac_testkit::ftp::free_port();
+    let (server_cert, server_key) = tls_server();
+    let auth = format!(
+        "password_file {}\nacl_file {}\nlistener {cert_port} 127.0.0.1\ncafile {}\ncertfile {}\n\
+         keyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+        dir.join("passwd").display(),
+        dir.join("acl").display(),
+        tls_ca().display(),
+        server_cert.display(),
+        server_key.display(),
+    );
+    let broker = start_broker_with(dir.clone(), auth).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", cert_port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "certificate listener"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let topics = create_topics(&unique("t-cert")).await;
+    let mut config = test_config(&topics, &unique("n"));
+    config.tcp.enabled = false;
+    config.mqtt.enabled = true;
+    config.mqtt.url = format!("mqtt://127.0.0.1:{}", broker.port);
+    config.mqtt.username = "ingest".into();
+    config.mqtt.password = "ingest-pw".into();
+    let stop = CancellationToken::new();
+    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, stop.clone())
+        .await
+        .expect("start");
+    while !ingest.status.snapshot().mqtt_connected {
+        assert!(tokio::time::Instant::now() < deadline, "ingest connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let tls_client = |identity: Option<(&Path, &Path)>| {
+        let tls = quantrac_plumbing::tls::client_config(Some(&tls_ca()), identity).expect("TLS");
+        let mut o = MqttOptions::new(unique("c"), "localhost", cert_port);
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ));
+        AsyncClient::new(o, 16)
+    };
+    // No certificate: the TLS handshake is refused.
+    let (_, mut el) = tls_client(None);
+    let refused = tokio::time::timeout(WAIT, el.poll())
+        .await
+        .expect("an answer");
+    assert!(refused.is_err(), "connected without a certificate");
+
+    let t = |minute| {
+        Utc.with_ymd_and_hms(2026, 12, 1, 4, minute, 0)
+            .single()
+            .expect("t")
+    };
+    let (client, mut el) = tls_client(Some((&cert, &key)));
+    loop {
+        match tokio::time::timeout(WAIT, el.poll())
+            .await
+            .expect("in time")
+        {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+            Ok(_) => continue,
+            Err(e) => panic!("the station's certificate was refused: {e}"),
+        }
+    }
+    // As B (dropped), then as itself (delivered: so B's would have been).
+    publish(
+        &client,
+        &mut el,
+        &format!("stations/{b}/readings"),
+        json::encode(&sample(&b, t(0), 50.0)),
+    )
+    .await;
+    publish(
+        &client,
+        &mut el,
+        &format!("stations/{cert_station}/readings"),
+        json::encode(&sample(&cert_station, t(5), 12.5)),
+    )
+    .await;
+    let own = read_batches_where(&topics.raw, 1, WAIT, |x| x.station_id == cert_station).await;
+    assert_eq!(own.len(), 1, "the certificate's station reached Kafka");
+    let spoofed = read_batches_where(&topics.raw, 1, Duration::from_secs(1), |x| {
+        x.station_id == b
+    })
+    .await;
+    assert!(
+        spoofed.is_empty(),
+        "a certificate for one station published as B"
+    );
+    stop.cancel();
+    ingest.wait().await.expect("clean stop");
+    drop(broker);
+}
