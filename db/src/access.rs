@@ -19,7 +19,7 @@ use crate::DbError;
 pub enum Role {
     /// Read series, aggregates, compliance, alerts.
     Analyst,
-    /// And acknowledge and resolve alerts.
+    /// And acknowledge and resolve alerts, and invalidate readings.
     Officer,
     /// And everything else (tokens, registry).
     Admin,

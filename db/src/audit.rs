@@ -42,8 +42,23 @@ pub async fn append(
     target: &str,
     detail: &serde_json::Value,
 ) -> Result<i64, DbError> {
-    let detail = detail.to_string();
     let tx = client.transaction().await?;
+    let sequence = append_in(&tx, actor, action, target, detail).await?;
+    tx.commit().await?;
+    Ok(sequence)
+}
+
+/// As [`append`], inside the caller's transaction: the entry is kept if
+/// and only if what it records is (an invalidation, a registry change).
+/// The chain's lock is held until that transaction ends.
+pub async fn append_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: &serde_json::Value,
+) -> Result<i64, DbError> {
+    let detail = detail.to_string();
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
         .await?;
     let last = tx
@@ -67,7 +82,6 @@ pub async fn append(
         ],
     )
     .await?;
-    tx.commit().await?;
     Ok(sequence)
 }
 

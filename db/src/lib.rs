@@ -15,6 +15,8 @@
 //! - [`events`]: what stations say about themselves (HJ 212 notices).
 //! - [`pending`]: single-node mode's stored readings not judged yet.
 //! - [`forward`]: the outbox of the feed to the national system.
+//! - [`invalidate`]: an officer's invalidation of stored readings, audited
+//!   in the same transaction.
 //! - [`registry`]: the station registry written to its tables.
 //! - [`access`]: people's bearer tokens (digests, roles, expiry), checked
 //!   by every gRPC service; [`Reconnecting`], the connection a long-lived
@@ -29,6 +31,7 @@ pub mod access;
 pub mod audit;
 pub mod events;
 pub mod forward;
+pub mod invalidate;
 pub mod pending;
 pub mod readings;
 pub mod registry;

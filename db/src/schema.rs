@@ -2,7 +2,7 @@
 //!
 //! Each migration is a file under `db/migrations/` (the readings and
 //! registry tables and their aggregates, 0001-0002, 0006, 0009, 0011, 0013, 0015-0020; alerting's
-//! tables, 0003-0005, 0007, 0012 and 0014; people's access tokens, 0008; the audit log, 0010; the feed to the national system, 0024); one that
+//! tables, 0003-0005, 0007, 0012 and 0014; people's access tokens, 0008; the audit log, 0010; the feed to the national system, 0024; officers' invalidations, 0025); one that
 //! depends on TimescaleDB has a `.timescale.sql` variant and a `.plain.sql` variant,
 //! and the one that fits the server is applied. Statements are idempotent and
 //! run one by one (a continuous aggregate cannot be created inside a
@@ -203,6 +203,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 24,
         name: "forward",
         plain: include_str!("../migrations/0024_forward.sql"),
+        timescale: None,
+    },
+    Migration {
+        version: 25,
+        name: "invalidations",
+        plain: include_str!("../migrations/0025_invalidations.sql"),
         timescale: None,
     },
 ];

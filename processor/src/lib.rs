@@ -129,7 +129,16 @@ impl Processor {
         )
         .await?;
         store.set_forward(config.storage.forward);
-        store.sync_registry(&registry).await?;
+        store
+            .sync_registry(
+                &registry,
+                &format!(
+                    "registry file {} ({})",
+                    config.registry.display(),
+                    config.node_id
+                ),
+            )
+            .await?;
         tracing::info!(
             timescale = schema.timescale,
             migrations_applied = schema.applied,

@@ -178,10 +178,15 @@ impl Store {
         Ok(n)
     }
 
-    /// Writes the registry to its tables.
-    pub async fn sync_registry(&mut self, registry: &Registry) -> Result<(), StoreError> {
+    /// Writes the registry to its tables; changes are audited under
+    /// `actor`.
+    pub async fn sync_registry(
+        &mut self,
+        registry: &Registry,
+        actor: &str,
+    ) -> Result<(), StoreError> {
         let client = self.client().await?;
-        quantrac_db::registry::sync(client, registry).await
+        quantrac_db::registry::sync_as(client, registry, actor).await
     }
 
     /// Station events (idempotent); the new rows.

@@ -24,16 +24,20 @@ pub enum QcFlag {
     /// Maintenance window (HJ 212 `M`).
     Maintenance,
     DeviceError,
+    /// An officer declared the stored value wrong (`InvalidateReadings`):
+    /// kept, shown, never judged nor averaged.
+    Invalidated,
 }
 
 impl QcFlag {
-    pub const ALL: [QcFlag; 6] = [
+    pub const ALL: [QcFlag; 7] = [
         QcFlag::Valid,
         QcFlag::Manual,
         QcFlag::AboveRange,
         QcFlag::Calibrating,
         QcFlag::Maintenance,
         QcFlag::DeviceError,
+        QcFlag::Invalidated,
     ];
 
     /// The stored form.
@@ -45,6 +49,7 @@ impl QcFlag {
             QcFlag::Calibrating => "calibrating",
             QcFlag::Maintenance => "maintenance",
             QcFlag::DeviceError => "device_error",
+            QcFlag::Invalidated => "invalidated",
         }
     }
 
@@ -209,6 +214,12 @@ mod tests {
     #[test]
     fn every_flag_is_measuring_or_instrument_down_never_both() {
         for f in QcFlag::ALL {
+            if f == QcFlag::Invalidated {
+                // An officer's verdict on the value, not the instrument's
+                // state: neither, so never judged and no status alert.
+                assert!(!f.is_measuring() && !f.is_instrument_down());
+                continue;
+            }
             assert!(f.is_measuring() != f.is_instrument_down(), "{f}");
         }
     }

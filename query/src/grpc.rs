@@ -34,6 +34,8 @@ pub struct QueryGrpc {
     rollups: bool,
     /// People's OIDC tokens, when an issuer is configured.
     oidc: Option<Arc<quantrac_plumbing::oidc::Verifier>>,
+    /// For the one write (`InvalidateReadings`), on its own connection.
+    database_url: String,
 }
 
 impl QueryGrpc {
@@ -43,6 +45,7 @@ impl QueryGrpc {
         audit: Arc<quantrac_db::audit::Auditor>,
         rollups: bool,
         oidc: Option<Arc<quantrac_plumbing::oidc::Verifier>>,
+        database_url: String,
     ) -> Self {
         QueryGrpc {
             pool,
@@ -50,6 +53,7 @@ impl QueryGrpc {
             audit,
             rollups,
             oidc,
+            database_url,
         }
     }
 
@@ -1083,6 +1087,54 @@ impl QueryService for QueryGrpc {
             let truncated = records.len() as i64 > max;
             records.truncate(usize::try_from(max).unwrap_or(usize::MAX));
             Ok(Response::new(GetReportedResponse { records, truncated }))
+        })
+        .await
+    }
+
+    async fn invalidate_readings(
+        &self,
+        request: Request<InvalidateReadingsRequest>,
+    ) -> Result<Response<InvalidateReadingsResponse>, Status> {
+        const M: &str = "InvalidateReadings";
+        observed(M, async {
+            let (who, _) = self.enter(&request, M, Role::Officer).await?;
+            let r = request.into_inner();
+            let station = r.station_id.trim();
+            if station.is_empty() {
+                return Err(invalid("station_id", "required"));
+            }
+            let (start, end) = range(r.range.as_ref(), "range")?;
+            let reason = r.reason.trim();
+            if reason.is_empty() {
+                return Err(invalid("reason", "required: why the readings are wrong"));
+            }
+            if reason.chars().count() > 1000 {
+                return Err(invalid("reason", "at most 1000 characters"));
+            }
+            // A write of its own: a transaction on a connection no other
+            // call shares.
+            let mut client = quantrac_db::connect(&self.database_url, &Default::default())
+                .await
+                .map_err(|e| db_status(M, &QueryError::Db(e)))?;
+            let (n, sequence) = quantrac_db::invalidate::invalidate(
+                &mut client,
+                &quantrac_db::invalidate::Invalidation {
+                    station_id: station,
+                    parameters: &r.parameters,
+                    start,
+                    end,
+                    reason,
+                    by: &who.name,
+                },
+            )
+            .await
+            .map_err(|e| db_status(M, &QueryError::Db(e)))?;
+            tracing::info!(target: "quantrac::security", method = M, actor = %who.name, station, readings = n, audit = sequence, "readings invalidated");
+            metrics::counter!("query_readings_invalidated_total").increment(n);
+            Ok(Response::new(InvalidateReadingsResponse {
+                invalidated: n,
+                audit_sequence: sequence,
+            }))
         })
         .await
     }

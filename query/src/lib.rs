@@ -191,6 +191,7 @@ impl Query {
             audit,
             rollups,
             oidc,
+            config.database_url.clone(),
         );
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(quantrac_proto::v1::FILE_DESCRIPTOR_SET)

@@ -393,7 +393,10 @@ async fn benchmark(args: &Args, created: &mut Created) -> Result<()> {
             )
             .await?;
             store
-                .sync_registry(&quantrac_proto::registry::Registry::load(&registry)?)
+                .sync_registry(
+                    &quantrac_proto::registry::Registry::load(&registry)?,
+                    "store-rate",
+                )
                 .await?;
             drop(store);
             settle(&args.database_url).await?;

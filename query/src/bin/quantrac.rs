@@ -165,6 +165,21 @@ enum Command {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Declare a station's readings in a range wrong (officer): they are
+    /// kept, flagged "invalidated", never judged or averaged; audited.
+    Invalidate {
+        station: String,
+        /// Parameters (repeat); none: all.
+        #[arg(long = "parameter", short)]
+        parameters: Vec<String>,
+        #[arg(long, default_value = "now-1h")]
+        from: String,
+        #[arg(long, default_value = "now")]
+        to: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+    },
     /// Raw readings to CSV or Parquet (streamed; progress on stderr).
     Export {
         /// csv, or parquet (needs --file).
@@ -625,6 +640,34 @@ async fn run(args: Args) -> Result<()> {
     let mut q = QueryServiceClient::new(channel(&args.query_url, args.ca_file.as_deref()).await?)
         .max_decoding_message_size(64 << 20);
     match args.command {
+        Command::Invalidate {
+            station,
+            parameters,
+            from,
+            to,
+            reason,
+        } => {
+            let r = q
+                .invalidate_readings(authed(
+                    t,
+                    InvalidateReadingsRequest {
+                        station_id: station.clone(),
+                        parameters,
+                        range: Some(range(&Span { from, to })?),
+                        reason,
+                    },
+                )?)
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut table = Table::new(&["station", "invalidated", "audit_entry"]);
+            table.rows.push(vec![
+                station,
+                r.invalidated.to_string(),
+                r.audit_sequence.to_string(),
+            ]);
+            table.print(args.output, &mut out)?;
+        }
         Command::Stations { zone } => {
             let r = q
                 .list_stations(authed(
