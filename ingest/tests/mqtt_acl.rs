@@ -161,6 +161,36 @@ fn nix_root() -> bool {
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
+/// Ingest reading `broker` as the `ingest` service account (password
+/// `ingest-pw`), in `shared_group` if given, into new topics; once it is
+/// connected.
+async fn start_ingest(
+    broker: &Broker,
+    shared_group: Option<String>,
+) -> (Ingest, Topics, CancellationToken) {
+    let topics = create_topics(&unique("t-acl")).await;
+    let mut config = test_config(&topics, &unique("n"));
+    config.tcp.enabled = false;
+    config.mqtt.enabled = true;
+    config.mqtt.url = format!("mqtt://127.0.0.1:{}", broker.port);
+    config.mqtt.username = "ingest".into();
+    config.mqtt.password = "ingest-pw".into();
+    config.mqtt.shared_group = shared_group;
+    let stop = CancellationToken::new();
+    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, stop.clone())
+        .await
+        .expect("start");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ingest.status.snapshot().mqtt_connected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingest's account was refused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (ingest, topics, stop)
+}
+
 /// A connected client, or how the broker refused it.
 async fn connect(
     port: u16,
@@ -216,25 +246,7 @@ async fn stations_publish_only_as_themselves_and_never_read() {
     generate(&dir);
     let broker = start_broker(dir.clone()).await;
 
-    let topics = create_topics(&unique("t-acl")).await;
-    let mut config = test_config(&topics, &unique("n"));
-    config.tcp.enabled = false;
-    config.mqtt.enabled = true;
-    config.mqtt.url = format!("mqtt://127.0.0.1:{}", broker.port);
-    config.mqtt.username = "ingest".into();
-    config.mqtt.password = "ingest-pw".into();
-    let stop = CancellationToken::new();
-    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, stop.clone())
-        .await
-        .expect("start");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !ingest.status.snapshot().mqtt_connected {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ingest's account was refused"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (ingest, topics, stop) = start_ingest(&broker, None).await;
 
     let t = |minute| {
         Utc.with_ymd_and_hms(2026, 12, 1, 3, minute, 0)
@@ -395,26 +407,7 @@ async fn with_dynamic_security_a_station_cannot_join_ingests_shared_group() {
     let broker = start_broker_with(dir.clone(), auth).await;
 
     let group = unique("g");
-    let topics = create_topics(&unique("t-dynsec")).await;
-    let mut config = test_config(&topics, &unique("n"));
-    config.tcp.enabled = false;
-    config.mqtt.enabled = true;
-    config.mqtt.url = format!("mqtt://127.0.0.1:{}", broker.port);
-    config.mqtt.username = "ingest".into();
-    config.mqtt.password = "ingest-pw".into();
-    config.mqtt.shared_group = Some(group.clone());
-    let stop = CancellationToken::new();
-    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, stop.clone())
-        .await
-        .expect("start");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !ingest.status.snapshot().mqtt_connected {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ingest's account was refused"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (ingest, topics, stop) = start_ingest(&broker, Some(group.clone())).await;
 
     // A asks to join ingest's group: refused.
     let (a_client, mut a_el) = connect(broker.port, &a, "a-secret")
@@ -557,21 +550,7 @@ async fn a_station_with_a_client_certificate_publishes_only_as_itself() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let topics = create_topics(&unique("t-cert")).await;
-    let mut config = test_config(&topics, &unique("n"));
-    config.tcp.enabled = false;
-    config.mqtt.enabled = true;
-    config.mqtt.url = format!("mqtt://127.0.0.1:{}", broker.port);
-    config.mqtt.username = "ingest".into();
-    config.mqtt.password = "ingest-pw".into();
-    let stop = CancellationToken::new();
-    let ingest = Ingest::start(config, quantrac_ingest::Edge::Kafka, None, stop.clone())
-        .await
-        .expect("start");
-    while !ingest.status.snapshot().mqtt_connected {
-        assert!(tokio::time::Instant::now() < deadline, "ingest connected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (ingest, topics, stop) = start_ingest(&broker, None).await;
 
     let tls_client = |identity: Option<(&Path, &Path)>| {
         let tls = quantrac_plumbing::tls::client_config(Some(&tls_ca()), identity).expect("TLS");

@@ -85,15 +85,21 @@ fn frame(name: &str) -> String {
 /// The fixture's packet through the processor's checks, as received over
 /// TCP 30 s after its DataTime and checked a minute later.
 fn checked(fixture: &str, registry: &str) -> quantrac_processor::pipeline::Checked {
-    let registry = Registry::from_toml(registry).expect("registry");
     let packet = hj212::decode(format!("{}\r\n", frame(fixture)).as_bytes()).expect("decodes");
     let sample = packet.sample(local_offset()).expect("a sample");
+    check_sample(sample, SourceProtocol::TcpHj212, registry)
+}
+
+/// `sample` through the processor's checks, as received by `source` 30 s
+/// after its time and checked a minute later.
+fn check_sample(
+    sample: quantrac_proto::domain::Sample,
+    source: SourceProtocol,
+    registry: &str,
+) -> quantrac_processor::pipeline::Checked {
+    let registry = Registry::from_toml(registry).expect("registry");
     let measured = sample.measured_at;
-    let batch = sample.into_batch(
-        SourceProtocol::TcpHj212,
-        measured + chrono::Duration::seconds(30),
-        "test",
-    );
+    let batch = sample.into_batch(source, measured + chrono::Duration::seconds(30), "test");
     let record = InRecord {
         topic: Arc::from("readings.raw"),
         partition: 0,
@@ -271,6 +277,30 @@ fn the_hourly_record_is_stored_as_the_loggers_hourly_aggregates() {
     );
 }
 
+/// The Windows logger's stack station (`proto/tests/fixtures/circular10`).
+const STACK: &str = r#"
+[[stations]]
+id = "ST02"
+name = "Boiler stack"
+facility = "Xi măng Cam Ranh"
+industrial_zone = "Zone"
+province = "Khánh Hòa"
+latitude = 12.0
+longitude = 109.1
+kind = "stack"
+parameters = [
+  { code = "Flow",  unit = "m3/h",   range_min = 0, range_max = 200000 },
+  { code = "Temp",  unit = "°C",     range_min = 0, range_max = 400 },
+  { code = "O2",    unit = "%",      range_min = 0, range_max = 25 },
+  { code = "PM2,5", unit = "mg/Nm3", range_min = 0, range_max = 1000 },
+  { code = "SO2",   unit = "mg/Nm3", range_min = 0, range_max = 2000 },
+  { code = "NO",    unit = "mg/Nm3", range_min = 0, range_max = 2000 },
+  { code = "NO2",   unit = "mg/Nm3", range_min = 0, range_max = 2000 },
+  { code = "NOx",   unit = "mg/Nm3", range_min = 0, range_max = 4000 },
+  { code = "CO",    unit = "mg/Nm3", range_min = 0, range_max = 5000 },
+]
+"#;
+
 /// A stack's Circular 10 file written by a Windows logger
 /// (`proto/tests/fixtures/circular10`), from an FTP upload: every value
 /// stored in its canonical unit with its status (SO2 calibrating, CO in
@@ -292,49 +322,7 @@ fn the_windows_loggers_stack_file_is_stored_with_nox_as_no2() {
     let sample = circular10::decode_record(&bytes, &file.station, local_offset())
         .expect("decodes")
         .remove(0);
-    let measured = sample.measured_at;
-    let registry = Registry::from_toml(
-        r#"
-[[stations]]
-id = "ST02"
-name = "Boiler stack"
-facility = "Xi măng Cam Ranh"
-industrial_zone = "Zone"
-province = "Khánh Hòa"
-latitude = 12.0
-longitude = 109.1
-kind = "stack"
-parameters = [
-  { code = "Flow",  unit = "m3/h",   range_min = 0, range_max = 200000 },
-  { code = "Temp",  unit = "°C",     range_min = 0, range_max = 400 },
-  { code = "O2",    unit = "%",      range_min = 0, range_max = 25 },
-  { code = "PM2,5", unit = "mg/Nm3", range_min = 0, range_max = 1000 },
-  { code = "SO2",   unit = "mg/Nm3", range_min = 0, range_max = 2000 },
-  { code = "NO",    unit = "mg/Nm3", range_min = 0, range_max = 2000 },
-  { code = "NO2",   unit = "mg/Nm3", range_min = 0, range_max = 2000 },
-  { code = "NOx",   unit = "mg/Nm3", range_min = 0, range_max = 4000 },
-  { code = "CO",    unit = "mg/Nm3", range_min = 0, range_max = 5000 },
-]
-"#,
-    )
-    .expect("registry");
-    let batch = sample.into_batch(
-        SourceProtocol::FtpCircular10,
-        measured + chrono::Duration::minutes(2),
-        "test",
-    );
-    let record = InRecord {
-        topic: Arc::from("readings.raw"),
-        partition: 0,
-        offset: 0,
-        payload: Bytes::from(batch.encode_to_vec()),
-    };
-    let checked = check(
-        &[record],
-        &registry,
-        &ValidationConfig::default(),
-        measured + chrono::Duration::minutes(3),
-    );
+    let checked = check_sample(sample, SourceProtocol::FtpCircular10, STACK);
     assert!(checked.rejected.is_empty(), "{:?}", checked.rejected);
     let mut got: Vec<_> = checked
         .valid
