@@ -46,21 +46,20 @@ pub struct Due {
     pub attempts: i32,
 }
 
-/// Up to `limit` keys due at `now` and queued before `settled` (so that a
+/// Up to `limit` keys due now and queued at least `settle` ago (so that a
 /// time's readings arriving in several writes go in one file), oldest
-/// measurement first.
+/// measurement first. Times are the database's, as the queue's are.
 pub async fn due(
     client: &Client,
-    now: DateTime<Utc>,
-    settled: DateTime<Utc>,
+    settle: std::time::Duration,
     limit: i64,
 ) -> Result<Vec<Due>, DbError> {
     let rows = client
         .query(
             "SELECT station_id, measured_at, version, attempts FROM forward_outbox \
-             WHERE next_attempt_at <= $1 AND enqueued_at <= $2 \
-             ORDER BY measured_at, station_id LIMIT $3",
-            &[&now, &settled, &limit],
+             WHERE next_attempt_at <= now() AND enqueued_at <= now() - make_interval(secs => $1) \
+             ORDER BY measured_at, station_id LIMIT $2",
+            &[&settle.as_secs_f64(), &limit],
         )
         .await?;
     Ok(rows
@@ -154,23 +153,24 @@ async fn done(tx: &Transaction<'_>, due: &Due) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Records a failed attempt; the key is tried again at `retry_at`.
+/// Records a failed attempt; the key is tried again `retry_in` from now.
 pub async fn failed(
     client: &Client,
     due: &Due,
     error: &str,
-    retry_at: DateTime<Utc>,
+    retry_in: std::time::Duration,
 ) -> Result<(), DbError> {
     client
         .execute(
             "UPDATE forward_outbox SET attempts = attempts + 1, last_error = $4, \
-             next_attempt_at = $5 WHERE station_id = $1 AND measured_at = $2 AND version = $3",
+             next_attempt_at = now() + make_interval(secs => $5) \
+             WHERE station_id = $1 AND measured_at = $2 AND version = $3",
             &[
                 &due.station_id,
                 &due.measured_at,
                 &due.version,
                 &error,
-                &retry_at,
+                &retry_in.as_secs_f64(),
             ],
         )
         .await?;

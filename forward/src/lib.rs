@@ -357,9 +357,7 @@ impl Run {
             let active = self.active;
             self.status.update(|s| s.active = active);
         }
-        let now = Utc::now();
-        let settle = chrono::Duration::from_std(self.config.settle).unwrap_or_default();
-        let due = forward::due(&self.db, now, now - settle, self.config.batch).await?;
+        let due = forward::due(&self.db, self.config.settle, self.config.batch).await?;
         if due.is_empty() {
             return Ok(0);
         }
@@ -429,8 +427,7 @@ impl Run {
             s.failures += 1;
             s.last_error = Some(error.to_string());
         });
-        let retry_at = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default();
-        forward::failed(&self.db, d, error, retry_at).await
+        forward::failed(&self.db, d, error, backoff).await
     }
 
     async fn deliver(&mut self, d: &Due) -> Result<Delivered, KeyError> {

@@ -200,6 +200,9 @@ struct Keys {
     /// Keys without a `kid` (a provider with a single key).
     anonymous: Vec<Jwk>,
     fetched: Option<Instant>,
+    /// The last fetch that failed while no keys were held: the next waits
+    /// [`REFETCH_UNKNOWN`], so a down issuer is not asked at every call.
+    failed: Option<Instant>,
 }
 
 /// Checks tokens against one issuer; shared by every call of a service.
@@ -332,6 +335,13 @@ impl Verifier {
             .fetched
             .is_none_or(|t| t.elapsed() >= self.config.jwks_refresh);
         if stale {
+            if keys.fetched.is_none() && keys.failed.is_some_and(|t| t.elapsed() < REFETCH_UNKNOWN)
+            {
+                return Err(OidcError::Jwks {
+                    url: self.config.jwks_url.clone(),
+                    why: "unreachable at the last attempt, tried again within 30 s".into(),
+                });
+            }
             match self.fetch().await {
                 Ok(fresh) => *keys = fresh,
                 // Keys we already hold keep working while the issuer is down.
@@ -339,7 +349,10 @@ impl Verifier {
                     tracing::warn!(target: "quantrac::security", error = %e, "JWKS refresh failed; keeping the previous keys");
                     keys.fetched = Some(Instant::now());
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    keys.failed = Some(Instant::now());
+                    return Err(e);
+                }
             }
         }
         if let Some(k) = keys.find(kid, alg) {
@@ -655,6 +668,35 @@ mod tests {
         assert!(
             c.problems()
                 .is_some_and(|p| p.contains("oidc.roles.superuser"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_issuer_is_not_asked_at_every_call() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let v = Verifier::new(OidcConfig {
+            jwks_url: format!("https://127.0.0.1:{port}/certs"),
+            ..config()
+        })
+        .expect("verifier");
+        let part = |j: serde_json::Value| URL_SAFE_NO_PAD.encode(j.to_string());
+        let token = format!(
+            "{}.{}.AAAA",
+            part(serde_json::json!({"alg": "ES256", "kid": "k"})),
+            part(serde_json::json!({}))
+        );
+        let first = v.verify(&token, now()).await;
+        assert!(
+            matches!(&first, Err(OidcError::Jwks { why, .. }) if !why.contains("last attempt")),
+            "{first:?}"
+        );
+        let second = v.verify(&token, now()).await;
+        assert!(
+            matches!(&second, Err(OidcError::Jwks { why, .. }) if why.contains("last attempt")),
+            "{second:?}"
         );
     }
 
