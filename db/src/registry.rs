@@ -136,8 +136,8 @@ pub async fn sync_as(client: &mut Client, registry: &Registry, actor: &str) -> R
             let coefficients = serde_json::to_value(&l.coefficients).unwrap_or_default();
             tx.execute(
                 "INSERT INTO permit_limits (station_id, parameter, effective_from, limit_min, limit_max, effective_max, \
-                 regulation, column_name, coefficients, effective_to, permit_number, authority, averaging) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 regulation, column_name, coefficients, effective_to, permit_number, authority, averaging, reference_o2) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 &[
                     &s.id,
                     &l.parameter,
@@ -152,6 +152,30 @@ pub async fn sync_as(client: &mut Client, registry: &Registry, actor: &str) -> R
                     &l.permit_number,
                     &l.authority,
                     &l.averaging.as_str(),
+                    &l.reference_o2,
+                ],
+            )
+            .await?;
+        }
+    }
+    for s in registry.stations() {
+        tx.execute(
+            "DELETE FROM station_instruments WHERE station_id = $1",
+            &[&s.id],
+        )
+        .await?;
+        for i in &s.instruments {
+            tx.execute(
+                "INSERT INTO station_instruments (station_id, name, parameters, calibrated_on, \
+                 calibration_valid_to, inspected_on, inspection_valid_to) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &s.id,
+                    &i.name,
+                    &i.parameters,
+                    &i.calibrated_on,
+                    &i.calibration_valid_to,
+                    &i.inspected_on,
+                    &i.inspection_valid_to,
                 ],
             )
             .await?;

@@ -211,6 +211,12 @@ const MIGRATIONS: &[Migration] = &[
         plain: include_str!("../migrations/0025_invalidations.sql"),
         timescale: None,
     },
+    Migration {
+        version: 26,
+        name: "reference_o2_and_instruments",
+        plain: include_str!("../migrations/0026_reference_o2_and_instruments.sql"),
+        timescale: None,
+    },
 ];
 
 /// What the schema ended up using.

@@ -193,6 +193,7 @@ mod tests {
             permit_number: String::new(),
             authority: String::new(),
             averaging: "single".into(),
+            reference_o2: None,
         }
     }
 

@@ -797,6 +797,9 @@ impl QueryService for QueryGrpc {
             let mut all_limits = read::limits_by_station(&client, &ids)
                 .await
                 .map_err(|e| db_status(M, &e))?;
+            let mut all_instruments = read::instruments_by_station(&client, &ids)
+                .await
+                .map_err(|e| db_status(M, &e))?;
             let mut out = Vec::with_capacity(stations.len());
             for station in stations {
                 let limits = all_limits.remove(&station.id).unwrap_or_default();
@@ -826,11 +829,14 @@ impl QueryService for QueryGrpc {
                         effective_to: l.effective_to.map(|d| d.to_string()).unwrap_or_default(),
                         permit_number: l.permit_number,
                         authority: l.authority,
+                        reference_o2: l.reference_o2,
                     });
                 }
+                let instruments = all_instruments.remove(&station.id).unwrap_or_default();
                 out.push(StationInfo {
                     station: Some(station),
                     limits: in_force,
+                    instruments,
                 });
             }
             Ok(Response::new(ListStationsResponse { stations: out }))

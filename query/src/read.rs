@@ -326,6 +326,8 @@ pub struct LimitRow {
     pub authority: String,
     /// single, 1h or 24h.
     pub averaging: String,
+    /// The O₂ percentage the limit's concentration is corrected to.
+    pub reference_o2: Option<f64>,
 }
 
 /// Every limit of a station, by parameter and date.
@@ -342,7 +344,7 @@ pub async fn limits_by_station(
     let rows = client
         .query(
             "SELECT station_id, parameter, effective_from, limit_min, effective_max, regulation, column_name, \
-             effective_to, coalesce(permit_number, ''), coalesce(authority, ''), averaging \
+             effective_to, coalesce(permit_number, ''), coalesce(authority, ''), averaging, reference_o2 \
              FROM permit_limits WHERE station_id = ANY($1) ORDER BY station_id, parameter, effective_from",
             &[&stations],
         )
@@ -361,6 +363,35 @@ pub async fn limits_by_station(
             permit_number: r.get(8),
             authority: r.get(9),
             averaging: r.get(10),
+            reference_o2: r.get(11),
+        });
+    }
+    Ok(out)
+}
+
+/// The instruments of the stations named, by station (one statement).
+pub async fn instruments_by_station(
+    client: &Client,
+    stations: &[String],
+) -> Result<std::collections::HashMap<String, Vec<v1::Instrument>>, QueryError> {
+    let rows = client
+        .query(
+            "SELECT station_id, name, parameters, calibrated_on, calibration_valid_to, inspected_on, \
+             inspection_valid_to FROM station_instruments WHERE station_id = ANY($1) ORDER BY station_id, name",
+            &[&stations],
+        )
+        .await?;
+    let date = |d: Option<NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
+    let mut out: std::collections::HashMap<String, Vec<v1::Instrument>> =
+        std::collections::HashMap::new();
+    for r in &rows {
+        out.entry(r.get(0)).or_default().push(v1::Instrument {
+            name: r.get(1),
+            parameters: r.get(2),
+            calibrated_on: date(r.get(3)),
+            calibration_valid_to: date(r.get(4)),
+            inspected_on: date(r.get(5)),
+            inspection_valid_to: date(r.get(6)),
         });
     }
     Ok(out)
