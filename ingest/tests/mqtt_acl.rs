@@ -228,6 +228,20 @@ async fn publish(client: &AsyncClient, el: &mut EventLoop, topic: &str, payload:
     .expect("PUBACK");
 }
 
+/// Publishes a COD reading of `station` at `at` to `as_station`'s topic
+/// (the same station, or another it pretends to be).
+async fn send(
+    client: &AsyncClient,
+    el: &mut EventLoop,
+    as_station: &str,
+    station: &str,
+    at: chrono::DateTime<Utc>,
+    cod: f64,
+) {
+    let topic = format!("stations/{as_station}/readings");
+    publish(client, el, &topic, json::encode(&sample(station, at, cod))).await;
+}
+
 #[tokio::test]
 async fn stations_publish_only_as_themselves_and_never_read() {
     let dir = std::env::temp_dir().join(unique("mqtt-acl"));
@@ -258,27 +272,9 @@ async fn stations_publish_only_as_themselves_and_never_read() {
     let (client, mut el) = connect(broker.port, &a, "a-secret")
         .await
         .expect("A connects");
-    publish(
-        &client,
-        &mut el,
-        &format!("stations/{a}/readings"),
-        json::encode(&sample(&a, t(0), 10.0)),
-    )
-    .await;
-    publish(
-        &client,
-        &mut el,
-        &format!("stations/{b}/readings"),
-        json::encode(&sample(&b, t(5), 11.0)),
-    )
-    .await;
-    publish(
-        &client,
-        &mut el,
-        &format!("stations/{a}/readings"),
-        json::encode(&sample(&a, t(10), 12.0)),
-    )
-    .await;
+    send(&client, &mut el, &a, &a, t(0), 10.0).await;
+    send(&client, &mut el, &b, &b, t(5), 11.0).await;
+    send(&client, &mut el, &a, &a, t(10), 12.0).await;
     let got = read_batches_where(&topics.raw, 2, WAIT, |x| x.station_id == a).await;
     assert_eq!(got.len(), 2, "A's own readings reached Kafka");
     let spoofed = read_batches_where(&topics.raw, 1, Duration::from_secs(1), |x| {
@@ -306,13 +302,7 @@ async fn stations_publish_only_as_themselves_and_never_read() {
     let (b_client, mut b_el) = connect(broker.port, &b, "b-secret")
         .await
         .expect("B connects");
-    publish(
-        &b_client,
-        &mut b_el,
-        &format!("stations/{b}/readings"),
-        json::encode(&sample(&b, t(15), 14.0)),
-    )
-    .await;
+    send(&b_client, &mut b_el, &b, &b, t(15), 14.0).await;
     let got = read_batches_where(&topics.raw, 1, WAIT, |x| x.station_id == b).await;
     assert_eq!(got.len(), 1, "B's own reading reached Kafka");
     let leaked = tokio::time::timeout(Duration::from_millis(500), async {
@@ -362,13 +352,7 @@ async fn stations_publish_only_as_themselves_and_never_read() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (client, mut el) = joined.expect("C connects after the reload");
-    publish(
-        &client,
-        &mut el,
-        &format!("stations/{c}/readings"),
-        json::encode(&sample(&c, t(0), 13.0)),
-    )
-    .await;
+    send(&client, &mut el, &c, &c, t(0), 13.0).await;
     let got = read_batches_where(&topics.raw, 1, WAIT, |x| x.station_id == c).await;
     assert_eq!(got.len(), 1, "C's reading reached Kafka");
 
@@ -454,33 +438,15 @@ async fn with_dynamic_security_a_station_cannot_join_ingests_shared_group() {
         .await
         .expect("B connects");
     for i in 0..6 {
-        publish(
-            &b_client,
-            &mut b_el,
-            &format!("stations/{b}/readings"),
-            json::encode(&sample(&b, t(5 * i), 10.0 + f64::from(i))),
-        )
-        .await;
+        send(&b_client, &mut b_el, &b, &b, t(5 * i), 10.0 + f64::from(i)).await;
     }
     let got = read_batches_where(&topics.raw, 6, WAIT, |x| x.station_id == b).await;
     assert_eq!(got.len(), 6, "ingest received every one of B's messages");
     // A publishing as B is dropped; A's own reading, sent after it,
     // arrives, so the spoof would have too.
     let (a2, mut a2_el) = connect(broker.port, &a, "a-secret").await.expect("A again");
-    publish(
-        &a2,
-        &mut a2_el,
-        &format!("stations/{b}/readings"),
-        json::encode(&sample(&b, t(59), 99.0)),
-    )
-    .await;
-    publish(
-        &a2,
-        &mut a2_el,
-        &format!("stations/{a}/readings"),
-        json::encode(&sample(&a, t(0), 1.0)),
-    )
-    .await;
+    send(&a2, &mut a2_el, &b, &b, t(59), 99.0).await;
+    send(&a2, &mut a2_el, &a, &a, t(0), 1.0).await;
     let own = read_batches_where(&topics.raw, 1, WAIT, |x| x.station_id == a).await;
     assert_eq!(own.len(), 1, "A's own reading reached Kafka");
     let all_b = read_batches_where(&topics.raw, 7, Duration::from_secs(1), |x| {
@@ -584,20 +550,8 @@ async fn a_station_with_a_client_certificate_publishes_only_as_itself() {
         }
     }
     // As B (dropped), then as itself (delivered: so B's would have been).
-    publish(
-        &client,
-        &mut el,
-        &format!("stations/{b}/readings"),
-        json::encode(&sample(&b, t(0), 50.0)),
-    )
-    .await;
-    publish(
-        &client,
-        &mut el,
-        &format!("stations/{cert_station}/readings"),
-        json::encode(&sample(&cert_station, t(5), 12.5)),
-    )
-    .await;
+    send(&client, &mut el, &b, &b, t(0), 50.0).await;
+    send(&client, &mut el, &cert_station, &cert_station, t(5), 12.5).await;
     let own = read_batches_where(&topics.raw, 1, WAIT, |x| x.station_id == cert_station).await;
     assert_eq!(own.len(), 1, "the certificate's station reached Kafka");
     let spoofed = read_batches_where(&topics.raw, 1, Duration::from_secs(1), |x| {

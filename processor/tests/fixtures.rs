@@ -34,12 +34,14 @@ parameters = [
 ]
 "#;
 
-/// The surface-water packets' stations, with QCVN's codes for what the
-/// catalogue knows of HJ 212's (pH, temperature, ammonia, total
-/// phosphorus); the codes it does not know are not registered.
-const SURFACE_WATER: &str = r#"
+/// A surface-water station `id`, with QCVN's codes for what the catalogue
+/// knows of HJ 212's (pH, temperature, ammonia, total phosphorus); the
+/// codes it does not know are not registered.
+fn river_section(id: &str) -> String {
+    format!(
+        r#"
 [[stations]]
-id = "DM000001"
+id = "{id}"
 name = "River section"
 facility = "Monitoring network"
 industrial_zone = "Zone"
@@ -48,28 +50,14 @@ latitude = 13.0
 longitude = 109.3
 kind = "wastewater"
 parameters = [
-  { code = "pH",   unit = "pH",   range_min = 0, range_max = 14 },
-  { code = "Temp", unit = "°C",   range_min = 0, range_max = 100 },
-  { code = "NH4",  unit = "mg/L", range_min = 0, range_max = 100 },
-  { code = "TP",   unit = "mg/L", range_min = 0, range_max = 100 },
+  {{ code = "pH",   unit = "pH",   range_min = 0, range_max = 14 }},
+  {{ code = "Temp", unit = "°C",   range_min = 0, range_max = 100 }},
+  {{ code = "NH4",  unit = "mg/L", range_min = 0, range_max = 100 }},
+  {{ code = "TP",   unit = "mg/L", range_min = 0, range_max = 100 }},
 ]
-
-[[stations]]
-id = "chang000003"
-name = "River section"
-facility = "Monitoring network"
-industrial_zone = "Zone"
-province = "Phú Yên"
-latitude = 13.0
-longitude = 109.3
-kind = "wastewater"
-parameters = [
-  { code = "pH",   unit = "pH",   range_min = 0, range_max = 14 },
-  { code = "Temp", unit = "°C",   range_min = 0, range_max = 100 },
-  { code = "NH4",  unit = "mg/L", range_min = 0, range_max = 100 },
-  { code = "TP",   unit = "mg/L", range_min = 0, range_max = 100 },
-]
-"#;
+"#
+    )
+}
 
 fn frame(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -167,7 +155,7 @@ fn the_2005_packet_is_stored_in_the_registrys_units() {
 /// as unknown parameters. Rejections name the code as sent.
 #[test]
 fn the_surface_water_packet_keeps_what_can_be_and_says_why_not() {
-    let checked = checked("2017-codes-surface-water.txt", SURFACE_WATER);
+    let checked = checked("2017-codes-surface-water.txt", &river_section("DM000001"));
     assert_eq!(
         rows(&checked),
         vec![
@@ -196,7 +184,7 @@ fn the_surface_water_packet_keeps_what_can_be_and_says_why_not() {
 /// above range, not dropped.
 #[test]
 fn the_hourly_record_is_stored_as_the_loggers_hourly_aggregates() {
-    let checked = checked("2061-hourly-record.txt", SURFACE_WATER);
+    let checked = checked("2061-hourly-record.txt", &river_section("chang000003"));
     assert!(checked.valid.is_empty(), "{:?}", checked.valid);
     let mut reported: Vec<_> = checked
         .reported
