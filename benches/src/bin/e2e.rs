@@ -44,7 +44,7 @@ use common::procs::{Proc, forget_session, http_get, judged_count, prom_counter, 
 use common::{Service, TopicSpec};
 use prost::Message;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
-use quantrac_proto::v1::{StoredReadingBatch, SubscribeAlertsRequest};
+use quantrac_proto::v1::{ReadingBatch, StoredReadingBatch, SubscribeAlertsRequest};
 use quantrac_proto::wire::json;
 use quantrac_testkit::registry::Outfalls;
 use quantrac_testkit::samples::outfall as sample;
@@ -226,6 +226,53 @@ struct Probe {
     alert_ms: Option<f64>,
 }
 
+/// The stages of a probe's way, in order: each is timed from the end of
+/// the one before, on the wall clock (Kafka's record timestamps are the
+/// producers' wall-clock times at `send`, in ms).
+const STAGES: [&str; 5] = [
+    "ingest: write → raw record produced",
+    "Kafka: raw produced → consumed",
+    "processor: consumed → stored and produced on readings.valid",
+    "Kafka: valid produced → consumed",
+    "alerting: valid consumed → alert on the gRPC stream",
+];
+
+/// When a probe reached each stage's end, ms since the Unix epoch:
+/// raw produced, raw consumed, valid produced, valid consumed, alert seen.
+type Marks = [Option<f64>; 5];
+
+fn wall_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// Records a stage's end for a probe (the first time only).
+fn mark(marks: &std::sync::Mutex<HashMap<i64, Marks>>, key: i64, stage: usize, at: f64) {
+    let mut m = marks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    m.entry(key).or_default()[stage].get_or_insert(at);
+}
+
+/// Per stage, p50 / p99 / max of its duration over the probes that
+/// reached both its start and its end.
+fn stage_times(sent: &[(i64, f64)], marks: &HashMap<i64, Marks>) -> Vec<[Option<f64>; 3]> {
+    (0..STAGES.len())
+        .map(|i| {
+            let d: Vec<f64> = sent
+                .iter()
+                .filter_map(|(k, sent)| {
+                    let m = marks.get(k)?;
+                    let start = if i == 0 { Some(*sent) } else { m[i - 1] };
+                    Some((m[i]? - start?).max(0.0))
+                })
+                .collect();
+            [pct(&d, 0.5), pct(&d, 0.99), pct(&d, 1.0)]
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 struct Step {
     /// Background plus probes, readings/s.
@@ -245,6 +292,8 @@ struct Step {
     alert_p50: Option<f64>,
     alert_p99: Option<f64>,
     alert_max: Option<f64>,
+    /// Per stage of `STAGES`, p50 / p99 / max ms.
+    stages: Vec<[Option<f64>; 3]>,
     /// CPU cores used over the step, by process.
     cores: HashMap<String, f64>,
 }
@@ -350,16 +399,60 @@ async fn main() -> Result<()> {
     // Probe value (x1000) -> when its committed row, and its alert, came.
     let committed_seen: Arc<std::sync::Mutex<HashMap<i64, Instant>>> = Arc::default();
     let alert_seen: Arc<std::sync::Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let marks: Arc<std::sync::Mutex<HashMap<i64, Marks>>> = Arc::default();
     {
-        let (seen, probes) = (Arc::clone(&alert_seen), Arc::clone(&is_probe));
+        let (seen, probes, marks) = (
+            Arc::clone(&alert_seen),
+            Arc::clone(&is_probe),
+            Arc::clone(&marks),
+        );
         tokio::spawn(async move {
             while let Ok(Some(alert)) = alert_stream.message().await {
                 if alert.rule == "limit_exceeded" && probes.contains(&alert.station_id) {
                     let key = (alert.observed_value * 1000.0).round() as i64;
+                    mark(&marks, key, 4, wall_ms());
                     seen.lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .entry(key)
                         .or_insert_with(Instant::now);
+                }
+            }
+        });
+    }
+    // The probes' raw records, for the stage times only.
+    {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", unique("e2e-watch-raw"))
+            .set("auto.offset.reset", "latest")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        consumer.subscribe(&[topics.raw.as_str()])?;
+        let (probes, marks) = (Arc::clone(&is_probe), Arc::clone(&marks));
+        tokio::spawn(async move {
+            while let Ok(m) = consumer.recv().await {
+                let seen = wall_ms();
+                if !m
+                    .key()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .is_some_and(|k| probes.contains(k))
+                {
+                    continue;
+                }
+                let Some(batch) = m.payload().and_then(|p| ReadingBatch::decode(p).ok()) else {
+                    continue;
+                };
+                let produced = m.timestamp().to_millis().map(|t| t as f64);
+                for r in batch
+                    .readings
+                    .iter()
+                    .filter(|r| r.parameter == "COD" && r.value >= 200.0)
+                {
+                    let key = (r.value * 1000.0).round() as i64;
+                    if let Some(t) = produced {
+                        mark(&marks, key, 0, t);
+                    }
+                    mark(&marks, key, 1, seen);
                 }
             }
         });
@@ -372,9 +465,14 @@ async fn main() -> Result<()> {
             .set("enable.auto.commit", "false")
             .create()?;
         consumer.subscribe(&[valid.as_str()])?;
-        let (seen, probes) = (Arc::clone(&committed_seen), Arc::clone(&is_probe));
+        let (seen, probes, marks) = (
+            Arc::clone(&committed_seen),
+            Arc::clone(&is_probe),
+            Arc::clone(&marks),
+        );
         tokio::spawn(async move {
             while let Ok(m) = consumer.recv().await {
+                let seen_at = wall_ms();
                 if !m
                     .key()
                     .and_then(|k| std::str::from_utf8(k).ok())
@@ -386,12 +484,17 @@ async fn main() -> Result<()> {
                 else {
                     continue;
                 };
+                let produced = m.timestamp().to_millis().map(|t| t as f64);
                 for r in batch
                     .readings
                     .iter()
                     .filter(|r| r.parameter == "COD" && r.value >= 200.0)
                 {
                     let key = (r.value * 1000.0).round() as i64;
+                    if let Some(t) = produced {
+                        mark(&marks, key, 2, t);
+                    }
+                    mark(&marks, key, 3, seen_at);
                     seen.lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .entry(key)
@@ -546,6 +649,7 @@ async fn main() -> Result<()> {
         // Probes on schedule, each a normal value (closing its station's
         // previous incident) then one over the limit, in one write.
         let mut sent_probes: Vec<(i64, Instant, f64)> = Vec::new();
+        let mut sent_wall: Vec<(i64, f64)> = Vec::new();
         let mut next = tokio::time::Instant::now();
         while w0.elapsed() < args.step {
             tokio::time::sleep_until(next).await;
@@ -565,6 +669,7 @@ async fn main() -> Result<()> {
             )));
             frame.push(b'\n');
             let sent = Instant::now();
+            sent_wall.push((key, wall_ms()));
             pwr.write_all(&frame).await?;
             sent_probes.push((key, sent, run_t0.elapsed().as_secs_f64()));
         }
@@ -619,6 +724,12 @@ async fn main() -> Result<()> {
                 })
                 .collect()
         };
+        let stages = stage_times(
+            &sent_wall,
+            &marks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         let committed: Vec<f64> = probes.iter().filter_map(|p| p.committed_ms).collect();
         let alerted: Vec<f64> = probes.iter().filter_map(|p| p.alert_ms).collect();
         let cores = c1
@@ -640,6 +751,7 @@ async fn main() -> Result<()> {
             alert_p50: pct(&alerted, 0.5),
             alert_p99: pct(&alerted, 0.99),
             alert_max: pct(&alerted, 1.0),
+            stages,
             cores,
         };
         println!(
@@ -658,6 +770,14 @@ async fn main() -> Result<()> {
             ms(step.alert_max),
             alerted.len()
         );
+        for (name, [p50, p99, max]) in STAGES.iter().zip(&step.stages) {
+            println!(
+                "    {name}: p50/p99/max {}/{}/{} ms",
+                ms(*p50),
+                ms(*p99),
+                ms(*max)
+            );
+        }
         all_probes.extend(probes);
         steps.push(step);
         if !sustained && args.stop_when_behind {
@@ -790,6 +910,24 @@ async fn main() -> Result<()> {
             ms(s.alert_p50),
             ms(s.alert_p99),
             ms(s.alert_max)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nWhere a probe's time goes, stage by stage (p50 / p99 / max ms; Kafka's timestamps are in whole ms, and the watchers share the load generator's process):\n"
+    );
+    let _ = writeln!(md, "| offered/s | {} |", STAGES.join(" | "));
+    let _ = writeln!(md, "|---:|{}", "---:|".repeat(STAGES.len()));
+    for s in &steps {
+        let _ = writeln!(
+            md,
+            "| {:.0} | {} |",
+            s.offered,
+            s.stages
+                .iter()
+                .map(|[a, b, c]| format!("{} / {} / {}", ms(*a), ms(*b), ms(*c)))
+                .collect::<Vec<_>>()
+                .join(" | ")
         );
     }
     let _ = writeln!(md, "\nCPU cores used during each step, by process:\n");
