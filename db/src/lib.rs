@@ -22,6 +22,8 @@
 //!   by every gRPC service; [`Reconnecting`], the connection a long-lived
 //!   reader keeps.
 //! - [`audit`]: the append-only, hash-chained audit log and its check.
+//! - [`durable`]: for consumers committing without waiting for the WAL
+//!   flush, which writes are on disk (so that their offsets may be stored).
 //!
 //! Architecture invariant: no service logic here. A function takes a client
 //! or a transaction and does one thing to the tables; deciding when, and
@@ -29,6 +31,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod durable;
 pub mod events;
 pub mod forward;
 pub mod invalidate;

@@ -169,6 +169,12 @@ pub struct StorageConfig {
     /// (the feed to the national system), in the transaction that stores
     /// it. Off unless a forwarder runs: nothing else empties the queue.
     pub forward: bool,
+    /// Kafka mode: commit without waiting for PostgreSQL's WAL flush, and
+    /// store a batch's offsets only once the flush has passed it
+    /// (`quantrac_db::durable`). A database crash then loses no reading: the
+    /// unflushed batches are replayed from `readings.raw`. Single-node
+    /// mode always waits (its answer is the station's acknowledgement).
+    pub async_commit: bool,
 }
 
 impl StorageConfig {
@@ -193,6 +199,7 @@ impl Default for StorageConfig {
             refresh_rollups_every: Duration::from_secs(600),
             latest_every: Duration::from_secs(1),
             forward: false,
+            async_commit: true,
         }
     }
 }

@@ -10,7 +10,12 @@
 //! 3. publish the valid readings to `readings.valid` and the rejections to
 //!    `readings.rejected`, and wait for Kafka's acknowledgement;
 //! 4. store the offsets (`enable.auto.offset.store=false`); the periodic
-//!    auto-commit and the commit on revoke/close send them to Kafka.
+//!    auto-commit and the commit on revoke/close send them to Kafka. With
+//!    `storage.async_commit` (the default), step 2's commit does not wait
+//!    for the WAL flush, and step 4 waits instead until PostgreSQL reports
+//!    the flush past the batch (`quantrac_db::durable`); when that can no
+//!    longer be known (the database connection was lost), the consumer is
+//!    recreated and reads again from the last stored offsets.
 //!
 //! A crash anywhere before 4 replays the batch: the database skips what it
 //! already has (natural keys), and consumers of `readings.valid` are
@@ -26,7 +31,7 @@
 //! On a rebalance, a batch that straddles it may be stored by both the old
 //! and the new owner: the second write finds duplicates and adds no row.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,13 +43,14 @@ use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Statistics};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::ProcessorError;
 use crate::config::ProcessorConfig;
 use crate::pipeline::{self, InRecord};
 use crate::worker::Worker;
+use quantrac_db::durable::{self, Flushed, Mark, Verdict};
 
 /// Logs rebalances and exports consumer lag from librdkafka's statistics.
 struct Context;
@@ -118,6 +124,10 @@ pub(crate) async fn publish_all(
     Ok(())
 }
 
+/// Batches stored and published whose offsets wait for the WAL flush, at
+/// most: consumption pauses beyond (the flush watcher is stuck).
+const MAX_WAITING: usize = 256;
+
 /// Runs the consumer until `shutdown` with one worker (database
 /// connection) per batch in flight; the batches in hand are finished or
 /// abandoned (they will be replayed), never half-acknowledged.
@@ -126,6 +136,53 @@ pub async fn run(
     workers: Vec<Worker>,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
+    let watcher = config
+        .storage
+        .async_commit
+        .then(|| durable::FlushWatch::start(config.database_url.clone(), config.database));
+    let flushed = if let Some(watcher) = &watcher {
+        let mut rx = watcher.receiver();
+        // The watcher's connection must be older than the first batch to
+        // vouch for it.
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            r = rx.wait_for(Option::is_some) => {
+                r.map_err(|_| ProcessorError::Task("WAL flush watcher ended".into()))?;
+            }
+        }
+        Some(rx)
+    } else {
+        None
+    };
+    let mut workers = workers;
+    loop {
+        match consume(&config, workers, flushed.clone(), &shutdown).await? {
+            Ended::Stopped => return Ok(()),
+            Ended::Replay(w) => {
+                workers = w;
+                metrics::counter!("processor_replays_total").increment(1);
+                tracing::warn!(
+                    "a batch committed without waiting for the WAL flush can no longer be known to be on disk (the database connection was lost); reading again from the last durable offsets"
+                );
+            }
+        }
+    }
+}
+
+/// How one consumer's life ended.
+enum Ended {
+    Stopped,
+    /// A batch may have been lost by the database: its offsets were not
+    /// stored; a new consumer reads again from the stored ones.
+    Replay(Vec<Worker>),
+}
+
+async fn consume(
+    config: &Arc<ProcessorConfig>,
+    workers: Vec<Worker>,
+    mut flushed: Option<watch::Receiver<Option<Flushed>>>,
+    shutdown: &CancellationToken,
+) -> Result<Ended, ProcessorError> {
     let consumer: StreamConsumer<Context> = kafka::committing_consumer_config(
         &config.kafka.brokers,
         &config.kafka.properties,
@@ -142,15 +199,18 @@ pub async fn run(
     consumer
         .subscribe(&[&config.kafka.raw_topic])
         .map_err(|e| KafkaError::operation("subscribe", e))?;
-    let producer = producer(&config)?;
+    let producer = producer(config)?;
     let raw_topic: Arc<str> = config.kafka.raw_topic.as_str().into();
 
     let mut idle = workers;
-    let mut in_flight = FuturesOrdered::new();
+    let mut in_flight: FuturesOrdered<_> = FuturesOrdered::new();
     // Resolved when the previous batch has been published.
     let mut previous: Option<oneshot::Receiver<()>> = None;
+    // Published batches whose offsets wait for the WAL flush, in order.
+    let mut waiting: VecDeque<Offsets> = VecDeque::new();
     let mut stopping = false;
-    'batches: while !stopping {
+    let mut replay = false;
+    'batches: while !stopping && !replay {
         // 1. Collect a batch while a worker is free; meanwhile finish the
         //    batches in flight, in order.
         let mut records = Vec::new();
@@ -162,12 +222,26 @@ pub async fn run(
                 biased;
                 () = shutdown.cancelled() => { stopping = true; break; }
                 Some(done) = in_flight.next() => match done {
-                    Ok(done) => idle.push(finish(&consumer, done)),
+                    Ok(done) => {
+                        let done: Done = done;
+                        idle.push(done.worker);
+                        waiting.push_back(done.offsets);
+                        if !settle(&consumer, &mut waiting, flushed.as_ref()) {
+                            replay = true;
+                            break;
+                        }
+                    }
                     Err(ProcessorError::ShuttingDown) => break 'batches,
                     Err(e) => return Err(e),
                 },
+                () = flush_moved(&mut flushed), if !waiting.is_empty() => {
+                    if !settle(&consumer, &mut waiting, flushed.as_ref()) {
+                        replay = true;
+                        break;
+                    }
+                }
                 () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => break,
-                m = consumer.recv(), if !idle.is_empty() => match m {
+                m = consumer.recv(), if !idle.is_empty() && waiting.len() < MAX_WAITING => match m {
                     Ok(m) => {
                         readings_estimate += take(&m, &raw_topic, &mut records);
                         deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.batch.max_wait);
@@ -198,7 +272,7 @@ pub async fn run(
             }
         }
         // What was read before a shutdown is left for the next owner.
-        if stopping || records.is_empty() {
+        if stopping || replay || records.is_empty() {
             continue;
         }
         // 2. and 3. Store, then publish after the previous batch did.
@@ -208,7 +282,7 @@ pub async fn run(
         };
         let (published, next) = oneshot::channel();
         in_flight.push_back(write_then_publish(
-            Arc::clone(&config),
+            Arc::clone(config),
             worker,
             records,
             previous.replace(next),
@@ -218,18 +292,78 @@ pub async fn run(
         ));
     }
     // Batches already being written are finished (their own retries stop
-    // at the shutdown) so that their offsets are stored.
+    // at the shutdown) so that their offsets are stored (not when
+    // replaying: the new consumer reads them again).
     while let Some(done) = in_flight.next().await {
         match done {
-            Ok(done) => drop(finish(&consumer, done)),
+            Ok(done) => {
+                idle.push(done.worker);
+                if !replay {
+                    waiting.push_back(done.offsets);
+                }
+            }
             Err(ProcessorError::ShuttingDown) => break,
             Err(e) => return Err(e),
+        }
+    }
+    if !replay {
+        // A stop waits a little for the last flush, so that the next
+        // start does not read it all again.
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while settle(&consumer, &mut waiting, flushed.as_ref()) && !waiting.is_empty() {
+            if tokio::time::timeout_at(until, flush_moved(&mut flushed))
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
     }
     if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
         tracing::debug!(error = %e, "final offset commit");
     }
-    Ok(())
+    if replay && !shutdown.is_cancelled() {
+        return Ok(Ended::Replay(idle));
+    }
+    Ok(Ended::Stopped)
+}
+
+/// Resolves when the flush watcher reports something new (never without
+/// a watcher).
+async fn flush_moved(flushed: &mut Option<watch::Receiver<Option<Flushed>>>) {
+    if let Some(rx) = flushed
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+/// Step 4 for the batches at the front of `waiting` that are on disk, in
+/// order. False when one of them can no longer be known to be (replay).
+fn settle(
+    consumer: &StreamConsumer<Context>,
+    waiting: &mut VecDeque<Offsets>,
+    flushed: Option<&watch::Receiver<Option<Flushed>>>,
+) -> bool {
+    let now = flushed.map(|rx| *rx.borrow());
+    while let Some(front) = waiting.front() {
+        let verdict = match (&front.mark, &now) {
+            (Some(mark), Some(now)) => durable::verdict(mark, now.as_ref()),
+            // Committed with the flush (or no watcher to wait for).
+            _ => Verdict::Durable,
+        };
+        match verdict {
+            Verdict::Durable => {
+                if let Some(o) = waiting.pop_front() {
+                    store_offsets(consumer, o.highest);
+                }
+            }
+            Verdict::Wait => return true,
+            Verdict::Lost => return false,
+        }
+    }
+    true
 }
 
 /// Adds a consumed record to the batch; its estimated readings.
@@ -258,7 +392,14 @@ fn take(
 /// store.
 struct Done {
     worker: Worker,
+    offsets: Offsets,
+}
+
+/// The offsets a batch moves to, and (async commit) what must be on disk
+/// first.
+struct Offsets {
     highest: BTreeMap<(Arc<str>, i32), i64>,
+    mark: Option<Mark>,
 }
 
 /// Writes one batch (concurrently with others), then publishes it once the
@@ -273,7 +414,21 @@ async fn write_then_publish(
     producer: FutureProducer,
     shutdown: CancellationToken,
 ) -> Result<Done, ProcessorError> {
+    let started_at = Instant::now();
     let checked = worker.store(&records, Vec::new(), &shutdown).await?;
+    let mark = if config.storage.async_commit {
+        let lsn = match worker.wal_insert_lsn().await {
+            Ok(lsn) => Some(lsn),
+            Err(e) => {
+                // Unknown: the batch is read again (duplicates skipped).
+                tracing::warn!(error = %e, "reading the WAL position after a batch");
+                None
+            }
+        };
+        Some(Mark { started_at, lsn })
+    } else {
+        None
+    };
     if let Some(previous) = previous {
         // A dropped sender means the batch before failed or was abandoned:
         // publishing this one ahead of it would break the order.
@@ -301,20 +456,22 @@ async fn write_then_publish(
             .or_insert(r.offset);
         *e = (*e).max(r.offset);
     }
-    Ok(Done { worker, highest })
+    Ok(Done {
+        worker,
+        offsets: Offsets { highest, mark },
+    })
 }
 
 /// Step 4: stores the offsets of a finished batch (batches finish in
-/// order, so offsets move forward per partition) and hands its worker back.
-fn finish(consumer: &StreamConsumer<Context>, done: Done) -> Worker {
-    for ((topic, partition), offset) in done.highest {
+/// order, so offsets move forward per partition).
+fn store_offsets(consumer: &StreamConsumer<Context>, highest: BTreeMap<(Arc<str>, i32), i64>) {
+    for ((topic, partition), offset) in highest {
         if let Err(e) = consumer.store_offset(&topic, partition, offset) {
             // The partition moved to another member during the batch;
             // it replays from its last commit and finds duplicates.
             tracing::info!(%topic, partition, offset, error = %e, "offset not stored (partition revoked)");
         }
     }
-    done.worker
 }
 
 /// Time since `start` in seconds, for histograms.

@@ -192,6 +192,9 @@ impl Processor {
                 shutdown.clone(),
             )),
             Edge::Kafka => {
+                // Safe here only: the consumer stores offsets once the WAL
+                // flush has passed them (`durable`).
+                store.set_async_commit(config.storage.async_commit);
                 let mut workers: Vec<_> = (1..config.batch.in_flight)
                     .map(|_| worker(store.sibling()))
                     .collect();

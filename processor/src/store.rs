@@ -40,6 +40,11 @@ pub struct Store {
     unjudged: Option<i64>,
     /// Queue each stored time for the national feed (`quantrac_db::forward`).
     forward: bool,
+    /// Commit without waiting for the WAL flush (`storage.async_commit`;
+    /// see `quantrac_db::durable`).
+    async_commit: bool,
+    /// Whether the current connection has `synchronous_commit` off.
+    session_async: bool,
 }
 
 /// Tables kept no longer than `storage.retention`.
@@ -88,6 +93,8 @@ impl Store {
                 method,
                 unjudged: None,
                 forward: false,
+                async_commit: false,
+                session_async: false,
             },
             info,
         ))
@@ -103,6 +110,8 @@ impl Store {
             method: self.method,
             unjudged: None,
             forward: self.forward,
+            async_commit: self.async_commit,
+            session_async: false,
         }
     }
 
@@ -110,6 +119,19 @@ impl Store {
     /// the national system, in the same transaction (`storage.forward`).
     pub fn set_forward(&mut self, forward: bool) {
         self.forward = forward;
+    }
+
+    /// Whether this store's transactions commit without waiting for the
+    /// WAL flush. Only for a caller that stores its progress once
+    /// `quantrac_db::durable` says the writes are on disk.
+    pub fn set_async_commit(&mut self, on: bool) {
+        self.async_commit = on;
+    }
+
+    /// The WAL insert position, past every commit made so far on this
+    /// store's connection (`quantrac_db::durable::Mark`).
+    pub async fn wal_insert_lsn(&mut self) -> Result<i64, StoreError> {
+        quantrac_db::durable::insert_lsn(&*self.client().await?).await
     }
 
     /// Single-node mode: the writes that follow record their readings as
@@ -126,6 +148,15 @@ impl Store {
             let c = quantrac_db::connect(&self.url, &self.options).await?;
             tracing::info!("reconnected to the database");
             self.client = Some(c);
+            self.session_async = false;
+        }
+        if self.async_commit != self.session_async {
+            let setting = if self.async_commit { "off" } else { "on" };
+            if let Some(c) = &self.client {
+                c.batch_execute(&format!("SET synchronous_commit = {setting}"))
+                    .await?;
+            }
+            self.session_async = self.async_commit;
         }
         self.client
             .as_mut()

@@ -64,6 +64,11 @@ impl Worker {
         self.store.set_unjudged_batch(batch);
     }
 
+    /// The WAL position past this worker's commits so far.
+    pub async fn wal_insert_lsn(&mut self) -> Result<i64, StoreError> {
+        self.store.wal_insert_lsn().await
+    }
+
     pub async fn store(
         &mut self,
         records: &[InRecord],

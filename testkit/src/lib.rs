@@ -16,7 +16,8 @@
 //! - [`grpc`]: clients that send a bearer token on every call;
 //! - [`ftp`]: free ports, and uploads through a real FTP(S) client;
 //! - [`oidc`]: a stand-in OpenID Connect provider (keys, signed tokens,
-//!   the key set over HTTPS).
+//!   the key set over HTTPS);
+//! - [`pg_cluster`]: a PostgreSQL cluster of a test's own, to crash.
 //!
 //! Helpers panic with a message that says what to start: a test that cannot
 //! reach its services has nothing else useful to do.
@@ -27,6 +28,7 @@ pub mod ftp;
 pub mod grpc;
 pub mod kafka;
 pub mod oidc;
+pub mod pg_cluster;
 pub mod process;
 pub mod registry;
 pub mod samples;
