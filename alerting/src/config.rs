@@ -39,6 +39,13 @@ pub struct AlertingConfig {
     /// stored readings.
     #[serde(with = "humantime_serde")]
     pub warm_up: Duration,
+    /// Kafka mode: record the changes that judging readings makes without
+    /// waiting for PostgreSQL's WAL flush, and store the readings' offsets
+    /// only once the flush has passed them (`quantrac_db::durable`). If
+    /// the database then loses them, the engine is rebuilt from the
+    /// database and the readings judged again. Officers' actions and
+    /// single-node mode always wait for the flush.
+    pub async_commit: bool,
     pub webhooks: WebhookConfig,
     /// Open `Subscribe` streams at most; more are refused with
     /// RESOURCE_EXHAUSTED. Each holds a task and a buffer of 256 alerts.
@@ -211,6 +218,7 @@ impl Default for AlertingConfig {
             kafka: KafkaConfig::default(),
             tick: Duration::from_secs(5),
             warm_up: Duration::from_secs(26 * 3600),
+            async_commit: true,
             webhooks: WebhookConfig::default(),
             max_subscribers: 256,
             email: EmailConfig::default(),

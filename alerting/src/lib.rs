@@ -171,7 +171,7 @@ impl Alerting {
         let config = Arc::new(config);
         let registry = Arc::new(quantrac_proto::registry::Registry::load(&config.registry)?);
         let rules = rules::RulesConfig::load(&config.rules)?;
-        let db = store::connect(&config.database_url).await?;
+        let mut db = store::connect(&config.database_url).await?;
         quantrac_db::schema::migrate_tables(&db).await?;
 
         // Rebuild: open alerts, then the recent readings for the windows.
@@ -200,7 +200,7 @@ impl Alerting {
         let (live, _) = broadcast::channel(1_024);
         let notifier =
             notify::Notifier::new(producer, config.kafka.alerts_topic.clone(), live.clone());
-        publish_outbox(&db, &notifier, &shutdown).await?;
+        publish_outbox(&mut db, &notifier, &shutdown).await?;
         // Every instance's recorded changes, as the newest sequence.
         let (newest_tx, newest) = tokio::sync::watch::channel(0);
         {
@@ -248,6 +248,8 @@ impl Alerting {
             unjudged: pending.unjudged,
             health,
             waiting: Vec::new(),
+            async_records: false,
+            unflushed: std::collections::VecDeque::new(),
         };
         tasks.spawn(task.run(input, shutdown.clone()));
         tracing::info!(%grpc_addr, %http_addr, "alerting started");
@@ -357,7 +359,7 @@ async fn start_webhooks(
 
 /// The outbox: changes recorded but not published before a crash.
 async fn publish_outbox(
-    db: &tokio_postgres::Client,
+    db: &mut tokio_postgres::Client,
     notifier: &notify::Notifier,
     shutdown: &CancellationToken,
 ) -> Result<(), AlertingError> {

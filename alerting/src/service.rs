@@ -3,8 +3,13 @@
 //! the wall clock, officers' commands, and rule-file reloads. Each change is
 //! recorded in the database first, then notified, and only then is the
 //! Kafka offset stored: a crash replays, and the database drops what it has
-//! already seen.
+//! already seen. With `async_commit` (Kafka mode), judging's changes are
+//! committed without waiting for the WAL flush and the offsets wait for
+//! it instead (`quantrac_db::durable`); if the database may have lost
+//! them, the engine is rebuilt from the database as at a start and the
+//! readings after the stored offsets are judged again.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,10 +17,11 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::Utc;
 use futures::FutureExt as _;
 use prost::Message;
+use quantrac_db::durable::{self, Flushed, Mark, Verdict};
 use quantrac_proto::v1::{self, StoredReadingBatch};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -44,6 +50,32 @@ pub(crate) struct EngineTask {
     pub health: Arc<crate::Health>,
     /// Officers' actions handed to another instance, awaiting its outcome.
     pub waiting: Vec<Waiting>,
+    /// Whether judging's changes are recorded without waiting for the WAL
+    /// flush (Kafka mode with `async_commit`, set by `run_kafka`).
+    pub async_records: bool,
+    /// Those changes and the offsets behind them, in order, until the
+    /// flush passes them.
+    pub unflushed: VecDeque<Unflushed>,
+}
+
+/// What waits for the WAL flush.
+pub(crate) enum Unflushed {
+    /// Changes recorded without waiting for the flush.
+    Changes(Mark),
+    /// Offsets to store once everything before them is on disk.
+    Offsets(Vec<(String, i32, i64)>),
+}
+
+/// Entries of `unflushed` at most: consumption pauses beyond (the flush
+/// watcher is stuck).
+const MAX_UNFLUSHED: usize = 4_096;
+
+/// How one consumer's life ended.
+enum Ended {
+    Stopped,
+    /// Recorded changes may have been lost by the database: rebuild and
+    /// judge again from the stored offsets.
+    Replay,
 }
 
 /// An officer's action forwarded to the instance holding the alert.
@@ -75,18 +107,31 @@ fn modified(path: &PathBuf) -> Option<SystemTime> {
 }
 
 impl EngineTask {
-    /// Records then notifies, retrying the database while it is down.
+    /// Records then notifies, retrying the database while it is down;
+    /// without waiting for the WAL flush when `async_records` (the mark
+    /// then joins `unflushed`).
     async fn apply(
         &mut self,
         events: Vec<AlertEvent>,
         shutdown: &CancellationToken,
     ) -> Result<Vec<Recorded>, AlertingError> {
+        let wait = !self.async_records;
+        self.apply_with(events, wait, shutdown).await
+    }
+
+    async fn apply_with(
+        &mut self,
+        events: Vec<AlertEvent>,
+        wait_for_flush: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<Recorded>, AlertingError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let started_at = Instant::now();
         let mut backoff = Duration::from_millis(200);
         let recorded = loop {
-            match store::record(&mut self.db, events.clone()).await {
+            match store::record(&mut self.db, events.clone(), wait_for_flush).await {
                 Ok(r) => {
                     self.health.set_db_connected(true);
                     break r;
@@ -115,6 +160,18 @@ impl EngineTask {
                 }
             }
         };
+        if !wait_for_flush {
+            let lsn = match durable::insert_lsn(&self.db).await {
+                Ok(lsn) => Some(lsn),
+                Err(e) => {
+                    // Unknown: judged again after a rebuild.
+                    tracing::warn!(error = %e, "reading the WAL position after recording");
+                    None
+                }
+            };
+            self.unflushed
+                .push_back(Unflushed::Changes(Mark { started_at, lsn }));
+        }
         for r in &recorded {
             metrics::counter!(
                 "alerting_alerts_total",
@@ -133,7 +190,7 @@ impl EngineTask {
         let alerts: Vec<v1::Alert> = recorded.iter().map(|r| r.alert.clone()).collect();
         self.notifier.notify(&alerts, shutdown).await?;
         // Outbox: a crash before this line re-publishes at start.
-        if let Err(e) = store::mark_notified(&self.db, &alerts).await {
+        if let Err(e) = store::mark_notified(&mut self.db, &alerts).await {
             tracing::warn!(error = %e, "marking alerts as published; they may be published again at start");
         }
         Ok(recorded)
@@ -232,7 +289,8 @@ impl EngineTask {
             Action::Comment => self.engine.comment(alert_id, officer, note, now),
         };
         Ok(match result {
-            Ok(event) => match self.apply(vec![event], shutdown).await?.pop() {
+            // An answered action is on disk.
+            Ok(event) => match self.apply_with(vec![event], true, shutdown).await?.pop() {
                 Some(r) => Ok(r.alert),
                 None => Err(Status::failed_precondition(
                     "the alert was already in that state",
@@ -408,45 +466,163 @@ impl EngineTask {
         clock: &mut Clock,
         shutdown: &CancellationToken,
     ) -> Result<(), AlertingError> {
-        let cc = quantrac_plumbing::kafka::committing_consumer_config(
-            &self.config.kafka.brokers,
-            &self.config.kafka.properties,
-            &self.config.kafka.group_id,
-            &self.config.node_id,
-            self.config.kafka.session_timeout,
-        );
-        // Several instances share the topic: each watches for silence only
-        // the stations whose partitions it holds.
-        let ownership = Arc::new(crate::ownership::Ownership::default());
-        self.engine.set_owner(Arc::clone(&ownership));
-        let context = OwnershipContext {
-            ownership,
-            topic: self.config.kafka.valid_topic.clone(),
-        };
-        let consumer: StreamConsumer<OwnershipContext> =
-            cc.create_with_context(context).map_err(|source| {
-                quantrac_plumbing::kafka::KafkaError::Create {
+        let watch = self.config.async_commit.then(|| {
+            durable::FlushWatch::start(
+                self.config.database_url.clone(),
+                quantrac_db::ConnectOptions::default(),
+            )
+        });
+        let mut flushed = None;
+        if let Some(watch) = &watch {
+            // Its connection must be older than the first record to vouch
+            // for it.
+            let mut rx = watch.receiver();
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                r = rx.wait_for(Option::is_some) => {
+                    r.map_err(|_| AlertingError::Task("WAL flush watcher ended".into()))?;
+                }
+            }
+            flushed = Some(rx);
+            self.async_records = true;
+        }
+        loop {
+            let cc = quantrac_plumbing::kafka::committing_consumer_config(
+                &self.config.kafka.brokers,
+                &self.config.kafka.properties,
+                &self.config.kafka.group_id,
+                &self.config.node_id,
+                self.config.kafka.session_timeout,
+            );
+            // Several instances share the topic: each watches for silence
+            // only the stations whose partitions it holds.
+            let ownership = Arc::new(crate::ownership::Ownership::default());
+            self.engine.set_owner(Arc::clone(&ownership));
+            let context = OwnershipContext {
+                ownership,
+                topic: self.config.kafka.valid_topic.clone(),
+            };
+            let consumer: StreamConsumer<OwnershipContext> = cc
+                .create_with_context(context)
+                .map_err(|source| quantrac_plumbing::kafka::KafkaError::Create {
                     what: "consumer",
                     source,
+                })?;
+            consumer
+                .subscribe(&[&self.config.kafka.valid_topic])
+                .map_err(|e| quantrac_plumbing::kafka::KafkaError::operation("subscribe", e))?;
+            let result = self.consume(&consumer, clock, &mut flushed, shutdown).await;
+            if matches!(result, Ok(Ended::Stopped)) {
+                // A stop waits a little for the last flush, so that the
+                // next start does not judge it all again.
+                let until = tokio::time::Instant::now() + Duration::from_secs(2);
+                while self.settle(&consumer, flushed.as_ref()) && !self.unflushed.is_empty() {
+                    if tokio::time::timeout_at(until, flush_moved(&mut flushed))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
-            })?;
-        consumer
-            .subscribe(&[&self.config.kafka.valid_topic])
-            .map_err(|e| quantrac_plumbing::kafka::KafkaError::operation("subscribe", e))?;
-        let result = self.consume(&consumer, clock, shutdown).await;
-        let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
-        result
+            }
+            let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+            drop(consumer);
+            match result? {
+                Ended::Stopped => return Ok(()),
+                Ended::Replay => self.rebuild(shutdown).await?,
+            }
+        }
+    }
+
+    /// Stores the offsets at the front of `unflushed` whose changes before
+    /// them are on disk. False when some changes can no longer be known
+    /// to be (rebuild).
+    fn settle(
+        &mut self,
+        consumer: &StreamConsumer<OwnershipContext>,
+        flushed: Option<&watch::Receiver<Option<Flushed>>>,
+    ) -> bool {
+        let now = flushed.and_then(|rx| *rx.borrow());
+        while let Some(front) = self.unflushed.front() {
+            match front {
+                Unflushed::Changes(mark) => match durable::verdict(mark, now.as_ref()) {
+                    Verdict::Durable => {}
+                    Verdict::Wait => return true,
+                    Verdict::Lost => return false,
+                },
+                Unflushed::Offsets(offsets) => {
+                    for (topic, partition, offset) in offsets {
+                        if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
+                            tracing::info!(error = %e, "offset not stored (partition revoked)");
+                        }
+                    }
+                }
+            }
+            self.unflushed.pop_front();
+        }
+        true
+    }
+
+    /// After the database may have lost recorded changes: the engine as a
+    /// start builds it (open alerts from the database, windows from
+    /// `readings.valid` up to the stored offsets), and what was recorded
+    /// but not published is published.
+    async fn rebuild(&mut self, shutdown: &CancellationToken) -> Result<(), AlertingError> {
+        metrics::counter!("alerting_replays_total").increment(1);
+        tracing::warn!(
+            "alert changes recorded without waiting for the WAL flush can no longer be known to be on disk (the database connection was lost); rebuilding the engine from the database and judging again from the stored offsets"
+        );
+        self.unflushed.clear();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let attempt: Result<(), AlertingError> = async {
+                if self.db.is_closed() {
+                    self.db = store::connect(&self.config.database_url).await?;
+                }
+                let mut engine = self.engine.fresh();
+                let open = open_records(store::open_alerts(&self.db).await?);
+                let restored = open.len();
+                engine.restore(open);
+                crate::warm_up_from_kafka(&mut engine, &self.config, restored).await?;
+                self.engine = engine;
+                crate::publish_outbox(&mut self.db, &self.notifier, shutdown).await
+            }
+            .await;
+            match attempt {
+                Ok(()) => {
+                    self.health.set_db_connected(true);
+                    return Ok(());
+                }
+                Err(AlertingError::ShuttingDown) => return Err(AlertingError::ShuttingDown),
+                Err(e) if e.is_retryable() => {
+                    self.health.set_db_connected(false);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "rebuilding the engine");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(AlertingError::ShuttingDown),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn consume(
         &mut self,
         consumer: &StreamConsumer<OwnershipContext>,
         clock: &mut Clock,
+        flushed: &mut Option<watch::Receiver<Option<Flushed>>>,
         shutdown: &CancellationToken,
-    ) -> Result<(), AlertingError> {
+    ) -> Result<Ended, AlertingError> {
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return Ok(Ended::Stopped),
+                () = flush_moved(flushed), if !self.unflushed.is_empty() => {
+                    if !self.settle(consumer, flushed.as_ref()) {
+                        return Ok(Ended::Replay);
+                    }
+                }
                 Some(command) = self.commands.recv() => self.command(command, shutdown).await?,
                 _ = clock.forwarded.tick() => self.forwarded(shutdown).await?,
                 _ = clock.tick.tick() => {
@@ -456,8 +632,11 @@ impl EngineTask {
                         ctx.ownership.assign(&[], count, Utc::now());
                     }
                     self.on_tick(clock, shutdown).await?;
+                    if !self.settle(consumer, flushed.as_ref()) {
+                        return Ok(Ended::Replay);
+                    }
                 }
-                m = consumer.recv() => {
+                m = consumer.recv(), if self.unflushed.len() < MAX_UNFLUSHED => {
                     let m = match m {
                         Ok(m) => m,
                         Err(e) => { tracing::warn!(error = %e, "Kafka consumer error"); continue; }
@@ -482,10 +661,16 @@ impl EngineTask {
                         }
                     }
                     self.apply(events, shutdown).await?;
-                    for m in &messages {
-                        if let Err(e) = consumer.store_offset_from_message(m) {
-                            tracing::info!(error = %e, "offset not stored (partition revoked)");
-                        }
+                    // Stored (librdkafka commits the next one) once what
+                    // they changed is on disk.
+                    self.unflushed.push_back(Unflushed::Offsets(
+                        messages
+                            .iter()
+                            .map(|m| (m.topic().to_owned(), m.partition(), m.offset()))
+                            .collect(),
+                    ));
+                    if !self.settle(consumer, flushed.as_ref()) {
+                        return Ok(Ended::Replay);
                     }
                 }
             }
@@ -601,4 +786,15 @@ pub(crate) fn open_records(alerts: Vec<v1::Alert>) -> Vec<crate::alert::AlertRec
         .into_iter()
         .filter_map(|a| crate::alert::AlertRecord::from_proto(&a))
         .collect()
+}
+
+/// Resolves when the flush watcher reports something new (never without
+/// a watcher).
+async fn flush_moved(flushed: &mut Option<watch::Receiver<Option<Flushed>>>) {
+    if let Some(rx) = flushed
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }

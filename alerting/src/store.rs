@@ -81,11 +81,18 @@ pub async fn connect(url: &str) -> Result<Client, AlertStoreError> {
 pub async fn record(
     client: &mut Client,
     events: Vec<AlertEvent>,
+    wait_for_flush: bool,
 ) -> Result<Vec<Recorded>, AlertStoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
     let tx = client.transaction().await?;
+    if !wait_for_flush {
+        // The caller stores its offsets once the flush has passed
+        // (`quantrac_db::durable`).
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
+    }
     // One recorder at a time across instances, so that sequence numbers
     // commit in order (see `live`). Alert changes are few; the wait is short.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RECORD_LOCK])
@@ -245,18 +252,28 @@ pub async fn unnotified(client: &Client) -> Result<Vec<v1::Alert>, AlertStoreErr
 }
 
 /// Marks changes as published.
-pub async fn mark_notified(client: &Client, alerts: &[v1::Alert]) -> Result<(), AlertStoreError> {
+pub async fn mark_notified(
+    client: &mut Client,
+    alerts: &[v1::Alert],
+) -> Result<(), AlertStoreError> {
     let sequences: Vec<i64> = alerts
         .iter()
         .filter_map(|a| i64::try_from(a.sequence).ok())
         .collect();
     if !sequences.is_empty() {
-        client
-            .execute(
-                "UPDATE alert_events SET notified_at = now() WHERE sequence = ANY($1)",
-                &[&sequences],
-            )
+        let tx = client.transaction().await?;
+        // Without waiting for the WAL flush: the next readings' judging
+        // waits for this, and a mark lost in a database crash only
+        // publishes those changes again at start, as a crash before the
+        // mark does.
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
             .await?;
+        tx.execute(
+            "UPDATE alert_events SET notified_at = now() WHERE sequence = ANY($1)",
+            &[&sequences],
+        )
+        .await?;
+        tx.commit().await?;
     }
     Ok(())
 }

@@ -223,6 +223,12 @@ impl Engine {
         engine
     }
 
+    /// An engine with the same rules and registry and nothing else: what
+    /// a start builds before restoring from the database.
+    pub fn fresh(&self) -> Self {
+        Engine::new(self.rules.clone(), Arc::clone(&self.registry))
+    }
+
     /// Watch for silence only the stations `owner` says are this
     /// instance's.
     pub fn set_owner(&mut self, owner: Arc<crate::ownership::Ownership>) {
