@@ -76,6 +76,53 @@ pub async fn connect(url: &str) -> Result<Client, AlertStoreError> {
     Ok(client)
 }
 
+/// A new alert and its first history row, in one statement; no row when
+/// the alert exists (a replayed incident).
+const OPEN_SQL: &str = "WITH a AS (INSERT INTO alerts (id, rule, station_id, parameter, window_start, window_end, severity, state, \
+     observed_value, limit_value, message, industrial_zone, opened_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING RETURNING id) \
+     INSERT INTO alert_events (alert_id, change, state, actor, note, at, alert) \
+     SELECT a.id, $15::text, $8, $16::text, $17, $18::timestamptz, $19::bytea FROM a RETURNING sequence";
+
+/// A change to an alert and its history row, in one statement; no row when
+/// the alert is resolved already (or unknown).
+const CHANGE_SQL: &str = "WITH a AS (UPDATE alerts SET state = $2, severity = $3, observed_value = $4, window_end = $5, message = $6, \
+     updated_at = $7, acknowledged_by = $8, note = $9, assignee = $10 WHERE id = $1 AND state <> 'resolved' RETURNING id) \
+     INSERT INTO alert_events (alert_id, change, state, actor, note, at, alert) \
+     SELECT a.id, $11::text, $2, $12::text, $9, $13::timestamptz, $14::bytea FROM a RETURNING sequence";
+
+/// What a change's statement takes that is computed, not borrowed.
+struct Owned {
+    id: String,
+    rule: &'static str,
+    state: &'static str,
+    severity: &'static str,
+    change: &'static str,
+    actor: Option<String>,
+    proto: Vec<u8>,
+}
+
+impl Owned {
+    fn of(event: &AlertEvent) -> Self {
+        let a = &event.alert;
+        let actor = match &event.change {
+            Change::Resolved { by } => by.clone(),
+            Change::Assigned { by } | Change::Commented { by } => Some(by.clone()),
+            Change::Acknowledged => a.acknowledged_by.clone(),
+            _ => None,
+        };
+        Self {
+            id: a.key.id(),
+            rule: a.key.rule.as_str(),
+            state: a.state.as_str(),
+            severity: a.severity.as_str(),
+            change: event.change.as_str(),
+            actor,
+            proto: a.to_proto(0).encode_to_vec(),
+        }
+    }
+}
+
 /// Writes the events in one transaction; returns those that were new, in
 /// order, with their sequence numbers.
 pub async fn record(
@@ -87,102 +134,95 @@ pub async fn record(
         return Ok(Vec::new());
     }
     let tx = client.transaction().await?;
-    if !wait_for_flush {
-        // The caller stores its offsets once the flush has passed
-        // (`quantrac_db::durable`).
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await?;
-    }
-    // One recorder at a time across instances, so that sequence numbers
-    // commit in order (see `live`). Alert changes are few; the wait is short.
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RECORD_LOCK])
-        .await?;
-    let mut out = Vec::new();
-    for event in events {
-        let a = &event.alert;
-        let id = a.key.id();
-        let state = a.state.as_str();
-        let severity = a.severity.as_str();
-        let changed = match event.change {
-            Change::Opened => {
-                tx.execute(
-                    "INSERT INTO alerts (id, rule, station_id, parameter, window_start, window_end, severity, state, \
-                     observed_value, limit_value, message, industrial_zone, opened_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING",
-                    &[
-                        &id,
-                        &a.key.rule.as_str(),
-                        &a.key.station_id,
-                        &a.key.parameter,
-                        &a.key.window_start,
-                        &a.window_end,
-                        &severity,
-                        &state,
-                        &a.observed_value,
-                        &a.limit_value,
-                        &a.message,
-                        &a.industrial_zone,
-                        &a.opened_at,
-                        &a.updated_at,
-                    ],
-                )
-                .await?
-            }
-            _ => {
-                tx.execute(
-                    "UPDATE alerts SET state = $2, severity = $3, observed_value = $4, window_end = $5, message = $6, \
-                     updated_at = $7, acknowledged_by = $8, note = $9, assignee = $10 WHERE id = $1 AND state <> 'resolved'",
-                    &[
-                        &id,
-                        &state,
-                        &severity,
-                        &a.observed_value,
-                        &a.window_end,
-                        &a.message,
-                        &a.updated_at,
-                        &a.acknowledged_by,
-                        &a.note,
-                        &a.assignee,
-                    ],
-                )
-                .await?
-            }
-        };
-        if changed == 0 {
-            metrics::counter!("alerting_duplicates_skipped_total").increment(1);
-            continue;
+    // One round trip: the commit mode (the caller stores its offsets once
+    // the flush has passed, `quantrac_db::durable`), and one recorder at a
+    // time across instances, so that sequence numbers commit in order (see
+    // `live`). Alert changes are few; the wait is short.
+    tx.batch_execute(&format!(
+        "{}SELECT pg_advisory_xact_lock({RECORD_LOCK})",
+        if wait_for_flush {
+            ""
+        } else {
+            "SET LOCAL synchronous_commit = off; "
         }
-        let actor = match &event.change {
-            Change::Resolved { by } => by.clone(),
-            Change::Assigned { by } | Change::Commented { by } => Some(by.clone()),
-            Change::Acknowledged => a.acknowledged_by.clone(),
-            _ => None,
-        };
-        let row = tx
-            .query_one(
-                "INSERT INTO alert_events (alert_id, change, state, actor, note, at, alert) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING sequence",
-                &[
-                    &id,
-                    &event.change.as_str(),
-                    &state,
-                    &actor,
+    ))
+    .await?;
+    // Each change is one statement: the alert row, then its history row
+    // only if the alert row changed. All are sent at once (pipelined, in
+    // order, so sequence numbers follow the changes).
+    let owned: Vec<Owned> = events.iter().map(Owned::of).collect();
+    let params: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> = events
+        .iter()
+        .zip(&owned)
+        .map(|(event, o)| {
+            let a = &event.alert;
+            match event.change {
+                Change::Opened => vec![
+                    &o.id as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &o.rule,
+                    &a.key.station_id,
+                    &a.key.parameter,
+                    &a.key.window_start,
+                    &a.window_end,
+                    &o.severity,
+                    &o.state,
+                    &a.observed_value,
+                    &a.limit_value,
+                    &a.message,
+                    &a.industrial_zone,
+                    &a.opened_at,
+                    &a.updated_at,
+                    &o.change,
+                    &o.actor,
                     &a.note,
                     &event.at,
-                    &a.to_proto(0).encode_to_vec(),
+                    &o.proto,
                 ],
-            )
-            .await?;
+                _ => vec![
+                    &o.id as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &o.state,
+                    &o.severity,
+                    &a.observed_value,
+                    &a.window_end,
+                    &a.message,
+                    &a.updated_at,
+                    &a.acknowledged_by,
+                    &a.note,
+                    &a.assignee,
+                    &o.change,
+                    &o.actor,
+                    &event.at,
+                    &o.proto,
+                ],
+            }
+        })
+        .collect();
+    let statements = events.iter().zip(&params).map(|(event, p)| {
+        let sql = match event.change {
+            Change::Opened => OPEN_SQL,
+            _ => CHANGE_SQL,
+        };
+        tx.query_opt(sql, p)
+    });
+    let results = futures::future::join_all(statements).await;
+    drop(params);
+    let mut out = Vec::new();
+    for (event, result) in events.into_iter().zip(results) {
+        let Some(row) = result? else {
+            metrics::counter!("alerting_duplicates_skipped_total").increment(1);
+            continue;
+        };
         let sequence = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
-        let alert = a.to_proto(sequence);
+        let alert = event.alert.to_proto(sequence);
         out.push(Recorded { event, alert });
     }
     if let Some(newest) = out.last() {
         // Delivered at commit, to every instance listening.
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&crate::live::CHANNEL, &newest.alert.sequence.to_string()],
-        )
+        tx.batch_execute(&format!(
+            "SELECT pg_notify('{}', '{}')",
+            crate::live::CHANNEL,
+            newest.alert.sequence
+        ))
         .await?;
     }
     tx.commit().await?;
