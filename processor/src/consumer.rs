@@ -21,7 +21,9 @@
 //! already has (natural keys), and consumers of `readings.valid` are
 //! idempotent on the same keys. Up to `batch.in_flight` batches are written
 //! at once, each on its own connection, while the next one is read (the
-//! database is the slow step); step 3 waits for the batch before, and
+//! database is the slow step); a connection is free again once its batch
+//! is committed, not published (at most twice as many batches wait to be
+//! published); step 3 waits for the batch before, and
 //! batches finish in the order they were read, so `readings.valid` keeps
 //! the order of `readings.raw` and offsets are stored in order per
 //! partition. Two batches in flight hold the same row only when a record
@@ -202,7 +204,10 @@ async fn consume(
     let producer = producer(config)?;
     let raw_topic: Arc<str> = config.kafka.raw_topic.as_str().into();
 
+    let workers_total = workers.len();
     let mut idle = workers;
+    // Workers come back here once their batch is committed.
+    let (freed_tx, mut freed) = tokio::sync::mpsc::channel(workers_total.max(1));
     let mut in_flight: FuturesOrdered<_> = FuturesOrdered::new();
     // Resolved when the previous batch has been published.
     let mut previous: Option<oneshot::Receiver<()>> = None;
@@ -221,10 +226,10 @@ async fn consume(
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => { stopping = true; break; }
+                Some(worker) = freed.recv() => idle.push(worker),
                 Some(done) = in_flight.next() => match done {
                     Ok(done) => {
                         let done: Done = done;
-                        idle.push(done.worker);
                         waiting.push_back(done.offsets);
                         if !settle(&consumer, &mut waiting, flushed.as_ref()) {
                             replay = true;
@@ -241,7 +246,9 @@ async fn consume(
                     }
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => break,
-                m = consumer.recv(), if !idle.is_empty() && waiting.len() < MAX_WAITING => match m {
+                m = consumer.recv(), if !idle.is_empty()
+                    && in_flight.len() < 2 * workers_total
+                    && waiting.len() < MAX_WAITING => match m {
                     Ok(m) => {
                         readings_estimate += take(&m, &raw_topic, &mut records);
                         deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.batch.max_wait);
@@ -284,6 +291,7 @@ async fn consume(
         in_flight.push_back(write_then_publish(
             Arc::clone(config),
             worker,
+            freed_tx.clone(),
             records,
             previous.replace(next),
             published,
@@ -297,7 +305,6 @@ async fn consume(
     while let Some(done) = in_flight.next().await {
         match done {
             Ok(done) => {
-                idle.push(done.worker);
                 if !replay {
                     waiting.push_back(done.offsets);
                 }
@@ -323,6 +330,11 @@ async fn consume(
         tracing::debug!(error = %e, "final offset commit");
     }
     if replay && !shutdown.is_cancelled() {
+        // Every batch has finished, so every worker is back.
+        drop(freed_tx);
+        while let Some(w) = freed.recv().await {
+            idle.push(w);
+        }
         return Ok(Ended::Replay(idle));
     }
     Ok(Ended::Stopped)
@@ -388,10 +400,8 @@ fn take(
     estimate
 }
 
-/// A batch stored and published: its worker, free again, and the offsets to
-/// store.
+/// A batch stored and published: the offsets to store.
 struct Done {
-    worker: Worker,
     offsets: Offsets,
 }
 
@@ -408,6 +418,7 @@ struct Offsets {
 async fn write_then_publish(
     config: Arc<ProcessorConfig>,
     mut worker: Worker,
+    freed: tokio::sync::mpsc::Sender<Worker>,
     records: Vec<InRecord>,
     previous: Option<oneshot::Receiver<()>>,
     published: oneshot::Sender<()>,
@@ -429,6 +440,9 @@ async fn write_then_publish(
     } else {
         None
     };
+    // The connection is not needed to publish: the next batch may use it.
+    // (The channel holds every worker; it is never full.)
+    let _ = freed.try_send(worker);
     if let Some(previous) = previous {
         // A dropped sender means the batch before failed or was abandoned:
         // publishing this one ahead of it would break the order.
@@ -457,7 +471,6 @@ async fn write_then_publish(
         *e = (*e).max(r.offset);
     }
     Ok(Done {
-        worker,
         offsets: Offsets { highest, mark },
     })
 }
