@@ -293,8 +293,10 @@ async fn consume(
             worker,
             freed_tx.clone(),
             records,
-            previous.replace(next),
-            published,
+            Turn {
+                previous: previous.replace(next),
+                published,
+            },
             producer.clone(),
             shutdown.clone(),
         ));
@@ -412,6 +414,13 @@ struct Offsets {
     mark: Option<Mark>,
 }
 
+/// A batch's turn to publish: after the batch before it (`previous`
+/// resolves once it has), then telling the next one (`published`).
+struct Turn {
+    previous: Option<oneshot::Receiver<()>>,
+    published: oneshot::Sender<()>,
+}
+
 /// Writes one batch (concurrently with others), then publishes it once the
 /// batch before it was published, so that `readings.valid` keeps the order
 /// of `readings.raw` per partition.
@@ -420,8 +429,10 @@ async fn write_then_publish(
     mut worker: Worker,
     freed: tokio::sync::mpsc::Sender<Worker>,
     records: Vec<InRecord>,
-    previous: Option<oneshot::Receiver<()>>,
-    published: oneshot::Sender<()>,
+    Turn {
+        previous,
+        published,
+    }: Turn,
     producer: FutureProducer,
     shutdown: CancellationToken,
 ) -> Result<Done, ProcessorError> {
