@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 )]
 struct Args {
     /// Offered readings/s per step, in order (repeat).
-    #[arg(long = "rate", default_values_t = [1000u64, 5000, 10000, 20000, 40000, 60000, 80000])]
+    #[arg(long = "rate", default_values_t = [1000u64, 5000, 10000, 20000, 40000, 50000, 60000, 80000])]
     rates: Vec<u64>,
     /// Measured time per step (after `--settle`).
     #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
