@@ -15,7 +15,7 @@ use quantrac_alerting::Alerting;
 use quantrac_testkit::db::{connect, count, wait_for_count};
 use quantrac_testkit::env::kafka_brokers;
 use quantrac_testkit::kafka::{committed, create, create_topics};
-use quantrac_testkit::pg_cluster::Cluster;
+use quantrac_testkit::pg_cluster::{Cluster, WAL_STAYS_IN_MEMORY};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
@@ -24,14 +24,7 @@ const EXCEEDANCES: &str = "SELECT count(*) FROM alerts WHERE rule = 'limit_excee
 
 #[tokio::test]
 async fn a_database_crash_before_the_wal_flush_loses_no_alert() {
-    let pg = Cluster::start(&[
-        // Nothing may write alerting's WAL out meanwhile (see the
-        // processor's test of the same name).
-        "autovacuum = off",
-        "bgwriter_lru_maxpages = 0",
-        "checkpoint_timeout = 1h",
-        "wal_buffers = 16MB",
-    ]);
+    let pg = Cluster::start(WAL_STAYS_IN_MEMORY);
     let url = pg.url();
     let topics = create_topics(&unique("a-async")).await;
     let alerts_topic = unique("a-async-alerts");

@@ -12,20 +12,12 @@ use std::time::Duration;
 use common::*;
 use quantrac_processor::Processor;
 use quantrac_testkit::kafka::committed;
-use quantrac_testkit::pg_cluster::Cluster;
+use quantrac_testkit::pg_cluster::{Cluster, WAL_STAYS_IN_MEMORY};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn a_database_crash_before_the_wal_flush_loses_no_reading() {
-    let pg = Cluster::start(&[
-        // Nothing may write the processor's WAL out meanwhile: no vacuum,
-        // no background writes of dirty pages (each writes the WAL before
-        // them), room in the WAL buffers.
-        "autovacuum = off",
-        "bgwriter_lru_maxpages = 0",
-        "checkpoint_timeout = 1h",
-        "wal_buffers = 16MB",
-    ]);
+    let pg = Cluster::start(WAL_STAYS_IN_MEMORY);
     let url = pg.url();
     let topics = create_topics(&unique("p-async")).await;
     let prefix = unique("AC");

@@ -12,6 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// Settings under which nothing but a session's own synchronous commit
+/// writes its WAL out while [`Cluster::pause_wal_writer`] holds: no
+/// vacuum, no background writes of dirty pages (each writes the WAL before
+/// them), no checkpoint, room in the WAL buffers.
+pub const WAL_STAYS_IN_MEMORY: &[&str] = &[
+    "autovacuum = off",
+    "bgwriter_lru_maxpages = 0",
+    "checkpoint_timeout = 1h",
+    "wal_buffers = 16MB",
+];
+
 /// A running (or crashed) private cluster; stopped and deleted on drop.
 #[derive(Debug)]
 pub struct Cluster {

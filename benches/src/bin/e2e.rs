@@ -255,6 +255,58 @@ fn mark(marks: &std::sync::Mutex<HashMap<i64, Marks>>, key: i64, stage: usize, a
     m.entry(key).or_default()[stage].get_or_insert(at);
 }
 
+/// Follows `topic` from now on: for every probe value (COD of 200 or more)
+/// in the records of probe stations, marks stage `stage` with the record's
+/// Kafka timestamp (when it was produced) and `stage + 1` with when it was
+/// read, and notes in `seen` when it was first read.
+fn watch_probes(
+    brokers: &str,
+    topic: &str,
+    probes: Arc<std::collections::HashSet<String>>,
+    marks: Arc<std::sync::Mutex<HashMap<i64, Marks>>>,
+    stage: usize,
+    values: fn(&[u8]) -> Vec<f64>,
+    seen: Option<Arc<std::sync::Mutex<HashMap<i64, Instant>>>>,
+) -> Result<()> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("e2e-watch"))
+        .set("auto.offset.reset", "latest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    tokio::spawn(async move {
+        while let Ok(m) = consumer.recv().await {
+            let (read_at, read_instant) = (wall_ms(), Instant::now());
+            if !m
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .is_some_and(|k| probes.contains(k))
+            {
+                continue;
+            }
+            let produced = m.timestamp().to_millis().map(|t| t as f64);
+            for v in values(m.payload().unwrap_or_default()) {
+                if v < 200.0 {
+                    continue;
+                }
+                let key = (v * 1000.0).round() as i64;
+                if let Some(t) = produced {
+                    mark(&marks, key, stage, t);
+                }
+                mark(&marks, key, stage + 1, read_at);
+                if let Some(seen) = &seen {
+                    seen.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(key)
+                        .or_insert(read_instant);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Per stage, p50 / p99 / max of its duration over the probes that
 /// reached both its start and its end.
 fn stage_times(sent: &[(i64, f64)], marks: &HashMap<i64, Marks>) -> Vec<[Option<f64>; 3]> {
@@ -419,90 +471,48 @@ async fn main() -> Result<()> {
             }
         });
     }
-    // The probes' raw records, for the stage times only.
-    {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", unique("e2e-watch-raw"))
-            .set("auto.offset.reset", "latest")
-            .set("enable.auto.commit", "false")
-            .create()?;
-        consumer.subscribe(&[topics.raw.as_str()])?;
-        let (probes, marks) = (Arc::clone(&is_probe), Arc::clone(&marks));
-        tokio::spawn(async move {
-            while let Ok(m) = consumer.recv().await {
-                let seen = wall_ms();
-                if !m
-                    .key()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .is_some_and(|k| probes.contains(k))
-                {
-                    continue;
-                }
-                let Some(batch) = m.payload().and_then(|p| ReadingBatch::decode(p).ok()) else {
-                    continue;
-                };
-                let produced = m.timestamp().to_millis().map(|t| t as f64);
-                for r in batch
-                    .readings
-                    .iter()
-                    .filter(|r| r.parameter == "COD" && r.value >= 200.0)
-                {
-                    let key = (r.value * 1000.0).round() as i64;
-                    if let Some(t) = produced {
-                        mark(&marks, key, 0, t);
-                    }
-                    mark(&marks, key, 1, seen);
-                }
-            }
-        });
-    }
-    {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", unique("e2e-watch"))
-            .set("auto.offset.reset", "latest")
-            .set("enable.auto.commit", "false")
-            .create()?;
-        consumer.subscribe(&[valid.as_str()])?;
-        let (seen, probes, marks) = (
-            Arc::clone(&committed_seen),
-            Arc::clone(&is_probe),
-            Arc::clone(&marks),
-        );
-        tokio::spawn(async move {
-            while let Ok(m) = consumer.recv().await {
-                let seen_at = wall_ms();
-                if !m
-                    .key()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .is_some_and(|k| probes.contains(k))
-                {
-                    continue;
-                }
-                let Some(batch) = m.payload().and_then(|p| StoredReadingBatch::decode(p).ok())
-                else {
-                    continue;
-                };
-                let produced = m.timestamp().to_millis().map(|t| t as f64);
-                for r in batch
-                    .readings
-                    .iter()
-                    .filter(|r| r.parameter == "COD" && r.value >= 200.0)
-                {
-                    let key = (r.value * 1000.0).round() as i64;
-                    if let Some(t) = produced {
-                        mark(&marks, key, 2, t);
-                    }
-                    mark(&marks, key, 3, seen_at);
-                    seen.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .entry(key)
-                        .or_insert_with(Instant::now);
-                }
-            }
-        });
-    }
+    // The probes' raw records (for the stage times only), and their
+    // committed rows as announced on readings.valid.
+    watch_probes(
+        &brokers,
+        &topics.raw,
+        Arc::clone(&is_probe),
+        Arc::clone(&marks),
+        0,
+        |p| {
+            ReadingBatch::decode(p).map_or_else(
+                |_| Vec::new(),
+                |b| {
+                    b.readings
+                        .iter()
+                        .filter(|r| r.parameter == "COD")
+                        .map(|r| r.value)
+                        .collect()
+                },
+            )
+        },
+        None,
+    )?;
+    watch_probes(
+        &brokers,
+        &valid,
+        Arc::clone(&is_probe),
+        Arc::clone(&marks),
+        2,
+        |p| {
+            StoredReadingBatch::decode(p).map_or_else(
+                |_| Vec::new(),
+                |b| {
+                    b.readings
+                        .iter()
+                        .filter(|r| r.parameter == "COD")
+                        .map(|r| r.value)
+                        .collect()
+                },
+            )
+        },
+        Some(Arc::clone(&committed_seen)),
+    )?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Load links.
