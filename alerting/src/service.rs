@@ -517,7 +517,7 @@ impl EngineTask {
                 // next start does not judge it all again.
                 let until = tokio::time::Instant::now() + Duration::from_secs(2);
                 while self.settle(&consumer, flushed.as_ref()) && !self.unflushed.is_empty() {
-                    if tokio::time::timeout_at(until, flush_moved(&mut flushed))
+                    if tokio::time::timeout_at(until, durable::changed(&mut flushed))
                         .await
                         .is_err()
                     {
@@ -618,7 +618,7 @@ impl EngineTask {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(Ended::Stopped),
-                () = flush_moved(flushed), if !self.unflushed.is_empty() => {
+                () = durable::changed(flushed), if !self.unflushed.is_empty() => {
                     if !self.settle(consumer, flushed.as_ref()) {
                         return Ok(Ended::Replay);
                     }
@@ -786,15 +786,4 @@ pub(crate) fn open_records(alerts: Vec<v1::Alert>) -> Vec<crate::alert::AlertRec
         .into_iter()
         .filter_map(|a| crate::alert::AlertRecord::from_proto(&a))
         .collect()
-}
-
-/// Resolves when the flush watcher reports something new (never without
-/// a watcher).
-async fn flush_moved(flushed: &mut Option<watch::Receiver<Option<Flushed>>>) {
-    if let Some(rx) = flushed
-        && rx.changed().await.is_ok()
-    {
-        return;
-    }
-    std::future::pending().await
 }

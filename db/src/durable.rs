@@ -90,6 +90,17 @@ pub async fn insert_lsn(db: &impl GenericClient) -> Result<i64, DbError> {
         .ok_or_else(|| DbError::Schema("pg_current_wal_insert_lsn() returned no row".into()))
 }
 
+/// Resolves when `flushed` reports something new; never without a
+/// watcher (`None`), so that it can sit in a `select!` either way.
+pub async fn changed(flushed: &mut Option<watch::Receiver<Option<Flushed>>>) {
+    if let Some(rx) = flushed
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
 /// Reads the flush position on a connection of its own, reconnecting after
 /// a failure (and reporting `None` until connected again); stops when
 /// dropped.

@@ -239,7 +239,7 @@ async fn consume(
                     Err(ProcessorError::ShuttingDown) => break 'batches,
                     Err(e) => return Err(e),
                 },
-                () = flush_moved(&mut flushed), if !waiting.is_empty() => {
+                () = durable::changed(&mut flushed), if !waiting.is_empty() => {
                     if !settle(&consumer, &mut waiting, flushed.as_ref()) {
                         replay = true;
                         break;
@@ -320,7 +320,7 @@ async fn consume(
         // start does not read it all again.
         let until = tokio::time::Instant::now() + Duration::from_secs(2);
         while settle(&consumer, &mut waiting, flushed.as_ref()) && !waiting.is_empty() {
-            if tokio::time::timeout_at(until, flush_moved(&mut flushed))
+            if tokio::time::timeout_at(until, durable::changed(&mut flushed))
                 .await
                 .is_err()
             {
@@ -340,17 +340,6 @@ async fn consume(
         return Ok(Ended::Replay(idle));
     }
     Ok(Ended::Stopped)
-}
-
-/// Resolves when the flush watcher reports something new (never without
-/// a watcher).
-async fn flush_moved(flushed: &mut Option<watch::Receiver<Option<Flushed>>>) {
-    if let Some(rx) = flushed
-        && rx.changed().await.is_ok()
-    {
-        return;
-    }
-    std::future::pending().await
 }
 
 /// Step 4 for the batches at the front of `waiting` that are on disk, in
