@@ -42,6 +42,9 @@ step "services (deploy/services.sh start)"
 # Only the services the benchmarks use (not the TimescaleDB/PGlite one).
 deploy/services.sh start kafka mosquitto postgres
 eval "$(deploy/services.sh env)"
+# Databases and topics earlier test runs left cost PostgreSQL and Kafka a
+# third of a core each while idle, which the benchmarks would count.
+deploy/services.sh prune postgres kafka
 command -v psql >/dev/null || {
   echo "psql not found: store-rate compares with psql \\copy" >&2
   exit 1

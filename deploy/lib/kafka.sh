@@ -21,6 +21,8 @@ KAFKA_SERVER_LOG=$KAFKA_LOGS/server.log
 KAFKA_MAIN=kafka.Kafka
 KAFKA_STORAGE_MAIN=kafka.tools.StorageTool
 KAFKA_TOPIC_MAIN=org.apache.kafka.tools.TopicCommand
+# Topics tests and benchmarks create (testkit::unique), which `prune` deletes.
+KAFKA_TEST_TOPIC_RE='^[A-Za-z][A-Za-z0-9-]*-[0-9a-f]{10}([.][a-z.]+)?$'
 
 kafka_bootstrap() { printf '%s:%s' "$KAFKA_HOST" "$KAFKA_PORT"; }
 
@@ -267,4 +269,24 @@ kafka_clean() {
   log "kafka: removing data, logs and config under $KAFKA_DIR (keeping downloaded jars)"
   rm -rf "$KAFKA_DATA" "$KAFKA_LOGS" "$KAFKA_DIR/cluster.id" "$KAFKA_DIR/formatted-controller-port" \
     "$KAFKA_DIR/server.properties" "$KAFKA_DIR/log4j2.xml" "$KAFKA_DIR/tools-log4j2.xml"
+}
+
+# Deletes the topics tests and benchmarks made (testkit's unique:
+# <prefix>-<10 hex digits>, with a .kind suffix or none).
+kafka_prune() {
+  kafka_running || {
+    log "kafka: not running; nothing to prune"
+    return 0
+  }
+  local all n
+  all=$(kafka_topics_list) || die "kafka: could not list topics"
+  n=$(grep -cE "$KAFKA_TEST_TOPIC_RE" <<<"$all" || true)
+  if ((n == 0)); then
+    log "kafka: no test topics to prune"
+    return 0
+  fi
+  log "kafka: deleting $n test topics"
+  kafka_tool "$KAFKA_TOPIC_MAIN" --bootstrap-server "$(kafka_bootstrap)" --delete \
+    --topic "$KAFKA_TEST_TOPIC_RE" >/dev/null || die "kafka: could not delete the test topics"
+  log "kafka: pruned $n test topics"
 }

@@ -13,6 +13,8 @@ PG_FAST=${QUANTRAC_PG_FAST:-0}
 PG_OS_USER=${QUANTRAC_PG_OS_USER:-postgres}
 # Internal superuser created by initdb (used over the unix socket for bootstrap only).
 PG_SUPERUSER=postgres
+# Databases tests and benchmarks create (testkit::unique_ident), which `prune` drops.
+PG_TEST_DB_RE='^(qt|qt_bench|bench_e2e|bench_alert|faults)_[0-9a-f]{10}$'
 
 # Where the cluster lives. Normally $STATE_DIR/postgres; if we are root and the postgres
 # OS user cannot reach the state dir (e.g. repo under /root), a directory under /var/tmp
@@ -249,4 +251,25 @@ postgres_clean() {
   root=$(pg_root)
   log "postgres: removing $root"
   rm -rf "$root" "$(pg_sockdir)" "$STATE_DIR/postgres.location"
+}
+
+# Drops the databases tests and benchmarks made (testkit's unique_ident:
+# <prefix>_<10 hex digits>), in use or not.
+postgres_prune() {
+  postgres_running || {
+    log "postgres: not running; nothing to prune"
+    return 0
+  }
+  local n
+  n=$(pg_as_owner psql -X -At -h "$(pg_sockdir)" -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres \
+    -c "SELECT count(*) FROM pg_database WHERE datname ~ '$PG_TEST_DB_RE'") || die "postgres: could not list databases"
+  if ((n == 0)); then
+    log "postgres: no test databases to prune"
+    return 0
+  fi
+  log "postgres: dropping $n test databases"
+  pg_as_owner psql -X -q -v ON_ERROR_STOP=1 -h "$(pg_sockdir)" -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres <<SQL >/dev/null || die "postgres: pruning failed"
+SELECT format('DROP DATABASE %I WITH (FORCE)', datname) FROM pg_database WHERE datname ~ '$PG_TEST_DB_RE' ORDER BY datname\gexec
+SQL
+  log "postgres: pruned $n test databases"
 }
