@@ -25,8 +25,9 @@
 #             deploy/timescale/node_modules are kept)
 #   prune     delete what earlier test and benchmark runs left in the running services:
 #             their databases in PostgreSQL, their topics in Kafka (names only tests
-#             make, <prefix>_<10 hex> and <prefix>-<10 hex>[.kind]); the sample
-#             database and topics stay. Run it only while no tests are running.
+#             make, <prefix>_<10 hex> and <prefix>-<10 hex>[.kind]; the sample
+#             database and topics stay), Mosquitto's saved sessions and queued
+#             messages (all of them: a restart). Run it only while no tests are running.
 #
 # See deploy/README.md for ports and environment variables.
 set -euo pipefail
@@ -54,7 +55,7 @@ source "$QUANTRAC_DEPLOY_DIR/lib/browser.sh"
 ALL_SERVICES=(tls kafka mosquitto postgres timescale smtp ftp browser)
 
 usage() {
-  sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {

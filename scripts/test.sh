@@ -35,9 +35,10 @@ step "services (deploy/services.sh start)"
 trap diagnose EXIT
 deploy/services.sh start
 eval "$(deploy/services.sh env)"
-# What earlier runs left (hundreds of databases and topics) keeps the
-# services busy while idle; nothing of this run exists yet.
-deploy/services.sh prune postgres kafka
+# What earlier runs left (hundreds of databases and topics, MQTT sessions
+# queueing every reading) keeps the services busy; nothing of this run
+# exists yet.
+deploy/services.sh prune postgres kafka mosquitto
 
 step "crate layers (scripts/check-layers.sh)"
 scripts/check-layers.sh

@@ -228,3 +228,22 @@ mosquitto_clean() {
   log "mosquitto: removing $MOSQ_DIR"
   rm -rf "$MOSQ_DIR"
 }
+
+# Forgets every saved session and the messages queued for it: tests leave
+# persistent sessions (clean session off) behind, each queueing up to
+# max_queued_messages of every later run's readings, and the broker then
+# rewrites its whole store every autosave (measured: 285 MB every 10 s).
+# A restart with no store; the accounts and ACL stay.
+mosquitto_prune() {
+  local size
+  size=$(du -sh "$MOSQ_DATA" 2>/dev/null | cut -f1)
+  if ! mosquitto_running; then
+    rm -f "$MOSQ_DATA"/mosquitto.db
+    log "mosquitto: not running; saved sessions removed (${size:-none})"
+    return 0
+  fi
+  log "mosquitto: restarting without its saved sessions and queued messages (${size:-none})"
+  mosquitto_stop
+  rm -f "$MOSQ_DATA"/mosquitto.db
+  mosquitto_start
+}
