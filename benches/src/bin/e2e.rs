@@ -255,6 +255,31 @@ fn mark(marks: &std::sync::Mutex<HashMap<i64, Marks>>, key: i64, stage: usize, a
     m.entry(key).or_default()[stage].get_or_insert(at);
 }
 
+/// Databases earlier test runs left keep an idle PostgreSQL busy (0.32
+/// cores with 602 of them, autovacuum visiting each), which this run
+/// would count as the pipeline's; `deploy/services.sh prune` removes them
+/// (and the topics and MQTT sessions tests leave; `scripts/bench.sh` runs it).
+async fn warn_about_leftovers(admin_url: &str) {
+    let Ok((client, conn)) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await else {
+        return;
+    };
+    tokio::spawn(conn);
+    let left = client
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname ~ '^(qt|qt_bench|bench_e2e|bench_alert|faults)_[0-9a-f]{10}$'",
+            &[],
+        )
+        .await
+        .map(|row| row.get::<_, i64>(0));
+    if let Ok(n) = left
+        && n > 20
+    {
+        println!(
+            "e2e: WARNING: {n} databases left by earlier test runs keep PostgreSQL busy; run `deploy/services.sh prune` first (no tests running)"
+        );
+    }
+}
+
 /// Follows `topic` from now on: for every probe value (COD of 200 or more)
 /// in the records of probe stations, marks stage `stage` with the record's
 /// Kafka timestamp (when it was produced) and `stage + 1` with when it was
@@ -348,6 +373,10 @@ struct Step {
     stages: Vec<[Option<f64>; 3]>,
     /// CPU cores used over the step, by process.
     cores: HashMap<String, f64>,
+    /// Busy cores not explained by the processes in `cores`.
+    other_cores: Option<f64>,
+    /// Share of the step's time some runnable task waited for a CPU (PSI).
+    cpu_wait_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -384,6 +413,7 @@ async fn main() -> Result<()> {
     let (station_user, station_password) = mqtt.station.clone();
     let machine = common::machine_line();
     println!("e2e: {machine}");
+    warn_about_leftovers(&admin_url).await;
 
     // Fresh database, topics and registry.
     let db_name = unique_ident("bench_e2e");
@@ -655,6 +685,10 @@ async fn main() -> Result<()> {
             cpu_of(&procs),
             Instant::now(),
         );
+        let (busy0, wait0) = (
+            common::machine_busy_seconds(),
+            common::cpu_pressure_seconds(),
+        );
         let j0 = judged_count(alerting_http).await;
         // Probes on schedule, each a normal value (closing its station's
         // previous incident) then one over the limit, in one write.
@@ -688,6 +722,10 @@ async fn main() -> Result<()> {
             acked.load(Ordering::Relaxed),
             stored_count(processor_http).await,
             cpu_of(&procs),
+        );
+        let (busy1, wait1) = (
+            common::machine_busy_seconds(),
+            common::cpu_pressure_seconds(),
         );
         let j1 = judged_count(alerting_http).await;
         let judged_per_s = j1.saturating_sub(j0) as f64 / secs;
@@ -742,10 +780,13 @@ async fn main() -> Result<()> {
         );
         let committed: Vec<f64> = probes.iter().filter_map(|p| p.committed_ms).collect();
         let alerted: Vec<f64> = probes.iter().filter_map(|p| p.alert_ms).collect();
-        let cores = c1
+        let cores: HashMap<String, f64> = c1
             .iter()
             .map(|(k, v)| (k.clone(), (v - c0.get(k).copied().unwrap_or(0.0)) / secs))
             .collect();
+        let machine_cores = busy0.zip(busy1).map(|(a, b)| (b - a) / secs);
+        let other_cores = machine_cores.map(|m| (m - cores.values().sum::<f64>()).max(0.0));
+        let cpu_wait_share = wait0.zip(wait1).map(|(a, b)| (b - a) / secs);
         let step = Step {
             offered: rate as f64 + probe_rate,
             acked_per_s,
@@ -763,6 +804,8 @@ async fn main() -> Result<()> {
             alert_max: pct(&alerted, 1.0),
             stages,
             cores,
+            other_cores,
+            cpu_wait_share,
         };
         println!(
             "step {rate}/s: acked {:.0}/s stored {:.0}/s judged {:.0}/s backlog {:+.0}/s judge backlog {:+.0}/s {} | probes {} committed p50/p99 {}/{} ms, alert p50/p99/max {}/{}/{} ms ({} alerted)",
@@ -786,6 +829,14 @@ async fn main() -> Result<()> {
                 ms(*p50),
                 ms(*p99),
                 ms(*max)
+            );
+        }
+        if let Some(w) = step.cpu_wait_share {
+            println!(
+                "    a runnable task waited for a CPU {:.0} % of the step; other processes used {} cores",
+                w * 100.0,
+                step.other_cores
+                    .map_or("?".to_owned(), |o| format!("{o:.2}"))
             );
         }
         all_probes.extend(probes);
@@ -940,20 +991,34 @@ async fn main() -> Result<()> {
                 .join(" | ")
         );
     }
-    let _ = writeln!(md, "\nCPU cores used during each step, by process:\n");
+    let _ = writeln!(
+        md,
+        "\nCPU cores used during each step, by process; \"other\" is the rest of the machine's busy time, and \"waiting for a CPU\" the share of the step during which some runnable task waited (`/proc/pressure/cpu`): high while the pipeline's own processes leave cores idle, it means the machine is shared and the step's latencies are not the pipeline's alone:\n"
+    );
     let names: Vec<String> = cpu_run.iter().map(|(k, _)| k.clone()).collect();
-    let _ = writeln!(md, "| offered/s | {} |", names.join(" | "));
-    let _ = writeln!(md, "|---:|{}", "---:|".repeat(names.len()));
+    let _ = writeln!(
+        md,
+        "| offered/s | {} | other | waiting for a CPU |",
+        names.join(" | ")
+    );
+    let _ = writeln!(md, "|---:|{}", "---:|".repeat(names.len() + 2));
+    let share = |v: Option<f64>, pct: bool| match v {
+        Some(v) if pct => format!("{:.0} %", v * 100.0),
+        Some(v) => format!("{v:.2}"),
+        None => "–".to_owned(),
+    };
     for s in &steps {
         let _ = writeln!(
             md,
-            "| {:.0} | {} |",
+            "| {:.0} | {} | {} | {} |",
             s.offered,
             names
                 .iter()
                 .map(|n| format!("{:.2}", s.cores.get(n).copied().unwrap_or(0.0)))
                 .collect::<Vec<_>>()
-                .join(" | ")
+                .join(" | "),
+            share(s.other_cores, false),
+            share(s.cpu_wait_share, true)
         );
     }
     let _ = writeln!(

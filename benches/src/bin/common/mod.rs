@@ -193,6 +193,24 @@ fn system_ticks() -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
+/// Busy CPU seconds of the whole machine since boot (`/proc/stat`).
+pub fn machine_busy_seconds() -> Option<f64> {
+    system_ticks().map(|(busy, _)| busy as f64 / TICKS_PER_SECOND)
+}
+
+/// Seconds since boot during which at least one runnable task waited for
+/// a CPU (`/proc/pressure/cpu`, "some"); `None` without PSI. Over a step,
+/// its share of the wall time tells a crowded machine (other tenants, a
+/// hypervisor's neighbours) from a slow pipeline.
+pub fn cpu_pressure_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    let total = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?;
+    Some(total.parse::<u64>().ok()? as f64 / 1e6)
+}
+
 /// External services whose CPU time is reported separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
