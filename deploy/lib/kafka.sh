@@ -8,6 +8,7 @@ KAFKA_PORT=${QUANTRAC_KAFKA_PORT:-19092}
 KAFKA_SSL_PORT=${QUANTRAC_KAFKA_SSL_PORT:-19094}
 KAFKA_CONTROLLER_PORT=${QUANTRAC_KAFKA_CONTROLLER_PORT:-19093}
 KAFKA_HEAP=${QUANTRAC_KAFKA_HEAP:-512m}
+KAFKA_GC=${QUANTRAC_KAFKA_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=20}
 KAFKA_PARTITIONS=${QUANTRAC_KAFKA_PARTITIONS:-6}
 KAFKA_TOPICS=${QUANTRAC_KAFKA_TOPICS:-readings.raw ingest.rejected readings.valid readings.rejected alerts}
 
@@ -202,7 +203,9 @@ kafka_start() {
   local log_offset
   log_offset=$(stat -c %s "$KAFKA_SERVER_LOG" 2>/dev/null || echo 0)
   # setsid + nohup: detach from this shell so the broker outlives it.
-  setsid nohup java "-Xmx$KAFKA_HEAP" "-Xms$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  # shellcheck disable=SC2086 # KAFKA_GC is a list of options
+  setsid nohup java "-Xmx$KAFKA_HEAP" "-Xms$KAFKA_HEAP" $KAFKA_GC \
+    "-Xlog:gc:file=$KAFKA_LOGS/gc.log:time,uptime:filecount=2,filesize=10m" \
     -Djava.awt.headless=true -Dkafka.logs.dir="$KAFKA_LOGS" \
     -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.xml" \
     -XX:+ExitOnOutOfMemoryError \
