@@ -175,7 +175,24 @@ impl Store {
         let (method, unjudged, forward) = (self.method, self.unjudged, self.forward);
         let client = self.client().await?;
         let mut tx = client.transaction().await?;
-        let written = quantrac_db::readings::write(&mut tx, readings, method).await?;
+        let written = if method == WriteMethod::Copy {
+            match quantrac_db::readings::copy_direct(&tx, readings).await? {
+                Some(n) => quantrac_db::readings::Written {
+                    inserted: n,
+                    conflicts: 0,
+                },
+                None => {
+                    // The batch meets stored rows and the failed COPY
+                    // aborted the transaction, before anything else was
+                    // written in it: again, through staging.
+                    tx.rollback().await?;
+                    tx = client.transaction().await?;
+                    quantrac_db::readings::copy_staged(&mut tx, readings).await?
+                }
+            }
+        } else {
+            quantrac_db::readings::write(&mut tx, readings, method).await?
+        };
         if let Some(batch) = unjudged {
             quantrac_db::pending::record(&tx, batch, readings).await?;
         }
