@@ -151,61 +151,61 @@ pub async fn record(
     // only if the alert row changed. All are sent at once (pipelined, in
     // order, so sequence numbers follow the changes).
     let owned: Vec<Owned> = events.iter().map(Owned::of).collect();
-    let params: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> = events
+    let statements: Vec<(&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>)> = events
         .iter()
         .zip(&owned)
         .map(|(event, o)| {
             let a = &event.alert;
             match event.change {
-                Change::Opened => vec![
-                    &o.id as &(dyn tokio_postgres::types::ToSql + Sync),
-                    &o.rule,
-                    &a.key.station_id,
-                    &a.key.parameter,
-                    &a.key.window_start,
-                    &a.window_end,
-                    &o.severity,
-                    &o.state,
-                    &a.observed_value,
-                    &a.limit_value,
-                    &a.message,
-                    &a.industrial_zone,
-                    &a.opened_at,
-                    &a.updated_at,
-                    &o.change,
-                    &o.actor,
-                    &a.note,
-                    &event.at,
-                    &o.proto,
-                ],
-                _ => vec![
-                    &o.id as &(dyn tokio_postgres::types::ToSql + Sync),
-                    &o.state,
-                    &o.severity,
-                    &a.observed_value,
-                    &a.window_end,
-                    &a.message,
-                    &a.updated_at,
-                    &a.acknowledged_by,
-                    &a.note,
-                    &a.assignee,
-                    &o.change,
-                    &o.actor,
-                    &event.at,
-                    &o.proto,
-                ],
+                Change::Opened => (
+                    OPEN_SQL,
+                    vec![
+                        &o.id as &(dyn tokio_postgres::types::ToSql + Sync),
+                        &o.rule,
+                        &a.key.station_id,
+                        &a.key.parameter,
+                        &a.key.window_start,
+                        &a.window_end,
+                        &o.severity,
+                        &o.state,
+                        &a.observed_value,
+                        &a.limit_value,
+                        &a.message,
+                        &a.industrial_zone,
+                        &a.opened_at,
+                        &a.updated_at,
+                        &o.change,
+                        &o.actor,
+                        &a.note,
+                        &event.at,
+                        &o.proto,
+                    ],
+                ),
+                _ => (
+                    CHANGE_SQL,
+                    vec![
+                        &o.id as &(dyn tokio_postgres::types::ToSql + Sync),
+                        &o.state,
+                        &o.severity,
+                        &a.observed_value,
+                        &a.window_end,
+                        &a.message,
+                        &a.updated_at,
+                        &a.acknowledged_by,
+                        &a.note,
+                        &a.assignee,
+                        &o.change,
+                        &o.actor,
+                        &event.at,
+                        &o.proto,
+                    ],
+                ),
             }
         })
         .collect();
-    let statements = events.iter().zip(&params).map(|(event, p)| {
-        let sql = match event.change {
-            Change::Opened => OPEN_SQL,
-            _ => CHANGE_SQL,
-        };
-        tx.query_opt(sql, p)
-    });
-    let results = futures::future::join_all(statements).await;
-    drop(params);
+    let results =
+        futures::future::join_all(statements.iter().map(|(sql, p)| tx.query_opt(*sql, p))).await;
+    drop(statements);
     let mut out = Vec::new();
     for (event, result) in events.into_iter().zip(results) {
         let Some(row) = result? else {

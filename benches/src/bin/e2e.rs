@@ -280,6 +280,17 @@ async fn warn_about_leftovers(admin_url: &str) {
     }
 }
 
+/// The COD values among `readings` (probes carry COD), whatever the
+/// message type: `field` gives a reading's parameter and value.
+fn probe_values<R>(readings: &[R], field: fn(&R) -> (&str, f64)) -> Vec<f64> {
+    readings
+        .iter()
+        .map(field)
+        .filter(|(parameter, _)| *parameter == "COD")
+        .map(|(_, value)| value)
+        .collect()
+}
+
 /// Follows `topic` from now on: for every probe value (COD of 200 or more)
 /// in the records of probe stations, marks stage `stage` with the record's
 /// Kafka timestamp (when it was produced) and `stage + 1` with when it was
@@ -512,13 +523,7 @@ async fn main() -> Result<()> {
         |p| {
             ReadingBatch::decode(p).map_or_else(
                 |_| Vec::new(),
-                |b| {
-                    b.readings
-                        .iter()
-                        .filter(|r| r.parameter == "COD")
-                        .map(|r| r.value)
-                        .collect()
-                },
+                |b| probe_values(&b.readings, |r| (&r.parameter, r.value)),
             )
         },
         None,
@@ -532,13 +537,7 @@ async fn main() -> Result<()> {
         |p| {
             StoredReadingBatch::decode(p).map_or_else(
                 |_| Vec::new(),
-                |b| {
-                    b.readings
-                        .iter()
-                        .filter(|r| r.parameter == "COD")
-                        .map(|r| r.value)
-                        .collect()
-                },
+                |b| probe_values(&b.readings, |r| (&r.parameter, r.value)),
             )
         },
         Some(Arc::clone(&committed_seen)),
