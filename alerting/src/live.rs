@@ -1,5 +1,6 @@
 //! Alert changes recorded by any alerting instance, as they commit. Each
-//! recording transaction ends with `pg_notify(CHANNEL, newest sequence)`;
+//! new history row is announced with `pg_notify(CHANNEL, its sequence)`,
+//! delivered at commit (`store::record`);
 //! one connection per instance listens and keeps the newest committed
 //! sequence number in a `watch` channel. A gRPC subscription that sees it
 //! move past what it has sent reads the difference from the history. The

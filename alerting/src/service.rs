@@ -160,7 +160,14 @@ impl EngineTask {
                 }
             }
         };
-        if !wait_for_flush {
+        let alerts: Vec<v1::Alert> = recorded.iter().map(|r| r.alert.clone()).collect();
+        // The changes' mark is read while they are notified, not before:
+        // the commit is done, so a position read later is past it too, and
+        // the round trip stays off the way to the live stream.
+        let mark = async {
+            if wait_for_flush {
+                return None;
+            }
             let lsn = match durable::insert_lsn(&self.db).await {
                 Ok(lsn) => Some(lsn),
                 Err(e) => {
@@ -169,9 +176,14 @@ impl EngineTask {
                     None
                 }
             };
-            self.unflushed
-                .push_back(Unflushed::Changes(Mark { started_at, lsn }));
+            Some(Mark { started_at, lsn })
+        };
+        let (mark, notified) =
+            futures::future::join(mark, self.notifier.notify(&alerts, shutdown)).await;
+        if let Some(mark) = mark {
+            self.unflushed.push_back(Unflushed::Changes(mark));
         }
+        notified?;
         for r in &recorded {
             metrics::counter!(
                 "alerting_alerts_total",
@@ -187,8 +199,6 @@ impl EngineTask {
                 "alert"
             );
         }
-        let alerts: Vec<v1::Alert> = recorded.iter().map(|r| r.alert.clone()).collect();
-        self.notifier.notify(&alerts, shutdown).await?;
         // Outbox: a crash before this line re-publishes at start.
         if let Err(e) = store::mark_notified(&mut self.db, &alerts).await {
             tracing::warn!(error = %e, "marking alerts as published; they may be published again at start");

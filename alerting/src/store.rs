@@ -10,6 +10,7 @@ use prost::Message;
 use quantrac_db::describe;
 use quantrac_proto::v1;
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use crate::alert::{AlertEvent, Change};
 
@@ -23,6 +24,8 @@ pub enum AlertStoreError {
     Closed,
     #[error("database_url: {0}")]
     Url(String),
+    #[error("an alert change cannot be written as `{0}`: {1}")]
+    Encode(Type, String),
 }
 
 impl AlertStoreError {
@@ -33,7 +36,7 @@ impl AlertStoreError {
             AlertStoreError::Db(e) => quantrac_db::is_transient(e),
             AlertStoreError::Corrupt(..) => false,
             AlertStoreError::Closed => true,
-            AlertStoreError::Url(_) => false,
+            AlertStoreError::Url(_) | AlertStoreError::Encode(..) => false,
         }
     }
 }
@@ -77,19 +80,26 @@ pub async fn connect(url: &str) -> Result<Client, AlertStoreError> {
 }
 
 /// A new alert and its first history row, in one statement; no row when
-/// the alert exists (a replayed incident).
+/// the alert exists (a replayed incident). The new history row is
+/// announced on `live::CHANNEL` (delivered at commit).
 const OPEN_SQL: &str = "WITH a AS (INSERT INTO alerts (id, rule, station_id, parameter, window_start, window_end, severity, state, \
      observed_value, limit_value, message, industrial_zone, opened_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING RETURNING id) \
-     INSERT INTO alert_events (alert_id, change, state, actor, note, at, alert) \
-     SELECT a.id, $15::text, $8, $16::text, $17, $18::timestamptz, $19::bytea FROM a RETURNING sequence";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING RETURNING id), \
+     e AS (INSERT INTO alert_events (alert_id, change, state, actor, note, at, alert) \
+     SELECT a.id, $15::text, $8, $16::text, $17, $18::timestamptz, $19::bytea FROM a RETURNING sequence) \
+     SELECT sequence, pg_notify('quantrac_alert_events', sequence::text) FROM e";
 
 /// A change to an alert and its history row, in one statement; no row when
-/// the alert is resolved already (or unknown).
+/// the alert is resolved already (or unknown). Announced as `OPEN_SQL`.
 const CHANGE_SQL: &str = "WITH a AS (UPDATE alerts SET state = $2, severity = $3, observed_value = $4, window_end = $5, message = $6, \
-     updated_at = $7, acknowledged_by = $8, note = $9, assignee = $10 WHERE id = $1 AND state <> 'resolved' RETURNING id) \
-     INSERT INTO alert_events (alert_id, change, state, actor, note, at, alert) \
-     SELECT a.id, $11::text, $2, $12::text, $9, $13::timestamptz, $14::bytea FROM a RETURNING sequence";
+     updated_at = $7, acknowledged_by = $8, note = $9, assignee = $10 WHERE id = $1 AND state <> 'resolved' RETURNING id), \
+     e AS (INSERT INTO alert_events (alert_id, change, state, actor, note, at, alert) \
+     SELECT a.id, $11::text, $2, $12::text, $9, $13::timestamptz, $14::bytea FROM a RETURNING sequence) \
+     SELECT sequence, pg_notify('quantrac_alert_events', sequence::text) FROM e";
+
+/// A statement parameter and its PostgreSQL type.
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+type Typed<'a> = (Param<'a>, Type);
 
 /// What a change's statement takes that is computed, not borrowed.
 struct Owned {
@@ -133,25 +143,13 @@ pub async fn record(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let tx = client.transaction().await?;
-    // One round trip: the commit mode (the caller stores its offsets once
-    // the flush has passed, `quantrac_db::durable`), and one recorder at a
-    // time across instances, so that sequence numbers commit in order (see
-    // `live`). Alert changes are few; the wait is short.
-    tx.batch_execute(&format!(
-        "{}SELECT pg_advisory_xact_lock({RECORD_LOCK})",
-        if wait_for_flush {
-            ""
-        } else {
-            "SET LOCAL synchronous_commit = off; "
-        }
-    ))
-    .await?;
     // Each change is one statement: the alert row, then its history row
     // only if the alert row changed. All are sent at once (pipelined, in
-    // order, so sequence numbers follow the changes).
+    // order, so sequence numbers follow the changes), each with its
+    // parameters' types: one round trip, where a statement to prepare
+    // first would take two.
     let owned: Vec<Owned> = events.iter().map(Owned::of).collect();
-    let statements: Vec<(&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>)> = events
+    let statements: Vec<(&str, Vec<Typed<'_>>)> = events
         .iter()
         .zip(&owned)
         .map(|(event, o)| {
@@ -160,55 +158,101 @@ pub async fn record(
                 Change::Opened => (
                     OPEN_SQL,
                     vec![
-                        &o.id as &(dyn tokio_postgres::types::ToSql + Sync),
-                        &o.rule,
-                        &a.key.station_id,
-                        &a.key.parameter,
-                        &a.key.window_start,
-                        &a.window_end,
-                        &o.severity,
-                        &o.state,
-                        &a.observed_value,
-                        &a.limit_value,
-                        &a.message,
-                        &a.industrial_zone,
-                        &a.opened_at,
-                        &a.updated_at,
-                        &o.change,
-                        &o.actor,
-                        &a.note,
-                        &event.at,
-                        &o.proto,
+                        (&o.id as Param<'_>, Type::TEXT),
+                        (&o.rule, Type::TEXT),
+                        (&a.key.station_id, Type::TEXT),
+                        (&a.key.parameter, Type::TEXT),
+                        (&a.key.window_start, Type::TIMESTAMPTZ),
+                        (&a.window_end, Type::TIMESTAMPTZ),
+                        (&o.severity, Type::TEXT),
+                        (&o.state, Type::TEXT),
+                        (&a.observed_value, Type::FLOAT8),
+                        (&a.limit_value, Type::FLOAT8),
+                        (&a.message, Type::TEXT),
+                        (&a.industrial_zone, Type::TEXT),
+                        (&a.opened_at, Type::TIMESTAMPTZ),
+                        (&a.updated_at, Type::TIMESTAMPTZ),
+                        (&o.change, Type::TEXT),
+                        (&o.actor, Type::TEXT),
+                        (&a.note, Type::TEXT),
+                        (&event.at, Type::TIMESTAMPTZ),
+                        (&o.proto, Type::BYTEA),
                     ],
                 ),
                 _ => (
                     CHANGE_SQL,
                     vec![
-                        &o.id as &(dyn tokio_postgres::types::ToSql + Sync),
-                        &o.state,
-                        &o.severity,
-                        &a.observed_value,
-                        &a.window_end,
-                        &a.message,
-                        &a.updated_at,
-                        &a.acknowledged_by,
-                        &a.note,
-                        &a.assignee,
-                        &o.change,
-                        &o.actor,
-                        &event.at,
-                        &o.proto,
+                        (&o.id as Param<'_>, Type::TEXT),
+                        (&o.state, Type::TEXT),
+                        (&o.severity, Type::TEXT),
+                        (&a.observed_value, Type::FLOAT8),
+                        (&a.window_end, Type::TIMESTAMPTZ),
+                        (&a.message, Type::TEXT),
+                        (&a.updated_at, Type::TIMESTAMPTZ),
+                        (&a.acknowledged_by, Type::TEXT),
+                        (&a.note, Type::TEXT),
+                        (&a.assignee, Type::TEXT),
+                        (&o.change, Type::TEXT),
+                        (&o.actor, Type::TEXT),
+                        (&event.at, Type::TIMESTAMPTZ),
+                        (&o.proto, Type::BYTEA),
                     ],
                 ),
             }
         })
         .collect();
-    let results =
-        futures::future::join_all(statements.iter().map(|(sql, p)| tx.query_opt(*sql, p))).await;
+    // A parameter the client cannot encode would leave its statement
+    // unsent while the COMMIT below still goes: found here, before
+    // anything is sent.
+    let mut scratch = bytes::BytesMut::new();
+    for (p, ty) in statements.iter().flat_map(|(_, p)| p) {
+        scratch.clear();
+        p.to_sql_checked(ty, &mut scratch)
+            .map_err(|e| AlertStoreError::Encode(ty.clone(), e.to_string()))?;
+    }
+    // The whole transaction in one round trip: every message is queued
+    // at the first poll, in this order. First the commit mode (the caller
+    // stores its offsets once the flush has passed, `quantrac_db::durable`)
+    // and one recorder at a time across instances, so that sequence
+    // numbers commit in order (see `live`; alert changes are few, the wait
+    // is short). Last the COMMIT, which the server turns into a rollback
+    // when anything before it failed: the first error below says what.
+    let begin = format!(
+        "BEGIN; {}SELECT pg_advisory_xact_lock({RECORD_LOCK})",
+        if wait_for_flush {
+            ""
+        } else {
+            "SET LOCAL synchronous_commit = off; "
+        }
+    );
+    let client: &Client = client;
+    let (begun, results, committed) = futures::join!(
+        client.batch_execute(&begin),
+        futures::future::join_all(
+            statements
+                .iter()
+                .map(|(sql, p)| client.query_typed_opt(sql, p)),
+        ),
+        client.batch_execute("COMMIT"),
+    );
     drop(statements);
+    let rows = begun
+        .and_then(|()| results.into_iter().collect::<Result<Vec<_>, _>>())
+        .and_then(|rows| committed.map(|()| rows));
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            // Normally the COMMIT has already ended the transaction; when
+            // the connection broke before it ran, there is none.
+            if !client.is_closed() {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            return Err(e.into());
+        }
+    };
     let mut out = Vec::new();
-    for (event, result) in events.into_iter().zip(results) {
-        let Some(row) = result? else {
+    for (event, row) in events.into_iter().zip(rows) {
+        let Some(row) = row else {
             metrics::counter!("alerting_duplicates_skipped_total").increment(1);
             continue;
         };
@@ -216,16 +260,6 @@ pub async fn record(
         let alert = event.alert.to_proto(sequence);
         out.push(Recorded { event, alert });
     }
-    if let Some(newest) = out.last() {
-        // Delivered at commit, to every instance listening.
-        tx.batch_execute(&format!(
-            "SELECT pg_notify('{}', '{}')",
-            crate::live::CHANNEL,
-            newest.alert.sequence
-        ))
-        .await?;
-    }
-    tx.commit().await?;
     Ok(out)
 }
 
@@ -488,4 +522,16 @@ pub async fn command_outcome(client: &Client, id: i64) -> Result<Option<Outcome>
         message: row.get::<_, Option<String>>(1).unwrap_or_default(),
         alert,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_statements_announce_on_the_channel_instances_listen_to() {
+        let notify = format!("pg_notify('{}', sequence::text)", crate::live::CHANNEL);
+        assert!(OPEN_SQL.contains(&notify), "{OPEN_SQL}");
+        assert!(CHANGE_SQL.contains(&notify), "{CHANGE_SQL}");
+    }
 }
