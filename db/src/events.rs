@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use crate::DbError;
 
@@ -99,12 +100,21 @@ pub async fn write_frames(
         .iter()
         .map(|f| i16::try_from(f.source).unwrap_or(0))
         .collect();
+    // Typed parameters: one round trip on every batch's way, where a
+    // statement prepared first would take two.
     Ok(client
-        .execute(
+        .execute_typed(
             "INSERT INTO raw_frames (station_id, received_at, sha256, size, origin, source) \
              SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bytea[], $4::bigint[], \
              $5::text[], $6::smallint[]) ON CONFLICT DO NOTHING",
-            &[&station, &received, &sha256, &size, &origin, &source],
+            &[
+                (&station, Type::TEXT_ARRAY),
+                (&received, Type::TIMESTAMPTZ_ARRAY),
+                (&sha256, Type::BYTEA_ARRAY),
+                (&size, Type::INT8_ARRAY),
+                (&origin, Type::TEXT_ARRAY),
+                (&source, Type::INT2_ARRAY),
+            ],
         )
         .await?)
 }

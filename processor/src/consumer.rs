@@ -427,41 +427,53 @@ async fn write_then_publish(
 ) -> Result<Done, ProcessorError> {
     let started_at = Instant::now();
     let checked = worker.store(&records, Vec::new(), &shutdown).await?;
-    let mark = if config.storage.async_commit {
-        let lsn = match worker.wal_insert_lsn().await {
-            Ok(lsn) => Some(lsn),
-            Err(e) => {
-                // Unknown: the batch is read again (duplicates skipped).
-                tracing::warn!(error = %e, "reading the WAL position after a batch");
-                None
-            }
+    // The batch's mark is read while it is published, not before: the
+    // commit is already done, so a position read later is past it too,
+    // and the round trip stays off the way to `readings.valid`.
+    let mark = async {
+        let mark = if config.storage.async_commit {
+            let lsn = match worker.wal_insert_lsn().await {
+                Ok(lsn) => Some(lsn),
+                Err(e) => {
+                    // Unknown: the batch is read again (duplicates skipped).
+                    tracing::warn!(error = %e, "reading the WAL position after a batch");
+                    None
+                }
+            };
+            Some(Mark { started_at, lsn })
+        } else {
+            None
         };
-        Some(Mark { started_at, lsn })
-    } else {
-        None
+        // The connection is not needed to publish: the next batch may use
+        // it. (The channel holds every worker; it is never full.)
+        let _ = freed.try_send(worker);
+        mark
     };
-    // The connection is not needed to publish: the next batch may use it.
-    // (The channel holds every worker; it is never full.)
-    let _ = freed.try_send(worker);
-    if let Some(previous) = previous {
-        // A dropped sender means the batch before failed or was abandoned:
-        // publishing this one ahead of it would break the order.
-        previous.await.map_err(|_| ProcessorError::ShuttingDown)?;
-    }
-    let started = Instant::now();
-    let valid = pipeline::valid_records(&checked.valid);
-    let rejected = pipeline::rejected_records(&checked.rejected);
-    futures::future::try_join(
-        publish_all(&producer, &config.kafka.valid_topic, &valid, &shutdown),
-        publish_all(
-            &producer,
-            &config.kafka.rejected_topic,
-            &rejected,
-            &shutdown,
-        ),
-    )
-    .await?;
-    metrics::histogram!("processor_publish_seconds").record(seconds_since(started));
+    let publish = async {
+        if let Some(previous) = previous {
+            // A dropped sender means the batch before failed or was
+            // abandoned: publishing this one ahead of it would break the
+            // order.
+            previous.await.map_err(|_| ProcessorError::ShuttingDown)?;
+        }
+        let started = Instant::now();
+        let valid = pipeline::valid_records(&checked.valid);
+        let rejected = pipeline::rejected_records(&checked.rejected);
+        futures::future::try_join(
+            publish_all(&producer, &config.kafka.valid_topic, &valid, &shutdown),
+            publish_all(
+                &producer,
+                &config.kafka.rejected_topic,
+                &rejected,
+                &shutdown,
+            ),
+        )
+        .await?;
+        metrics::histogram!("processor_publish_seconds").record(seconds_since(started));
+        Ok::<(), ProcessorError>(())
+    };
+    let (mark, published_ok) = futures::future::join(mark, publish).await;
+    published_ok?;
     let _ = published.send(());
     let mut highest = BTreeMap::new();
     for r in &records {

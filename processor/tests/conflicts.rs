@@ -110,3 +110,76 @@ async fn copy_keeps_conflicts() {
 async fn unnest_keeps_conflicts() {
     spoofed_slot_keeps_both_values(WriteMethod::Unnest).await;
 }
+
+fn rejection(key: &str) -> quantrac_proto::v1::RejectedReading {
+    quantrac_proto::v1::RejectedReading {
+        key: key.into(),
+        raw: key.as_bytes().to_vec(),
+        reason: "unknown_parameter".into(),
+        station_id: "PY-AP-WW03".into(),
+        parameter: "Colour".into(),
+        ..Default::default()
+    }
+}
+
+fn frame(at: DateTime<Utc>, byte: u8) -> quantrac_db::events::FrameRow {
+    quantrac_db::events::FrameRow {
+        station_id: "PY-AP-WW03".into(),
+        received_at: at,
+        sha256: vec![byte; 32],
+        size: 120,
+        origin: "192.0.2.7:40100".into(),
+        source: 4,
+    }
+}
+
+/// The processor's own batch write: a batch that meets stored rows is
+/// written again through staging, and its rejections and frame digests
+/// (sent alongside the failed COPY) are stored with it, not lost with the
+/// rolled-back attempt.
+#[tokio::test]
+async fn a_batch_meeting_stored_rows_keeps_its_rejections_and_frames() {
+    let url = quantrac_testkit::db::fresh_database().await;
+    let (mut store, _) = quantrac_processor::store::Store::open(
+        &url,
+        &quantrac_db::ConnectOptions::default(),
+        &quantrac_db::SchemaOptions::default(),
+        WriteMethod::Copy,
+    )
+    .await
+    .expect("open");
+    let t = Utc
+        .with_ymd_and_hms(2026, 12, 1, 3, 0, 0)
+        .single()
+        .expect("t");
+    let first = [
+        reading(t, 10.0, 4),
+        reading(t + Duration::minutes(5), 11.0, 4),
+    ];
+    let o = store
+        .write(&first, &[rejection("r1")], &[frame(t, 1)])
+        .await
+        .expect("first batch");
+    assert_eq!((o.inserted, o.rejected, o.frames), (2, 1, 1));
+
+    // A replay of the first batch's rows, one new row, a new rejection
+    // and a new frame.
+    let mut second = first.to_vec();
+    second.push(reading(t + Duration::minutes(10), 12.0, 4));
+    let o = store
+        .write(&second, &[rejection("r2")], &[frame(t, 2)])
+        .await
+        .expect("second batch");
+    assert_eq!(
+        (o.inserted, o.duplicates, o.rejected, o.frames),
+        (1, 2, 1, 1)
+    );
+    let db = quantrac_testkit::db::connect(&url).await;
+    let count = |sql: &'static str| {
+        let db = &db;
+        async move { db.query_one(sql, &[]).await.expect(sql).get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM readings").await, 3);
+    assert_eq!(count("SELECT count(*) FROM rejected_readings").await, 2);
+    assert_eq!(count("SELECT count(*) FROM raw_frames").await, 2);
+}
