@@ -98,6 +98,12 @@ struct Args {
     /// (`readings.valid`), in ms (default: the services' own defaults).
     #[arg(long)]
     linger_ms: Option<u64>,
+    /// Partitions of each of the run's topics. One instance of each
+    /// service reads them all, as a one-host deployment would; each more
+    /// partition costs the broker and the consumers (at 5,400 readings/s,
+    /// 6 instead of 2 doubled Kafka's CPU and the p99 to the alert).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=64))]
+    partitions: i32,
     /// Rows for the psql \copy limit.
     #[arg(long, default_value_t = 300_000)]
     copy_rows: i64,
@@ -303,7 +309,7 @@ fn watch_probes(
     stage: usize,
     values: fn(&[u8]) -> Vec<f64>,
     seen: Option<Arc<std::sync::Mutex<HashMap<i64, Instant>>>>,
-) -> Result<()> {
+) -> Result<tokio::task::JoinHandle<()>> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("e2e-watch"))
@@ -311,7 +317,7 @@ fn watch_probes(
         .set("enable.auto.commit", "false")
         .create()?;
     consumer.subscribe(&[topic])?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         while let Ok(m) = consumer.recv().await {
             let (read_at, read_instant) = (wall_ms(), Instant::now());
             if !m
@@ -339,8 +345,7 @@ fn watch_probes(
                 }
             }
         }
-    });
-    Ok(())
+    }))
 }
 
 /// Per stage, p50 / p99 / max of its duration over the probes that
@@ -432,7 +437,7 @@ async fn main() -> Result<()> {
         .await
         .context("CREATE DATABASE")?;
     let base = unique("e2e");
-    let topics = common::pipeline::Topics::create(&brokers, &base).await?;
+    let topics = common::pipeline::Topics::create(&brokers, &base, args.partitions).await?;
     let valid = topics.valid.clone();
     let prefix = unique("E");
     let registry = Outfalls::numbered(&prefix, args.stations + args.probe_stations.max(1))
@@ -514,7 +519,7 @@ async fn main() -> Result<()> {
     }
     // The probes' raw records (for the stage times only), and their
     // committed rows as announced on readings.valid.
-    watch_probes(
+    let raw_watcher = watch_probes(
         &brokers,
         &topics.raw,
         Arc::clone(&is_probe),
@@ -528,7 +533,7 @@ async fn main() -> Result<()> {
         },
         None,
     )?;
-    watch_probes(
+    let valid_watcher = watch_probes(
         &brokers,
         &valid,
         Arc::clone(&is_probe),
@@ -913,7 +918,7 @@ async fn main() -> Result<()> {
 
     // The machine's limits, with the pipeline stopped.
     let copy = psql_copy(&db_url, args.copy_rows).await;
-    let kafka = kafka_perf(&brokers, &base).await;
+    let kafka = kafka_perf(&brokers, &base, args.partitions).await;
     let mosq = mosquitto_rate(&mqtt_url, &station_user, &station_password).await;
     let record_bytes: f64 = json::encode(&sample("E-0-0000", Utc::now(), 40.0)).len() as f64;
 
@@ -938,9 +943,10 @@ async fn main() -> Result<()> {
     let _ = writeln!(md, "# End-to-end benchmark, {stamp}\n");
     let _ = writeln!(
         md,
-        "Machine: {machine}. Everything on this machine: {} simulated stations ({n_mqtt} over MQTT, {} over TCP JSON lines, 4 readings per sample), Mosquitto, `quantrac-ingest`, Kafka, `quantrac-processor`, PostgreSQL, `quantrac-alerting`; probes (a normal value, then one over the limit, every `--probe-every`, rotating over `--probe-stations` stations) on their own TCP connection. Command: `target/release/e2e {}`.\n",
+        "Machine: {machine}. Everything on this machine: {} simulated stations ({n_mqtt} over MQTT, {} over TCP JSON lines, 4 readings per sample), Mosquitto, `quantrac-ingest`, Kafka, `quantrac-processor`, PostgreSQL, `quantrac-alerting`, one instance each, the run's Kafka topics of {} partitions; probes (a normal value, then one over the limit, every `--probe-every`, rotating over `--probe-stations` stations) on their own TCP connection. Command: `target/release/e2e {}`.\n",
         args.stations,
         args.stations - n_mqtt,
+        args.partitions,
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
     let _ = writeln!(
@@ -1075,7 +1081,7 @@ async fn main() -> Result<()> {
         share(mosq, 4.0)
     );
     let json_out = serde_json::json!({
-        "stamp": stamp, "machine": machine, "stations": args.stations, "mqtt_stations": n_mqtt,
+        "stamp": stamp, "machine": machine, "stations": args.stations, "partitions": args.partitions, "mqtt_stations": n_mqtt,
         "sustained_readings_per_s": sustained_rate, "steps": steps, "probes": all_probes, "timeline": *timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
         "cpu_seconds": cpu_run.iter().cloned().collect::<HashMap<_, _>>(), "peak_rss_mib": peak_rss,
         "acked": acked_total, "stored": background_rows, "lost": lost, "stored_unacknowledged": unacked_stored, "redeliveries_skipped": duplicates,
@@ -1105,6 +1111,12 @@ async fn main() -> Result<()> {
         let _ = admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
             .await;
+    }
+    // The watchers' consumers must be gone before their topics are
+    // deleted, or librdkafka logs every partition as an error.
+    for w in [raw_watcher, valid_watcher] {
+        w.abort();
+        let _ = w.await;
     }
     common::delete_topics(&brokers, &topics.names()).await;
     Ok(())
@@ -1152,8 +1164,9 @@ async fn psql_copy(db_url: &str, rows: i64) -> Option<f64> {
     ok.then_some(n / secs)
 }
 
-/// Kafka's own producer benchmark on a topic like `readings.raw`.
-async fn kafka_perf(brokers: &str, base: &str) -> Option<f64> {
+/// Kafka's own producer benchmark on a topic like `readings.raw` (as many
+/// partitions).
+async fn kafka_perf(brokers: &str, base: &str, partitions: i32) -> Option<f64> {
     let state = std::env::var("QUANTRAC_STATE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.local/services"));
@@ -1163,7 +1176,7 @@ async fn kafka_perf(brokers: &str, base: &str) -> Option<f64> {
         brokers,
         &[TopicSpec {
             name: &topic,
-            partitions: 6,
+            partitions,
             configs: &[],
         }],
     )

@@ -1115,7 +1115,7 @@ async fn main() -> Result<()> {
         .await
         .context("CREATE DATABASE")?;
     let base = unique("faults");
-    let topics = common::pipeline::Topics::create(&brokers, &base).await?;
+    let topics = common::pipeline::Topics::create(&brokers, &base, 6).await?;
     let prefix = unique("F");
     // The hash in every station's registry entry: ingest checks the secret
     // on every protocol, as in production.

@@ -14,7 +14,7 @@ use quantrac_testkit::unique;
 use super::TopicSpec;
 use super::procs::{Proc, free_addr};
 
-/// A run's own topics, 6 partitions each.
+/// A run's own topics, `partitions` each.
 pub struct Topics {
     pub raw: String,
     pub valid: String,
@@ -24,7 +24,7 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub async fn create(brokers: &str, base: &str) -> Result<Self> {
+    pub async fn create(brokers: &str, base: &str, partitions: i32) -> Result<Self> {
         let t = |s: &str| format!("{base}.{s}");
         let topics = Topics {
             raw: t("raw"),
@@ -38,7 +38,7 @@ impl Topics {
             .into_iter()
             .map(|name| TopicSpec {
                 name,
-                partitions: 6,
+                partitions,
                 configs: &[],
             })
             .collect();
