@@ -27,7 +27,8 @@
 #             their databases in PostgreSQL, their topics in Kafka (names only tests
 #             make, <prefix>_<10 hex> and <prefix>-<10 hex>[.kind]; the sample
 #             database and topics stay), Mosquitto's saved sessions and queued
-#             messages (all of them: a restart). Run it only while no tests are running.
+#             messages (all of them: a restart, only once its store is over 1 MB).
+#             Run it only while no tests are running.
 #
 # See deploy/README.md for ports and environment variables.
 set -euo pipefail
