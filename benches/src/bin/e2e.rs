@@ -101,7 +101,7 @@ struct Args {
     /// Partitions of each of the run's topics. One instance of each
     /// service reads them all, as a one-host deployment would; each more
     /// partition costs the broker and the consumers (at 5,400 readings/s,
-    /// 6 instead of 2 doubled Kafka's CPU and the p99 to the alert).
+    /// 6 instead of 2 nearly doubled Kafka's CPU and the p99 to the alert).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=64))]
     partitions: i32,
     /// Rows for the psql \copy limit.
