@@ -131,7 +131,7 @@ impl EngineTask {
         let started_at = Instant::now();
         let mut backoff = Duration::from_millis(200);
         let recorded = loop {
-            match store::record(&mut self.db, events.clone(), wait_for_flush).await {
+            match store::record(&self.db, events.clone(), wait_for_flush).await {
                 Ok(r) => {
                     self.health.set_db_connected(true);
                     break r;
@@ -168,15 +168,8 @@ impl EngineTask {
             if wait_for_flush {
                 return None;
             }
-            let lsn = match durable::insert_lsn(&self.db).await {
-                Ok(lsn) => Some(lsn),
-                Err(e) => {
-                    // Unknown: judged again after a rebuild.
-                    tracing::warn!(error = %e, "reading the WAL position after recording");
-                    None
-                }
-            };
-            Some(Mark { started_at, lsn })
+            // Unknown: judged again after a rebuild.
+            Some(Mark::after(started_at, durable::insert_lsn(&self.db).await))
         };
         let (mark, notified) =
             futures::future::join(mark, self.notifier.notify(&alerts, shutdown)).await;

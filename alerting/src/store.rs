@@ -136,7 +136,7 @@ impl Owned {
 /// Writes the events in one transaction; returns those that were new, in
 /// order, with their sequence numbers.
 pub async fn record(
-    client: &mut Client,
+    client: &Client,
     events: Vec<AlertEvent>,
     wait_for_flush: bool,
 ) -> Result<Vec<Recorded>, AlertStoreError> {
@@ -225,7 +225,6 @@ pub async fn record(
             "SET LOCAL synchronous_commit = off; "
         }
     );
-    let client: &Client = client;
     let (begun, results, committed) = futures::join!(
         client.batch_execute(&begin),
         futures::future::join_all(

@@ -82,11 +82,11 @@ async fn a_refused_change_rolls_back_its_round_and_a_recorded_one_is_announced()
         .batch_execute(&format!("LISTEN {}", quantrac_alerting::live::CHANNEL))
         .await
         .expect("LISTEN");
-    let mut db = store::connect(&url).await.expect("connect");
+    let db = store::connect(&url).await.expect("connect");
 
     for wait_for_flush in [false, true] {
         let err = store::record(
-            &mut db,
+            &db,
             vec![opened("A", "ok"), opened("B", "refused"), opened("C", "ok")],
             wait_for_flush,
         )
@@ -100,7 +100,7 @@ async fn a_refused_change_rolls_back_its_round_and_a_recorded_one_is_announced()
     // The connection is usable afterwards, and what it records is
     // announced (pg_notify at commit) with its sequence numbers; the
     // rolled-back rounds announced nothing (they would have come first).
-    let recorded = store::record(&mut db, vec![opened("A", "ok"), opened("C", "ok")], false)
+    let recorded = store::record(&db, vec![opened("A", "ok"), opened("C", "ok")], false)
         .await
         .expect("record");
     let sequences: Vec<String> = recorded
@@ -119,7 +119,7 @@ async fn a_refused_change_rolls_back_its_round_and_a_recorded_one_is_announced()
     }
     assert_eq!(announced, sequences);
     // A replay adds nothing.
-    let again = store::record(&mut db, vec![opened("A", "ok")], false)
+    let again = store::record(&db, vec![opened("A", "ok")], false)
         .await
         .expect("replay");
     assert!(again.is_empty());

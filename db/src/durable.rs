@@ -52,6 +52,20 @@ pub struct Mark {
     pub lsn: Option<i64>,
 }
 
+impl Mark {
+    /// The mark of a write that started at `started_at`, from the reading
+    /// of [`insert_lsn`] taken after its commit. A failed reading leaves
+    /// the position unknown: the write then counts as lost (replayed).
+    pub fn after(started_at: Instant, lsn: Result<i64, DbError>) -> Self {
+        let lsn = lsn
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "reading the WAL position after a write; it will be treated as lost");
+            })
+            .ok();
+        Self { started_at, lsn }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// On disk: its offsets may be stored.

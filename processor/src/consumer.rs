@@ -432,15 +432,8 @@ async fn write_then_publish(
     // and the round trip stays off the way to `readings.valid`.
     let mark = async {
         let mark = if config.storage.async_commit {
-            let lsn = match worker.wal_insert_lsn().await {
-                Ok(lsn) => Some(lsn),
-                Err(e) => {
-                    // Unknown: the batch is read again (duplicates skipped).
-                    tracing::warn!(error = %e, "reading the WAL position after a batch");
-                    None
-                }
-            };
-            Some(Mark { started_at, lsn })
+            // Unknown: the batch is read again (duplicates skipped).
+            Some(Mark::after(started_at, worker.wal_insert_lsn().await))
         } else {
             None
         };
