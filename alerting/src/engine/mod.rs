@@ -104,8 +104,8 @@
 //! - here: [`Engine`] and its public API, `tick` (and its re-notification);
 //! - `reading`: one reading through the engine: usable, seen or new, in
 //!   order or late, then the rules of its series in order;
-//! - `series`: what is remembered per series and per station: the seen set,
-//!   the window buckets, rules and registry refreshed on reload, pruning
+//! - `series`: what is remembered per series and per station: the seen set
+//!   (kept in `seen`), the window buckets, rules and registry refreshed on reload, pruning
 //!   past the lateness horizon;
 //! - `incidents`: findings, incidents and the book of alerts (open, worsen,
 //!   breach, clear, auto-resolve, window alerts);
@@ -124,6 +124,7 @@ mod incidents;
 mod instrument;
 mod limits;
 mod reading;
+mod seen;
 mod sequence;
 mod series;
 mod time;

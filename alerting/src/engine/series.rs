@@ -13,6 +13,7 @@ use quantrac_proto::registry::Registry;
 
 use super::incidents::{Book, Incident};
 use super::instrument::Episode;
+use super::seen::Seen;
 use super::sequence::Run;
 use super::time::{add, bucket_start, sub};
 use super::{Engine, Mode};
@@ -63,11 +64,11 @@ pub(super) struct SeriesState {
     pub(super) newest: Option<DateTime<Utc>>,
     pub(super) last_arrival: Option<DateTime<Utc>>,
     /// Measurement times seen within `max_lateness` of `newest` (in
-    /// microseconds since the epoch, the database's precision), sorted,
-    /// each with the value first judged for it: 16 bytes a reading, the
-    /// engine's largest state (a day of 1-minute data from 3,000 series is
-    /// 4.5 million entries).
-    pub(super) seen: VecDeque<(i64, f64)>,
+    /// microseconds since the epoch, the database's precision), each with
+    /// the value first judged for it: 16 bytes a reading, the engine's
+    /// largest state (a day of 1-minute data from 3,000 series is 4.5
+    /// million entries).
+    pub(super) seen: Seen,
     pub(super) windows: Vec<WindowSet>,
     pub(super) incidents: BTreeMap<RuleKind, Vec<Incident>>,
     /// Valid in-order values of the last hour that may yet be its lowest
@@ -131,22 +132,8 @@ impl SeriesState {
         {
             return Admission::TooLate;
         }
-        let key = t.timestamp_micros();
-        // Stations send in order: the newest time goes at the back without
-        // a search (the search over a long seen set was 13 % of the
-        // engine's time under load, in cache misses).
-        if self.seen.back().is_none_or(|b| b.0 < key) {
-            self.seen.push_back((key, value));
-        } else {
-            let pos = match self.seen.binary_search_by_key(&key, |e| e.0) {
-                Ok(i) => {
-                    return Admission::Duplicate {
-                        first: self.seen[i].1,
-                    };
-                }
-                Err(pos) => pos,
-            };
-            self.seen.insert(pos, (key, value));
+        if let Some(first) = self.seen.insert(t.timestamp_micros(), value) {
+            return Admission::Duplicate { first };
         }
         if self.newest.is_none() && matches!(mode, Mode::WarmUp) {
             self.warm_from = Some(t);
@@ -156,13 +143,7 @@ impl SeriesState {
             self.newest = Some(t);
         }
         let horizon = sub(self.newest.unwrap_or(t), max_lateness).timestamp_micros();
-        while self.seen.front().is_some_and(|f| f.0 < horizon) {
-            self.seen.pop_front();
-        }
-        // A burst's backlog leaves its capacity behind once it is forgotten.
-        if self.seen.capacity() > 64 && self.seen.len() < self.seen.capacity() / 4 {
-            self.seen.shrink_to(self.seen.len() * 2);
-        }
+        self.seen.forget_before(horizon);
         if let Mode::Live(now) = mode {
             self.last_arrival = Some(now);
         }
