@@ -11,6 +11,9 @@
 //! the front is the one the next push at the back gets, and a set holds at
 //! most one part-filled block at each end beyond what it splits.
 //!
+//! Times are kept as whole seconds in 32 bits where they can be (nearly
+//! always), so an entry takes 12 bytes rather than 16 ([`Seen`]).
+//!
 //! Stations send in order, so nearly every insert is a push at the back
 //! and every forget a pop at the front; an older time (a backlog
 //! interleaved with live data) is inserted in its block, which splits in
@@ -19,48 +22,50 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-/// Entries a block holds: 4 KiB of keys and values, one allocation.
+/// Entries a block holds: 3 or 4 KiB of keys and values, one allocation.
 const BLOCK: usize = 256;
+
+/// A key: whole seconds from the set's base (`u32`), or microseconds
+/// since the epoch (`i64`).
+pub(super) trait Key: Copy + Ord + Default + fmt::Debug {}
+impl Key for u32 {}
+impl Key for i64 {}
 
 /// Keys apart from values, so a search reads only keys.
 #[derive(Clone)]
-struct Block {
-    keys: [i64; BLOCK],
+struct Block<K> {
+    keys: [K; BLOCK],
     values: [f64; BLOCK],
 }
 
 /// A block's live entries are `start..end`, sorted.
 #[derive(Clone)]
-struct Chunk {
+struct Chunk<K> {
     start: usize,
     end: usize,
-    data: Box<Block>,
+    data: Box<Block<K>>,
 }
 
-impl Chunk {
+impl<K: Key> Chunk<K> {
     /// An empty chunk, in `spare` if there is one.
-    fn new(spare: &mut Option<Box<Block>>) -> Chunk {
+    fn new(spare: &mut Option<Box<Block<K>>>) -> Chunk<K> {
         Chunk {
             start: 0,
             end: 0,
             data: spare.take().unwrap_or_else(|| {
                 Box::new(Block {
-                    keys: [0; BLOCK],
+                    keys: [K::default(); BLOCK],
                     values: [0.0; BLOCK],
                 })
             }),
         }
     }
 
-    fn keys(&self) -> &[i64] {
+    fn keys(&self) -> &[K] {
         &self.data.keys[self.start..self.end]
     }
 
-    fn first(&self) -> i64 {
-        self.data.keys[self.start]
-    }
-
-    fn last(&self) -> i64 {
+    fn last(&self) -> K {
         self.data.keys[self.end - 1]
     }
 
@@ -70,7 +75,7 @@ impl Chunk {
 
     /// Inserts at block index `at` (`start..=end`), which keeps the order;
     /// the chunk is not full.
-    fn insert_at(&mut self, at: usize, key: i64, value: f64) {
+    fn insert_at(&mut self, at: usize, key: K, value: f64) {
         let b = &mut *self.data;
         if self.end < BLOCK {
             b.keys.copy_within(at..self.end, at + 1);
@@ -89,34 +94,33 @@ impl Chunk {
     }
 }
 
-/// Measurement times (microseconds since the epoch) and their first values.
-#[derive(Clone, Default)]
-pub(super) struct Seen {
-    chunks: VecDeque<Chunk>,
+/// Sorted keys and their first values, in blocks.
+#[derive(Clone)]
+pub(super) struct Blocks<K> {
+    chunks: VecDeque<Chunk<K>>,
     len: usize,
     /// The last block forgotten, for the next push: a set in its steady
     /// state (one forgotten for each one added) then allocates nothing.
     /// Each block freed and allocated again would go back to the arena of
     /// the thread that allocated it, and the engine's task moves between
     /// threads.
-    spare: Option<Box<Block>>,
+    spare: Option<Box<Block<K>>>,
 }
 
-impl fmt::Debug for Seen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Seen")
-            .field("len", &self.len)
-            .field("blocks", &self.chunks.len())
-            .field("first", &self.chunks.front().map(Chunk::first))
-            .field("last", &self.chunks.back().map(Chunk::last))
-            .finish()
+impl<K> Default for Blocks<K> {
+    fn default() -> Self {
+        Blocks {
+            chunks: VecDeque::new(),
+            len: 0,
+            spare: None,
+        }
     }
 }
 
-impl Seen {
+impl<K: Key> Blocks<K> {
     /// Remembers `key` with `value`, or, when `key` is already here, leaves
     /// the set as it is and returns the value first remembered for it.
-    pub(super) fn insert(&mut self, key: i64, value: f64) -> Option<f64> {
+    fn insert(&mut self, key: K, value: f64) -> Option<f64> {
         let full = match self.chunks.back() {
             None => true,
             // In order: the back, without a search (a search over a long
@@ -137,7 +141,7 @@ impl Seen {
 
     /// `key` is not after the last key: it is here, or goes in the first
     /// chunk whose last key is after it.
-    fn insert_within(&mut self, key: i64, value: f64) -> Option<f64> {
+    fn insert_within(&mut self, key: K, value: f64) -> Option<f64> {
         let i = self.chunks.partition_point(|c| c.last() < key);
         let chunk = &mut self.chunks[i];
         let at = match chunk.keys().binary_search(&key) {
@@ -173,7 +177,7 @@ impl Seen {
     }
 
     /// Forgets every key before `horizon`.
-    pub(super) fn forget_before(&mut self, horizon: i64) {
+    fn forget_before(&mut self, horizon: K) {
         while let Some(front) = self.chunks.front_mut() {
             if front.last() < horizon {
                 self.len -= front.len();
@@ -189,11 +193,6 @@ impl Seen {
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.len
-    }
-
     /// Blocks held: at most `len / BLOCK` plus one part-filled at each end
     /// and one for each split.
     #[cfg(test)]
@@ -201,15 +200,136 @@ impl Seen {
         self.chunks.len()
     }
 
-    #[cfg(test)]
-    fn entries(&self) -> Vec<(i64, f64)> {
+    fn iter(&self) -> impl Iterator<Item = (K, f64)> + '_ {
         self.chunks
             .iter()
             .flat_map(|c| (c.start..c.end).map(move |j| (c.data.keys[j], c.data.values[j])))
-            .collect()
     }
 }
 
+/// Microseconds in a second.
+const MICROS: i64 = 1_000_000;
+/// A second's key is its offset from the base plus this: the middle of
+/// `u32`, so that whole seconds within 68 years either side of the base fit.
+const MIDDLE: i64 = 1 << 31;
+
+/// Measurement times (microseconds since the epoch) and their first values.
+///
+/// Times are nearly always whole seconds (HJ 212 and Circular 10 carry
+/// nothing finer; loggers report on the minute), so a set keeps them as
+/// seconds from a base, in 32 bits: 12 bytes an entry instead of 16. The
+/// first time that is not a whole second, or is 68 years from the base,
+/// turns the set into microseconds for good.
+#[derive(Clone)]
+pub(super) enum Seen {
+    /// `base` is the first time's second (set again whenever the set is
+    /// empty).
+    Seconds {
+        base: i64,
+        set: Blocks<u32>,
+    },
+    Micros(Blocks<i64>),
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen::Seconds {
+            base: 0,
+            set: Blocks::default(),
+        }
+    }
+}
+
+impl fmt::Debug for Seen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (keys, len, blocks) = match self {
+            Seen::Seconds { set, .. } => ("seconds", set.len, set.chunks.len()),
+            Seen::Micros(set) => ("microseconds", set.len, set.chunks.len()),
+        };
+        f.debug_struct("Seen")
+            .field("keys", &keys)
+            .field("len", &len)
+            .field("blocks", &blocks)
+            .finish()
+    }
+}
+
+impl Seen {
+    /// Remembers `key` (microseconds since the epoch) with `value`, or,
+    /// when `key` is already here, leaves the set as it is and returns the
+    /// value first remembered for it.
+    pub(super) fn insert(&mut self, key: i64, value: f64) -> Option<f64> {
+        if let Seen::Seconds { base, set } = self {
+            if set.len == 0 && key % MICROS == 0 {
+                *base = key / MICROS;
+            }
+            if let Some(k) = second_key(*base, key) {
+                return set.insert(k, value);
+            }
+            let mut micros = Blocks::default();
+            for (k, v) in set.iter() {
+                micros.insert(micros_of(*base, k), v);
+            }
+            *self = Seen::Micros(micros);
+        }
+        match self {
+            Seen::Micros(set) => set.insert(key, value),
+            Seen::Seconds { .. } => unreachable!("turned into microseconds above"),
+        }
+    }
+
+    /// Forgets every time before `horizon` (microseconds since the epoch).
+    pub(super) fn forget_before(&mut self, horizon: i64) {
+        match self {
+            Seen::Micros(set) => set.forget_before(horizon),
+            Seen::Seconds { base, set } => {
+                // A whole second is before `horizon` when it is before the
+                // first whole second at or after it.
+                let ceil = horizon.div_euclid(MICROS) + i64::from(horizon.rem_euclid(MICROS) != 0);
+                let offset = ceil - *base + MIDDLE;
+                match u32::try_from(offset) {
+                    Ok(h) => set.forget_before(h),
+                    // Past every key: all forgotten.
+                    Err(_) if offset > 0 => *set = Blocks::default(),
+                    // Before every key.
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        match self {
+            Seen::Seconds { set, .. } => set.len,
+            Seen::Micros(set) => set.len,
+        }
+    }
+
+    #[cfg(test)]
+    fn entries(&self) -> Vec<(i64, f64)> {
+        match self {
+            Seen::Seconds { base, set } => {
+                set.iter().map(|(k, v)| (micros_of(*base, k), v)).collect()
+            }
+            Seen::Micros(set) => set.iter().collect(),
+        }
+    }
+}
+
+/// `key`'s offset in seconds from `base`, when it is a whole second that
+/// fits.
+fn second_key(base: i64, key: i64) -> Option<u32> {
+    if key % MICROS != 0 {
+        return None;
+    }
+    u32::try_from(key / MICROS - base + MIDDLE).ok()
+}
+
+/// A second's key back in microseconds since the epoch.
+fn micros_of(base: i64, key: u32) -> i64 {
+    (i64::from(key) - MIDDLE + base) * MICROS
+}
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -218,17 +338,21 @@ mod tests {
 
     use super::*;
 
+    fn entries(set: &Blocks<i64>) -> Vec<(i64, f64)> {
+        set.iter().collect()
+    }
+
     #[test]
     fn in_order_pushes_and_forgets_hold_what_is_live_and_no_more() {
-        let mut seen = Seen::default();
+        let mut seen = Blocks::<i64>::default();
         // A day of 10-second data, then a second day forgetting the first.
         let day = 8_640_i64;
         for k in 0..2 * day {
             assert_eq!(seen.insert(k, k as f64), None);
             seen.forget_before(k + 1 - day);
         }
-        assert_eq!(seen.len(), day as usize);
-        let entries = seen.entries();
+        assert_eq!(seen.len, day as usize);
+        let entries = entries(&seen);
         assert_eq!(entries.first(), Some(&(day, day as f64)));
         assert_eq!(entries.last(), Some(&(2 * day - 1, (2 * day - 1) as f64)));
         // 8,640 entries are 33.75 blocks: 35 at most (a part-filled one at
@@ -238,36 +362,36 @@ mod tests {
 
     #[test]
     fn a_block_forgotten_is_the_next_one_filled() {
-        let mut seen = Seen::default();
+        let mut seen = Blocks::<i64>::default();
         let n = 2 * BLOCK as i64;
         for k in 0..n {
             seen.insert(k, 0.0);
         }
         assert!(seen.spare.is_none());
         seen.forget_before(BLOCK as i64);
-        let forgotten = seen.spare.as_deref().map(|b| b as *const Block);
+        let forgotten = seen.spare.as_deref().map(|b| b as *const Block<i64>);
         assert!(forgotten.is_some(), "the forgotten block is kept");
         seen.insert(n, 0.0);
         assert!(seen.spare.is_none(), "the spare was used");
-        let newest = seen.chunks.back().map(|c| &*c.data as *const Block);
+        let newest = seen.chunks.back().map(|c| &*c.data as *const Block<i64>);
         assert_eq!(newest, forgotten);
     }
 
     #[test]
     fn a_time_seen_keeps_its_first_value() {
-        let mut seen = Seen::default();
+        let mut seen = Blocks::<i64>::default();
         for k in [10, 20, 30] {
             seen.insert(k, k as f64);
         }
         assert_eq!(seen.insert(20, 99.0), Some(20.0));
         assert_eq!(seen.insert(30, 99.0), Some(30.0));
         assert_eq!(seen.insert(10, 99.0), Some(10.0));
-        assert_eq!(seen.len(), 3);
+        assert_eq!(seen.len, 3);
     }
 
     #[test]
     fn an_older_time_in_a_full_block_splits_it_in_order() {
-        let mut seen = Seen::default();
+        let mut seen = Blocks::<i64>::default();
         // One full block of even keys, then the odd ones below them.
         for k in 0..BLOCK as i64 {
             seen.insert(2 * k, 0.0);
@@ -276,22 +400,22 @@ mod tests {
         for k in 0..BLOCK as i64 {
             assert_eq!(seen.insert(2 * k + 1, 1.0), None);
         }
-        assert_eq!(seen.len(), 2 * BLOCK);
-        let keys: Vec<i64> = seen.entries().iter().map(|e| e.0).collect();
+        assert_eq!(seen.len, 2 * BLOCK);
+        let keys: Vec<i64> = seen.iter().map(|e| e.0).collect();
         assert_eq!(keys, (0..2 * BLOCK as i64).collect::<Vec<_>>());
         assert!(seen.blocks() <= 4, "{} blocks", seen.blocks());
     }
 
     #[test]
     fn an_older_time_in_the_upper_half_of_a_full_block_goes_to_the_new_one() {
-        let mut seen = Seen::default();
+        let mut seen = Blocks::<i64>::default();
         for k in 0..BLOCK as i64 {
             seen.insert(2 * k, 0.0);
         }
         let late = 2 * (BLOCK as i64 - 10) + 1;
         assert_eq!(seen.insert(late, 1.0), None);
         assert_eq!(seen.blocks(), 2);
-        let entries = seen.entries();
+        let entries = entries(&seen);
         let at = entries.iter().position(|e| e.0 == late);
         assert_eq!(at, Some(BLOCK - 9));
         assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
@@ -300,15 +424,63 @@ mod tests {
 
     #[test]
     fn an_older_time_before_the_front_uses_the_room_forgetting_left() {
-        let mut seen = Seen::default();
+        let mut seen = Blocks::<i64>::default();
         for k in 0..10 {
             seen.insert(k * 10, 0.0);
         }
         seen.forget_before(50);
         assert_eq!(seen.insert(45, 1.0), None);
         assert_eq!(seen.insert(45, 2.0), Some(1.0));
-        let keys: Vec<i64> = seen.entries().iter().map(|e| e.0).collect();
+        let keys: Vec<i64> = seen.iter().map(|e| e.0).collect();
         assert_eq!(keys, vec![45, 50, 60, 70, 80, 90]);
+    }
+
+    /// 2026-12-07T00:00:00Z in microseconds.
+    const DAY: i64 = 1_796_601_600 * MICROS;
+
+    #[test]
+    fn whole_seconds_are_kept_in_32_bits() {
+        let mut seen = Seen::default();
+        for k in 0..1_000 {
+            assert_eq!(seen.insert(DAY + k * 10 * MICROS, k as f64), None);
+        }
+        assert!(matches!(seen, Seen::Seconds { .. }), "{seen:?}");
+        assert_eq!(seen.insert(DAY + 30 * MICROS, 9.0), Some(3.0));
+        seen.forget_before(DAY + 5_000 * MICROS + 1);
+        let entries = seen.entries();
+        assert_eq!(entries.len(), 499);
+        assert_eq!(entries[0], (DAY + 5_010 * MICROS, 501.0));
+        assert_eq!(seen.len(), 499);
+        // Long before and long after: nothing forgotten, then everything.
+        seen.forget_before(i64::MIN);
+        assert_eq!(seen.len(), 499);
+        seen.forget_before(i64::MAX);
+        assert_eq!(seen.len(), 0);
+    }
+
+    #[test]
+    fn a_time_finer_than_a_second_turns_the_set_into_microseconds() {
+        let mut seen = Seen::default();
+        for k in 0..300 {
+            seen.insert(DAY + k * MICROS, k as f64);
+        }
+        assert_eq!(seen.insert(DAY + 150 * MICROS + 500_000, -1.0), None);
+        assert!(matches!(seen, Seen::Micros(_)), "{seen:?}");
+        assert_eq!(seen.len(), 301);
+        // What was kept in seconds is found in microseconds.
+        assert_eq!(seen.insert(DAY + 299 * MICROS, 0.0), Some(299.0));
+        assert_eq!(seen.insert(DAY, 0.5), Some(0.0));
+        assert_eq!(seen.insert(DAY + 150 * MICROS + 500_000, 0.0), Some(-1.0));
+    }
+
+    #[test]
+    fn a_time_68_years_from_the_base_turns_the_set_into_microseconds() {
+        let mut seen = Seen::default();
+        seen.insert(DAY, 1.0);
+        let far = DAY + 70 * 365 * 86_400 * MICROS;
+        assert_eq!(seen.insert(far, 2.0), None);
+        assert!(matches!(seen, Seen::Micros(_)), "{seen:?}");
+        assert_eq!(seen.entries(), vec![(DAY, 1.0), (far, 2.0)]);
     }
 
     #[derive(Debug, Clone)]
@@ -330,10 +502,10 @@ mod tests {
         /// The set answers and holds what a sorted map of first values
         /// would, whatever the order of inserts and forgets.
         #[test]
-        fn behaves_as_a_sorted_map_of_first_values(
+        fn blocks_behave_as_a_sorted_map_of_first_values(
             ops in proptest::collection::vec(op(), 0..3_000),
         ) {
-            let mut seen = Seen::default();
+            let mut seen = Blocks::<i64>::default();
             let mut model: BTreeMap<i64, f64> = BTreeMap::new();
             for op in ops {
                 match op {
@@ -344,6 +516,38 @@ mod tests {
                         prop_assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits));
                     }
                     Op::Forget(h) => {
+                        model.retain(|&k, _| k >= h);
+                        seen.forget_before(h);
+                    }
+                }
+                prop_assert_eq!(seen.len, model.len());
+            }
+            let want: Vec<(i64, u64)> = model.iter().map(|(&k, v)| (k, v.to_bits())).collect();
+            let got: Vec<(i64, u64)> = seen.iter().map(|(k, v)| (k, v.to_bits())).collect();
+            prop_assert_eq!(got, want);
+        }
+
+        /// The same for a whole seen set, with times in whole seconds
+        /// around a day, now and then one finer, and horizons anywhere.
+        #[test]
+        fn a_seen_set_behaves_as_a_sorted_map_of_first_values(
+            ops in proptest::collection::vec(op(), 0..3_000),
+            finer in proptest::collection::vec(0usize..3_000, 0..2),
+        ) {
+            let mut seen = Seen::default();
+            let mut model: BTreeMap<i64, f64> = BTreeMap::new();
+            for (i, op) in ops.into_iter().enumerate() {
+                let fine = if finer.contains(&i) { 1 } else { 0 };
+                match op {
+                    Op::Insert(k, v) => {
+                        let k = DAY + k * MICROS + fine;
+                        let want = model.get(&k).copied();
+                        model.entry(k).or_insert(v);
+                        let got = seen.insert(k, v);
+                        prop_assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits));
+                    }
+                    Op::Forget(h) => {
+                        let h = DAY + h * MICROS + fine;
                         model.retain(|&k, _| k >= h);
                         seen.forget_before(h);
                     }

@@ -65,9 +65,9 @@ pub(super) struct SeriesState {
     pub(super) last_arrival: Option<DateTime<Utc>>,
     /// Measurement times seen within `max_lateness` of `newest` (in
     /// microseconds since the epoch, the database's precision), each with
-    /// the value first judged for it: 16 bytes a reading, the engine's
-    /// largest state (a day of 1-minute data from 3,000 series is 4.5
-    /// million entries).
+    /// the value first judged for it: 12 bytes a reading (16 for times
+    /// finer than a second), the engine's largest state (a day of 1-minute
+    /// data from 3,000 series is 4.5 million entries).
     pub(super) seen: Seen,
     pub(super) windows: Vec<WindowSet>,
     pub(super) incidents: BTreeMap<RuleKind, Vec<Incident>>,
