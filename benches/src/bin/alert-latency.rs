@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::Parser;
 use quantrac_alerting::{Alerting, AlertingConfig};
 use quantrac_ingest::{Ingest, IngestConfig};
@@ -107,7 +107,7 @@ async fn background(
         }
     });
     let start = Instant::now();
-    let base = Utc::now() - chrono::Duration::days(20);
+    let base = whole_second(Utc::now() - chrono::Duration::days(20));
     let mut k: u64 = 0;
     while !stop.is_cancelled() {
         let due = start + Duration::from_secs_f64(k as f64 / per_second);
@@ -254,7 +254,7 @@ async fn run_once(args: &Args, rate: u64) -> Result<Vec<f64>> {
     let started_load = Instant::now();
     let acked_before = acked.load(Ordering::Relaxed);
     let mut latencies = Vec::new();
-    let t0 = Utc::now() - chrono::Duration::days(10);
+    let t0 = whole_second(Utc::now() - chrono::Duration::days(10));
     for k in 0..args.probes {
         // Normal value first (resolves the previous incident), then the probe.
         let at = t0 + chrono::Duration::minutes(10 * k as i64);
@@ -352,4 +352,9 @@ async fn main() -> Result<()> {
         println!("| {rate} | {n} | {p50:.1} | {p99:.1} | {max:.1} |");
     }
     Ok(())
+}
+
+/// `t` without its fraction of a second, as loggers stamp measurements.
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
