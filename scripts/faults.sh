@@ -2,7 +2,7 @@
 # The fault-injection suite (benches/src/bin/faults.rs), from a fresh clone:
 # starts Kafka, Mosquitto and PostgreSQL, builds the services and the suite,
 # and runs it. Simulated stations send over TCP and MQTT while each phase
-# injects one fault (kill -9 of every service, Kafka/PostgreSQL/Mosquitto
+# injects one fault (kill -9 of every service and of PostgreSQL, Kafka/PostgreSQL/Mosquitto
 # restarts, poison records, oversized MQTT messages, 1,100 idle connections,
 # a 10x burst); the report (readings lost and duplicated, alerts missing or
 # doubled, recovery per fault, peak memory) goes to benches/results/.

@@ -21,7 +21,8 @@
 //! `kill -9` of each service (restarted at once), a second alerting
 //! instance joining and leaving the consumer group, the webhook endpoint
 //! and the mail server down, a restart of Kafka,
-//! PostgreSQL or Mosquitto, a `kill -9` of Mosquitto, poison records on the
+//! PostgreSQL or Mosquitto, a `kill -9` of PostgreSQL (every process of
+//! the server at once) or of Mosquitto, poison records on the
 //! readings topic, an MQTT message over ingest's size limit and one of 10,900
 //! lines, 1,100 idle TCP connections, a 10× burst, and 10 s of overload
 //! (100 samples a second per MQTT and TCP JSON station: about 10× what the
@@ -185,6 +186,12 @@ enum Fault {
     NotifiersDown,
     RestartKafka,
     RestartPostgres,
+    /// `kill -9` of PostgreSQL, its postmaster and every process it
+    /// started at once (as an out-of-memory kill or a power cut leaves it),
+    /// then started again: crash recovery from the WAL. Transactions
+    /// committed without waiting for the WAL flush (`async_commit`) are
+    /// lost by the server; the pipeline must notice and redo them.
+    KillPostgres,
     RestartMosquitto,
     /// `kill -9` of the broker: what it had acknowledged and not yet written
     /// to its persistence file is at risk.
@@ -214,7 +221,7 @@ enum Fault {
 impl Fault {
     // Slow connections come after the kills: killing ingest would free
     // their slots, and they stay until the end.
-    const SHORT: [Fault; 13] = [
+    const SHORT: [Fault; 14] = [
         Fault::Baseline,
         Fault::KillIngest,
         Fault::KillProcessor,
@@ -222,6 +229,7 @@ impl Fault {
         Fault::RebalanceAlerting,
         Fault::NotifiersDown,
         Fault::RestartPostgres,
+        Fault::KillPostgres,
         Fault::RestartMosquitto,
         Fault::SlowConnections,
         Fault::Poison,
@@ -229,7 +237,7 @@ impl Fault {
         Fault::Burst,
         Fault::Overload,
     ];
-    const FULL: [Fault; 15] = [
+    const FULL: [Fault; 16] = [
         Fault::Baseline,
         Fault::KillIngest,
         Fault::KillProcessor,
@@ -238,6 +246,7 @@ impl Fault {
         Fault::NotifiersDown,
         Fault::RestartKafka,
         Fault::RestartPostgres,
+        Fault::KillPostgres,
         Fault::RestartMosquitto,
         Fault::Poison,
         Fault::OversizedMqtt,
@@ -1332,6 +1341,11 @@ async fn main() -> Result<()> {
             }
             Fault::RestartKafka => services(&repo, "restart", "kafka").await?,
             Fault::RestartPostgres => services(&repo, "restart", "postgres").await?,
+            Fault::KillPostgres => {
+                let killed = kill_postgres(&admin_url).await?;
+                let started = services(&repo, "start", "postgres").await?;
+                format!("killed {killed} PostgreSQL processes; {started}")
+            }
             Fault::RestartMosquitto => services(&repo, "restart", "mosquitto").await?,
             Fault::KillMosquitto => {
                 let (killed, started) = kill_mosquitto(&repo).await?;
@@ -1868,6 +1882,68 @@ async fn kill_mosquitto(repo: &std::path::Path) -> Result<(bool, String)> {
         .status()
         .is_ok_and(|s| s.success());
     Ok((killed, services(repo, "start", "mosquitto").await?))
+}
+
+/// `kill -9` of the PostgreSQL server `url` reaches: its postmaster (the
+/// parent of this connection's backend) and every child of it, in one
+/// `kill`. Returns how many processes were killed.
+async fn kill_postgres(url: &str) -> Result<usize> {
+    let client = quantrac_testkit::db::connect(url).await;
+    let backend: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .context("SELECT pg_backend_pid()")?
+        .get(0);
+    let postmaster = parent_pid(backend as u32)
+        .with_context(|| format!("parent of PostgreSQL backend {backend}"))?;
+    let mut victims: Vec<u32> = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| parent_pid(pid).is_some_and(|p| p == postmaster))
+        .collect();
+    victims.push(postmaster);
+    // A backend may end between the listing and the kill (its client
+    // left): `kill` then fails for that one and still kills the others,
+    // and the wait below tells whether every one is gone.
+    std::process::Command::new("kill")
+        .arg("-9")
+        .args(victims.iter().map(u32::to_string))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("kill -9")?;
+    // Dying takes a moment. A server started before the old postmaster
+    // is reaped finds its lock file's process (`kill(pid, 0)` answers for
+    // a zombie) and stops; one started before the others have died finds
+    // its shared memory in use.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exists(postmaster) || victims.iter().any(|&pid| running(pid)) {
+        if Instant::now() > deadline {
+            bail!("PostgreSQL {victims:?} still there 30 s after kill -9");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(victims.len())
+}
+
+/// Whether `pid` is a process, a zombie included.
+fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether `pid` runs (a zombie has finished).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// A process's parent, from `/proc/<pid>/stat` (the field after the
+/// parenthesised name, which may itself hold spaces and parentheses).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `deploy/services.sh <cmd> <service>`, timed; returns a note.
