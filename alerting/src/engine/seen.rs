@@ -6,8 +6,8 @@
 //! (and, as its head goes round, touches) the power of two above n: 16,384
 //! slots for a day of 10-second data, 1.75× what is live. Growing it
 //! leaves a hole of the old size behind in the allocator, and 840 series
-//! growing in step left alerting at 229-234 MiB in the end-to-end
-//! benchmark, 121 MB of it live. Blocks all have one size: a block freed at
+//! growing in step left alerting at 229-252 MiB in the end-to-end
+//! benchmark, about 121 MB of it live. Blocks all have one size: a block freed at
 //! the front is the one the next push at the back gets, and a set holds at
 //! most one part-filled block at each end beyond what it splits.
 //!
