@@ -105,8 +105,8 @@
 //! - `reading`: one reading through the engine: usable, seen or new, in
 //!   order or late, then the rules of its series in order;
 //! - `series`: what is remembered per series and per station: the seen set
-//!   (kept in `seen`), the window buckets, rules and registry refreshed on reload, pruning
-//!   past the lateness horizon;
+//!   (kept in `seen`), the window buckets, rules and registry refreshed on
+//!   reload, pruning past the lateness horizon;
 //! - `incidents`: findings, incidents and the book of alerts (open, worsen,
 //!   breach, clear, auto-resolve, window alerts);
 //! - `limits`: the permit bounds, limit exceeded and early warning on a
