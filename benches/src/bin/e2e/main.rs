@@ -28,10 +28,11 @@
 //!     scripts/bench.sh e2e
 //!     target/release/e2e --rate 1000 --rate 5000 --rate 20000 --step 30s
 
+#[path = "../common/mod.rs"]
 mod common;
+mod report;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -923,186 +924,34 @@ async fn main() -> Result<()> {
     let record_bytes: f64 = json::encode(&sample("E-0-0000", Utc::now(), 40.0)).len() as f64;
 
     // Report.
-    let sustained_rate = steps
-        .iter()
-        .filter(|s| s.sustained)
-        .map(|s| s.stored_per_s.min(s.judged_per_s))
-        .fold(0.0, f64::max);
-    let readings_total = background_rows.max(1) as f64;
-    let cpu_run: Vec<(String, f64)> = {
-        let mut v: Vec<(String, f64)> = cpu_end
-            .iter()
-            .map(|(k, v)| (k.clone(), v - cpu_start.get(k).copied().unwrap_or(0.0)))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
-    let stamp = Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    std::fs::create_dir_all(&args.out)?;
-    let mut md = String::new();
-    let _ = writeln!(md, "# End-to-end benchmark, {stamp}\n");
-    let _ = writeln!(
-        md,
-        "Machine: {machine}. Everything on this machine: {} simulated stations ({n_mqtt} over MQTT, {} over TCP JSON lines, 4 readings per sample), Mosquitto, `quantrac-ingest`, Kafka, `quantrac-processor`, PostgreSQL, `quantrac-alerting`, one instance each, the run's Kafka topics of {} partitions; probes (a normal value, then one over the limit, every `--probe-every`, rotating over `--probe-stations` stations) on their own TCP connection. Command: `target/release/e2e {}`.\n",
-        args.stations,
-        args.stations - n_mqtt,
-        args.partitions,
-        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
-    );
-    let _ = writeln!(
-        md,
-        "**Highest rate sustained** (stored and judged: neither the storage nor the judging backlog growing by more than 2 % of the offered rate): **{sustained_rate:.0} readings/s**.\n"
-    );
-    let _ = writeln!(
-        md,
-        "| offered/s (background + probes) | acked/s | stored/s | judged/s | growth of acked−stored /s | growth of stored−judged /s | sustained | probes | publish→committed p50 / p99 / max ms | publish→alert p50 / p99 / max ms |"
-    );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|");
-    for s in &steps {
-        let _ = writeln!(
-            md,
-            "| {:.0} | {:.0} | {:.0} | {:.0} | {:+.0} | {:+.0} | {} | {} | {} / {} / {} | {} / {} / {} |",
-            s.offered,
-            s.acked_per_s,
-            s.stored_per_s,
-            s.judged_per_s,
-            s.backlog_growth_per_s,
-            s.judge_backlog_growth_per_s,
-            if s.sustained { "yes" } else { "no" },
-            s.probes,
-            ms(s.committed_p50),
-            ms(s.committed_p99),
-            ms(s.committed_max),
-            ms(s.alert_p50),
-            ms(s.alert_p99),
-            ms(s.alert_max)
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\nWhere a probe's time goes, stage by stage (p50 / p99 / max ms; Kafka's timestamps are in whole ms, and the watchers share the load generator's process):\n"
-    );
-    let _ = writeln!(md, "| offered/s | {} |", STAGES.join(" | "));
-    let _ = writeln!(md, "|---:|{}", "---:|".repeat(STAGES.len()));
-    for s in &steps {
-        let _ = writeln!(
-            md,
-            "| {:.0} | {} |",
-            s.offered,
-            s.stages
-                .iter()
-                .map(|[a, b, c]| format!("{} / {} / {}", ms(*a), ms(*b), ms(*c)))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\nCPU cores used during each step, by process; \"other\" is the rest of the machine's busy time, and \"waiting for a CPU\" the share of the step during which some runnable task waited (`/proc/pressure/cpu`): high while the pipeline's own processes leave cores idle, it means the machine is shared and the step's latencies are not the pipeline's alone:\n"
-    );
-    let names: Vec<String> = cpu_run.iter().map(|(k, _)| k.clone()).collect();
-    let _ = writeln!(
-        md,
-        "| offered/s | {} | other | waiting for a CPU |",
-        names.join(" | ")
-    );
-    let _ = writeln!(md, "|---:|{}", "---:|".repeat(names.len() + 2));
-    let share = |v: Option<f64>, pct: bool| match v {
-        Some(v) if pct => format!("{:.0} %", v * 100.0),
-        Some(v) => format!("{v:.2}"),
-        None => "–".to_owned(),
-    };
-    for s in &steps {
-        let _ = writeln!(
-            md,
-            "| {:.0} | {} | {} | {} |",
-            s.offered,
-            names
-                .iter()
-                .map(|n| format!("{:.2}", s.cores.get(n).copied().unwrap_or(0.0)))
-                .collect::<Vec<_>>()
-                .join(" | "),
-            share(s.other_cores, false),
-            share(s.cpu_wait_share, true)
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\nWhole run ({run_secs:.0} s, {readings_total:.0} readings stored): CPU seconds, CPU cost of one reading, peak memory:\n"
-    );
-    let _ = writeln!(
-        md,
-        "| process | CPU s | µs CPU per reading | peak RSS MiB |"
-    );
-    let _ = writeln!(md, "|---|---:|---:|---:|");
-    for (k, v) in &cpu_run {
-        let _ = writeln!(
-            md,
-            "| {k} | {v:.1} | {:.1} | {:.0} |",
-            v / readings_total * 1e6,
-            peak_rss.get(k).copied().unwrap_or(0.0)
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\n(PostgreSQL's memory is the sum over its processes, shared buffers counted in each: an upper bound.)\n"
-    );
-    let _ = writeln!(
-        md,
-        "Delivery: {acked_total} readings acknowledged to stations ({probe_readings} of them probes'); {background_rows} stored; **{lost} missing**; {unacked_stored} stored whose acknowledgement the load generator did not wait for at the end; {duplicates} redelivered readings skipped as duplicates by the processor (rows are unique by station, parameter and time).\n"
-    );
-    let _ = writeln!(md, "## The machine's limits (pipeline stopped)\n");
-    let _ = writeln!(
-        md,
-        "| limit | rate | pipeline's sustained rate as a share |"
-    );
-    let _ = writeln!(md, "|---|---:|---:|");
-    let share = |x: Option<f64>, per_reading: f64| {
-        x.map_or("–".into(), |x| {
-            format!("{:.2}", sustained_rate / (x * per_reading))
-        })
-    };
-    let _ = writeln!(
-        md,
-        "| `psql \\copy` of the stored rows into a copy of `readings` | {} rows/s | {} |",
-        copy.map_or("–".into(), |x| format!("{x:.0}")),
-        share(copy, 1.0)
-    );
-    let _ = writeln!(
-        md,
-        "| Kafka `ProducerPerformance`, {record_bytes:.0}-byte records, acks=all (one record = one sample = 4 readings) | {} records/s | {} |",
-        kafka.map_or("–".into(), |x| format!("{x:.0}")),
-        share(kafka, 4.0)
-    );
-    let _ = writeln!(
-        md,
-        "| Mosquitto QoS 1 loopback publish (one client, PUBACKed; one message = 4 readings) | {} messages/s | {} |",
-        mosq.map_or("–".into(), |x| format!("{x:.0}")),
-        share(mosq, 4.0)
-    );
-    let json_out = serde_json::json!({
-        "stamp": stamp, "machine": machine, "stations": args.stations, "partitions": args.partitions, "mqtt_stations": n_mqtt,
-        "sustained_readings_per_s": sustained_rate, "steps": steps, "probes": all_probes, "timeline": *timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-        "cpu_seconds": cpu_run.iter().cloned().collect::<HashMap<_, _>>(), "peak_rss_mib": peak_rss,
-        "acked": acked_total, "stored": background_rows, "lost": lost, "stored_unacknowledged": unacked_stored, "redeliveries_skipped": duplicates,
-        "limits": {"psql_copy_rows_per_s": copy, "kafka_records_per_s": kafka, "mosquitto_messages_per_s": mosq},
-    });
-    let stem = args.out.join(format!("e2e-{stamp}"));
-    let svg = chart(
-        &timeline
+    report::write(&report::Run {
+        out: &args.out,
+        machine: &machine,
+        stations: args.stations,
+        mqtt_stations: n_mqtt,
+        partitions: args.partitions,
+        steps: &steps,
+        probes: &all_probes,
+        timeline: &timeline
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
-        &all_probes,
-    );
-    std::fs::write(stem.with_extension("svg"), svg)?;
-    let _ = writeln!(md, "\n![rate and latency over the run](e2e-{stamp}.svg)");
-    std::fs::write(stem.with_extension("md"), &md)?;
-    // Compact: thousands of probes and samples per run.
-    std::fs::write(
-        stem.with_extension("json"),
-        serde_json::to_string(&json_out)?,
-    )?;
-    println!("\n{md}\nreport: {}.{{md,json,svg}}", stem.display());
+        cpu_start: &cpu_start,
+        cpu_end: &cpu_end,
+        peak_rss: &peak_rss,
+        run_secs,
+        acked: acked_total,
+        probe_readings,
+        stored: background_rows,
+        lost,
+        stored_unacknowledged: unacked_stored,
+        redeliveries_skipped: duplicates,
+        limits: report::Limits {
+            psql_copy: copy,
+            kafka,
+            mosquitto: mosq,
+            record_bytes,
+        },
+    })?;
     let _ = db.batch_execute("SELECT 1").await;
     drop(db);
     if let Ok(admin) =
@@ -1246,81 +1095,6 @@ async fn mosquitto_rate(url: &str, user: &str, password: &str) -> Option<f64> {
     }
     publisher.abort();
     Some(acked as f64 / t0.elapsed().as_secs_f64())
-}
-
-/// Rate (acked, stored) and probe latencies over the run, as SVG.
-fn chart(points: &[Point], probes: &[Probe]) -> String {
-    let (w, h, pad) = (900.0, 420.0, 50.0);
-    let t_max = points.iter().map(|p| p.t).fold(1.0, f64::max);
-    let r_max = points
-        .iter()
-        .map(|p| p.acked.max(p.stored).max(p.offered))
-        .fold(1.0, f64::max)
-        * 1.1;
-    let l_max = probes
-        .iter()
-        .filter_map(|p| p.alert_ms)
-        .fold(10.0, f64::max)
-        * 1.1;
-    let x = |t: f64| pad + (w - 2.0 * pad) * t / t_max;
-    let y = |v: f64, max: f64| h - pad - (h - 2.0 * pad) * v / max;
-    let line = |f: &dyn Fn(&Point) -> f64, colour: &str| {
-        let pts: Vec<String> = points
-            .iter()
-            .map(|p| format!("{:.1},{:.1}", x(p.t), y(f(p), r_max)))
-            .collect();
-        format!(
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>",
-            pts.join(" ")
-        )
-    };
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">"
-    );
-    let _ = write!(s, "<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>");
-    let _ = write!(
-        s,
-        "<line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
-        h - pad,
-        w - pad,
-        h - pad
-    );
-    let _ = write!(
-        s,
-        "<line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>",
-        h - pad
-    );
-    let _ = write!(
-        s,
-        "<text x=\"{pad}\" y=\"{}\">readings/s (max {r_max:.0}): offered grey, acked blue, stored green</text>",
-        pad - 20.0
-    );
-    let _ = write!(
-        s,
-        "<text x=\"{pad}\" y=\"{}\">publish→alert ms (red dots, right scale, max {l_max:.0})</text>",
-        pad - 6.0
-    );
-    let _ = write!(
-        s,
-        "<text x=\"{}\" y=\"{}\">seconds ({t_max:.0})</text>",
-        w / 2.0,
-        h - 15.0
-    );
-    s.push_str(&line(&|p| p.offered, "#999"));
-    s.push_str(&line(&|p| p.acked, "#1f5fbf"));
-    s.push_str(&line(&|p| p.stored, "#2e8b57"));
-    for p in probes {
-        if let Some(l) = p.alert_ms {
-            let _ = write!(
-                s,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.5\" fill=\"#c0392b\"/>",
-                x(p.at_s),
-                y(l, l_max)
-            );
-        }
-    }
-    s.push_str("</svg>\n");
-    s
 }
 
 /// `t` without its fraction of a second: loggers stamp measurements in
