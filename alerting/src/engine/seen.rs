@@ -29,7 +29,7 @@ const BLOCK: usize = 64;
 
 /// A key: whole seconds from the set's base (`u32`), or microseconds
 /// since the epoch (`i64`).
-pub(super) trait Key: Copy + Ord + Default + fmt::Debug {}
+pub(super) trait Key: Copy + Ord + Default {}
 impl Key for u32 {}
 impl Key for i64 {}
 
@@ -99,8 +99,8 @@ impl<K: Key> Chunk<K> {
 /// Sorted keys and their first values, in blocks.
 #[derive(Clone)]
 pub(super) struct Blocks<K> {
+    /// Never an empty one.
     chunks: VecDeque<Chunk<K>>,
-    len: usize,
     /// The last block forgotten, for the next push: a set in its steady
     /// state (one forgotten for each one added) then allocates nothing.
     /// Each block freed and allocated again would go back to the arena of
@@ -113,7 +113,6 @@ impl<K> Default for Blocks<K> {
     fn default() -> Self {
         Blocks {
             chunks: VecDeque::new(),
-            len: 0,
             spare: None,
         }
     }
@@ -137,7 +136,6 @@ impl<K: Key> Blocks<K> {
         last.data.keys[last.end] = key;
         last.data.values[last.end] = value;
         last.end += 1;
-        self.len += 1;
         None
     }
 
@@ -150,7 +148,6 @@ impl<K: Key> Blocks<K> {
             Ok(j) => return Some(chunk.data.values[chunk.start + j]),
             Err(j) => chunk.start + j,
         };
-        self.len += 1;
         if chunk.start > 0 && at == chunk.start {
             // Before the first entry, with room in front.
             chunk.start -= 1;
@@ -182,7 +179,6 @@ impl<K: Key> Blocks<K> {
     fn forget_before(&mut self, horizon: K) {
         while let Some(front) = self.chunks.front_mut() {
             if front.last() < horizon {
-                self.len -= front.len();
                 if let Some(done) = self.chunks.pop_front() {
                     self.spare = Some(done.data);
                 }
@@ -190,9 +186,13 @@ impl<K: Key> Blocks<K> {
             }
             let drop = front.keys().partition_point(|&k| k < horizon);
             front.start += drop;
-            self.len -= drop;
             break;
         }
+    }
+
+    /// Entries held.
+    fn len(&self) -> usize {
+        self.chunks.iter().map(Chunk::len).sum()
     }
 
     /// Blocks held: at most `len / BLOCK` plus one part-filled at each end
@@ -245,8 +245,8 @@ impl Default for Seen {
 impl fmt::Debug for Seen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (keys, len, blocks) = match self {
-            Seen::Seconds { set, .. } => ("seconds", set.len, set.chunks.len()),
-            Seen::Micros(set) => ("microseconds", set.len, set.chunks.len()),
+            Seen::Seconds { set, .. } => ("seconds", set.len(), set.chunks.len()),
+            Seen::Micros(set) => ("microseconds", set.len(), set.chunks.len()),
         };
         f.debug_struct("Seen")
             .field("keys", &keys)
@@ -262,7 +262,7 @@ impl Seen {
     /// value first remembered for it.
     pub(super) fn insert(&mut self, key: i64, value: f64) -> Option<f64> {
         if let Seen::Seconds { base, set } = self {
-            if set.len == 0 && key % MICROS == 0 {
+            if set.chunks.is_empty() && key % MICROS == 0 {
                 *base = key / MICROS;
             }
             if let Some(k) = second_key(*base, key) {
@@ -303,8 +303,8 @@ impl Seen {
     #[cfg(test)]
     fn len(&self) -> usize {
         match self {
-            Seen::Seconds { set, .. } => set.len,
-            Seen::Micros(set) => set.len,
+            Seen::Seconds { set, .. } => set.len(),
+            Seen::Micros(set) => set.len(),
         }
     }
 
@@ -353,7 +353,7 @@ mod tests {
             assert_eq!(seen.insert(k, k as f64), None);
             seen.forget_before(k + 1 - day);
         }
-        assert_eq!(seen.len, day as usize);
+        assert_eq!(seen.len(), day as usize);
         let entries = entries(&seen);
         assert_eq!(entries.first(), Some(&(day, day as f64)));
         assert_eq!(entries.last(), Some(&(2 * day - 1, (2 * day - 1) as f64)));
@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(seen.insert(20, 99.0), Some(20.0));
         assert_eq!(seen.insert(30, 99.0), Some(30.0));
         assert_eq!(seen.insert(10, 99.0), Some(10.0));
-        assert_eq!(seen.len, 3);
+        assert_eq!(seen.len(), 3);
     }
 
     #[test]
@@ -403,7 +403,7 @@ mod tests {
         for k in 0..BLOCK as i64 {
             assert_eq!(seen.insert(2 * k + 1, 1.0), None);
         }
-        assert_eq!(seen.len, 2 * BLOCK);
+        assert_eq!(seen.len(), 2 * BLOCK);
         let keys: Vec<i64> = seen.iter().map(|e| e.0).collect();
         assert_eq!(keys, (0..2 * BLOCK as i64).collect::<Vec<_>>());
         assert!(seen.blocks() <= 4, "{} blocks", seen.blocks());
@@ -523,7 +523,7 @@ mod tests {
                         seen.forget_before(h);
                     }
                 }
-                prop_assert_eq!(seen.len, model.len());
+                prop_assert_eq!(seen.len(), model.len());
             }
             let want: Vec<(i64, u64)> = model.iter().map(|(&k, v)| (k, v.to_bits())).collect();
             let got: Vec<(i64, u64)> = seen.iter().map(|(k, v)| (k, v.to_bits())).collect();

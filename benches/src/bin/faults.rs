@@ -1606,13 +1606,7 @@ async fn main() -> Result<()> {
         for id in &client_ids {
             forget_session(&mqtt_url, &station_user, &station_password, id).await;
         }
-        forget_session(
-            &mqtt_url,
-            &configs.ingest.mqtt.username,
-            &configs.ingest.mqtt.password,
-            &format!("quantrac-{}", configs.ingest.node_id),
-        )
-        .await;
+        configs.forget_ingest_session(&mqtt_url).await;
     }
 
     // Verdict and report.

@@ -148,6 +148,18 @@ impl Configs {
             grpc,
         })
     }
+
+    /// Drops ingest's persistent MQTT session from the broker, which would
+    /// otherwise queue every later run's messages (and slow it down).
+    pub async fn forget_ingest_session(&self, mqtt_url: &str) {
+        super::procs::forget_session(
+            mqtt_url,
+            &self.ingest.mqtt.username,
+            &self.ingest.mqtt.password,
+            &format!("quantrac-{}", self.ingest.node_id),
+        )
+        .await;
+    }
 }
 
 /// The three services, each its own process.

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use common::procs::{Proc, forget_session, http_get, judged_count, prom_counter, stored_count};
+use common::procs::{Proc, http_get, judged_count, prom_counter, stored_count};
 use common::{Service, TopicSpec};
 use prost::Message;
 use quantrac_proto::v1::alert_service_client::AlertServiceClient;
@@ -907,15 +907,7 @@ async fn main() -> Result<()> {
     for p in [ingest, alerting, processor] {
         p.stop().await;
     }
-    // Ingest's persistent session would otherwise stay on the broker and
-    // queue every later run's messages (and slow the broker down).
-    forget_session(
-        &mqtt_url,
-        &configs.ingest.mqtt.username,
-        &configs.ingest.mqtt.password,
-        &format!("quantrac-{}", configs.ingest.node_id),
-    )
-    .await;
+    configs.forget_ingest_session(&mqtt_url).await;
 
     // The machine's limits, with the pipeline stopped.
     let copy = psql_copy(&db_url, args.copy_rows).await;
